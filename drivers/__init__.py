@@ -1,0 +1,1 @@
+"""Device drivers: one interface (connect, read, close), registered by name."""

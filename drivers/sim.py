@@ -1,0 +1,67 @@
+"""The `sim` driver: reads the in-process simulated plant (simulators.runtime)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from drivers.base import Driver, DriverContext, DriverSettings, Reading, register
+from scada.config import DeviceConfig
+from scada.errors import DriverError
+from simulators.plant import COL
+from simulators.runtime import SimulatedPlant
+
+
+class SimSettings(DriverSettings):
+    pass
+
+
+@register("sim")
+class SimDriver(Driver):
+    settings_model = SimSettings
+
+    def __init__(self, device: DeviceConfig, settings: DriverSettings, context: DriverContext):
+        super().__init__(device, settings, context)
+        schema = context.schema
+        plant: SimulatedPlant | None = context.plant
+        if plant is None:
+            raise DriverError(f"device {device.name!r}: the sim driver needs the simulated plant")
+        self.plant = plant
+        # Map each of our tags to (plant row, simulator column); tags the model does not
+        # produce read as bad rather than silently absent.
+        rows, cols, idx, missing = [], [], [], []
+        for line_id in self.line_ids:
+            row = plant.line_ids.index(line_id)
+            for ref in schema.refs[schema.line_slices[line_id]]:
+                if ref.name in COL:
+                    rows.append(row)
+                    cols.append(COL[ref.name])
+                    idx.append(ref.index)
+                else:
+                    missing.append(ref.index)
+        self._rows = np.array(rows, dtype=np.intp)
+        self._cols = np.array(cols, dtype=np.intp)
+        self._idx = np.array(idx, dtype=np.intp)
+        self._missing = np.array(missing, dtype=np.intp)
+
+    async def connect(self) -> None:
+        return None
+
+    async def read(self) -> Reading:
+        self.plant.advance_to(time.monotonic())
+        values, valid = self.plant.sample()
+        # A silenced line (source_stop fault) sends nothing at all, so it goes stale.
+        live = ~self.plant.model.overrides.silent[self._rows]
+        rows, cols, idx = self._rows[live], self._cols[live], self._idx[live]
+        ok = valid[rows, cols]
+        v = np.where(ok, values[rows, cols], np.nan)
+        reasons = {int(i): "sensor dropout" for i in idx[~ok]}
+        for i in self._missing:
+            reasons[int(i)] = "not produced by the simulator"
+        all_idx = np.concatenate([idx, self._missing])
+        vals = np.concatenate([v, np.full(len(self._missing), np.nan)])
+        return Reading.build(all_idx, vals, time.time(), reasons=reasons)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,316 @@
+"""Plant configuration: TOML validated once, at start, into frozen pydantic models.
+
+Structural problems (wrong type, unknown key) come from pydantic; semantic ones (limits out of
+order, duplicate line ids) from `_semantic_problems`. Both are reported together, each with the
+dotted key path of the bad value, so `scada check-config` can list every problem at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from scada.errors import ConfigError
+
+Severity = Literal["low", "medium", "high", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
+LIMIT_NAMES = ("hihi", "hi", "lo", "lolo")
+DEFAULT_SEVERITY: dict[str, Severity] = {
+    "hihi": "critical",
+    "hi": "high",
+    "lo": "high",
+    "lolo": "critical",
+}
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _number_is_value(raw: Any) -> Any:
+    """Let `hi = 12.3` stand for `hi = { value = 12.3 }`."""
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return {"value": raw}
+    return raw
+
+
+class LimitConfig(Frozen):
+    """One alarm limit. Unset options fall back to the tag's `limits` table."""
+
+    value: float
+    severity: Severity | None = None
+    deadband: float | None = Field(default=None, ge=0)
+    on_delay: float | None = Field(default=None, ge=0)
+    off_delay: float | None = Field(default=None, ge=0)
+    message: str | None = None
+
+
+LimitField = Annotated[LimitConfig | None, BeforeValidator(_number_is_value)]
+
+
+class LimitsConfig(Frozen):
+    hihi: LimitField = None
+    hi: LimitField = None
+    lo: LimitField = None
+    lolo: LimitField = None
+    # Deadband in engineering units, or in percent of the tag's span (one of the two).
+    deadband: float = Field(default=0.0, ge=0)
+    deadband_percent: float | None = Field(default=None, ge=0, le=100)
+    on_delay: float = Field(default=0.0, ge=0)
+    off_delay: float = Field(default=0.0, ge=0)
+
+    def items(self) -> Iterator[tuple[str, LimitConfig]]:
+        for name in LIMIT_NAMES:
+            limit = getattr(self, name)
+            if limit is not None:
+                yield name, limit
+
+
+class RateConfig(Frozen):
+    """Rate-of-change alarm: |change| over `window` seconds, per second, above the limit."""
+
+    max_per_second: float = Field(gt=0)
+    window: float = Field(default=5.0, gt=0)
+    severity: Severity = "medium"
+    on_delay: float = Field(default=0.0, ge=0)
+    off_delay: float = Field(default=0.0, ge=0)
+
+
+class TagConfig(Frozen):
+    kind: Literal["analog", "state"] = "analog"
+    unit: str = ""
+    description: str = ""
+    # Tags sharing a group are sent as one array, in config order (body_temperatures).
+    group: str | None = None
+    setpoint: float | None = None
+    tolerance: float | None = Field(default=None, gt=0)
+    span: tuple[float, float] | None = None
+    decimals: int = Field(default=2, ge=0, le=9)
+    limits: LimitsConfig | None = None
+    rate: RateConfig | None = None
+    # Seconds a tag may be bad or stale before its quality alarm is raised; null disables it.
+    quality_delay: float | None = Field(default=2.0, ge=0)
+    quality_severity: Severity = "high"
+    states: list[str] | None = None
+    # Out of service: evaluated and journaled as suppressed, never announced.
+    suppressed: bool = False
+
+
+class LineConfig(Frozen):
+    id: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
+    name: str = ""
+    stale_after: float = Field(default=1.0, gt=0)
+    tags: dict[str, TagConfig]
+
+    @property
+    def title(self) -> str:
+        return self.name or f"Line {self.id}"
+
+
+class DeviceConfig(Frozen):
+    """One source of samples: a driver instance and the lines it feeds."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    driver: str = "sim"
+    lines: list[str] | Literal["*"] = "*"
+    poll_interval_ms: int = Field(default=100, ge=10, le=60_000)
+    # Driver-specific; validated by the driver's own settings model (see drivers.base).
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class SimulatorConfig(Frozen):
+    seed: int = 42
+    scenario: str | None = None
+
+
+class ServerConfig(Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    batch_interval_ms: int = Field(default=100, ge=10, le=5000)
+    heartbeat_interval_ms: int = Field(default=15_000, ge=1000, le=300_000)
+    max_message_bytes: int = Field(default=65_536, ge=256)
+    # A client whose unsent data passes this is closed with 1013.
+    max_client_buffer_bytes: int = Field(default=1_048_576, ge=4096)
+    # A client whose socket stays blocked (nothing drains) this long is closed with 1013 too.
+    slow_client_timeout: float = Field(default=5.0, gt=0)
+    # Kernel send buffer per WebSocket; bounded so a stuck client cannot pin megabytes.
+    socket_send_buffer: int | None = Field(default=262_144, ge=4096)
+    history_seconds: int = Field(default=900, ge=60, le=86_400)
+    data_dir: str = "data"
+    allowed_origins: list[str] = Field(default_factory=list)
+
+
+class AlarmSettings(Frozen):
+    journal_path: str | None = None  # default: <data_dir>/journal.sqlite
+    retention_days: float = Field(default=90.0, gt=0)
+    retention_events: int = Field(default=1_000_000, ge=1000)
+    default_user: str = "operator"
+    require_comment: list[Severity] = Field(default_factory=list)
+    max_shelve_minutes: int = Field(default=480, ge=1)
+
+
+class PlantConfig(Frozen):
+    server: ServerConfig = ServerConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+    alarms: AlarmSettings = AlarmSettings()
+    devices: list[DeviceConfig] = Field(default_factory=lambda: [DeviceConfig(name="sim")])
+    lines: list[LineConfig] = Field(min_length=1)
+
+    def line(self, line_id: str) -> LineConfig:
+        for line in self.lines:
+            if line.id == line_id:
+                return line
+        raise KeyError(line_id)
+
+    def device_lines(self, device: DeviceConfig) -> list[str]:
+        if device.lines == "*":
+            return [line.id for line in self.lines]
+        return list(device.lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def default_config_text() -> str:
+    return resources.files("scada").joinpath("defaults/plant.toml").read_text("utf-8")
+
+
+def load_config(path: str | Path | None = None) -> PlantConfig:
+    """Read and validate a config file (or the packaged default). Raises ConfigError."""
+    if path is None:
+        return parse_config(default_config_text(), source="<default plant.toml>")
+    p = Path(path)
+    try:
+        text = p.read_text("utf-8")
+    except OSError as err:
+        raise ConfigError(str(p), [("<file>", f"cannot read: {err.strerror or err}")]) from err
+    return parse_config(text, source=str(p))
+
+
+def parse_config(text: str, *, source: str = "<config>") -> PlantConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(source, [("<toml>", str(err))]) from err
+    return config_from_dict(raw, source=source)
+
+
+def config_from_dict(raw: dict[str, Any], *, source: str = "<config>") -> PlantConfig:
+    expanded = _apply_line_defaults(raw)
+    try:
+        config = PlantConfig.model_validate(expanded)
+    except ValidationError as err:
+        raise ConfigError(source, [_pydantic_problem(e) for e in err.errors()]) from err
+    problems = list(_semantic_problems(config))
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _apply_line_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """Merge `[line_defaults]` under every `[[lines]]` entry so 8 similar lines stay short."""
+    data = dict(raw)
+    defaults = data.pop("line_defaults", None)
+    if not isinstance(defaults, dict) or not isinstance(data.get("lines"), list):
+        if defaults is not None and not isinstance(defaults, dict):
+            data["line_defaults"] = defaults  # let validation report the wrong type
+        return data
+    data["lines"] = [
+        _deep_merge(defaults, line) if isinstance(line, dict) else line for line in data["lines"]
+    ]
+    return data
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def format_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<root>"
+
+
+def _pydantic_problem(error: Any) -> tuple[str, str]:
+    loc = tuple(p for p in error["loc"] if p not in ("function-before[_number_is_value(), ...]",))
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    return format_path(loc), message
+
+
+def _semantic_problems(config: PlantConfig) -> Iterator[tuple[str, str]]:
+    seen: set[str] = set()
+    for i, line in enumerate(config.lines):
+        if line.id in seen:
+            yield f"lines[{i}].id", f"duplicate line id {line.id!r}"
+        seen.add(line.id)
+        if not line.tags:
+            yield f"lines[{i}].tags", "a line needs at least one tag"
+        for name, tag in line.tags.items():
+            yield from _tag_problems(f"lines[{i}].tags.{name}", tag)
+    names = set()
+    for i, device in enumerate(config.devices):
+        if device.name in names:
+            yield f"devices[{i}].name", f"duplicate device name {device.name!r}"
+        names.add(device.name)
+        if device.lines != "*":
+            for j, line_id in enumerate(device.lines):
+                if line_id not in seen:
+                    yield f"devices[{i}].lines[{j}]", f"no line with id {line_id!r}"
+
+
+def _tag_problems(path: str, tag: TagConfig) -> Iterator[tuple[str, str]]:
+    if tag.kind == "state" and not tag.states:
+        yield f"{path}.states", "a state tag needs the list of its state names"
+    if tag.span is not None and tag.span[0] >= tag.span[1]:
+        yield f"{path}.span", "must be [low, high] with low below high"
+    limits = tag.limits
+    if limits is None:
+        return
+    if tag.kind == "state":
+        yield f"{path}.limits", "a state tag has no analog limits"
+    if limits.deadband_percent is not None and tag.span is None:
+        yield f"{path}.limits.deadband_percent", "needs the tag's span to compute from"
+    present = [(name, limit.value) for name, limit in limits.items()]
+    # Limits must be ordered lolo < lo < hi < hihi; name each one out of place.
+    order = {name: i for i, name in enumerate(reversed(LIMIT_NAMES))}
+    present.sort(key=lambda item: order[item[0]])
+    for (low_name, low), (high_name, high) in zip(present, present[1:], strict=False):
+        if high <= low:
+            yield f"{path}.limits.{high_name}", f"must be above {low_name} ({low:g})"
+    if tag.setpoint is not None:
+        hi = limits.hi or limits.hihi
+        lo = limits.lo or limits.lolo
+        if hi is not None and tag.setpoint >= hi.value:
+            yield f"{path}.setpoint", f"must be below the high limit ({hi.value:g})"
+        if lo is not None and tag.setpoint <= lo.value:
+            yield f"{path}.setpoint", f"must be above the low limit ({lo.value:g})"
+
+
+def resolve_data_path(config: PlantConfig, value: str | None, default_name: str) -> Path:
+    """A path from config: absolute as given, relative under the data dir."""
+    base = Path(config.server.data_dir)
+    if value is None:
+        return base / default_name
+    p = Path(value)
+    return p if p.is_absolute() else base / p

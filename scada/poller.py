@@ -1,0 +1,173 @@
+"""One poll loop per device: read at a fixed rate, write the tag store, never die.
+
+A failure marks the device's tags bad, is logged once (repeats go to debug until the device
+recovers), and the loop reconnects with exponential backoff capped by the driver settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from drivers.base import Driver
+from scada.tagstore import TagStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeviceStatus:
+    name: str
+    driver: str
+    state: str = "connecting"  # connecting, connected, failed, stopped
+    last_error: str | None = None
+    errors: int = 0
+    reconnects: int = 0
+    polls: int = 0
+    connected_since: float | None = None
+    last_ok: float | None = None  # epoch seconds of the last good read
+    poll_ms: deque[float] = field(default_factory=lambda: deque(maxlen=600))
+    # Flipped whenever the device goes up or down, for the comms alarm.
+    healthy: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        lat = sorted(self.poll_ms)
+        return {
+            "name": self.name,
+            "driver": self.driver,
+            "state": self.state,
+            "last_error": self.last_error,
+            "errors": self.errors,
+            "reconnects": self.reconnects,
+            "polls": self.polls,
+            "last_ok": self.last_ok,
+            "poll_ms_p50": _pct(lat, 0.5),
+            "poll_ms_p99": _pct(lat, 0.99),
+        }
+
+
+def _pct(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    return round(sorted_values[min(int(q * len(sorted_values)), len(sorted_values) - 1)], 3)
+
+
+class Poller:
+    def __init__(
+        self,
+        driver: Driver,
+        store: TagStore,
+        *,
+        interval: float,
+        read_timeout: float = 1.0,
+        backoff_initial: float = 0.25,
+        backoff_max: float = 2.0,
+    ) -> None:
+        self.driver = driver
+        self.store = store
+        self.interval = interval
+        self.read_timeout = read_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.status = DeviceStatus(driver.device.name, driver.name)
+        self.indices = driver.indices
+        self._task: asyncio.Task[None] | None = None
+        self._connected = False
+        self._failures = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"poll-{self.status.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self._close()
+        self.status.state = "stopped"
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        while True:
+            ok = await self.poll_once()
+            if ok:
+                deadline += self.interval
+                # Fell behind (slow device): start a fresh schedule rather than burst.
+                if deadline < loop.time():
+                    deadline = loop.time()
+            else:
+                delay = min(self.backoff_initial * 2 ** (self._failures - 1), self.backoff_max)
+                deadline = loop.time() + delay
+            await asyncio.sleep(max(deadline - loop.time(), 0.0))
+
+    async def poll_once(self) -> bool:
+        started = time.perf_counter()
+        try:
+            if not self._connected:
+                await asyncio.wait_for(self.driver.connect(), self.read_timeout * 2)
+                self._connected = True
+                if self.status.polls or self._failures:
+                    self.status.reconnects += 1
+            reading = await asyncio.wait_for(self.driver.read(), self.read_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any driver failure keeps the loop alive
+            await self._failed(err)
+            return False
+        self.store.write(reading, time.monotonic())
+        self.status.poll_ms.append((time.perf_counter() - started) * 1000)
+        self.status.polls += 1
+        self.status.last_ok = time.time()
+        if not self.status.healthy:
+            if self._failures:
+                log.info("device %s recovered after %d failed attempt(s)", self.status.name,
+                         self._failures)
+            self.status.healthy = True
+            self.status.state = "connected"
+            self.status.last_error = None
+        self._failures = 0
+        return True
+
+    async def _failed(self, err: BaseException) -> None:
+        reason = _describe(err, self.read_timeout)
+        self._failures += 1
+        self.status.errors += 1
+        self.status.last_error = reason
+        self.store.mark_bad(self.indices, f"device {self.status.name}: {reason}")
+        if self.status.healthy or self._failures == 1:
+            # Loud once per outage; the rest of the outage stays at debug level.
+            log.warning("device %s failed: %s; lines %s marked bad, retrying", self.status.name,
+                        reason, ",".join(self.driver.line_ids))
+        else:
+            log.debug("device %s still failing: %s", self.status.name, reason)
+        self.status.healthy = False
+        self.status.state = "failed"
+        await self._close()
+
+    async def _close(self) -> None:
+        if not self._connected:
+            return
+        self._connected = False
+        try:
+            await asyncio.wait_for(self.driver.close(), 1.0)
+        except Exception as err:  # noqa: BLE001 - closing a dead device may fail too
+            log.debug("device %s close failed: %s", self.status.name, err)
+
+
+def _describe(err: BaseException, timeout: float) -> str:
+    if isinstance(err, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    text = str(err) or type(err).__name__
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+def all_indices(pollers: list[Poller]) -> np.ndarray:
+    parts = [p.indices for p in pollers]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.intp)

@@ -1,0 +1,1 @@
+"""The simulated plant: numpy line model, fault injection, scenarios and protocol servers."""

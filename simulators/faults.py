@@ -1,0 +1,152 @@
+"""Faults an engineer injects into the simulated plant, and the overrides they impose."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from scada.config import format_path
+from scada.errors import FaultError
+from simulators.plant import COL, SIM_TAGS, ZONES, Overrides, PlantModel
+
+FaultKind = Literal[
+    "heater_failure",
+    "diameter_drift",
+    "stuck_sensor",
+    "noise_burst",
+    "line_stop",
+    "sensor_dropout",
+    "source_stop",
+]
+FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
+
+# Which optional parameters each kind takes; anything else in a request is an error.
+_PARAMS: dict[str, set[str]] = {
+    "heater_failure": {"zone"},
+    "diameter_drift": {"rate"},
+    "stuck_sensor": {"tag"},
+    "noise_burst": {"tag", "gain"},
+    "line_stop": set(),
+    "sensor_dropout": {"tag"},
+    "source_stop": set(),
+}
+_OPTIONAL = {"zone", "rate", "tag", "gain"}
+
+
+class FaultRequest(BaseModel):
+    """A fault to inject: `{"line": "3", "kind": "diameter_drift", "rate": 0.01}`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    line: str
+    kind: FaultKind
+    zone: int = Field(default=1, ge=1, le=ZONES)
+    rate: float = Field(default=0.005, description="mm per second, diameter_drift")
+    tag: str = Field(default="diameter", description="sensor tag, or '*' for every tag")
+    gain: float = Field(default=10.0, gt=0, description="noise multiplier, noise_burst")
+    duration: float | None = Field(default=None, gt=0, description="seconds; ends by itself")
+
+    @model_validator(mode="after")
+    def _params_fit_kind(self) -> FaultRequest:
+        extra = (self.model_fields_set & _OPTIONAL) - _PARAMS[self.kind]
+        if extra:
+            raise ValueError(f"{', '.join(sorted(extra))} does not apply to {self.kind}")
+        if self.tag != "*" and self.tag not in SIM_TAGS:
+            raise ValueError(f"unknown tag {self.tag!r}; one of {', '.join(SIM_TAGS)} or '*'")
+        return self
+
+    def params(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in sorted(_PARAMS[self.kind])}
+
+
+def parse_fault(data: object) -> FaultRequest:
+    """Validate a fault request, raising FaultError naming every bad field."""
+    try:
+        return FaultRequest.model_validate(data)
+    except ValidationError as err:
+        reasons = "; ".join(
+            f"{format_path(tuple(e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in err.errors()
+        )
+        raise FaultError(reasons) from err
+
+
+@dataclass
+class ActiveFault:
+    id: int
+    request: FaultRequest
+    line_index: int
+    started_at: float  # simulated seconds
+    ends_at: float | None
+
+    def describe(self, now: float) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "line": self.request.line,
+            "kind": self.request.kind,
+            **self.request.params(),
+            "duration": self.request.duration,
+            "active_for": round(now - self.started_at, 3),
+            "remaining": None if self.ends_at is None else round(max(self.ends_at - now, 0), 3),
+        }
+
+
+class FaultSet:
+    """Active faults of one plant model; rebuilds the model's overrides every step."""
+
+    def __init__(self, line_ids: list[str]) -> None:
+        self._line_index = {lid: i for i, lid in enumerate(line_ids)}
+        self._faults: dict[int, ActiveFault] = {}
+        self._ids = itertools.count(1)
+
+    def inject(self, request: FaultRequest, now: float) -> ActiveFault:
+        index = self._line_index.get(request.line)
+        if index is None:
+            raise FaultError(f"line: no line with id {request.line!r}")
+        ends = now + request.duration if request.duration is not None else None
+        fault = ActiveFault(next(self._ids), request, index, now, ends)
+        self._faults[fault.id] = fault
+        return fault
+
+    def clear(self, fault_id: int) -> ActiveFault:
+        try:
+            return self._faults.pop(fault_id)
+        except KeyError:
+            raise FaultError(f"no active fault with id {fault_id}") from None
+
+    def active(self) -> list[ActiveFault]:
+        return list(self._faults.values())
+
+    def expire(self, now: float) -> list[ActiveFault]:
+        done = [f for f in self._faults.values() if f.ends_at is not None and f.ends_at <= now]
+        for fault in done:
+            del self._faults[fault.id]
+        return done
+
+    def apply(self, model: PlantModel) -> None:
+        ov = Overrides.none(model.n_lines)
+        for fault in self._faults.values():
+            _apply_one(ov, fault, model.time)
+        model.overrides = ov
+
+
+def _apply_one(ov: Overrides, fault: ActiveFault, now: float) -> None:
+    req, i = fault.request, fault.line_index
+    cols = slice(None) if req.tag == "*" else COL.get(req.tag, COL["diameter"])
+    if req.kind == "heater_failure":
+        ov.heater_off[i, req.zone - 1] = True
+    elif req.kind == "diameter_drift":
+        ov.diameter_offset[i] += req.rate * (now - fault.started_at)
+    elif req.kind == "stuck_sensor":
+        ov.stuck[i, cols] = True
+    elif req.kind == "noise_burst":
+        ov.noise_gain[i, cols] *= req.gain
+    elif req.kind == "line_stop":
+        ov.stopped[i] = True
+    elif req.kind == "sensor_dropout":
+        ov.dropout[i, cols] = True
+    elif req.kind == "source_stop":
+        ov.silent[i] = True
