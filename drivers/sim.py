@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
@@ -50,6 +51,12 @@ class SimDriver(Driver):
 
     async def read(self) -> Reading:
         self.plant.advance_to(time.monotonic())
+        faults = self.plant.faults
+        if faults.source_fault("connection_drop"):
+            raise DriverError(f"device {self.device.name!r}: connection dropped by the source")
+        if faults.source_fault("server_unresponsive"):
+            # Like a PLC that stopped answering: the poll loop's timeout catches it.
+            await asyncio.sleep(3600)
         values, valid = self.plant.sample()
         # A silenced line (source_stop fault) sends nothing at all, so it goes stale.
         live = ~self.plant.model.overrides.silent[self._rows]

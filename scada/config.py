@@ -8,6 +8,7 @@ dotted key path of the bad value, so `scada check-config` can list every problem
 from __future__ import annotations
 
 import copy
+import itertools
 import tomllib
 from collections.abc import Iterator
 from importlib import resources
@@ -295,7 +296,7 @@ def _tag_problems(path: str, tag: TagConfig) -> Iterator[tuple[str, str]]:
     # Limits must be ordered lolo < lo < hi < hihi; name each one out of place.
     order = {name: i for i, name in enumerate(reversed(LIMIT_NAMES))}
     present.sort(key=lambda item: order[item[0]])
-    for (low_name, low), (high_name, high) in zip(present, present[1:], strict=False):
+    for (low_name, low), (high_name, high) in itertools.pairwise(present):
         if high <= low:
             yield f"{path}.limits.{high_name}", f"must be above {low_name} ({low:g})"
     if tag.setpoint is not None:

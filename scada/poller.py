@@ -118,7 +118,7 @@ class Poller:
             reading = await asyncio.wait_for(self.driver.read(), self.read_timeout)
         except asyncio.CancelledError:
             raise
-        except Exception as err:  # noqa: BLE001 - any driver failure keeps the loop alive
+        except Exception as err:
             await self._failed(err)
             return False
         self.store.write(reading, time.monotonic())
@@ -127,8 +127,11 @@ class Poller:
         self.status.last_ok = time.time()
         if not self.status.healthy:
             if self._failures:
-                log.info("device %s recovered after %d failed attempt(s)", self.status.name,
-                         self._failures)
+                log.info(
+                    "device %s recovered after %d failed attempt(s)",
+                    self.status.name,
+                    self._failures,
+                )
             self.status.healthy = True
             self.status.state = "connected"
             self.status.last_error = None
@@ -143,8 +146,12 @@ class Poller:
         self.store.mark_bad(self.indices, f"device {self.status.name}: {reason}")
         if self.status.healthy or self._failures == 1:
             # Loud once per outage; the rest of the outage stays at debug level.
-            log.warning("device %s failed: %s; lines %s marked bad, retrying", self.status.name,
-                        reason, ",".join(self.driver.line_ids))
+            log.warning(
+                "device %s failed: %s; lines %s marked bad, retrying",
+                self.status.name,
+                reason,
+                ",".join(self.driver.line_ids),
+            )
         else:
             log.debug("device %s still failing: %s", self.status.name, reason)
         self.status.healthy = False
@@ -157,7 +164,7 @@ class Poller:
         self._connected = False
         try:
             await asyncio.wait_for(self.driver.close(), 1.0)
-        except Exception as err:  # noqa: BLE001 - closing a dead device may fail too
+        except Exception as err:
             log.debug("device %s close failed: %s", self.status.name, err)
 
 

@@ -20,6 +20,8 @@ FaultKind = Literal[
     "line_stop",
     "sensor_dropout",
     "source_stop",
+    "server_unresponsive",
+    "connection_drop",
 ]
 FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
 
@@ -32,7 +34,12 @@ _PARAMS: dict[str, set[str]] = {
     "line_stop": set(),
     "sensor_dropout": {"tag"},
     "source_stop": set(),
+    # Whole-source faults: the device (simulator, Modbus or OPC UA server) stops answering
+    # requests, or drops every connection and refuses new ones, until cleared.
+    "server_unresponsive": set(),
+    "connection_drop": set(),
 }
+SOURCE_KINDS = frozenset({"server_unresponsive", "connection_drop"})
 _OPTIONAL = {"zone", "rate", "tag", "gain"}
 
 
@@ -41,7 +48,7 @@ class FaultRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    line: str
+    line: str | None = None  # every kind but the whole-source ones needs a line
     kind: FaultKind
     zone: int = Field(default=1, ge=1, le=ZONES)
     rate: float = Field(default=0.005, description="mm per second, diameter_drift")
@@ -54,6 +61,8 @@ class FaultRequest(BaseModel):
         extra = (self.model_fields_set & _OPTIONAL) - _PARAMS[self.kind]
         if extra:
             raise ValueError(f"{', '.join(sorted(extra))} does not apply to {self.kind}")
+        if self.line is None and self.kind not in SOURCE_KINDS:
+            raise ValueError(f"{self.kind} needs the line it applies to")
         if self.tag != "*" and self.tag not in SIM_TAGS:
             raise ValueError(f"unknown tag {self.tag!r}; one of {', '.join(SIM_TAGS)} or '*'")
         return self
@@ -103,7 +112,7 @@ class FaultSet:
         self._ids = itertools.count(1)
 
     def inject(self, request: FaultRequest, now: float) -> ActiveFault:
-        index = self._line_index.get(request.line)
+        index = -1 if request.line is None else self._line_index.get(request.line)
         if index is None:
             raise FaultError(f"line: no line with id {request.line!r}")
         ends = now + request.duration if request.duration is not None else None
@@ -126,6 +135,10 @@ class FaultSet:
             del self._faults[fault.id]
         return done
 
+    def source_fault(self, kind: str) -> bool:
+        """Is a whole-source fault of this kind active (server_unresponsive, connection_drop)?"""
+        return any(f.request.kind == kind for f in self._faults.values())
+
     def apply(self, model: PlantModel) -> None:
         ov = Overrides.none(model.n_lines)
         for fault in self._faults.values():
@@ -135,6 +148,8 @@ class FaultSet:
 
 def _apply_one(ov: Overrides, fault: ActiveFault, now: float) -> None:
     req, i = fault.request, fault.line_index
+    if req.kind in SOURCE_KINDS:
+        return  # acted on by the source itself (driver or protocol server), not the model
     cols = slice(None) if req.tag == "*" else COL.get(req.tag, COL["diameter"])
     if req.kind == "heater_failure":
         ov.heater_off[i, req.zone - 1] = True

@@ -63,9 +63,7 @@ class LineParams:
             return cfg.setpoint if cfg is not None and cfg.setpoint is not None else default
 
         base = cls()
-        zones = tuple(
-            sp(f"body_temperature_{z + 1}", base.zone_setpoints[z]) for z in range(ZONES)
-        )
+        zones = tuple(sp(f"body_temperature_{z + 1}", base.zone_setpoints[z]) for z in range(ZONES))
         return cls(
             zone_setpoints=zones,
             die_setpoint=sp("die_temperature", base.die_setpoint),

@@ -55,8 +55,12 @@ class SimulatedPlant:
             dt = min(elapsed, MAX_STEP_S)
             self._run_scenario()
             for fault in self.faults.expire(self.model.time):
-                log.info("simulator fault %d (%s on line %s) ended", fault.id,
-                         fault.request.kind, fault.request.line)
+                log.info(
+                    "simulator fault %d (%s on line %s) ended",
+                    fault.id,
+                    fault.request.kind,
+                    fault.request.line,
+                )
             self.faults.apply(self.model)
             self.model.step(dt)
             elapsed -= dt
@@ -65,8 +69,12 @@ class SimulatedPlant:
         while self._pending and self._pending[0].at <= self.model.time:
             item = self._pending.pop(0)
             fault = self.inject(item.request)
-            log.info("scenario injected fault %d: %s on line %s", fault.id,
-                     item.request.kind, item.request.line)
+            log.info(
+                "scenario injected fault %d: %s on line %s",
+                fault.id,
+                item.request.kind,
+                item.request.line,
+            )
 
     def inject(self, request: FaultRequest) -> ActiveFault:
         fault = self.faults.inject(request, self.model.time)

@@ -37,7 +37,9 @@ def load_scenario(path: str | Path, line_ids: list[str]) -> list[ScheduledFault]
     return parse_scenario(raw, line_ids, source=str(p))
 
 
-def parse_scenario(raw: dict[str, object], line_ids: list[str], *, source: str) -> list[ScheduledFault]:
+def parse_scenario(
+    raw: dict[str, object], line_ids: list[str], *, source: str
+) -> list[ScheduledFault]:
     problems: list[tuple[str, str]] = []
     unknown = set(raw) - {"events", "description"}
     problems += [(key, "unknown key") for key in sorted(unknown)]
@@ -59,7 +61,7 @@ def parse_scenario(raw: dict[str, object], line_ids: list[str], *, source: str) 
         except FaultError as err:
             problems.append((f"events[{i}]", str(err)))
             continue
-        if request.line not in line_ids:
+        if request.line is not None and request.line not in line_ids:
             problems.append((f"events[{i}].line", f"no line with id {request.line!r}"))
             continue
         out.append(ScheduledFault(float(at), request))
