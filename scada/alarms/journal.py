@@ -1,0 +1,258 @@
+"""The alarm journal: every AlarmEvent, durably, in SQLite (WAL, synchronous=FULL).
+
+An event is committed (fsynced) before `append` returns, so a client is never told about an
+event a crash could lose. Ids come from SQLite's AUTOINCREMENT: strictly increasing, never
+reused, also after pruning.
+
+Restore needs only the newest event of each alarm (every event is a full snapshot), so the
+table `alarm_last` remembers that event per alarm and pruning never deletes it while the alarm
+is not normal. `meta.pruned_through` is the highest id ever pruned: a resume cursor below it
+may have missed deleted events, so `since()` answers None.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from scada.alarms.model import AlarmEvent
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    alarm TEXT NOT NULL,
+    line TEXT,
+    occurrence_id INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_at ON events(at);
+CREATE INDEX IF NOT EXISTS events_alarm ON events(alarm, id);
+CREATE INDEX IF NOT EXISTS events_line ON events(line, id);
+CREATE TABLE IF NOT EXISTS alarm_last (
+    alarm TEXT PRIMARY KEY,
+    event_id INTEGER NOT NULL,
+    occurrence_id INTEGER NOT NULL,
+    live INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class Journal:
+    def __init__(self, path: Path | str, *, retention_days: float, retention_events: int) -> None:
+        self.path = Path(path)
+        self.retention_days = retention_days
+        self.retention_events = retention_events
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the service's worker threads, serialised by a lock.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: the WAL is fsynced at every commit, so a commit survives power loss.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, events: Iterable[AlarmEvent]) -> list[AlarmEvent]:
+        """Store events in one transaction; sets and returns them with their event_id."""
+        batch = list(events)
+        if not batch:
+            return batch
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for ev in batch:
+                    cur.execute(
+                        "INSERT INTO events(at, alarm, line, occurrence_id, event, body)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            ev.at,
+                            ev.alarm,
+                            ev.production_line_id,
+                            ev.occurrence_id,
+                            ev.event,
+                            _body(ev),
+                        ),
+                    )
+                    ev.event_id = cur.lastrowid
+                    cur.execute(
+                        "INSERT OR REPLACE INTO alarm_last(alarm, event_id, occurrence_id, live)"
+                        " VALUES (?, ?, ?, ?)",
+                        (ev.alarm, ev.event_id, ev.occurrence_id, int(ev.state != "normal")),
+                    )
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                for ev in batch:
+                    ev.event_id = None
+                raise
+        return batch
+
+    def prune(self, now: float) -> int:
+        """Delete events older than retention_days or beyond the newest retention_events.
+
+        The newest event of every alarm that is not normal is kept whatever its age: it is
+        that alarm's state after a restart. Returns the number of events deleted.
+        """
+        cutoff_at = now - self.retention_days * 86400.0
+        with self._lock:
+            newest = self._newest_id()
+            cutoff_id = newest - self.retention_events
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                # Prune a prefix of ids (never by `at` alone): if an alarm's newest event is
+                # gone, so are all its older ones, even if the clock once stepped back.
+                by_age = cur.execute(
+                    "SELECT max(id) FROM events WHERE at < ?", (cutoff_at,)
+                ).fetchone()[0]
+                cutoff_id = max(cutoff_id, by_age or 0)
+                keep = "SELECT event_id FROM alarm_last WHERE live = 1"
+                top = cur.execute(
+                    f"SELECT max(id) FROM events WHERE id <= ? AND id NOT IN ({keep})",
+                    (cutoff_id,),
+                ).fetchone()[0]
+                cur.execute(
+                    f"DELETE FROM events WHERE id <= ? AND id NOT IN ({keep})", (cutoff_id,)
+                )
+                deleted = cur.rowcount
+                if top is not None:
+                    cur.execute(
+                        "INSERT INTO meta(key, value) VALUES ('pruned_through', ?)"
+                        " ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+                        (top,),
+                    )
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return int(deleted)
+
+    # ------------------------------------------------------------------ reading
+
+    def newest_id(self) -> int:
+        with self._lock:
+            return self._newest_id()
+
+    def _newest_id(self) -> int:
+        # sqlite_sequence keeps the highest id ever handed out, even if that row was pruned.
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return int(row[0]) if row else 0
+
+    def max_occurrence_id(self) -> int:
+        """Highest occurrence id ever journaled (alarm_last is never pruned)."""
+        with self._lock:
+            row = self._db.execute("SELECT max(occurrence_id) FROM alarm_last").fetchone()
+        return int(row[0] or 0)
+
+    def since(self, cursor: int, limit: int = 10_000) -> list[AlarmEvent] | None:
+        """Events after `cursor`, oldest first, at most `limit`.
+
+        None when the journal cannot prove it still holds every event after the cursor:
+        some were pruned, or the cursor is from the future (another journal).
+        """
+        with self._lock:
+            pruned = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'pruned_through'"
+            ).fetchone()
+            if cursor < 0 or cursor > self._newest_id():
+                return None
+            if pruned is not None and cursor < pruned[0]:
+                return None
+            rows = self._db.execute(
+                "SELECT id, body FROM events WHERE id > ? ORDER BY id LIMIT ?", (cursor, limit)
+            ).fetchall()
+        return [_event(r) for r in rows]
+
+    def history(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        line: str | None = None,
+        alarm: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[AlarmEvent]:
+        """Events matching the filters, newest first; page with before_id = last id seen."""
+        where, args = _filters(since, until, line, alarm)
+        if before_id is not None:
+            where.append("id < ?")
+            args.append(before_id)
+        sql = "SELECT id, body FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [_event(r) for r in rows]
+
+    def between(self, since: float, until: float) -> list[AlarmEvent]:
+        """Every event with since <= at <= until, oldest first (for KPIs)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, body FROM events WHERE at >= ? AND at <= ? ORDER BY id",
+                (since, until),
+            ).fetchall()
+        return [_event(r) for r in rows]
+
+    def all_events(self) -> Iterator[AlarmEvent]:
+        """Every stored event, oldest first: what AlarmEngine.restore() needs."""
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT id, body FROM events WHERE id > ? ORDER BY id LIMIT 5000", (last,)
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield _event(row)
+            last = rows[-1][0]
+
+    def pragma(self, name: str) -> Any:
+        with self._lock:
+            return self._db.execute(f"PRAGMA {name}").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _filters(
+    since: float | None, until: float | None, line: str | None, alarm: str | None
+) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    for clause, value in (
+        ("at >= ?", since),
+        ("at <= ?", until),
+        ("line = ?", line),
+        ("alarm = ?", alarm),
+    ):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    return where, args
+
+
+def _body(ev: AlarmEvent) -> bytes:
+    record = ev.to_record()
+    del record["event_id"]  # the row id is the truth
+    return orjson.dumps(record)
+
+
+def _event(row: tuple[int, bytes]) -> AlarmEvent:
+    ev = AlarmEvent.from_record(orjson.loads(row[1]))
+    ev.event_id = row[0]
+    return ev
