@@ -1,0 +1,172 @@
+"""REST endpoints for alarms: current list, history, KPIs and acknowledgement.
+
+The app provides `app.state.alarms` (an AlarmService), `app.state.config` (PlantConfig) and
+optionally `app.state.announce_alarms(events)` to push committed events to WebSocket clients.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from scada.alarms.model import SEVERITY_RANK, AlarmRequestError
+from scada.alarms.service import AlarmService
+
+STATUS = {
+    "already_acknowledged": 409,
+    "unknown_alarm": 404,
+    "comment_required": 400,
+    "invalid": 400,
+}
+MAX_HISTORY_LIMIT = 1000
+
+
+class BadParam(ValueError):
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"bad query parameter {name!r}: {why}")
+
+
+def _service(request: Request) -> AlarmService:
+    service: AlarmService = request.app.state.alarms
+    return service
+
+
+def _user(request: Request) -> str:
+    user = getattr(request.state, "user", None)
+    name = getattr(user, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return str(request.app.state.config.alarms.default_user)
+
+
+def _bad(message: str, code: str = "invalid", status: int = 400) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": code, "message": message}, status_code=status)
+
+
+def parse_time(name: str, text: str | None) -> float | None:
+    """Epoch seconds from ISO 8601 (naive means UTC) or a number of epoch seconds."""
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError as err:
+            raise BadParam(name, "expected ISO 8601 or epoch seconds") from err
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+    if not math.isfinite(value):
+        raise BadParam(name, "expected a finite number")
+    return value
+
+
+def parse_int(name: str, text: str | None, default: int | None, lo: int, hi: int) -> int | None:
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise BadParam(name, "expected an integer") from err
+    if not lo <= value <= hi:
+        raise BadParam(name, f"must be between {lo} and {hi}")
+    return value
+
+
+def sort_alarms(alarms: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """`time`: newest raise first. `severity`: most severe first, then newest."""
+    by_time = sorted(alarms, key=lambda a: (a["raised_at"] or "", a["id"]), reverse=True)
+    if key == "time":
+        return by_time
+    return sorted(by_time, key=lambda a: -SEVERITY_RANK.get(a["severity"], -1))
+
+
+async def list_current(request: Request) -> JSONResponse:
+    sort = request.query_params.get("sort", "severity")
+    if sort not in ("severity", "time"):
+        return _bad("bad query parameter 'sort': expected severity or time")
+    alarms = sort_alarms(_service(request).current(), sort)
+    return JSONResponse({"alarms": alarms, "alarm_cursor": _service(request).cursor()})
+
+
+async def history(request: Request) -> JSONResponse:
+    q = request.query_params
+    try:
+        since = parse_time("since", q.get("since"))
+        until = parse_time("until", q.get("until"))
+        limit = parse_int("limit", q.get("limit"), 100, 1, MAX_HISTORY_LIMIT) or 100
+        before = parse_int("before", q.get("before"), None, 1, 2**62)
+    except BadParam as err:
+        return _bad(str(err))
+    events = await _service(request).history(
+        since=since,
+        until=until,
+        line=q.get("line") or None,
+        alarm=q.get("alarm") or None,
+        limit=limit,
+        before=before,
+    )
+    next_before = events[-1]["event_id"] if len(events) == limit else None
+    return JSONResponse({"events": events, "next_before": next_before})
+
+
+async def kpi(request: Request) -> JSONResponse:
+    text = request.query_params.get("hours", "24")
+    try:
+        hours = float(text)
+    except ValueError:
+        return _bad("bad query parameter 'hours': expected a number")
+    if not (math.isfinite(hours) and 0 < hours <= 24 * 366):
+        return _bad("bad query parameter 'hours': must be above 0 and at most 8784")
+    return JSONResponse(await _service(request).kpi(hours))
+
+
+async def acknowledge(request: Request) -> JSONResponse:
+    try:
+        occurrence_id = int(request.path_params["occurrence_id"])
+    except ValueError:
+        return _bad("occurrence_id must be an integer")
+    comment = await _comment(request)
+    if comment is None:
+        return _bad('body must be JSON like {"comment": "..."}')
+    try:
+        events = await _service(request).ack(occurrence_id, _user(request), comment)
+    except AlarmRequestError as err:
+        return _bad(err.message, err.code, STATUS.get(err.code, 400))
+    announce = getattr(request.app.state, "announce_alarms", None)
+    if announce is not None:
+        result = announce(events)
+        if inspect.isawaitable(result):
+            await result
+    return JSONResponse({"ok": True, "events": events})
+
+
+async def _comment(request: Request) -> str | None:
+    """The `comment` of the JSON body; an empty body means no comment. None: malformed."""
+    body = await request.body()
+    if not body.strip():
+        return ""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    comment = data.get("comment", "")
+    return comment if isinstance(comment, str) else None
+
+
+routes = [
+    Route("/api/alarms", list_current, methods=["GET"]),
+    Route("/api/alarms/history", history, methods=["GET"]),
+    Route("/api/alarms/kpi", kpi, methods=["GET"]),
+    Route("/api/alarms/{occurrence_id}/ack", acknowledge, methods=["POST"]),
+]
