@@ -1,0 +1,252 @@
+"""REST endpoints: lines, history, simulator faults, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from scada.errors import FaultError
+from scada.history import downsample
+from scada.runtime import Runtime
+from simulators.faults import parse_fault
+
+
+class OrjsonResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def problem(status: int, error: str, message: str) -> OrjsonResponse:
+    return OrjsonResponse({"ok": False, "error": error, "message": message}, status_code=status)
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _line_or_404(request: Request) -> str | Response:
+    line_id = request.path_params["line_id"]
+    if line_id not in runtime_of(request).schema.line_ids:
+        return problem(404, "unknown_line", f"no line with id {line_id!r}")
+    return str(line_id)
+
+
+async def list_lines(request: Request) -> Response:
+    rt = runtime_of(request)
+    lines = []
+    for line, sample in zip(rt.config.lines, rt.line_samples(), strict=True):
+        tags = {
+            name: {
+                "unit": tag.unit,
+                "description": tag.description,
+                "group": tag.group,
+                "setpoint": tag.setpoint,
+                "tolerance": tag.tolerance,
+                "span": tag.span,
+                "decimals": tag.decimals,
+                "states": tag.states,
+                "limits": {n: lim.value for n, lim in tag.limits.items()} if tag.limits else {},
+            }
+            for name, tag in line.tags.items()
+        }
+        lines.append(
+            {
+                "id": line.id,
+                "name": line.title,
+                "stale_after": line.stale_after,
+                "tags": tags,
+                "latest": sample,
+            }
+        )
+    return OrjsonResponse({"lines": lines})
+
+
+async def get_line(request: Request) -> Response:
+    line_id = _line_or_404(request)
+    if isinstance(line_id, Response):
+        return line_id
+    rt = runtime_of(request)
+    sample = rt.line_samples([line_id])[0]
+    sl = rt.schema.line_slices[line_id]
+    reasons = {
+        rt.schema.refs[i].name: r for i, r in rt.store.reasons.items() if sl.start <= i < sl.stop
+    }
+    return OrjsonResponse(
+        {"id": line_id, "name": rt.config.line(line_id).title, "latest": sample, "reasons": reasons}
+    )
+
+
+def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer") from None
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+async def line_history(request: Request) -> Response:
+    line_id = _line_or_404(request)
+    if isinstance(line_id, Response):
+        return line_id
+    rt = runtime_of(request)
+    try:
+        seconds = _int_param(request, "seconds", 300, 1, rt.config.server.history_seconds)
+        points = _int_param(request, "points", 600, 1, 5000)
+    except ValueError as err:
+        return problem(400, "invalid_parameter", str(err))
+    sl = rt.schema.line_slices[line_id]
+    t1 = time.time()
+    t0 = t1 - seconds
+    times, values = rt.history.window(t0, sl)
+    ds = downsample(times, values, t0, t1, points)
+    refs = rt.schema.refs[sl]
+    series = {
+        ref.name: {
+            "min": _clean(ds.minimum[:, j], ref.config.decimals),
+            "max": _clean(ds.maximum[:, j], ref.config.decimals),
+            "mean": _clean(ds.mean[:, j], ref.config.decimals),
+        }
+        for j, ref in enumerate(refs)
+    }
+    return OrjsonResponse(
+        {
+            "line": line_id,
+            "from": t0,
+            "to": t1,
+            "seconds": seconds,
+            "points": points,
+            "samples": len(times),
+            "t": [round(t * 1000) for t in ds.bucket_times.tolist()],
+            "series": series,
+        }
+    )
+
+
+def _clean(column: Any, decimals: int) -> list[float | None]:
+    return [None if math.isnan(v) else round(v, decimals) for v in column.tolist()]
+
+
+# -- simulator faults ------------------------------------------------------------------------
+
+
+def _plant(request: Request) -> Any:
+    return runtime_of(request).plant
+
+
+async def list_faults(request: Request) -> Response:
+    plant = _plant(request)
+    if plant is None:
+        return problem(404, "no_simulator", "this plant has no simulated device")
+    return OrjsonResponse({"faults": [f.describe(plant.time) for f in plant.faults.active()]})
+
+
+async def inject_fault(request: Request) -> Response:
+    plant = _plant(request)
+    if plant is None:
+        return problem(404, "no_simulator", "this plant has no simulated device")
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as err:
+        return problem(400, "invalid_json", f"body is not JSON: {err}")
+    try:
+        fault = plant.inject(parse_fault(body))
+    except FaultError as err:
+        return problem(400, "invalid_fault", str(err))
+    audit = getattr(request.app.state, "audit_action", None)
+    if audit is not None:
+        audit(request, "fault_inject", f"line {fault.request.line}: {fault.request.kind}", "ok")
+    return OrjsonResponse({"id": fault.id, **fault.describe(plant.time)}, status_code=201)
+
+
+async def clear_fault(request: Request) -> Response:
+    plant = _plant(request)
+    if plant is None:
+        return problem(404, "no_simulator", "this plant has no simulated device")
+    try:
+        fault = plant.clear(int(request.path_params["fault_id"]))
+    except (FaultError, ValueError) as err:
+        return problem(404, "unknown_fault", str(err))
+    audit = getattr(request.app.state, "audit_action", None)
+    if audit is not None:
+        audit(request, "fault_clear", f"fault {fault.id}", "ok")
+    return OrjsonResponse({"id": fault.id, "cleared": True})
+
+
+# -- health ----------------------------------------------------------------------------------
+
+
+async def health(request: Request) -> Response:
+    return OrjsonResponse({"status": "alive"})
+
+
+async def ready(request: Request) -> Response:
+    rt = runtime_of(request)
+    devices = [p.status.as_dict() for p in rt.pollers]
+    ok = rt.ticking() and all(p.status.healthy for p in rt.pollers)
+    return OrjsonResponse(
+        {"ready": ok, "ticking": rt.ticking(), "devices": devices},
+        status_code=200 if ok else 503,
+    )
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(int(q * len(ordered)), len(ordered) - 1)], 3)
+
+
+async def websocket_health(request: Request) -> Response:
+    rt = runtime_of(request)
+    stats = rt.broadcaster.stats
+    ticks = list(stats.tick_ms)
+    return OrjsonResponse(
+        {
+            "connections_total": stats.connections_total,
+            "connections_active": len(rt.broadcaster.clients),
+            "frames_sent": stats.frames_sent,
+            "bytes_sent": stats.bytes_sent,
+            "slow_clients_dropped": stats.slow_clients_dropped,
+            "errors": stats.errors,
+            "ticks": stats.ticks,
+            "tick_overruns": stats.tick_overruns,
+            "tick_ms_p50": percentile(ticks, 0.5),
+            "tick_ms_p99": percentile(ticks, 0.99),
+            "batch_interval_ms": rt.config.server.batch_interval_ms,
+            "devices": [p.status.as_dict() for p in rt.pollers],
+        }
+    )
+
+
+async def metrics(request: Request) -> Response:
+    from scada.metrics import render_metrics
+
+    return PlainTextResponse(
+        render_metrics(runtime_of(request)), media_type="text/plain; version=0.0.4"
+    )
+
+
+routes = [
+    Route("/api/lines", list_lines),
+    Route("/api/lines/{line_id}", get_line),
+    Route("/api/lines/{line_id}/history", line_history),
+    Route("/api/simulator/faults", list_faults, methods=["GET"]),
+    Route("/api/simulator/faults", inject_fault, methods=["POST"]),
+    Route("/api/simulator/faults/{fault_id}", clear_fault, methods=["DELETE"]),
+    Route("/health", health),
+    Route("/ready", ready),
+    Route("/health/websocket", websocket_health),
+    Route("/metrics", metrics),
+]

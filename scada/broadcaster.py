@@ -1,0 +1,198 @@
+"""Client registry and fan-out: encode each frame once, write the same bytes to every client.
+
+A frame is JSON `{"type", "timestamp", "data", "seq"}`; everything up to `"seq":` is built
+once per tick and per distinct subscription, and each client only appends its own seq digits
+and `}`. Slow clients (too much unsent data, or a socket blocked too long) are closed with 1013
+and counted; one slow client never makes the loop wait.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from scada.timefmt import iso_ms
+from scada.wsserver import FrameSink
+
+log = logging.getLogger(__name__)
+
+ALL_TYPES = frozenset({"production_data", "alarm"})
+CLOSE_TRY_AGAIN = 1013
+
+
+def frame_prefix(type_: str, data: Any, timestamp: str | None = None) -> bytes:
+    """Encoded frame without its seq: `{...,"seq":` — the caller appends `<seq>}`."""
+    stamp = timestamp or iso_ms(time.time())
+    return orjson.dumps({"type": type_, "timestamp": stamp, "data": data})[:-1] + b',"seq":'
+
+
+@dataclass(eq=False)
+class Client:
+    id: str
+    sink: FrameSink
+    role: str = "viewer"
+    user: str = "anonymous"
+    address: str = ""
+    lines: frozenset[str] | None = None  # None: every line
+    types: frozenset[str] = ALL_TYPES
+    seq: int = 0
+    connected_at: float = field(default_factory=time.time)
+    last_write: float = field(default_factory=time.monotonic)
+    closed: bool = False
+    frames: int = 0
+
+    @property
+    def key(self) -> tuple[frozenset[str] | None, frozenset[str]]:
+        return (self.lines, self.types)
+
+    def deliver(self, prefix: bytes) -> bool:
+        """Append this client's seq to a shared prefix and write it."""
+        self.seq += 1
+        if not self.sink.write(prefix + b"%d}" % self.seq):
+            return False
+        self.frames += 1
+        self.last_write = time.monotonic()
+        return True
+
+    def send(self, type_: str, data: Any) -> bool:
+        return self.deliver(frame_prefix(type_, data))
+
+    def wants_line(self, line_id: str | None) -> bool:
+        return line_id is None or self.lines is None or line_id in self.lines
+
+
+@dataclass
+class BroadcastStats:
+    connections_total: int = 0
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    slow_clients_dropped: int = 0
+    errors: int = 0
+    ticks: int = 0
+    tick_overruns: int = 0
+    tick_ms: deque[float] = field(default_factory=lambda: deque(maxlen=3000))
+
+
+class Broadcaster:
+    def __init__(
+        self,
+        *,
+        max_buffer_bytes: int,
+        slow_client_timeout: float,
+        heartbeat_interval: float,
+    ) -> None:
+        self.max_buffer_bytes = max_buffer_bytes
+        self.slow_client_timeout = slow_client_timeout
+        self.heartbeat_interval = heartbeat_interval
+        self.clients: dict[str, Client] = {}
+        self.stats = BroadcastStats()
+        self._ids = itertools.count(1)
+        self._groups: dict[tuple[frozenset[str] | None, frozenset[str]], list[Client]] | None = None
+
+    def new_client_id(self) -> str:
+        return f"c{next(self._ids)}"
+
+    def add(self, client: Client) -> None:
+        self.clients[client.id] = client
+        self.stats.connections_total += 1
+        self._groups = None
+
+    def remove(self, client: Client) -> None:
+        client.closed = True
+        if self.clients.pop(client.id, None) is not None:
+            self._groups = None
+
+    def resubscribe(
+        self, client: Client, lines: frozenset[str] | None, types: frozenset[str]
+    ) -> None:
+        client.lines, client.types = lines, types
+        self._groups = None
+
+    def groups(self) -> dict[tuple[frozenset[str] | None, frozenset[str]], list[Client]]:
+        if self._groups is None:
+            groups: dict[tuple[frozenset[str] | None, frozenset[str]], list[Client]] = {}
+            for client in self.clients.values():
+                groups.setdefault(client.key, []).append(client)
+            self._groups = groups
+        return self._groups
+
+    # -- fan-out -------------------------------------------------------------------------
+
+    def publish_alarms(self, events: list[dict[str, Any]], timestamp: str) -> None:
+        """One `alarm` frame per event, in order, to every client that wants its line."""
+        for event in events:
+            line = event.get("production_line_id")
+            prefix = frame_prefix("alarm", event, timestamp)
+            for (lines, types), members in list(self.groups().items()):
+                if "alarm" in types and (lines is None or line is None or line in lines):
+                    self._fan_out(prefix, members)
+
+    def publish_production(self, records: list[dict[str, Any]], timestamp: str) -> None:
+        if not records:
+            return
+        for (lines, types), members in list(self.groups().items()):
+            if "production_data" not in types:
+                continue
+            subset = (
+                records
+                if lines is None
+                else [r for r in records if r["production_line_id"] in lines]
+            )
+            if subset:
+                self._fan_out(frame_prefix("production_data", subset, timestamp), members)
+
+    def _fan_out(self, prefix: bytes, members: list[Client]) -> None:
+        size = len(prefix) + 8
+        sent = 0
+        for client in members:
+            if client.closed:
+                continue
+            if client.deliver(prefix):
+                sent += 1
+        self.stats.frames_sent += sent
+        self.stats.bytes_sent += sent * size
+
+    def heartbeat_idle(self, now: float) -> None:
+        """Idle connections (subscribed to nothing busy) still hear from us, for proxies."""
+        for client in list(self.clients.values()):
+            if now - client.last_write >= self.heartbeat_interval:
+                client.send("heartbeat", {})
+
+    def drop_slow(self, now: float) -> list[Client]:
+        dropped = []
+        for client in list(self.clients.values()):
+            sink = client.sink
+            buffered = sink.buffered()
+            blocked = sink.blocked_for(now)
+            if buffered > self.max_buffer_bytes or blocked > self.slow_client_timeout:
+                reason = (
+                    f"{buffered} bytes unsent"
+                    if buffered > self.max_buffer_bytes
+                    else f"socket blocked {blocked:.1f} s"
+                )
+                log.warning(
+                    "client %s (%s) too slow: %s; closing with 1013",
+                    client.id,
+                    client.address,
+                    reason,
+                )
+                sink.close(CLOSE_TRY_AGAIN, "slow client")
+                self.remove(client)
+                self.stats.slow_clients_dropped += 1
+                dropped.append(client)
+        return dropped
+
+    def close_all(self, code: int, reason: str) -> None:
+        for client in list(self.clients.values()):
+            client.sink.close(code, reason)
+            self.remove(client)
+
+    def active(self) -> Iterable[Client]:
+        return self.clients.values()

@@ -1,0 +1,141 @@
+"""The `scada` command: serve, check-config, watch, simulate, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+
+from scada import __version__
+from scada.config import PlantConfig, load_config
+from scada.errors import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def _load(path: str | None) -> PlantConfig:
+    """Load and fully validate a config (driver settings included), or exit 2 with the list."""
+    from drivers.base import device_problems
+
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        _print_problems(err)
+        raise SystemExit(EXIT_CONFIG) from None
+    problems = device_problems(config)
+    if problems:
+        _print_problems(ConfigError(path or "<default plant.toml>", problems))
+        raise SystemExit(EXIT_CONFIG)
+    return config
+
+
+def _print_problems(err: ConfigError) -> None:
+    print(f"error: invalid configuration {err.source}", file=sys.stderr)
+    for path, reason in err.problems:
+        print(f"  {path}: {reason}", file=sys.stderr)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    devices = ", ".join(f"{d.name} ({d.driver})" for d in config.devices)
+    tags = sum(len(line.tags) for line in config.lines)
+    print(f"{args.file}: ok — {len(config.lines)} lines, {tags} tags, devices: {devices}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from scada.server import serve
+
+    config = _load(args.config)
+    if args.scenario:
+        from simulators.scenario import load_scenario
+
+        try:
+            load_scenario(args.scenario, [line.id for line in config.lines])
+        except ConfigError as err:
+            _print_problems(err)
+            return EXIT_CONFIG
+    serve(config, host=args.host, port=args.port, scenario=args.scenario)
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from scada.watch import watch
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(watch(args.url, lines=args.lines, token=args.token))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = _load(args.config)
+    try:
+        if args.protocol == "modbus":
+            from simulators.modbus_server import serve_modbus
+
+            asyncio.run(
+                serve_modbus(config, host=args.host, port=args.port or 5020, scenario=args.scenario)
+            )
+        else:
+            from simulators.opcua_server import serve_opcua
+
+            asyncio.run(
+                serve_opcua(config, host=args.host, port=args.port or 4840, scenario=args.scenario)
+            )
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scada", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"scada {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve the plant and the dashboard")
+    p.add_argument("--config", help="plant config TOML (default: the built-in 8-line plant)")
+    p.add_argument("--host", default=None, help="bind address (default from config: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default from config: 8000)")
+    p.add_argument("--scenario", help="simulator scenario TOML: faults scheduled over time")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check-config", help="validate a config file; exit 2 listing problems")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("watch", help="print the live plant in the terminal")
+    p.add_argument("url", nargs="?", default="ws://127.0.0.1:8000/ws")
+    p.add_argument("--lines", nargs="*", help="only these line ids")
+    p.add_argument("--token", help="API token (or set SCADA_TOKEN)")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("simulate", help="serve the simulated plant over Modbus TCP or OPC UA")
+    p.add_argument("protocol", choices=["modbus", "opcua"])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default 5020 (modbus), 4840 (opcua)")
+    p.add_argument("--config", help="plant config whose lines to simulate")
+    p.add_argument("--scenario", help="scenario TOML of faults over time")
+    p.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Python client for the dashboard protocol: an async iterator of frames that never gives up.
+
+```python
+async with PlantClient("ws://127.0.0.1:8000/ws") as client:
+    await client.subscribe(lines=["2", "5"])
+    async for frame in client:
+        print(frame["type"], frame["seq"])
+```
+
+Same reconnect policy as the dashboard (1 s growing ×1.3 to 10 s, with jitter; no reconnect
+after close 1008), and after a reconnect it sends `resume` with the newest alarm `event_id`
+it saw, so no alarm event is missed across a dropped connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+log = logging.getLogger(__name__)
+
+INITIAL_DELAY_S = 1.0
+GROWTH = 1.3
+MAX_DELAY_S = 10.0
+JITTER = 0.2
+CLOSE_POLICY = 1008
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    base = min(INITIAL_DELAY_S * GROWTH**attempt, MAX_DELAY_S)
+    r = (rng or random).uniform(-JITTER, JITTER)
+    return base * (1 + r)
+
+
+class PolicyClose(Exception):
+    """The server closed with 1008 (credentials refused or expired): reconnecting won't help."""
+
+
+class PlantClient:
+    def __init__(
+        self,
+        url: str = "ws://127.0.0.1:8000/ws",
+        *,
+        token: str | None = None,
+        reconnect: bool = True,
+        extra_headers: dict[str, str] | None = None,
+        open_timeout: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.token = token or os.environ.get("SCADA_TOKEN")
+        self.reconnect = reconnect
+        self.extra_headers = dict(extra_headers or {})
+        self.open_timeout = open_timeout
+        self.alarm_cursor: int | None = None
+        self.last_seq = 0
+        self.gaps = 0
+        self.connects = 0
+        self.state = "disconnected"
+        self._ws: ClientConnection | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        self._subscription: dict[str, Any] | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> PlantClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Connect, retrying with backoff when `reconnect` is on."""
+        attempt = 0
+        while True:
+            self.state = "connecting" if attempt == 0 else "reconnecting"
+            try:
+                await self._open()
+                return
+            except InvalidStatus as err:
+                if err.response.status_code in (401, 403) or not self.reconnect:
+                    raise
+            except (OSError, TimeoutError, ConnectionClosed):
+                if not self.reconnect:
+                    raise
+            delay = backoff_delay(attempt)
+            attempt += 1
+            log.info("connect to %s failed; retry %d in %.1f s", self.url, attempt, delay)
+            await asyncio.sleep(delay)
+
+    async def _open(self) -> None:
+        headers = dict(self.extra_headers)
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        self._ws = await connect(
+            self.url,
+            additional_headers=headers,
+            open_timeout=self.open_timeout,
+            max_size=2**24,
+            compression=None,
+            ping_interval=None,
+        )
+        self.last_seq = 0
+        self.connects += 1
+        self.state = "connected"
+        if self.connects > 1:
+            if self._subscription is not None:
+                await self._send("subscribe", self._subscription)
+            if self.alarm_cursor is not None:
+                await self._send("resume", {"alarm_cursor": self.alarm_cursor})
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._ws is not None:
+            await self._ws.close()
+        self.state = "disconnected"
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def _send(self, type_: str, data: Any, request_id: Any = None) -> None:
+        if self._ws is None:
+            raise ConnectionError("not connected")
+        message: dict[str, Any] = {"type": type_, "data": data}
+        if request_id is not None:
+            message["id"] = request_id
+        await self._ws.send(orjson.dumps(message).decode())
+
+    async def request(self, type_: str, data: Any, timeout: float = 5.0) -> dict[str, Any]:
+        """Send a request with an id and wait for its `reply` (while iterating elsewhere)."""
+        request_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await self._send(type_, data, request_id)
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def subscribe(self, lines: list[str] | str = "*", types: list[str] | None = None) -> None:
+        data: dict[str, Any] = {"lines": lines}
+        if types is not None:
+            data["types"] = types
+        self._subscription = data
+        await self._send("subscribe", data)
+
+    async def heartbeat(self, data: Any = None) -> None:
+        await self._send("heartbeat", data if data is not None else {})
+
+    async def ack(self, alarm_id: int, comment: str = "") -> dict[str, Any]:
+        return await self.request("ack", {"alarm_id": alarm_id, "comment": comment})
+
+    # -- frames --------------------------------------------------------------------------
+
+    async def recv(self) -> dict[str, Any]:
+        """The next frame; reconnects underneath when the connection drops."""
+        while True:
+            if self._ws is None:
+                await self.connect()
+            assert self._ws is not None
+            try:
+                raw = await self._ws.recv()
+            except ConnectionClosed as err:
+                code = err.rcvd.code if err.rcvd is not None else 1006
+                self._ws = None
+                for fut in self._pending.values():
+                    if not fut.done():
+                        fut.set_exception(ConnectionError(f"connection closed ({code})"))
+                if self._closed or not self.reconnect:
+                    raise
+                if code == CLOSE_POLICY:
+                    raise PolicyClose(err.rcvd.reason if err.rcvd else "policy") from err
+                await asyncio.sleep(backoff_delay(0))
+                continue
+            frame: dict[str, Any] = orjson.loads(raw)
+            self._track(frame)
+            return frame
+
+    def _track(self, frame: dict[str, Any]) -> None:
+        seq = frame.get("seq")
+        if isinstance(seq, int):
+            if self.last_seq and seq != self.last_seq + 1:
+                self.gaps += 1
+            self.last_seq = seq
+        kind, data = frame.get("type"), frame.get("data")
+        if kind == "alarm" and isinstance(data, dict) and isinstance(data.get("event_id"), int):
+            self.alarm_cursor = max(self.alarm_cursor or 0, data["event_id"])
+        elif kind == "snapshot" and isinstance(data, dict):
+            cursor = data.get("alarm_cursor")
+            if isinstance(cursor, int):
+                self.alarm_cursor = max(self.alarm_cursor or 0, cursor)
+        elif kind == "reply" and isinstance(data, dict):
+            future = self._pending.get(data.get("id"))
+            if future is not None and not future.done():
+                future.set_result(data)
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._frames()
+
+    async def _frames(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            try:
+                yield await self.recv()
+            except ConnectionClosed:
+                return
+
+
+@contextlib.asynccontextmanager
+async def open_client(url: str, **kwargs: Any) -> AsyncIterator[PlantClient]:
+    client = PlantClient(url, **kwargs)
+    await client.connect()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+__all__ = ["PlantClient", "PolicyClose", "backoff_delay", "open_client", "websockets"]

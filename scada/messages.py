@@ -1,0 +1,239 @@
+"""Client → server messages: parse, validate and dispatch; every failure is an error frame.
+
+Nothing here raises to the caller: bad JSON, oversize, unknown types and invalid fields turn
+into `error` frames and leave the connection's state unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal, Protocol
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from scada.broadcaster import ALL_TYPES, Client
+
+log = logging.getLogger(__name__)
+
+RequestId = Annotated[str | int, Field(union_mode="left_to_right")] | None
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: RequestId = None
+    timestamp: str | None = None
+
+
+class SubscribeData(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    lines: list[str] | Literal["*"] = "*"
+    types: list[Literal["production_data", "alarm"]] | None = None  # None: every type
+
+
+class Subscribe(_Msg):
+    type: Literal["subscribe"]
+    data: SubscribeData = SubscribeData()
+
+
+class Heartbeat(_Msg):
+    type: Literal["heartbeat"]
+    data: Any = None
+
+
+class AckData(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    alarm_id: int
+    comment: str = Field(default="", max_length=2000)
+
+
+class Ack(_Msg):
+    type: Literal["ack"]
+    data: AckData
+
+
+class ShelveData(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    alarm: str = Field(min_length=1, max_length=200)
+    minutes: float = Field(default=60, gt=0)
+    comment: str = Field(default="", max_length=2000)
+
+
+class Shelve(_Msg):
+    type: Literal["shelve"]
+    data: ShelveData
+
+
+class UnshelveData(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    alarm: str = Field(min_length=1, max_length=200)
+    comment: str = Field(default="", max_length=2000)
+
+
+class Unshelve(_Msg):
+    type: Literal["unshelve"]
+    data: UnshelveData
+
+
+class ResumeData(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    alarm_cursor: int = Field(ge=0)
+
+
+class Resume(_Msg):
+    type: Literal["resume"]
+    data: ResumeData
+
+
+Request = Annotated[
+    Subscribe | Heartbeat | Ack | Shelve | Unshelve | Resume, Field(discriminator="type")
+]
+_REQUEST = TypeAdapter(Request)
+KNOWN_TYPES = frozenset({"subscribe", "heartbeat", "ack", "shelve", "unshelve", "resume"})
+# Minimum role per request type (viewer < operator < engineer < admin).
+REQUIRED_ROLE = {"ack": "operator", "shelve": "operator", "unshelve": "operator"}
+ROLES = ("viewer", "operator", "engineer", "admin")
+
+
+def role_allows(role: str, needed: str) -> bool:
+    return ROLES.index(role) >= ROLES.index(needed) if role in ROLES else False
+
+
+class Services(Protocol):
+    """What the handler needs from the rest of the server (the hub implements it)."""
+
+    @property
+    def line_ids(self) -> list[str]: ...
+
+    def resubscribe(
+        self, client: Client, lines: frozenset[str] | None, types: frozenset[str]
+    ) -> None: ...
+
+    async def alarm_request(self, client: Client, kind: str, data: BaseModel) -> Any: ...
+
+    async def resume(self, client: Client, cursor: int) -> None: ...
+
+    def audit_refusal(self, client: Client, action: str, target: str) -> None: ...
+
+
+class RequestError(Exception):
+    """A request understood but refused: becomes `reply ok:false error:<code>`."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(message or code)
+        self.code = code
+        self.message = message or code
+
+
+class MessageHandler:
+    def __init__(self, services: Services, *, max_bytes: int) -> None:
+        self.services = services
+        self.max_bytes = max_bytes
+
+    async def handle(self, client: Client, raw: str | bytes) -> None:
+        size = len(raw.encode() if isinstance(raw, str) else raw)
+        if size > self.max_bytes:
+            self._error(
+                client,
+                "message_too_large",
+                f"message of {size} bytes is over the {self.max_bytes} byte limit",
+            )
+            return
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            self._error(client, "invalid_json", f"not JSON: {err}")
+            return
+        if not isinstance(parsed, dict):
+            self._error(client, "invalid_message", "a message must be a JSON object", parsed)
+            return
+        kind = parsed.get("type")
+        if kind not in KNOWN_TYPES:
+            known = ", ".join(sorted(KNOWN_TYPES))
+            self._error(client, "unknown_type", f"unknown type {kind!r}; one of {known}", parsed)
+            return
+        try:
+            request = _REQUEST.validate_python(parsed)
+        except ValidationError as err:
+            self._error(client, "invalid_message", _describe(err), parsed)
+            return
+        await self._dispatch(client, request, parsed)
+
+    async def _dispatch(self, client: Client, request: Any, original: dict[str, Any]) -> None:
+        needed = REQUIRED_ROLE.get(request.type)
+        if needed is not None and not role_allows(client.role, needed):
+            self.services.audit_refusal(client, request.type, _target(request))
+            self._reply(
+                client,
+                request.id,
+                ok=False,
+                error="forbidden",
+                message=f"{request.type} needs role {needed}; you are {client.role}",
+            )
+            return
+        try:
+            result = await self._run(client, request)
+        except RequestError as err:
+            if err.code == "invalid_message":
+                self._error(client, err.code, err.message, original)
+            if err.code != "invalid_message" or request.id is not None:
+                self._reply(client, request.id, ok=False, error=err.code, message=err.message)
+            return
+        if request.type == "heartbeat":
+            client.send("heartbeat", request.data if request.data is not None else {})
+        if request.id is not None:
+            self._reply(client, request.id, ok=True, result=result)
+
+    async def _run(self, client: Client, request: Any) -> Any:
+        if isinstance(request, Subscribe):
+            return self._subscribe(client, request.data)
+        if isinstance(request, Heartbeat):
+            return {}
+        if isinstance(request, Resume):
+            await self.services.resume(client, request.data.alarm_cursor)
+            return {"resumed_from": request.data.alarm_cursor}
+        return await self.services.alarm_request(client, request.type, request.data)
+
+    def _subscribe(self, client: Client, data: SubscribeData) -> dict[str, Any]:
+        lines: frozenset[str] | None = None
+        if data.lines != "*":
+            unknown = [line for line in data.lines if line not in self.services.line_ids]
+            if unknown:
+                raise RequestError("invalid_message", f"unknown line(s): {', '.join(unknown)}")
+            lines = frozenset(data.lines)
+        types = ALL_TYPES if data.types is None else frozenset(data.types)
+        self.services.resubscribe(client, lines, types)
+        return {"lines": "*" if lines is None else sorted(lines), "types": sorted(types)}
+
+    def _reply(self, client: Client, request_id: Any, *, ok: bool, **fields: Any) -> None:
+        if request_id is None and ok:
+            return
+        if request_id is None:
+            # A refused request without an id still deserves an answer.
+            self._error(client, fields.get("error", "refused"), fields.get("message", ""))
+            return
+        body: dict[str, Any] = {"id": request_id, "ok": ok}
+        body.update({k: v for k, v in fields.items() if v is not None})
+        client.send("reply", body)
+
+    def _error(self, client: Client, code: str, message: str, original: Any = None) -> None:
+        data: dict[str, Any] = {"code": code, "message": message}
+        if original is not None:
+            data["original_message"] = original
+        client.send("error", data)
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors()[:5]:
+        loc = ".".join(str(p) for p in e["loc"][1:]) or "message"
+        parts.append(f"{loc}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def _target(request: Any) -> str:
+    data = getattr(request, "data", None)
+    for attr in ("alarm_id", "alarm"):
+        if data is not None and hasattr(data, attr):
+            return str(getattr(data, attr))
+    return ""

@@ -1,0 +1,145 @@
+"""The running plant service: wires drivers, tag store, alarms and broadcaster, and ticks.
+
+This is the one place where the workers are started and stopped (the app's lifespan calls
+`start` and `stop`). The tick is fixed-rate: each deadline is the previous one plus the batch
+interval, so work done inside a tick never makes the schedule drift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drivers.base import DriverContext, create_driver
+from scada.broadcaster import Broadcaster
+from scada.config import PlantConfig
+from scada.history import HistoryRing
+from scada.poller import Poller
+from scada.samples import SampleEncoder
+from scada.tags import TagSchema
+from scada.tagstore import TagStore
+from scada.timefmt import iso_ms
+from simulators.runtime import SimulatedPlant
+from simulators.scenario import load_scenario
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, config: PlantConfig, *, scenario: str | Path | None = None) -> None:
+        self.config = config
+        self.schema = TagSchema(config.lines)
+        self.store = TagStore(self.schema)
+        self.encoder = SampleEncoder(self.schema)
+        self.interval = config.server.batch_interval_ms / 1000.0
+        capacity = int(config.server.history_seconds / self.interval) + 1
+        self.history = HistoryRing(capacity, self.schema.size)
+        self.plant: SimulatedPlant | None = None
+        if any(d.driver == "sim" for d in config.devices):
+            scenario_path = scenario or config.simulator.scenario
+            schedule = load_scenario(scenario_path, self.schema.line_ids) if scenario_path else []
+            self.plant = SimulatedPlant(config.lines, seed=config.simulator.seed, scenario=schedule)
+        context = DriverContext(config=config, schema=self.schema, plant=self.plant)
+        self.pollers = [
+            Poller(create_driver(d, context), self.store, interval=d.poll_interval_ms / 1000.0)
+            for d in config.devices
+        ]
+        srv = config.server
+        self.broadcaster = Broadcaster(
+            max_buffer_bytes=srv.max_client_buffer_bytes,
+            slow_client_timeout=srv.slow_client_timeout,
+            heartbeat_interval=srv.heartbeat_interval_ms / 1000.0,
+        )
+        self.alarms: Any = None  # scada.alarms.service.AlarmService, attached by the app
+        self.last_tick: float | None = None  # monotonic
+        self.started_at = time.time()
+        self._task: asyncio.Task[None] | None = None
+        self._tick_listeners: list[Callable[[], None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for poller in self.pollers:
+            poller.start()
+        self._task = asyncio.create_task(self._run(), name="broadcast-tick")
+        log.info(
+            "plant started: %d lines, %d tags, %d device(s), tick %d ms",
+            len(self.schema.line_ids),
+            self.schema.size,
+            len(self.pollers),
+            self.config.server.batch_interval_ms,
+        )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await asyncio.gather(*(p.stop() for p in self.pollers), return_exceptions=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        stats = self.broadcaster.stats
+        while True:
+            deadline += self.interval
+            started = loop.time()
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                stats.errors += 1
+                log.exception("broadcast tick failed")
+            finished = loop.time()
+            stats.tick_ms.append((finished - started) * 1000)
+            stats.ticks += 1
+            if finished > deadline:
+                # Overran: skip the missed slots instead of bursting to catch up.
+                stats.tick_overruns += 1
+                deadline = finished
+            await asyncio.sleep(deadline - loop.time())
+
+    # -- one tick ------------------------------------------------------------------------
+
+    def device_ok(self) -> dict[str, bool]:
+        return {p.status.name: p.status.healthy for p in self.pollers}
+
+    async def tick(self) -> None:
+        mono, now = time.monotonic(), time.time()
+        store = self.store
+        store.refresh(mono)
+        stamp = iso_ms(now)
+        if self.alarms is not None:
+            # Committed to the journal before anyone is told, and sent before production data.
+            events = await self.alarms.tick(now, store.values, store.quality, self.device_ok())
+            if events:
+                self.broadcaster.publish_alarms(events, stamp)
+        dirty = store.take_dirty()
+        if len(dirty):
+            self.broadcaster.publish_production(self.encoder.encode(store, dirty), stamp)
+        self.history.append(now, store.history_row())
+        self.broadcaster.drop_slow(mono)
+        self.broadcaster.heartbeat_idle(mono)
+        self.last_tick = mono
+        for listener in self._tick_listeners:
+            listener()
+
+    def on_tick(self, listener: Callable[[], None]) -> None:
+        self._tick_listeners.append(listener)
+
+    # -- views ---------------------------------------------------------------------------
+
+    def line_samples(self, line_ids: list[str] | None = None) -> list[dict[str, Any]]:
+        ids = self.schema.line_ids
+        positions = range(len(ids)) if line_ids is None else [ids.index(i) for i in line_ids]
+        return self.encoder.encode(self.store, np.array(list(positions), dtype=np.intp))
+
+    def ticking(self) -> bool:
+        return self.last_tick is not None and time.monotonic() - self.last_tick < 1.0

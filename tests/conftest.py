@@ -1,0 +1,143 @@
+"""Shared test helpers: real servers in subprocesses on free loopback ports."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import tomli_w
+
+from scada.config import default_config_text
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def default_config_dict() -> dict[str, Any]:
+    return tomllib.loads(default_config_text())
+
+
+def write_config(path: Path, overrides: dict[str, Any] | None = None, base: dict[str, Any] | None = None) -> Path:
+    data = deep_merge(base if base is not None else default_config_dict(), overrides or {})
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll until predicate() is truthy; return its value or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as err:  # noqa: BLE001 - retried until the deadline
+            last_error = err
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s (last error: {last_error})")
+
+
+class ServerProcess:
+    """`scada serve` in a subprocess: the real CLI, uvicorn, port and SQLite files."""
+
+    def __init__(self, config_path: Path, workdir: Path, extra_args: list[str] | None = None):
+        self.config_path = config_path
+        self.workdir = workdir
+        self.port = free_port()
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"server-{self.port}.log"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self, wait_ready: bool = True) -> ServerProcess:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "scada", "serve", "--config", str(self.config_path),
+             "--port", str(self.port), *self.extra_args],
+            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+        if wait_ready:
+            wait_until(self._ready, timeout=30)
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            return httpx.get(f"{self.http}/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    servers: list[ServerProcess] = []
+
+    def make(overrides: dict[str, Any] | None = None, *, start: bool = True,
+             extra_args: list[str] | None = None, name: str = "plant.toml") -> ServerProcess:
+        base = {"server": {"data_dir": str(tmp_path / "data")}}
+        config = write_config(tmp_path / name, deep_merge(base, overrides or {}))
+        server = ServerProcess(config, tmp_path, extra_args)
+        servers.append(server)
+        return server.start() if start else server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    return server_factory()
