@@ -253,6 +253,6 @@ def _body(ev: AlarmEvent) -> bytes:
 
 
 def _event(row: tuple[int, bytes]) -> AlarmEvent:
-    ev = AlarmEvent.from_record(orjson.loads(row[1]))
-    ev.event_id = row[0]
-    return ev
+    record = orjson.loads(row[1])
+    record["event_id"] = row[0]
+    return AlarmEvent.from_record(record)
