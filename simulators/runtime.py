@@ -44,13 +44,13 @@ class SimulatedPlant:
             self._clock = clock
             self._run_scenario()
             return
-        elapsed = clock - self._clock
+        # A long pause (suspended laptop) is not replayed: at most 10 s of catch-up.
+        elapsed = min(clock - self._clock, 10.0)
         self._clock = clock
         self.advance(elapsed)
 
     def advance(self, elapsed: float) -> None:
-        # A long pause (suspended laptop) is not replayed: skip to at most 10 s of catch-up.
-        elapsed = min(max(elapsed, 0.0), 10.0)
+        """Advance simulated time by `elapsed` seconds, in steps of at most MAX_STEP_S."""
         while elapsed > 1e-9:
             dt = min(elapsed, MAX_STEP_S)
             self._run_scenario()

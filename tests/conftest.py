@@ -43,7 +43,9 @@ def default_config_dict() -> dict[str, Any]:
     return tomllib.loads(default_config_text())
 
 
-def write_config(path: Path, overrides: dict[str, Any] | None = None, base: dict[str, Any] | None = None) -> Path:
+def write_config(
+    path: Path, overrides: dict[str, Any] | None = None, base: dict[str, Any] | None = None
+) -> Path:
     data = deep_merge(base if base is not None else default_config_dict(), overrides or {})
     path.write_text(tomli_w.dumps(data))
     return path
@@ -58,7 +60,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
             value = predicate()
             if value:
                 return value
-        except Exception as err:  # noqa: BLE001 - retried until the deadline
+        except Exception as err:
             last_error = err
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s (last error: {last_error})")
@@ -87,9 +89,21 @@ class ServerProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scada", "serve", "--config", str(self.config_path),
-             "--port", str(self.port), *self.extra_args],
-            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "scada",
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--port",
+                str(self.port),
+                *self.extra_args,
+            ],
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
         if wait_ready:
             wait_until(self._ready, timeout=30)
@@ -125,8 +139,13 @@ class ServerProcess:
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     servers: list[ServerProcess] = []
 
-    def make(overrides: dict[str, Any] | None = None, *, start: bool = True,
-             extra_args: list[str] | None = None, name: str = "plant.toml") -> ServerProcess:
+    def make(
+        overrides: dict[str, Any] | None = None,
+        *,
+        start: bool = True,
+        extra_args: list[str] | None = None,
+        name: str = "plant.toml",
+    ) -> ServerProcess:
         base = {"server": {"data_dir": str(tmp_path / "data")}}
         config = write_config(tmp_path / name, deep_merge(base, overrides or {}))
         server = ServerProcess(config, tmp_path, extra_args)

@@ -29,8 +29,9 @@ async def recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
     return frame
 
 
-async def until(ws: ClientConnection, predicate: Callable[[dict[str, Any]], bool],
-                limit: int = 200) -> dict[str, Any]:
+async def until(
+    ws: ClientConnection, predicate: Callable[[dict[str, Any]], bool], limit: int = 200
+) -> dict[str, Any]:
     """Read frames until one matches; fail after `limit` frames."""
     for _ in range(limit):
         frame = await recv(ws)
@@ -56,7 +57,9 @@ def assert_ten_per_second(frames: list[dict[str, Any]]) -> None:
     assert (len(frames) - 1) / span == pytest.approx(10.0, rel=0.1)
 
 
-def test_three_clients_get_connected_snapshot_then_ten_frames_per_second(server: ServerProcess) -> None:
+def test_three_clients_get_connected_snapshot_then_ten_frames_per_second(
+    server: ServerProcess,
+) -> None:
     async def one() -> list[dict[str, Any]]:
         async with connect(server.ws) as ws:
             first, second = await recv(ws), await recv(ws)
@@ -94,12 +97,15 @@ def test_three_clients_get_connected_snapshot_then_ten_frames_per_second(server:
 def test_subscribe_to_lines_two_and_five(server: ServerProcess) -> None:
     async def main() -> list[dict[str, Any]]:
         async with connect(server.ws) as ws:
-            await ws.send(json.dumps({"type": "subscribe", "id": "s1",
-                                      "data": {"lines": ["2", "5"]}}))
+            await ws.send(
+                json.dumps({"type": "subscribe", "id": "s1", "data": {"lines": ["2", "5"]}})
+            )
             reply = await until(ws, lambda f: f["type"] == "reply")
-            assert reply["data"] == {"id": "s1", "ok": True,
-                                     "result": {"lines": ["2", "5"],
-                                                "types": ["alarm", "production_data"]}}
+            assert reply["data"] == {
+                "id": "s1",
+                "ok": True,
+                "result": {"lines": ["2", "5"], "types": ["alarm", "production_data"]},
+            }
             return await production_frames(ws, 10)
 
     for frame in asyncio.run(main()):
@@ -134,9 +140,15 @@ def test_bad_messages_get_error_frames_and_streaming_continues(server: ServerPro
 
 
 def test_client_that_stops_reading_is_dropped_with_1013(server_factory: Any) -> None:
-    server = server_factory({"server": {"max_client_buffer_bytes": 8192,
-                                        "socket_send_buffer": 8192,
-                                        "slow_client_timeout": 1.0}})
+    server = server_factory(
+        {
+            "server": {
+                "max_client_buffer_bytes": 8192,
+                "socket_send_buffer": 8192,
+                "slow_client_timeout": 1.0,
+            }
+        }
+    )
 
     async def main() -> None:
         sock = socket.socket()
@@ -171,20 +183,28 @@ def test_sensor_dropout_turns_line_bad_and_recovers(server: ServerProcess) -> No
         async with connect(server.ws) as ws:
             await ws.send(json.dumps({"type": "subscribe", "data": {"lines": ["3"]}}))
             await until(ws, lambda f: f["type"] == "production_data")
-            r = httpx.post(f"{server.http}/api/simulator/faults",
-                           json={"line": "3", "kind": "sensor_dropout", "tag": "diameter"})
+            r = httpx.post(
+                f"{server.http}/api/simulator/faults",
+                json={"line": "3", "kind": "sensor_dropout", "tag": "diameter"},
+            )
             assert r.status_code == 201, r.text
             fault_id = r.json()["id"]
-            bad = await until(ws, lambda f: f["type"] == "production_data"
-                              and f["data"][0]["quality"] == "bad", limit=5)
+            bad = await until(
+                ws,
+                lambda f: f["type"] == "production_data" and f["data"][0]["quality"] == "bad",
+                limit=5,
+            )
             sample = bad["data"][0]
             assert sample["diameter"] is None and sample["bad_tags"] == ["diameter"]
             assert sample["body_temperatures"][0] is not None
             listed = httpx.get(f"{server.http}/api/simulator/faults").json()["faults"]
             assert [f["id"] for f in listed] == [fault_id]
             assert httpx.delete(f"{server.http}/api/simulator/faults/{fault_id}").status_code == 200
-            good = await until(ws, lambda f: f["type"] == "production_data"
-                               and f["data"][0]["quality"] == "good", limit=5)
+            good = await until(
+                ws,
+                lambda f: f["type"] == "production_data" and f["data"][0]["quality"] == "good",
+                limit=5,
+            )
             assert isinstance(good["data"][0]["diameter"], float)
             assert "bad_tags" not in good["data"][0]
 
@@ -196,17 +216,24 @@ def test_stopped_source_makes_line_stale_after_stale_after(server: ServerProcess
         async with connect(server.ws) as ws:
             await ws.send(json.dumps({"type": "subscribe", "data": {"lines": ["4"]}}))
             last_good = await until(ws, lambda f: f["type"] == "production_data")
-            r = httpx.post(f"{server.http}/api/simulator/faults",
-                           json={"line": "4", "kind": "source_stop"})
+            r = httpx.post(
+                f"{server.http}/api/simulator/faults", json={"line": "4", "kind": "source_stop"}
+            )
             assert r.status_code == 201
-            stale = await until(ws, lambda f: f["type"] == "production_data"
-                                and f["data"][0]["quality"] == "stale", limit=40)
+            stale = await until(
+                ws,
+                lambda f: f["type"] == "production_data" and f["data"][0]["quality"] == "stale",
+                limit=40,
+            )
             # Stale only once stale_after (1 s) passed since the last fresh value.
             assert ts(stale) - ts(last_good) >= 1.0
             assert stale["data"][0]["diameter"] is not None  # last value kept, marked stale
             httpx.delete(f"{server.http}/api/simulator/faults/{r.json()['id']}")
-            await until(ws, lambda f: f["type"] == "production_data"
-                        and f["data"][0]["quality"] == "good", limit=10)
+            await until(
+                ws,
+                lambda f: f["type"] == "production_data" and f["data"][0]["quality"] == "good",
+                limit=10,
+            )
 
     asyncio.run(main())
 
@@ -235,8 +262,12 @@ def test_http_endpoints(server: ServerProcess) -> None:
     assert httpx.get(f"{server.http}/api/lines/42").status_code == 404
     one = httpx.get(f"{server.http}/api/lines/2").json()
     assert one["latest"]["production_line_id"] == "2"
-    wait_until(lambda: httpx.get(f"{server.http}/api/lines/1/history?seconds=60&points=5")
-               .json()["samples"] >= 10)
+    wait_until(
+        lambda: (
+            httpx.get(f"{server.http}/api/lines/1/history?seconds=60&points=5").json()["samples"]
+            >= 10
+        )
+    )
     hist = httpx.get(f"{server.http}/api/lines/1/history?seconds=60&points=5").json()
     assert len(hist["t"]) == 5 and len(hist["series"]["diameter"]["max"]) == 5
     assert httpx.get(f"{server.http}/api/lines/1/history?points=0").status_code == 400
@@ -244,6 +275,8 @@ def test_http_endpoints(server: ServerProcess) -> None:
     assert "Plant overview" in html
     assert "Connection diagnostics" in httpx.get(f"{server.http}/diagnostics").text
     health = httpx.get(f"{server.http}/health/websocket").json()
-    assert {"connections_active", "frames_sent", "slow_clients_dropped", "tick_ms_p99"} <= set(health)
+    assert {"connections_active", "frames_sent", "slow_clients_dropped", "tick_ms_p99"} <= set(
+        health
+    )
     metrics = httpx.get(f"{server.http}/metrics").text
     assert "scada_tick_total" in metrics and 'scada_device_up{device="sim"} 1' in metrics

@@ -1,0 +1,129 @@
+"""Config validation: every problem reported with its key path, exit 2, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scada.config import config_from_dict, load_config
+from scada.errors import ConfigError
+from tests.conftest import deep_merge, default_config_dict, write_config
+
+
+def problems(overrides: dict) -> list[tuple[str, str]]:
+    raw = deep_merge(default_config_dict(), overrides)
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw)
+    return info.value.problems
+
+
+def test_default_plant_has_eight_lines_with_the_expected_tags() -> None:
+    config = load_config()
+    assert [line.id for line in config.lines] == [str(i) for i in range(1, 9)]
+    line = config.lines[0]
+    assert [n for n, t in line.tags.items() if t.group == "body_temperatures"] == [
+        f"body_temperature_{i}" for i in range(1, 5)
+    ]
+    assert line.tags["diameter"].unit == "mm" and line.tags["diameter"].tolerance == 0.15
+    assert config.server.batch_interval_ms == 100 and line.stale_after == 1.0
+    # line_defaults merged under per-line overrides
+    assert config.lines[4].tags["diameter"].setpoint == 16.0
+    assert config.lines[4].tags["diameter"].limits.deadband == 0.02  # type: ignore[union-attr]
+    assert config.lines[0].tags["diameter"].limits.hi.value == 12.2  # type: ignore[union-attr]
+
+
+def test_limits_out_of_order_name_the_key() -> None:
+    raw = default_config_dict()
+    raw["lines"][2]["tags"] = {"diameter": {"limits": {"hi": 11.0, "lo": 11.8}}}
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw)
+    paths = dict(info.value.problems)
+    assert paths["lines[2].tags.diameter.limits.hi"].startswith("must be above lo")
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    found = dict(
+        problems(
+            {
+                "server": {"port": "eighty", "bogus": 1},
+                "devices": [{"name": "sim", "driver": "sim", "lines": ["1", "77"]}],
+            }
+        )
+    )
+    assert "server.port" in found
+    assert found["server.bogus"] == "unknown key"
+    raw = default_config_dict()
+    raw["lines"][1]["id"] = "1"
+    raw["lines"][3]["stale_after"] = -1
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw)
+    found = dict(info.value.problems)
+    assert found["lines[3].stale_after"].startswith("Input should be greater than 0")
+
+
+def test_semantic_problems() -> None:
+    raw = default_config_dict()
+    raw["lines"][1]["id"] = "1"
+    raw["devices"] = [{"name": "sim", "driver": "sim", "lines": ["1", "77"]}]
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw)
+    found = dict(info.value.problems)
+    assert found["lines[1].id"] == "duplicate line id '1'"
+    assert found["devices[0].lines[1]"] == "no line with id '77'"
+
+
+def test_setpoint_outside_limits_and_state_without_states() -> None:
+    raw = default_config_dict()
+    raw["lines"][0]["tags"] = {"diameter": {"setpoint": 13.0}, "state": {"states": []}}
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw)
+    found = dict(info.value.problems)
+    assert found["lines[0].tags.diameter.setpoint"].startswith("must be below the high limit")
+    assert "lines[0].tags.state.states" in found
+
+
+def scada(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scada", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_check_config_cli_exit_2_without_traceback(tmp_path: Path) -> None:
+    bad = write_config(tmp_path / "bad.toml", {"server": {"port": -5}})
+    result = scada("check-config", str(bad), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "server.port" in result.stderr and "Traceback" not in result.stderr
+    good = write_config(tmp_path / "good.toml")
+    result = scada("check-config", str(good), cwd=tmp_path)
+    assert result.returncode == 0 and "8 lines" in result.stdout
+    (tmp_path / "broken.toml").write_text("[server\nport=1")
+    result = scada("check-config", str(tmp_path / "broken.toml"), cwd=tmp_path)
+    assert result.returncode == 2 and "<toml>" in result.stderr
+    result = scada("check-config", str(tmp_path / "missing.toml"), cwd=tmp_path)
+    assert result.returncode == 2 and "cannot read" in result.stderr
+
+
+def test_unknown_driver_and_bad_driver_settings(tmp_path: Path) -> None:
+    bad = write_config(
+        tmp_path / "bad.toml",
+        {
+            "devices": [
+                {"name": "a", "driver": "profibus"},
+                {"name": "b", "driver": "sim", "settings": {"speed": 3}},
+            ]
+        },
+    )
+    result = scada("check-config", str(bad), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "devices[0].driver: unknown driver" in result.stderr
+    assert "devices[1].settings.speed: unknown key" in result.stderr
+
+
+def test_serve_refuses_a_bad_file(tmp_path: Path) -> None:
+    bad = write_config(tmp_path / "bad.toml", {"server": {"batch_interval_ms": 1}})
+    result = scada("serve", "--config", str(bad), "--port", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "server.batch_interval_ms" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,91 @@
+"""The poll loop never dies: failures mark tags bad, log once, back off, then recover."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+import pytest
+
+from drivers.base import Driver, DriverContext, DriverSettings, Reading
+from scada.config import DeviceConfig, load_config
+from scada.errors import DriverError
+from scada.poller import Poller
+from scada.tags import Quality, TagSchema
+from scada.tagstore import TagStore
+
+CONFIG = load_config()
+SCHEMA = TagSchema(CONFIG.lines)
+
+
+class FlakyDriver(Driver):
+    name = "flaky"
+
+    def __init__(self) -> None:
+        device = DeviceConfig(name="plc1", driver="flaky", lines=["1", "2"])
+        super().__init__(device, DriverSettings(), DriverContext(CONFIG, SCHEMA))
+        self.fail = False
+        self.connects = 0
+        self.closes = 0
+
+    async def connect(self) -> None:
+        self.connects += 1
+
+    async def read(self) -> Reading:
+        if self.fail:
+            raise DriverError("device plc1: connection refused")
+        return Reading.build(self.indices, np.ones(len(self.indices)), 1.0)
+
+    async def close(self) -> None:
+        self.closes += 1
+
+
+def test_failure_marks_only_its_lines_bad_logs_once_and_recovers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        driver = FlakyDriver()
+        store = TagStore(SCHEMA)
+        poller = Poller(driver, store, interval=0.01, backoff_initial=0.001, backoff_max=0.002)
+        assert await poller.poll_once()
+        assert store.line_quality()[:2].tolist() == [Quality.GOOD, Quality.GOOD]
+        driver.fail = True
+        for _ in range(5):
+            assert not await poller.poll_once()
+        assert store.line_quality()[:2].tolist() == [Quality.BAD, Quality.BAD]
+        assert store.line_quality()[2] == Quality.BAD  # never read: no value yet
+        assert poller.status.state == "failed" and poller.status.errors == 5
+        assert "connection refused" in (poller.status.last_error or "")
+        driver.fail = False
+        assert await poller.poll_once()
+        assert store.line_quality()[:2].tolist() == [Quality.GOOD, Quality.GOOD]
+        assert poller.status.reconnects == 5 and poller.status.healthy
+
+    with caplog.at_level(logging.DEBUG, logger="scada.poller"):
+        asyncio.run(main())
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "plc1" in warnings[0].getMessage()
+    assert sum("recovered" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_hanging_read_times_out_and_loop_keeps_running() -> None:
+    class Hanging(FlakyDriver):
+        async def read(self) -> Reading:
+            await asyncio.sleep(3600)
+            raise AssertionError
+
+    async def main() -> None:
+        driver = Hanging()
+        store = TagStore(SCHEMA)
+        poller = Poller(driver, store, interval=0.01, read_timeout=0.05, backoff_initial=0.01)
+        poller.start()
+        deadline = asyncio.get_running_loop().time() + 5
+        while poller.status.errors < 3:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        assert "no answer within 0.05 s" in (poller.status.last_error or "")
+        await poller.stop()
+        assert driver.closes >= 3  # each failure closed the connection before retrying
+
+    asyncio.run(main())
