@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import statistics
@@ -51,7 +52,7 @@ async def production_frames(ws: ClientConnection, n: int) -> list[dict[str, Any]
 
 def assert_ten_per_second(frames: list[dict[str, Any]]) -> None:
     """Server timestamps of consecutive frames are one 100 ms batch interval apart."""
-    gaps = [ts(b) - ts(a) for a, b in zip(frames, frames[1:], strict=False)]
+    gaps = [ts(b) - ts(a) for a, b in itertools.pairwise(frames)]
     assert statistics.median(gaps) == pytest.approx(0.1, abs=0.01)
     span = ts(frames[-1]) - ts(frames[0])
     assert (len(frames) - 1) / span == pytest.approx(10.0, rel=0.1)
