@@ -24,7 +24,7 @@ def announced_raises(events: Iterable[AlarmEvent], start: float, end: float) -> 
     return [
         e
         for e in events
-        if e.event == "raised" and start <= e.at < end and e.state not in ("shelved", "suppressed")
+        if e.event == "raised" and start <= e.at <= end and e.state not in ("shelved", "suppressed")
     ]
 
 
@@ -91,7 +91,7 @@ def ack_times(events: Iterable[AlarmEvent], start: float, end: float) -> dict[st
     delays = sorted(
         e.at - e.raised_at
         for e in events
-        if e.event == "acknowledged" and start <= e.at < end and e.raised_at is not None
+        if e.event == "acknowledged" and start <= e.at <= end and e.raised_at is not None
     )
     return {
         "count": len(delays),
@@ -110,7 +110,7 @@ def _nearest_rank(sorted_values: list[float], pct: float) -> float | None:
 def compute(
     events: Iterable[AlarmEvent], *, start: float, end: float, current: Iterable[AlarmEvent] = ()
 ) -> dict[str, object]:
-    """All KPIs over [start, end). `current` is the alarm state at `end` (for standing)."""
+    """All KPIs over [start, end]. `current` is the alarm state at `end` (for standing)."""
     evs = list(events)
     raised = announced_raises(evs, start, end)
     return {

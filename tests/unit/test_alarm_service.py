@@ -1,0 +1,254 @@
+"""AlarmService (async glue, single writer) and the REST routes, against a real journal."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.testclient import TestClient
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from scada.alarms.engine import AlarmEngine
+from scada.alarms.journal import Journal
+from scada.alarms.model import AlarmRequestError
+from scada.alarms.routes import routes
+from scada.alarms.service import AlarmService
+from tests.unit.conftest_alarms import T0, Rig, diameter_plant
+
+D = "line1.diameter"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_service(rig: Rig, path: Path, clock: Clock) -> AlarmService:
+    journal = Journal(path, retention_days=90, retention_events=1000)
+    engine = AlarmEngine(rig.config, rig.schema, ["sim"])
+    return AlarmService(engine, journal, clock=clock)
+
+
+async def tick(service: AlarmService, rig: Rig, clock: Clock) -> list[dict[str, Any]]:
+    clock.now = rig.now = round(rig.now + 0.1, 6)
+    return await service.tick(rig.now, rig.values, rig.quality, rig.devices)
+
+
+def test_tick_commits_before_returning_and_restart_restores(tmp_path: Path) -> None:
+    async def main() -> None:
+        rig, clock = Rig(diameter_plant()), Clock()
+        service = make_service(rig, tmp_path / "j.sqlite", clock)
+        await service.start()
+        assert service.cursor() == 0
+        rig.set("diameter", 12.3)
+        (raised,) = await tick(service, rig, clock)
+        assert (raised["alarm"], raised["event"], raised["event_id"]) == (f"{D}.hi", "raised", 1)
+        assert service.cursor() == 1
+        assert [e.event_id for e in service.journal.since(0) or []] == [1]
+        await service.shelve(f"{D}.hi", 5, "ann", "cleaning")
+        assert [a["state"] for a in service.current()] == ["shelved"]
+        before = service.current()
+        await service.close()
+
+        again = make_service(rig, tmp_path / "j.sqlite", clock)  # a restart
+        await again.start()
+        assert again.current() == before
+        assert again.cursor() == 2
+        rig.set("diameter", 12.0)
+        events = await tick(again, rig, clock)
+        assert [(e["event"], e["id"], e["event_id"]) for e in events] == [("cleared", 1, 3)]
+        await again.close()
+
+    asyncio.run(main())
+
+
+def test_concurrent_acks_exactly_one_wins(tmp_path: Path) -> None:
+    async def main() -> None:
+        rig, clock = Rig(diameter_plant()), Clock()
+        service = make_service(rig, tmp_path / "j.sqlite", clock)
+        await service.start()
+        rig.set("diameter", 12.3)
+        (raised,) = await tick(service, rig, clock)
+        results = await asyncio.gather(
+            *(service.ack(raised["id"], f"user{i}", "seen") for i in range(5)),
+            return_exceptions=True,
+        )
+        ok = [r for r in results if isinstance(r, list)]
+        refused = [r for r in results if isinstance(r, AlarmRequestError)]
+        assert len(ok) == 1 and len(refused) == 4
+        assert {r.code for r in refused} == {"already_acknowledged"}
+        acks = [e for e in service.journal.all_events() if e.event == "acknowledged"]
+        assert len(acks) == 1 and acks[0].acked_by == ok[0][0]["acked_by"]
+        with pytest.raises(AlarmRequestError) as err:
+            await service.ack(12345, "ann", "x")
+        assert err.value.code == "unknown_alarm"
+        await service.close()
+
+    asyncio.run(main())
+
+
+def test_replay_after_cursor_and_after_prune(tmp_path: Path) -> None:
+    async def main() -> None:
+        rig, clock = Rig(diameter_plant()), Clock()
+        service = make_service(rig, tmp_path / "j.sqlite", clock)
+        await service.start()
+        wire: list[dict[str, Any]] = []
+        for value in (12.3, 12.0, 12.3, 12.0):
+            rig.set("diameter", value)
+            wire += await tick(service, rig, clock)
+        assert await service.replay(2) == wire[2:]
+        assert await service.replay(service.cursor()) == []
+        assert await service.replay(service.cursor() + 5) is None
+        occ = service.current()[0]["id"]
+        await service.ack(occ, "ann", "")
+        clock.now += 200 * 86400  # everything is past retention
+        assert await service.prune() == 5
+        assert await service.replay(2) is None
+        assert await service.replay(service.cursor()) == []
+        await service.close()
+
+    asyncio.run(main())
+
+
+def test_kpi_through_the_service(tmp_path: Path) -> None:
+    async def main() -> None:
+        rig, clock = Rig(diameter_plant()), Clock()
+        service = make_service(rig, tmp_path / "j.sqlite", clock)
+        await service.start()
+        for value in (12.3, 12.0) * 3:
+            rig.set("diameter", value)
+            await tick(service, rig, clock)
+        report = await service.kpi(1.0)
+        assert report["raised"] == 3
+        assert report["chattering"] == [{"alarm": f"{D}.hi", "max_per_minute": 3, "activations": 3}]
+        await service.close()
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------------ REST
+
+
+class Login:
+    """Stands in for the auth middleware: sets request.state.user."""
+
+    def __init__(self, app: ASGIApp, name: str) -> None:
+        self.app, self.name = app, name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("state", {})["user"] = SimpleNamespace(name=self.name)
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture(params=[None])
+def api(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[TestClient, Rig, SimpleNamespace]]:
+    rig, clock = Rig(diameter_plant(), devices=("sim",)), Clock()
+    config = rig.config.model_copy(
+        update={"alarms": rig.config.alarms.model_copy(update={"require_comment": ["critical"]})}
+    )
+    rig.engine = AlarmEngine(config, rig.schema, ["sim"])
+    service = AlarmService(rig.engine, Journal(tmp_path / "j.sqlite", retention_days=90,
+                                               retention_events=1000), clock=clock)  # fmt: skip
+    login = [Middleware(Login, name=request.param)] if request.param else []
+    app = Starlette(routes=routes, middleware=login)
+    announced = SimpleNamespace(batches=[])
+    app.state.alarms = service
+    app.state.config = config
+    app.state.announce_alarms = announced.batches.append
+    asyncio.run(service.start())
+
+    async def drive(value: float) -> None:
+        rig.set("diameter", value)
+        await tick(service, rig, clock)
+
+    announced.drive = lambda value: asyncio.run(drive(value))
+    with TestClient(app) as client:
+        yield client, rig, announced
+    asyncio.run(service.close())
+
+
+def test_rest_current_sorted_and_ack(api: tuple[TestClient, Rig, SimpleNamespace]) -> None:
+    client, rig, announced = api
+    announced.drive(12.3)  # hi (high)
+    announced.drive(11.7)  # hi clears unacked, lo (high) raised later
+    rig.devices["sim"] = False
+    announced.drive(11.5)  # lolo (critical) supersedes lo; comms (high)
+    body = client.get("/api/alarms").json()
+    assert [a["alarm"] for a in body["alarms"]] == [
+        f"{D}.lolo", "device.sim.comms", f"{D}.hi",
+    ]  # fmt: skip
+    assert body["alarm_cursor"] >= 1
+    by_time = client.get("/api/alarms?sort=time").json()["alarms"]
+    # Same tick: the later occurrence id first.
+    assert [a["alarm"] for a in by_time] == ["device.sim.comms", f"{D}.lolo", f"{D}.hi"]
+    assert client.get("/api/alarms?sort=name").status_code == 400
+
+    lolo = body["alarms"][0]
+    r = client.post(f"/api/alarms/{lolo['id']}/ack", json={"comment": ""})
+    assert (r.status_code, r.json()["error"]) == (400, "comment_required")
+    r = client.post(f"/api/alarms/{lolo['id']}/ack", json={"comment": "called fitter"})
+    assert r.status_code == 200 and r.json()["ok"] is True
+    (ev,) = r.json()["events"]
+    assert (ev["event"], ev["state"], ev["acked_by"]) == ("acknowledged", "acked_active",
+                                                          "operator")  # fmt: skip
+    assert announced.batches == [r.json()["events"]]
+    r = client.post(f"/api/alarms/{lolo['id']}/ack", json={"comment": "again"})
+    assert (r.status_code, r.json()["error"]) == (409, "already_acknowledged")
+    r = client.post("/api/alarms/9999/ack", json={"comment": "x"})
+    assert (r.status_code, r.json()["error"]) == (404, "unknown_alarm")
+    assert client.post("/api/alarms/abc/ack", json={}).status_code == 400
+    assert client.post(f"/api/alarms/{lolo['id']}/ack", content=b"[1]").status_code == 400
+    assert len(announced.batches) == 1
+
+
+@pytest.mark.parametrize("api", ["maria"], indirect=True)
+def test_rest_ack_records_the_authenticated_user(
+    api: tuple[TestClient, Rig, SimpleNamespace],
+) -> None:
+    client, _, announced = api
+    announced.drive(12.3)
+    occ = client.get("/api/alarms").json()["alarms"][0]["id"]
+    r = client.post(f"/api/alarms/{occ}/ack", json={"comment": "ok"})
+    assert r.json()["events"][0]["acked_by"] == "maria"
+
+
+def test_rest_history_pages_and_validates(api: tuple[TestClient, Rig, SimpleNamespace]) -> None:
+    client, _, announced = api
+    for value in (12.3, 12.0) * 3:
+        announced.drive(value)
+    first = client.get("/api/alarms/history?limit=4").json()
+    assert [e["event_id"] for e in first["events"]] == [6, 5, 4, 3]
+    assert first["next_before"] == 3
+    rest = client.get(f"/api/alarms/history?limit=4&before={first['next_before']}").json()
+    assert [e["event_id"] for e in rest["events"]] == [2, 1]
+    assert rest["next_before"] is None
+    since = first["events"][1]["at"]  # ISO form of event 5
+    assert [e["event_id"] for e in client.get(f"/api/alarms/history?since={since}").json()[
+        "events"]] == [6, 5]  # fmt: skip
+    epoch = client.get(f"/api/alarms/history?until={T0 + 0.15}&line=1").json()["events"]
+    assert [e["event_id"] for e in epoch] == [1]
+    assert client.get("/api/alarms/history?line=2").json()["events"] == []
+    for query, name in [("since=yesterday", "since"), ("limit=0", "limit"),
+                        ("limit=x", "limit"), ("before=-1", "before")]:  # fmt: skip
+        r = client.get(f"/api/alarms/history?{query}")
+        assert r.status_code == 400 and name in r.json()["message"]
+
+
+def test_rest_kpi(api: tuple[TestClient, Rig, SimpleNamespace]) -> None:
+    client, _, announced = api
+    announced.drive(12.3)
+    body = client.get("/api/alarms/kpi?hours=1").json()
+    assert body["raised"] == 1 and body["rate"]["bins"] == 6
+    assert client.get("/api/alarms/kpi?hours=abc").status_code == 400
+    assert client.get("/api/alarms/kpi?hours=0").status_code == 400
