@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from scada import api
+from scada.alarms.engine import AlarmEngine
+from scada.alarms.journal import Journal
+from scada.alarms.routes import routes as alarm_routes
+from scada.alarms.service import AlarmService
 from scada.config import PlantConfig, resolve_data_path
 from scada.hub import Hub
 from scada.runtime import Runtime
@@ -22,18 +27,14 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
 
-def _page(name: str):  # type: ignore[no-untyped-def]
-    async def page(request: object) -> Response:
+def _page(name: str) -> Callable[[Request], Awaitable[Response]]:
+    async def page(request: Request) -> Response:
         return FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
 
     return page
 
 
-async def _start_alarms(app: Starlette, runtime: Runtime, hub: Hub) -> None:
-    from scada.alarms.engine import AlarmEngine
-    from scada.alarms.journal import Journal
-    from scada.alarms.service import AlarmService
-
+def build_alarm_service(runtime: Runtime) -> AlarmService:
     config = runtime.config
     path = resolve_data_path(config, config.alarms.journal_path, "journal.sqlite")
     journal = Journal(
@@ -42,17 +43,7 @@ async def _start_alarms(app: Starlette, runtime: Runtime, hub: Hub) -> None:
         retention_events=config.alarms.retention_events,
     )
     engine = AlarmEngine(config, runtime.schema, [d.name for d in config.devices])
-    service = AlarmService(engine, journal)
-    await service.start()
-    runtime.alarms = service
-    app.state.alarms = service
-    app.state.announce_alarms = hub.announce
-    log.info(
-        "alarm journal %s: %d alarm(s) not normal, cursor %d",
-        path,
-        len(service.current()),
-        service.cursor(),
-    )
+    return AlarmService(engine, journal)
 
 
 def create_app(config: PlantConfig, *, scenario: str | Path | None = None) -> Starlette:
@@ -61,25 +52,29 @@ def create_app(config: PlantConfig, *, scenario: str | Path | None = None) -> St
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        try:  # TEMP until the alarm package lands
-            await _start_alarms(app, runtime, hub)
-        except ModuleNotFoundError as err:
-            log.warning("alarms unavailable: %s", err)
+        alarms = build_alarm_service(runtime)
+        await alarms.start()
+        runtime.alarms = alarms
+        app.state.alarms = alarms
+        log.info(
+            "alarm journal: %d alarm(s) not normal, cursor %d",
+            len(alarms.current()),
+            alarms.cursor(),
+        )
         await runtime.start()
         try:
             yield
         finally:
             runtime.broadcaster.close_all(1012, "server restart")
             await runtime.stop()
-            if runtime.alarms is not None:
-                await runtime.alarms.close()
+            await alarms.close()
 
     routes = [
         Route("/", _page("index.html")),
         Route("/diagnostics", _page("diagnostics.html")),
         WebSocketRoute("/ws", hub.endpoint),
         *api.routes,
-        *_alarm_routes(),
+        *alarm_routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
@@ -87,12 +82,5 @@ def create_app(config: PlantConfig, *, scenario: str | Path | None = None) -> St
     app.state.config = config
     app.state.hub = hub
     app.state.alarms = None
+    app.state.announce_alarms = hub.announce
     return app
-
-
-def _alarm_routes() -> list[Route]:
-    try:  # TEMP until the alarm package lands
-        from scada.alarms.routes import routes
-    except ModuleNotFoundError:
-        return []
-    return list(routes)

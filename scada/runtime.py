@@ -30,6 +30,8 @@ from simulators.scenario import load_scenario
 
 log = logging.getLogger(__name__)
 
+PRUNE_EVERY_S = 3600.0  # journal retention is applied this often
+
 
 class Runtime:
     def __init__(self, config: PlantConfig, *, scenario: str | Path | None = None) -> None:
@@ -58,6 +60,7 @@ class Runtime:
         )
         self.alarms: Any = None  # scada.alarms.service.AlarmService, attached by the app
         self.last_tick: float | None = None  # monotonic
+        self._next_prune = time.monotonic() + 60.0
         self.started_at = time.time()
         self._task: asyncio.Task[None] | None = None
         self._tick_listeners: list[Callable[[], None]] = []
@@ -109,7 +112,8 @@ class Runtime:
     # -- one tick ------------------------------------------------------------------------
 
     def device_ok(self) -> dict[str, bool]:
-        return {p.status.name: p.status.healthy for p in self.pollers}
+        # A device still making its first connection is not a comms failure yet.
+        return {p.status.name: p.status.state != "failed" for p in self.pollers}
 
     async def tick(self) -> None:
         mono, now = time.monotonic(), time.time()
@@ -128,6 +132,11 @@ class Runtime:
         self.broadcaster.drop_slow(mono)
         self.broadcaster.heartbeat_idle(mono)
         self.last_tick = mono
+        if self.alarms is not None and mono >= self._next_prune:
+            self._next_prune = mono + PRUNE_EVERY_S
+            removed = await self.alarms.prune()
+            if removed:
+                log.info("journal retention removed %d old event(s)", removed)
         for listener in self._tick_listeners:
             listener()
 
