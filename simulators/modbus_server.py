@@ -29,6 +29,7 @@ from pymodbus.server import ModbusTcpServer
 
 from drivers.modbus_codec import DataType, Order, encode_value, to_raw
 from scada.config import PlantConfig
+from scada.errors import ScadaError
 from simulators.plant import COL, FAULT, RUNNING, STARTING, STOPPED, ZONES
 from simulators.runtime import SimulatedPlant
 from simulators.scenario import ScheduledFault, load_scenario
@@ -220,6 +221,7 @@ class ModbusSimulator:
         self._server: ModbusTcpServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._running = False
+        self._dropped = False  # stopped listening for a connection_drop fault
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -230,10 +232,11 @@ class ModbusSimulator:
     async def start(self) -> None:
         if self._running:
             return
-        self._running = True
-        await self.tick()
-        if self._server is None and not self.plant.faults.source_fault("connection_drop"):
+        self.publish(time.monotonic())
+        self._dropped = self.plant.faults.source_fault("connection_drop")
+        if not self._dropped:
             await self._listen()
+        self._running = True
         if self.update_interval is not None:
             self._task = asyncio.create_task(self._updates(self.update_interval), name="modbus-sim")
 
@@ -257,7 +260,10 @@ class ModbusSimulator:
         server = ModbusTcpServer(
             self._context, address=(self.host, self.port), trace_packet=self._trace_packet
         )
-        await server.serve_forever(background=True)
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as err:  # pymodbus: "Could not start listen"
+            raise ScadaError(f"modbus simulator: cannot listen on {self.host}:{self.port}") from err
         sockets = getattr(server.transport, "sockets", None) or []
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
@@ -286,11 +292,13 @@ class ModbusSimulator:
         """Advance the plant to `clock` (monotonic; default now), publish, apply faults."""
         self.publish(time.monotonic() if clock is None else clock)
         drop = self.plant.faults.source_fault("connection_drop")
-        if drop and self._server is not None:
+        if drop and not self._dropped:
             log.info("modbus simulator: connection_drop fault, closing all connections")
+            self._dropped = True
             await self._shutdown()
-        elif not drop and self._server is None and self._running:
+        elif not drop and self._dropped and self._running:
             await self._listen()
+            self._dropped = False
             log.info("modbus simulator: listening again on %s:%d", self.host, self.port)
 
     def publish(self, clock: float) -> None:
