@@ -276,12 +276,6 @@ class ModbusDriver(Driver):
         settings = ModbusSettings.model_validate(device.settings)
         return resolve_points(settings, device, config, path=path)[1]
 
-    @property
-    def read_timeout(self) -> float:
-        """Longest a healthy read may take: every request answered at the last moment."""
-        per_request = self.settings.timeout * (self.settings.retries + 1)
-        return per_request * max(len(self.plan), 1) + 0.1
-
     def describe(self) -> dict[str, Any]:
         s = self.settings
         return {
