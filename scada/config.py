@@ -156,8 +156,17 @@ class AlarmSettings(Frozen):
     max_shelve_minutes: int = Field(default=480, ge=1)
 
 
+Role = Literal["viewer", "operator", "engineer", "admin"]
+
+
+class AuthSettings(Frozen):
+    # Role of a client that presents no credentials; null refuses anonymous clients.
+    anonymous_role: Role | None = "operator"
+
+
 class PlantConfig(Frozen):
     server: ServerConfig = ServerConfig()
+    auth: AuthSettings = AuthSettings()
     simulator: SimulatorConfig = SimulatorConfig()
     alarms: AlarmSettings = AlarmSettings()
     devices: list[DeviceConfig] = Field(default_factory=lambda: [DeviceConfig(name="sim")])

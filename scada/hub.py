@@ -48,8 +48,8 @@ class Hub:
         client = Client(
             id=self.broadcaster.new_client_id(),
             sink=sink,
-            role=getattr(identity, "role", "viewer"),
-            user=getattr(identity, "name", "anonymous"),
+            role=getattr(identity, "role", self.config.auth.anonymous_role or "viewer"),
+            user=getattr(identity, "name", self.config.alarms.default_user),
             address=getattr(websocket.state, "client_address", address),
         )
         client.send("connected", self._connected(client))
