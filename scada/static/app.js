@@ -88,7 +88,7 @@ function buildTile(meta) {
     m.append(cell);
   }
   tile.append(m);
-  const canvas = el("canvas", { class: "spark", width: 300, height: 40 });
+  const canvas = el("canvas", { class: "spark", width: 600, height: 96 });
   tile.append(canvas);
   return tile;
 }
@@ -161,7 +161,7 @@ function drawSpark(entry) {
   ctx.fillStyle = "rgba(63,185,80,0.15)";
   ctx.fillRect(0, y(g.sp + g.tol), w, y(g.sp - g.tol) - y(g.sp + g.tol));
   ctx.strokeStyle = "#58a6ff";
-  ctx.lineWidth = 1.2;
+  ctx.lineWidth = 2.5;
   ctx.beginPath();
   let pen = false;
   for (let i = 0; i < t.length; i++) {
@@ -246,13 +246,16 @@ function renderAlarms() {
 function alarmRow(a) {
   const tr = el("tr", { class: `st-${a.state}`, "data-alarm": a.alarm, "data-state": a.state, "data-occurrence": a.id });
   const stateLabel = a.state.replace("_", " ");
+  const decimals = tagDecimals(a.production_line_id, a.tag);
   const cells = [stateLabel, a.severity, a.production_line_id ?? "—", a.alarm, a.message,
-    a.value == null ? "—" : String(a.value), a.limit == null ? "—" : String(a.limit),
+    fmtAlarmValue(a.value, decimals), fmtAlarmValue(a.limit, decimals),
     timeOf(a.raised_at), a.acked_by ? `${a.acked_by} ${timeOf(a.acked_at)}` : ""];
   cells.forEach((c, i) => {
-    const td = el("td", {}, c);
-    if (i === 1) td.append(" "), td.prepend(el("span", { class: `sev sev-${a.severity}` }, " "));
-    tr.append(td);
+    if (i === 1) {
+      const td = el("td");
+      td.append(el("span", { class: `sev sev-${a.severity}` }, c));
+      tr.append(td);
+    } else tr.append(el("td", {}, c));
   });
   const actions = el("td");
   const canOperate = ["operator", "engineer", "admin"].includes(state.role);
@@ -273,6 +276,17 @@ function alarmRow(a) {
   if (!canOperate) actions.title = "log in as an operator to acknowledge";
   tr.append(actions);
   return tr;
+}
+
+function tagDecimals(lineId, tag) {
+  const entry = lineId != null ? state.lines.get(lineId) : null;
+  const meta = entry && tag ? entry.meta.tags[tag] : null;
+  return meta ? meta.decimals : 3;
+}
+
+function fmtAlarmValue(v, decimals) {
+  if (v === null || v === undefined) return "—";
+  return typeof v === "number" ? v.toFixed(decimals) : String(v);
 }
 
 function openDialog(kind, alarm) {
