@@ -102,7 +102,7 @@ class OpcUaSettings(DriverSettings):
     publishing_interval_ms: float | None = Field(default=None, gt=0)
     # Subscription mode: no data or keep-alive for this long means the server is gone. The
     # keep-alive period is chosen so at least two fit in this window.
-    watchdog_ms: int = Field(default=750, ge=100, le=60_000)
+    watchdog_ms: int = Field(default=500, ge=100, le=60_000)
     request_timeout_ms: int = Field(default=800, ge=50, le=60_000)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     # Tag map. One of node_id / browse_path, a template with {line}, {node} and {ns}.

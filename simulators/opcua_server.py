@@ -286,6 +286,11 @@ class OpcUaSimulator:
         self.dropped = False
         log.info("OPC UA simulator on %s stopped", self.endpoint)
 
+    async def sync_faults(self) -> None:
+        """Act on whole-source faults now rather than at the next 100 ms update."""
+        if self.server is not None:
+            await self._apply_source_faults(self.server)
+
     def subscription_count(self) -> int:
         """Subscriptions alive on the server (all sessions)."""
         if self.server is None:
