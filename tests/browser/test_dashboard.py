@@ -78,3 +78,46 @@ def test_diagnostics_page_counts_frames_and_sends_raw(server: ServerProcess, pag
     page.fill("textarea[name=raw]", "this is not json")
     page.click("#raw-form button")
     page.wait_for_function("document.getElementById('d-log').textContent.includes('invalid_json')")
+
+
+def test_ack_from_dashboard_shows_on_a_second_page(server: ServerProcess, browser: Any) -> None:
+    import httpx
+
+    pages = []
+    for _ in range(2):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        pg = context.new_page()
+        pg.goto(server.http + "/")
+        pg.wait_for_selector('[data-testid="connection"][data-state="connected"]')
+        pages.append(pg)
+    one, two = pages
+    r = httpx.post(
+        f"{server.http}/api/simulator/faults",
+        json={"line": "4", "kind": "diameter_drift", "rate": 0.04},
+    )
+    assert r.status_code == 201
+    row = '[data-alarm="line4.diameter.hi"]'
+    for pg in pages:
+        pg.wait_for_selector(f'{row}[data-state="unacked_active"]', timeout=15_000)
+        assert pg.get_attribute('[data-line="4"]', "data-alarm") == "alarm"
+    banner = one.text_content('[data-testid="alarm-banner"]') or ""
+    assert "Line 4" in banner and "high" in banner
+
+    one.click(f'{row} button[data-action="ack"]')
+    one.fill("#ack-dialog textarea[name=comment]", "gauge checked, adjusting puller")
+    one.click("#ack-ok")
+    for pg in pages:
+        pg.wait_for_selector(f'{row}[data-state="acked_active"]', timeout=5_000)
+        cells = pg.locator(f"{row} td").all_text_contents()
+        assert any(c.startswith("operator") for c in cells)
+    assert two.get_attribute('[data-line="4"]', "data-alarm") == "alarm-acked"
+    history = httpx.get(
+        f"{server.http}/api/alarms/history", params={"alarm": "line4.diameter.hi"}
+    ).json()["events"]
+    assert any(
+        e["event"] == "acknowledged" and e["comment"] == "gauge checked, adjusting puller"
+        for e in history
+    )
+    two.screenshot(path=str(ARTIFACTS / "dashboard-acked.png"), full_page=True)
+    for pg in pages:
+        pg.context.close()
