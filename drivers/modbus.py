@@ -340,9 +340,14 @@ class ModbusDriver(Driver):
             raise DriverError(f"device {self.device.name!r}: not connected")
         parts_idx, parts_val, parts_q, parts_t = [], [], [], []
         reasons: dict[int, str] = {}
+        task = asyncio.current_task()
         async with self._lock:
             for request, decoder in zip(self.plan, self._decoders, strict=True):
                 response = await self._execute(client, request)
+                if task is not None and task.cancelling():
+                    # Python 3.11's wait_for (inside pymodbus) drops a cancel that arrives
+                    # with the response; honour it here or a stopping poll loop hangs.
+                    raise asyncio.CancelledError
                 now = time.time()
                 parts_idx.append(decoder.keys)
                 parts_t.append(np.full(len(decoder.keys), now))

@@ -237,8 +237,18 @@ async def _fault_cycle(
         assert poller.status.reconnects >= 1
         return to_bad, to_good
     finally:
-        await poller.stop()
+        await stop_poller(poller)
         await sim.stop()
+
+
+async def stop_poller(poller: Poller) -> None:
+    """Poller.stop(), but cancel until the task is really done: Python 3.11's wait_for can
+    drop a cancel that arrives together with a result, and one cancel would then be lost."""
+    task = poller._task
+    while task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    await poller.stop()
 
 
 async def _kill(sim: ModbusSimulator) -> None:
