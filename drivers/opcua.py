@@ -369,16 +369,15 @@ class OpcUaDriver(Driver):
                 problems.append(
                     (f"{base}.line_keys.{lid}", f"line {lid!r} is not fed by this device")
                 )
+        unmapped: dict[str, list[str]] = {}
         for lid, line_tags in tags_by_line.items():
-            missing = sorted(
-                t
-                for t in line_tags
-                if t not in settings.nodes and t not in settings.overrides.get(lid, {})
+            for tag in sorted(line_tags):
+                if tag not in settings.nodes and tag not in settings.overrides.get(lid, {}):
+                    unmapped.setdefault(tag, []).append(lid)
+        for tag, lids in unmapped.items():
+            problems.append(
+                (f"{base}.nodes.{tag}", f"no node for tag {tag!r} (line(s) {', '.join(lids)})")
             )
-            if missing:
-                problems.append(
-                    (f"{base}.nodes", f"no node for tag(s) {', '.join(missing)} of line {lid}")
-                )
         return problems
 
     # -- connection ------------------------------------------------------------------------

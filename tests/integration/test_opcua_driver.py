@@ -356,6 +356,23 @@ def test_connection_drop_fault(server: ServerThread, plant_config: PlantConfig) 
     asyncio.run(scenario())
 
 
+def test_check_reports_tag_map_problems_with_key_paths(plant_config: PlantConfig) -> None:
+    from drivers.base import device_problems
+
+    device = plant_config.devices[0]
+    settings = dict(device.settings)
+    settings["nodes"] = {k: v for k, v in settings["nodes"].items() if k != "state"}
+    settings["nodes"]["diametr"] = "Diameter"
+    settings["overrides"] = {"9": {"diameter": "ns=1;i=1"}, "1": {"bogus": "ns=1;i=2"}}
+    bad = device.model_copy(update={"settings": settings})
+    problems = dict(device_problems(plant_config.model_copy(update={"devices": [bad]})))
+    assert "devices[0].settings.nodes.diametr" in problems
+    assert "devices[0].settings.nodes.state" in problems
+    assert "devices[0].settings.overrides.9" in problems
+    assert "devices[0].settings.overrides.1.bogus" in problems
+    assert device_problems(plant_config) == []
+
+
 # -- security ----------------------------------------------------------------------------------
 
 
