@@ -37,6 +37,8 @@ from scada.alarms.model import (
 from scada.config import DEFAULT_SEVERITY, LimitsConfig, PlantConfig, TagConfig
 from scada.tags import Quality, TagSchema
 
+__all__ = ["AlarmDef", "AlarmEngine", "AlarmRequestError"]
+
 LIMIT_LABELS = {"hihi": "high-high", "hi": "high", "lo": "low", "lolo": "low-low"}
 SUPERSEDED_BY = {"hi": "hihi", "lo": "lolo"}
 # Float sums of tick intervals (0.1 + 0.1 + ...) land a hair short of the delay.
