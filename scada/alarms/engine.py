@@ -658,7 +658,7 @@ class AlarmEngine:
         `next_occurrence_id` covers occurrences whose events were all pruned.
         """
         self._reset()
-        for bank, _ in self._slot.values():
+        for bank in {id(b): b for b, _ in self._slot.values()}.values():
             bank.active[:] = False
             bank.pending[:] = np.nan
         highest = 0

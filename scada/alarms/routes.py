@@ -26,6 +26,7 @@ STATUS = {
     "invalid": 400,
 }
 MAX_HISTORY_LIMIT = 1000
+MAX_KPI_HOURS = 31 * 24  # KPIs read the window's events into memory
 
 
 class BadParam(ValueError):
@@ -124,8 +125,8 @@ async def kpi(request: Request) -> JSONResponse:
         hours = float(text)
     except ValueError:
         return _bad("bad query parameter 'hours': expected a number")
-    if not (math.isfinite(hours) and 0 < hours <= 24 * 366):
-        return _bad("bad query parameter 'hours': must be above 0 and at most 8784")
+    if not (math.isfinite(hours) and 0 < hours <= MAX_KPI_HOURS):
+        return _bad(f"bad query parameter 'hours': must be above 0 and at most {MAX_KPI_HOURS}")
     return JSONResponse(await _service(request).kpi(hours))
 
 

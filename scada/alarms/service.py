@@ -32,14 +32,19 @@ class AlarmService:
         self._clock = clock  # wall clock: event times are shown to people and stored
         self._lock = asyncio.Lock()
         self._cursor = 0
+        # What clients may see: only committed state. The engine runs ahead of the journal
+        # while a commit is in flight; a snapshot taken then must not show those events.
+        self._committed: list[AlarmEvent] = []
+        self._committed_wire: list[dict[str, Any]] = []
 
     async def start(self) -> None:
         """Rebuild the engine's state from the journal."""
         async with self._lock:
-            events = await asyncio.to_thread(lambda: list(self.journal.all_events()))
+            events = await asyncio.to_thread(self.journal.restore_events)
             next_occ = await asyncio.to_thread(self.journal.max_occurrence_id)
             self.engine.restore(events, next_occurrence_id=next_occ + 1)
             self._cursor = await asyncio.to_thread(self.journal.newest_id)
+            self._publish()
 
     async def tick(
         self, now: float, values: np.ndarray, quality: np.ndarray, device_ok: dict[str, bool]
@@ -73,14 +78,20 @@ class AlarmService:
         # pretending, so the error propagates to the caller (the runtime stops the server).
         await asyncio.to_thread(self.journal.append, events)
         self._cursor = max(self._cursor, max(e.event_id or 0 for e in events))
+        self._publish()
         return [e.to_wire() for e in events]
 
+    def _publish(self) -> None:
+        self._committed = self.engine.current()
+        self._committed_wire = [e.to_wire() for e in self._committed]
+
     def current(self) -> list[dict[str, Any]]:
-        """Wire dicts of every alarm not in state normal (shelved ones say "shelved")."""
-        return [e.to_wire() for e in self.engine.current()]
+        """Wire dicts of every alarm not in state normal (shelved ones say "shelved"),
+        as of the newest committed event (`cursor()`)."""
+        return list(self._committed_wire)
 
     def current_events(self) -> list[AlarmEvent]:
-        return self.engine.current()
+        return list(self._committed)
 
     def cursor(self) -> int:
         """Journal id of the newest committed event (the snapshot's alarm_cursor)."""
@@ -118,7 +129,7 @@ class AlarmService:
         end = self._clock() if end is None else end
         start = end - hours * 3600.0
         events = await asyncio.to_thread(self.journal.between, start, end)
-        return kpi_mod.compute(events, start=start, end=end, current=self.engine.current())
+        return kpi_mod.compute(events, start=start, end=end, current=self._committed)
 
     async def prune(self) -> int:
         """Apply retention; call it now and then (e.g. hourly)."""

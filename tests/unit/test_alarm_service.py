@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scada.alarms.engine import AlarmEngine
 from scada.alarms.journal import Journal
-from scada.alarms.model import AlarmRequestError
+from scada.alarms.model import AlarmEvent, AlarmRequestError
 from scada.alarms.routes import routes
 from scada.alarms.service import AlarmService
 from tests.unit.conftest_alarms import T0, Rig, diameter_plant
@@ -67,6 +68,33 @@ def test_tick_commits_before_returning_and_restart_restores(tmp_path: Path) -> N
         events = await tick(again, rig, clock)
         assert [(e["event"], e["id"], e["event_id"]) for e in events] == [("cleared", 1, 3)]
         await again.close()
+
+    asyncio.run(main())
+
+
+def test_clients_never_see_state_that_is_not_committed_yet(tmp_path: Path) -> None:
+    async def main() -> None:
+        rig, clock = Rig(diameter_plant()), Clock()
+        service = make_service(rig, tmp_path / "j.sqlite", clock)
+        await service.start()
+        entered, release = threading.Event(), threading.Event()
+        real_append = service.journal.append
+
+        def slow_append(events: Iterable[AlarmEvent]) -> list[AlarmEvent]:
+            entered.set()
+            release.wait(5)
+            return real_append(events)
+
+        service.journal.append = slow_append  # type: ignore[method-assign]
+        rig.set("diameter", 12.3)
+        task = asyncio.create_task(tick(service, rig, clock))
+        await asyncio.to_thread(entered.wait, 5)
+        # The engine has raised the alarm, but the journal has not committed it.
+        assert service.current() == [] and service.cursor() == 0
+        release.set()
+        (raised,) = await task
+        assert service.current()[0]["id"] == raised["id"] and service.cursor() == 1
+        await service.close()
 
     asyncio.run(main())
 
