@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from scada.auth.web import requires
 from scada.errors import FaultError
 from scada.history import downsample
 from scada.runtime import Runtime
@@ -164,9 +165,13 @@ async def inject_fault(request: Request) -> Response:
         fault = plant.inject(parse_fault(body))
     except FaultError as err:
         return problem(400, "invalid_fault", str(err))
-    audit = getattr(request.app.state, "audit_action", None)
-    if audit is not None:
-        audit(request, "fault_inject", f"line {fault.request.line}: {fault.request.kind}", "ok")
+    await request.app.state.auditor.request(
+        request,
+        "fault_inject",
+        f"line {fault.request.line}: {fault.request.kind}",
+        "ok",
+        f"fault {fault.id}",
+    )
     return OrjsonResponse({"id": fault.id, **fault.describe(plant.time)}, status_code=201)
 
 
@@ -178,9 +183,7 @@ async def clear_fault(request: Request) -> Response:
         fault = plant.clear(int(request.path_params["fault_id"]))
     except (FaultError, ValueError) as err:
         return problem(404, "unknown_fault", str(err))
-    audit = getattr(request.app.state, "audit_action", None)
-    if audit is not None:
-        audit(request, "fault_clear", f"fault {fault.id}", "ok")
+    await request.app.state.auditor.request(request, "fault_clear", f"fault {fault.id}", "ok")
     return OrjsonResponse({"id": fault.id, "cleared": True})
 
 
@@ -239,14 +242,23 @@ async def metrics(request: Request) -> Response:
 
 
 routes = [
-    Route("/api/lines", list_lines),
-    Route("/api/lines/{line_id}", get_line),
-    Route("/api/lines/{line_id}/history", line_history),
-    Route("/api/simulator/faults", list_faults, methods=["GET"]),
-    Route("/api/simulator/faults", inject_fault, methods=["POST"]),
-    Route("/api/simulator/faults/{fault_id}", clear_fault, methods=["DELETE"]),
+    Route("/api/lines", requires("viewer", list_lines)),
+    Route("/api/lines/{line_id}", requires("viewer", get_line)),
+    Route("/api/lines/{line_id}/history", requires("viewer", line_history)),
+    Route("/api/simulator/faults", requires("viewer", list_faults), methods=["GET"]),
+    Route(
+        "/api/simulator/faults",
+        requires("engineer", inject_fault, action="fault_inject"),
+        methods=["POST"],
+    ),
+    Route(
+        "/api/simulator/faults/{fault_id}",
+        requires("engineer", clear_fault, action="fault_clear"),
+        methods=["DELETE"],
+    ),
+    # Liveness and readiness stay open for load balancers and orchestrators.
     Route("/health", health),
     Route("/ready", ready),
-    Route("/health/websocket", websocket_health),
-    Route("/metrics", metrics),
+    Route("/health/websocket", requires("viewer", websocket_health)),
+    Route("/metrics", requires("viewer", metrics)),
 ]

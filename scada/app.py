@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from scada import api
@@ -18,6 +20,10 @@ from scada.alarms.engine import AlarmEngine
 from scada.alarms.journal import Journal
 from scada.alarms.routes import routes as alarm_routes
 from scada.alarms.service import AlarmService
+from scada.auth.passwords import new_password
+from scada.auth.routes import routes as auth_routes
+from scada.auth.store import AuthStore
+from scada.auth.web import Auditor, AuthMiddleware, requires
 from scada.config import PlantConfig, resolve_data_path
 from scada.hub import Hub
 from scada.runtime import Runtime
@@ -25,6 +31,9 @@ from scada.runtime import Runtime
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+
+# Roles for the alarm routes (the alarm package stays free of auth concerns).
+ALARM_ROLES = {"POST": "operator"}
 
 
 def _page(name: str) -> Callable[[Request], Awaitable[Response]]:
@@ -46,12 +55,49 @@ def build_alarm_service(runtime: Runtime) -> AlarmService:
     return AlarmService(engine, journal)
 
 
+def open_auth_store(config: PlantConfig) -> AuthStore:
+    return AuthStore(resolve_data_path(config, config.auth.database, "auth.sqlite"))
+
+
+def ensure_admin(store: AuthStore) -> None:
+    """First start: create `admin` with a random password, shown once on the console only."""
+    if store.count_users() > 0:
+        return
+    password = new_password()
+    store.add_user("admin", "admin", password)
+    # Printed, not logged: log files outlive the console and must never hold secrets.
+    print(
+        f"\n  Created the first user: admin / {password}\n  It is shown only this once; "
+        "change it with `scada users passwd admin`.\n",
+        file=sys.stderr,
+        flush=True,
+    )
+    log.info("created the first user 'admin' (password shown on the console once)")
+
+
+def _guard(route: BaseRoute) -> BaseRoute:
+    if not isinstance(route, Route):
+        return route
+    methods = route.methods or {"GET"}
+    role = "operator" if "POST" in methods else "viewer"
+    action = "ack" if "POST" in methods else None
+    return Route(
+        route.path,
+        requires(role, route.endpoint, action=action),
+        methods=list(methods),
+        name=route.name,
+    )
+
+
 def create_app(config: PlantConfig, *, scenario: str | Path | None = None) -> Starlette:
     runtime = Runtime(config, scenario=scenario)
-    hub = Hub(runtime)
+    auth = open_auth_store(config)
+    auditor = Auditor(auth)
+    hub = Hub(runtime, auditor)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        ensure_admin(auth)
         alarms = build_alarm_service(runtime)
         await alarms.start()
         runtime.alarms = alarms
@@ -65,22 +111,32 @@ def create_app(config: PlantConfig, *, scenario: str | Path | None = None) -> St
         try:
             yield
         finally:
+            # uvicorn has already sent close 1012 to every socket; this catches stragglers.
             runtime.broadcaster.close_all(1012, "server restart")
             await runtime.stop()
             await alarms.close()
+            auth.close()
+            log.info("stopped: journal and audit closed, drivers disconnected")
 
     routes = [
         Route("/", _page("index.html")),
         Route("/diagnostics", _page("diagnostics.html")),
         WebSocketRoute("/ws", hub.endpoint),
         *api.routes,
-        *alarm_routes,
+        *(_guard(r) for r in alarm_routes),
+        *auth_routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(AuthMiddleware, store=auth, config=config)],
+    )
     app.state.runtime = runtime
     app.state.config = config
     app.state.hub = hub
+    app.state.auth = auth
+    app.state.auditor = auditor
     app.state.alarms = None
     app.state.announce_alarms = hub.announce
     return app

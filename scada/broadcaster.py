@@ -19,12 +19,22 @@ from typing import Any
 import orjson
 
 from scada.timefmt import iso_ms
-from scada.wsserver import FrameSink
+from scada.wsserver import (
+    PLAIN,
+    SHARED_DEFLATE,
+    TEXT_DEFLATED,
+    FrameSink,
+    deflate_prefix,
+    frame_header,
+    stored_tail,
+)
 
 log = logging.getLogger(__name__)
 
 ALL_TYPES = frozenset({"production_data", "alarm"})
 CLOSE_TRY_AGAIN = 1013
+HOUSEKEEPING_S = 1.0  # idle and slow clients are looked at this often
+PROBE_SLICES = 10  # drop_slow looks at 1/PROBE_SLICES of the clients per tick
 
 
 def frame_prefix(type_: str, data: Any, timestamp: str | None = None) -> bytes:
@@ -47,6 +57,8 @@ class Client:
     last_write: float = field(default_factory=time.monotonic)
     closed: bool = False
     frames: int = 0
+    session: str | None = None  # digest of the login session, to close it at logout
+    expires: float | None = None  # epoch seconds when the credentials run out
 
     @property
     def key(self) -> tuple[frozenset[str] | None, frozenset[str]]:
@@ -95,6 +107,8 @@ class Broadcaster:
         self.stats = BroadcastStats()
         self._ids = itertools.count(1)
         self._groups: dict[tuple[frozenset[str] | None, frozenset[str]], list[Client]] | None = None
+        self._next_heartbeat_scan = 0.0
+        self._probe_turn = 0
 
     def new_client_id(self) -> str:
         return f"c{next(self._ids)}"
@@ -149,26 +163,73 @@ class Broadcaster:
                 self._fan_out(frame_prefix("production_data", subset, timestamp), members)
 
     def _fan_out(self, prefix: bytes, members: list[Client]) -> None:
-        size = len(prefix) + 8
-        sent = 0
+        """The hot path: per client only the seq digits and one transport write.
+
+        Frames (header + prefix) are cached per length of the seq tail, and the deflated
+        prefix is made at most once per call, for every client that shares it.
+        """
+        now = time.monotonic()
+        heads: dict[int, bytes] = {}
+        deflated: bytes | None = None
+        deflated_heads: dict[int, bytes] = {}
+        sent = nbytes = 0
         for client in members:
             if client.closed:
                 continue
-            if client.deliver(prefix):
+            client.seq = seq = client.seq + 1
+            tail = b"%d}" % seq
+            sink = client.sink
+            framing = sink.framing
+            if framing == PLAIN:
+                head = heads.get(len(tail))
+                if head is None:
+                    head = heads[len(tail)] = frame_header(len(prefix) + len(tail)) + prefix
+                frame = head + tail
+                ok = sink.write_frame(frame)
+            elif framing == SHARED_DEFLATE:
+                if deflated is None:
+                    deflated = deflate_prefix(prefix)
+                body = stored_tail(tail)
+                head = deflated_heads.get(len(body))
+                if head is None:
+                    size = len(deflated) + len(body)
+                    head = deflated_heads[len(body)] = frame_header(size, TEXT_DEFLATED) + deflated
+                frame = head + body
+                ok = sink.write_frame(frame)
+            else:
+                frame = prefix + tail
+                ok = sink.write(frame)
+            if ok:
+                client.frames += 1
+                client.last_write = now
                 sent += 1
+                nbytes += len(frame)
         self.stats.frames_sent += sent
-        self.stats.bytes_sent += sent * size
+        self.stats.bytes_sent += nbytes
 
     def heartbeat_idle(self, now: float) -> None:
         """Idle connections (subscribed to nothing busy) still hear from us, for proxies."""
+        if now < self._next_heartbeat_scan:
+            return
+        self._next_heartbeat_scan = now + HOUSEKEEPING_S
         for client in list(self.clients.values()):
             if now - client.last_write >= self.heartbeat_interval:
                 client.send("heartbeat", {})
 
     def drop_slow(self, now: float) -> list[Client]:
+        """Close clients that hold too much unsent data or have taken nothing for too long.
+
+        Each call samples one slice of the clients (every client once per HOUSEKEEPING_S at
+        10 ticks a second), so the cost per tick stays flat however many are connected.
+        """
+        clients = list(self.clients.values())
+        if not clients:
+            return []
+        self._probe_turn = (self._probe_turn + 1) % PROBE_SLICES
         dropped = []
-        for client in list(self.clients.values()):
+        for client in clients[self._probe_turn :: PROBE_SLICES]:
             sink = client.sink
+            sink.probe(now)
             buffered = sink.buffered()
             blocked = sink.blocked_for(now)
             if buffered > self.max_buffer_bytes or blocked > self.slow_client_timeout:

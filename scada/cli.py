@@ -57,7 +57,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ConfigError as err:
             _print_problems(err)
             return EXIT_CONFIG
-    serve(config, host=args.host, port=args.port, scenario=args.scenario)
+    serve(
+        config,
+        host=args.host,
+        port=args.port,
+        scenario=args.scenario,
+        compression=args.ws_compression,
+    )
     return 0
 
 
@@ -94,6 +100,121 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from scada.bench.cli import run
+
+    return run(args)
+
+
+def _auth_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from scada.app import open_auth_store
+
+    return open_auth_store(_load(args.config))
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        raise SystemExit("error: the passwords differ")
+    return first
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from scada.auth.store import AuthError
+
+    store = _auth_store(args)
+    try:
+        if args.action == "list":
+            for user in store.list_users():
+                state = "disabled" if user["disabled"] else "active"
+                print(f"{user['name']:<20} {user['role']:<9} {state}")
+        elif args.action == "add":
+            store.add_user(args.name, args.role, _read_password(args))
+            store.audit(
+                user="cli",
+                role="admin",
+                address="local",
+                action="user_add",
+                target=args.name,
+                result="ok",
+                detail=f"role {args.role}",
+            )
+            print(f"added {args.name} ({args.role})")
+        elif args.action == "disable":
+            store.set_disabled(args.name, True)
+            store.audit(
+                user="cli",
+                role="admin",
+                address="local",
+                action="user_disable",
+                target=args.name,
+                result="ok",
+            )
+            print(f"disabled {args.name}; their sessions are ended")
+        elif args.action == "passwd":
+            store.set_password(args.name, _read_password(args))
+            store.audit(
+                user="cli",
+                role="admin",
+                address="local",
+                action="user_passwd",
+                target=args.name,
+                result="ok",
+            )
+            print(f"password of {args.name} changed")
+    except AuthError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    from scada.auth.store import AuthError
+
+    store = _auth_store(args)
+    try:
+        if args.action == "create":
+            token_id, secret = store.create_token(args.name, args.role, "cli")
+            store.audit(
+                user="cli",
+                role="admin",
+                address="local",
+                action="token_create",
+                target=f"{token_id} {args.name}",
+                result="ok",
+                detail=f"role {args.role}",
+            )
+            print(f"token {token_id} ({args.name}, {args.role}); shown only now:")
+            print(secret)
+        elif args.action == "list":
+            for t in store.list_tokens():
+                state = "revoked" if t["revoked"] else "active"
+                print(f"{t['id']:>4} {t['name']:<20} {t['role']:<9} {state}")
+        elif args.action == "revoke":
+            store.revoke_token(args.id)
+            store.audit(
+                user="cli",
+                role="admin",
+                address="local",
+                action="token_revoke",
+                target=str(args.id),
+                result="ok",
+            )
+            print(f"revoked token {args.id}")
+    except AuthError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scada", description=__doc__)
     parser.add_argument("--version", action="version", version=f"scada {__version__}")
@@ -104,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None, help="bind address (default from config: 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default from config: 8000)")
     p.add_argument("--scenario", help="simulator scenario TOML: faults scheduled over time")
+    p.add_argument(
+        "--ws-compression",
+        choices=["off", "per-client", "shared"],
+        default=None,
+        help="permessage-deflate for clients that offer it (default: off; see docs/performance.md)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check-config", help="validate a config file; exit 2 listing problems")
@@ -123,6 +250,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="plant config whose lines to simulate")
     p.add_argument("--scenario", help="scenario TOML of faults over time")
     p.set_defaults(func=cmd_simulate)
+
+    from scada.bench.cli import add_arguments
+
+    p = sub.add_parser("bench", help="fan-out benchmark against reference servers, or --ingest")
+    add_arguments(p)
+    p.set_defaults(func=cmd_bench)
+
+    roles = ["viewer", "operator", "engineer", "admin"]
+    p = sub.add_parser("users", help="manage users (stored under the config's data dir)")
+    p.add_argument("--config", help="plant config (for the data dir)")
+    users = p.add_subparsers(dest="action", required=True)
+    u = users.add_parser("add")
+    u.add_argument("name")
+    u.add_argument("--role", choices=roles, default="operator")
+    u.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    users.add_parser("list")
+    u = users.add_parser("disable")
+    u.add_argument("name")
+    u = users.add_parser("passwd")
+    u.add_argument("name")
+    u.add_argument("--password-stdin", action="store_true")
+    p.set_defaults(func=cmd_users)
+
+    p = sub.add_parser("tokens", help="long-lived API tokens for kiosks and programs")
+    p.add_argument("--config", help="plant config (for the data dir)")
+    tokens = p.add_subparsers(dest="action", required=True)
+    t = tokens.add_parser("create")
+    t.add_argument("--name", required=True)
+    t.add_argument("--role", choices=roles, default="viewer")
+    tokens.add_parser("list")
+    t = tokens.add_parser("revoke")
+    t.add_argument("id", type=int)
+    p.set_defaults(func=cmd_tokens)
     return parser
 
 

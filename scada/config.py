@@ -141,10 +141,21 @@ class ServerConfig(Frozen):
     # A client whose socket stays blocked (nothing drains) this long is closed with 1013 too.
     slow_client_timeout: float = Field(default=5.0, gt=0)
     # Kernel send buffer per WebSocket; bounded so a stuck client cannot pin megabytes.
-    socket_send_buffer: int | None = Field(default=262_144, ge=4096)
+    socket_send_buffer: int = Field(default=262_144, ge=0)  # 0: the OS default
     history_seconds: int = Field(default=900, ge=60, le=86_400)
     data_dir: str = "data"
+    # Browser origins allowed to open /ws, e.g. "https://scada.plant.example"; empty means
+    # only the server's own origin (the Host the request was addressed to).
     allowed_origins: list[str] = Field(default_factory=list)
+    max_connections: int = Field(default=10_000, ge=1)
+    max_connections_per_user: int = Field(default=50, ge=1)
+    # Client messages per second per connection; beyond the burst they get `rate_limited`
+    # errors, and a client that keeps going past twice the burst is closed with 1008.
+    messages_per_second: float = Field(default=20.0, gt=0)
+    message_burst: int = Field(default=40, ge=1)
+    # A connection must complete its HTTP request / WebSocket handshake within this.
+    handshake_timeout: float = Field(default=10.0, gt=0)
+    shutdown_grace: float = Field(default=5.0, ge=0)
 
 
 class AlarmSettings(Frozen):
@@ -160,8 +171,16 @@ Role = Literal["viewer", "operator", "engineer", "admin"]
 
 
 class AuthSettings(Frozen):
-    # Role of a client that presents no credentials; null refuses anonymous clients.
-    anonymous_role: Role | None = "operator"
+    # Clients without credentials: allowed (plant-floor screens) with this role, or refused.
+    allow_anonymous: bool = True
+    anonymous_role: Role = "viewer"
+    session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
+    # Secure cookie flag: "auto" sets it when the request came over https (directly or via
+    # a trusted proxy's X-Forwarded-Proto).
+    cookie_secure: Literal["auto", "always", "never"] = "auto"
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto headers are believed (your Nginx).
+    trusted_proxies: list[str] = Field(default_factory=list)
+    database: str | None = None  # default: <data_dir>/auth.sqlite
 
 
 class PlantConfig(Frozen):

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
 from scada import __version__
+from scada.alarms.engine import AlarmRequestError
+from scada.auth.store import Identity
+from scada.auth.web import Auditor, Invalid, effective_identity
 from scada.broadcaster import Client
 from scada.messages import MessageHandler, RequestError
+from scada.ratelimit import TokenBucket
 from scada.runtime import Runtime
 from scada.timefmt import iso_ms
 from scada.wsserver import AsgiSink, FrameSink
@@ -23,14 +29,17 @@ from scada.wsserver import AsgiSink, FrameSink
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
+CLOSE_POLICY = 1008
 
 
 class Hub:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, auditor: Auditor | None = None) -> None:
         self.runtime = runtime
         self.config = runtime.config
         self.broadcaster = runtime.broadcaster
         self.handler = MessageHandler(self, max_bytes=self.config.server.max_message_bytes)
+        self.auditor = auditor
+        runtime.on_tick(self._expire_sessions)
 
     @property
     def line_ids(self) -> list[str]:
@@ -38,20 +47,86 @@ class Hub:
 
     # -- connection ----------------------------------------------------------------------
 
+    async def _refuse(
+        self,
+        websocket: WebSocket,
+        status: int,
+        error: str,
+        message: str,
+        identity: Identity | None = None,
+    ) -> None:
+        """Answer the handshake with plain HTTP, before any WebSocket data, and audit it."""
+        if self.auditor is not None:
+            await self.auditor.record(
+                user=identity.name if identity else "-",
+                role=identity.role if identity else "-",
+                address=getattr(websocket.state, "client_address", ""),
+                action="ws_connect",
+                target="/ws",
+                result=error,
+                detail=message,
+            )
+        log.info(
+            "refused WebSocket from %s: %s (%s)",
+            getattr(websocket.state, "client_address", "?"),
+            error,
+            message,
+        )
+        await websocket.send_denial_response(
+            JSONResponse({"ok": False, "error": error, "message": message}, status_code=status)
+        )
+
+    async def _admit(self, websocket: WebSocket) -> Identity | None:
+        identity = effective_identity(websocket, self.config)
+        if identity is None or isinstance(identity, Invalid):
+            reason = identity.reason if isinstance(identity, Invalid) else "credentials required"
+            await self._refuse(websocket, 401, "unauthenticated", reason)
+            return None
+        if not getattr(websocket.state, "origin_ok", True):
+            origin = websocket.headers.get("origin", "")
+            await self._refuse(
+                websocket, 403, "forbidden_origin", f"origin {origin} not allowed", identity
+            )
+            return None
+        srv = self.config.server
+        if len(self.broadcaster.clients) >= srv.max_connections:
+            await self._refuse(
+                websocket, 503, "too_many_connections", "server connection limit reached", identity
+            )
+            return None
+        if identity.kind != "anonymous":
+            mine = sum(1 for c in self.broadcaster.active() if c.user == identity.name)
+            if mine >= srv.max_connections_per_user:
+                await self._refuse(
+                    websocket,
+                    503,
+                    "too_many_connections",
+                    f"{identity.name} already has {mine} connections",
+                    identity,
+                )
+                return None
+        return identity
+
     async def endpoint(self, websocket: WebSocket) -> None:
-        identity = getattr(websocket.state, "identity", None)
+        identity = await self._admit(websocket)
+        if identity is None:
+            return
         await websocket.accept()
+        # Raw frame sink from our uvicorn protocol; the ASGI fallback only for other servers.
         sink: FrameSink = websocket.scope.get("extensions", {}).get("scada.sink") or AsgiSink(
             websocket._send
         )
-        address = websocket.client.host if websocket.client else ""
         client = Client(
             id=self.broadcaster.new_client_id(),
             sink=sink,
-            role=getattr(identity, "role", self.config.auth.anonymous_role or "viewer"),
-            user=getattr(identity, "name", self.config.alarms.default_user),
-            address=getattr(websocket.state, "client_address", address),
+            role=identity.role,
+            user=identity.name,
+            address=getattr(websocket.state, "client_address", ""),
+            session=identity.session,
+            expires=identity.expires,
         )
+        srv = self.config.server
+        bucket = TokenBucket(srv.messages_per_second, srv.message_burst)
         client.send("connected", self._connected(client))
         self.send_snapshot(client)
         # Registered only now: no tick can run between the snapshot and this line.
@@ -60,6 +135,25 @@ class Hub:
             while True:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
+                    break
+                verdict = bucket.take(time.monotonic())
+                if verdict == TokenBucket.REFUSE:
+                    client.send(
+                        "error",
+                        {
+                            "code": "rate_limited",
+                            "message": f"over {srv.messages_per_second:g} messages per second",
+                        },
+                    )
+                    continue
+                if verdict == TokenBucket.ABUSE:
+                    log.warning(
+                        "client %s (%s, %s) flooding; closing with 1008",
+                        client.id,
+                        client.user,
+                        client.address,
+                    )
+                    client.sink.close(CLOSE_POLICY, "message rate limit")
                     break
                 text = message.get("text")
                 await self.handler.handle(client, text if text is not None else message["bytes"])
@@ -118,8 +212,7 @@ class Hub:
         alarms = self.runtime.alarms
         if alarms is None:
             raise RequestError("unavailable", "the alarm service is not running")
-        from scada.alarms.engine import AlarmRequestError
-
+        target = str(getattr(data, "alarm_id", "") or getattr(data, "alarm", ""))
         try:
             if kind == "ack":
                 events = await alarms.ack(data.alarm_id, client.user, data.comment)  # type: ignore[attr-defined]
@@ -128,16 +221,32 @@ class Hub:
             else:
                 events = await alarms.unshelve(data.alarm, client.user, data.comment)  # type: ignore[attr-defined]
         except AlarmRequestError as err:
+            await self._audit(client, kind, target, err.code, str(err))
             raise RequestError(err.code, str(err)) from err
         self.announce(events)
+        await self._audit(client, kind, target, "ok", getattr(data, "comment", ""))
         return {"events": events}
+
+    async def _audit(
+        self, client: Client, action: str, target: str, result: str, detail: str = ""
+    ) -> None:
+        if self.auditor is not None:
+            await self.auditor.record(
+                user=client.user,
+                role=client.role,
+                address=client.address,
+                action=action,
+                target=target,
+                result=result,
+                detail=detail,
+            )
 
     def announce(self, events: list[dict[str, Any]]) -> None:
         """Push committed alarm events to every client now, not at the next tick."""
         if events:
             self.broadcaster.publish_alarms(events, iso_ms(time.time()))
 
-    def audit_refusal(self, client: Client, action: str, target: str) -> None:
+    async def audit_refusal(self, client: Client, action: str, target: str) -> None:
         log.info(
             "refused %s on %s for %s (role %s) from %s",
             action,
@@ -146,3 +255,21 @@ class Hub:
             client.role,
             client.address,
         )
+        await self._audit(client, action, target, "forbidden")
+
+    # -- session lifetime ----------------------------------------------------------------
+
+    def close_session(self, session: str, reason: str) -> None:
+        self._close_where(lambda c: c.session == session, reason)
+
+    def close_user(self, user: str, reason: str) -> None:
+        self._close_where(lambda c: c.user == user, reason)
+
+    def _close_where(self, match: Callable[[Client], bool], reason: str) -> None:
+        for client in [c for c in self.broadcaster.active() if match(c)]:
+            client.sink.close(CLOSE_POLICY, reason)
+            self.broadcaster.remove(client)
+
+    def _expire_sessions(self) -> None:
+        now = time.time()
+        self._close_where(lambda c: c.expires is not None and c.expires <= now, "session expired")

@@ -113,7 +113,7 @@ class Services(Protocol):
 
     async def resume(self, client: Client, cursor: int) -> None: ...
 
-    def audit_refusal(self, client: Client, action: str, target: str) -> None: ...
+    async def audit_refusal(self, client: Client, action: str, target: str) -> None: ...
 
 
 class RequestError(Exception):
@@ -162,7 +162,7 @@ class MessageHandler:
     async def _dispatch(self, client: Client, request: Any, original: dict[str, Any]) -> None:
         needed = REQUIRED_ROLE.get(request.type)
         if needed is not None and not role_allows(client.role, needed):
-            self.services.audit_refusal(client, request.type, _target(request))
+            await self.services.audit_refusal(client, request.type, _target(request))
             self._reply(
                 client,
                 request.id,

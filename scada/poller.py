@@ -85,9 +85,13 @@ class Poller:
         self._task = asyncio.create_task(self.run(), name=f"poll-{self.status.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        task = self._task
+        if task is not None:
+            # Python 3.11's wait_for can swallow a cancel that lands in the same loop pass as
+            # the read's result; cancel until the task has really finished.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.1)
             self._task = None
         await self._close()
         self.status.state = "stopped"

@@ -1,19 +1,81 @@
-"""Run the app under uvicorn with the raw-frame WebSocket protocol."""
+"""Run the app under uvicorn: raw-frame WebSockets, handshake timeout, redacted logs."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from scada.app import create_app
 from scada.config import PlantConfig
 from scada.wsserver import ScadaWebSocketProtocol
 
-# Frames larger than this are refused by the protocol layer itself (close 1009); smaller
-# messages over `max_message_bytes` get an error frame and the connection stays open.
+log = logging.getLogger(__name__)
+
+# Frames larger than this factor times max_message_bytes are refused by the protocol layer
+# itself (close 1009); smaller messages over the limit get an error frame and stay connected.
 HARD_FRAME_LIMIT_FACTOR = 4
+# permessage-deflate for clients that offer it: "off", "per-client" (a compression context
+# per connection, like uvicorn's default) or "shared" (each frame compressed once per tick).
+DEFAULT_COMPRESSION = "off"
+TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s\"']+", re.IGNORECASE)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RedactTokens(logging.Filter):
+    """`?token=` credentials never reach a log line (uvicorn logs request paths)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message.lower():
+            record.msg = TOKEN_IN_TEXT.sub(r"\1<redacted>", message)
+            record.args = ()
+        return True
+
+
+class ScadaHttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with a deadline for the request head (slow-loris guard)."""
+
+    handshake_timeout: float = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            self.handshake_timeout, self._head_timed_out
+        )
+
+    def _head_timed_out(self) -> None:
+        log.info(
+            "closing %s: no complete request within %.0f s", self.client, self.handshake_timeout
+        )
+        self.transport.close()
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+
+def install_redaction() -> None:
+    redact = RedactTokens()
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.addFilter(redact)
+        for handler in logger.handlers:
+            handler.addFilter(redact)
 
 
 def build_server(
@@ -23,32 +85,37 @@ def build_server(
     port: int | None = None,
     scenario: str | Path | None = None,
     log_level: str = "info",
+    compression: str | None = None,
 ) -> uvicorn.Server:
     srv = config.server
     ScadaWebSocketProtocol.send_buffer_bytes = srv.socket_send_buffer
+    ScadaWebSocketProtocol.compression = compression or DEFAULT_COMPRESSION
+    ScadaHttpProtocol.handshake_timeout = srv.handshake_timeout
     app = create_app(config, scenario=scenario)
-    uv_config = uvicorn.Config(
-        app,
-        host=host or srv.host,
-        port=srv.port if port is None else port,
-        ws=ScadaWebSocketProtocol,
-        ws_max_size=srv.max_message_bytes * HARD_FRAME_LIMIT_FACTOR,
-        # Per-client deflate costs more CPU than the send itself; see docs/performance.md.
-        ws_per_message_deflate=False,
+    options: dict[str, Any] = {
+        "host": host or srv.host,
+        "port": srv.port if port is None else port,
+        "http": ScadaHttpProtocol,
+        "ws": ScadaWebSocketProtocol,
+        "ws_max_size": srv.max_message_bytes * HARD_FRAME_LIMIT_FACTOR,
+        # Our protocol negotiates permessage-deflate itself (`compression`); uvicorn's own
+        # per-client deflate costs more CPU than the send. See docs/performance.md.
+        "ws_per_message_deflate": False,
         # Our own heartbeat frames keep proxies and clients informed; pings add nothing.
-        ws_ping_interval=None,
-        lifespan="on",
-        log_level=log_level,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-        server_header=False,
-    )
+        "ws_ping_interval": None,
+        "lifespan": "on",
+        "log_level": log_level,
+        "access_log": True,
+        "timeout_graceful_shutdown": srv.shutdown_grace,
+        "server_header": False,
+        "proxy_headers": False,  # the auth middleware trusts only configured proxies
+    }
+    uv_config = uvicorn.Config(app, **options)
+    install_redaction()
     return uvicorn.Server(uv_config)
 
 
-def serve(config: PlantConfig, **kwargs: object) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    server = build_server(config, **kwargs)  # type: ignore[arg-type]
+def serve(config: PlantConfig, **kwargs: Any) -> None:
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    server = build_server(config, **kwargs)
     server.run()

@@ -160,3 +160,13 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 @pytest.fixture
 def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     return server_factory()
+
+
+# Anonymous clients act as operators and engineers here, as on a bench or a plant network
+# without logins; tests/integration/test_security.py covers the logged-in default.
+OPEN_PLANT = {"auth": {"anonymous_role": "engineer"}}
+
+
+@pytest.fixture
+def open_server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    return server_factory(OPEN_PLANT)

@@ -383,8 +383,33 @@ function setConnState(s, detail) {
   $(".label", node).textContent = label;
 }
 
+async function loadAudit(more = false) {
+  const form = $("#audit-form");
+  const params = new URLSearchParams({ limit: "100" });
+  if (form.user.value) params.set("user", form.user.value.trim());
+  if (form.action.value) params.set("action", form.action.value.trim());
+  if (more && state.auditBefore) params.set("before", state.auditBefore);
+  const r = await fetch(`/api/audit?${params}`);
+  if (!r.ok) return;
+  const body = await r.json();
+  const rows = body.records.map((a) => {
+    const tr = el("tr");
+    for (const c of [a.id, a.at, a.user, a.role, a.address, a.action, a.target, a.result, a.detail]) tr.append(el("td", {}, String(c ?? "")));
+    return tr;
+  });
+  const tbody = $("#audit-table tbody");
+  if (more) tbody.append(...rows); else tbody.replaceChildren(...rows);
+  state.auditBefore = body.next_before ?? null;
+  $("#audit-more").disabled = !state.auditBefore;
+}
+
 async function main() {
-  const meta = await (await fetch("/api/lines")).json();
+  const linesResponse = await fetch("/api/lines");
+  if (linesResponse.status === 401) {
+    location.href = "/login";
+    return;
+  }
+  const meta = await linesResponse.json();
   const tiles = $("#tiles");
   const lineSelect = $("#history-form").line;
   for (const line of meta.lines) {
@@ -405,6 +430,9 @@ async function main() {
     state.role = f.data.role;
     state.user = f.data.user;
     $("#user").textContent = `${f.data.user} (${f.data.role})`;
+    const isAdmin = f.data.role === "admin";
+    $("#audit-tab").classList.toggle("hidden", !isAdmin);
+    renderAlarms();
   });
   conn.on("snapshot", (f) => {
     for (const s of f.data.lines) {
@@ -438,11 +466,22 @@ async function main() {
       for (const p of document.querySelectorAll(".panel")) p.classList.toggle("hidden", p.id !== `tab-${tab.dataset.tab}`);
       if (tab.dataset.tab === "history") loadHistory();
       if (tab.dataset.tab === "kpi") loadKpi();
+      if (tab.dataset.tab === "audit") loadAudit();
     });
   }
   $("#history-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadHistory(); });
   $("#history-more").addEventListener("click", () => loadHistory(true));
   $("#kpi-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadKpi(); });
+  $("#audit-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadAudit(); });
+  $("#audit-more").addEventListener("click", () => loadAudit(true));
+  const me = await fetch("/api/me").then((r) => (r.ok ? r.json() : null)).catch(() => null);
+  const loggedIn = me && me.kind === "session";
+  $("#login-link").classList.toggle("hidden", !!loggedIn);
+  $("#logout").classList.toggle("hidden", !loggedIn);
+  $("#logout").addEventListener("click", async () => {
+    await fetch("/api/logout", { method: "POST" });
+    location.reload();
+  });
 }
 
 main().catch((err) => {

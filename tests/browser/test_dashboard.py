@@ -54,7 +54,8 @@ def test_dashboard_shows_live_lines_and_reconnects_after_restart(
     assert page.js_errors == []
 
 
-def test_bad_line_is_visibly_different(server: ServerProcess, page: Any) -> None:
+def test_bad_line_is_visibly_different(open_server: ServerProcess, page: Any) -> None:
+    server = open_server
     import httpx
 
     page.goto(server.http + "/")
@@ -80,7 +81,10 @@ def test_diagnostics_page_counts_frames_and_sends_raw(server: ServerProcess, pag
     page.wait_for_function("document.getElementById('d-log').textContent.includes('invalid_json')")
 
 
-def test_ack_from_dashboard_shows_on_a_second_page(server: ServerProcess, browser: Any) -> None:
+def test_ack_from_dashboard_shows_on_a_second_page(
+    open_server: ServerProcess, browser: Any
+) -> None:
+    server = open_server
     import httpx
 
     pages = []

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.conftest import ServerProcess
+from tests.conftest import OPEN_PLANT, ServerProcess
 from tests.integration.test_websocket import recv, until
 
 # hi (12.2 mm) about 5 s after injection, hihi (12.4 mm) about 10 s: time to act on hi.
@@ -36,7 +36,11 @@ async def request(
     return dict(reply["data"])
 
 
-def test_drift_raises_alarm_for_every_client_and_ack_reaches_all(server: ServerProcess) -> None:
+def test_drift_raises_alarm_for_every_client_and_ack_reaches_all(
+    open_server: ServerProcess,
+) -> None:
+    server = open_server
+
     async def main() -> None:
         async with connect(server.ws) as a, connect(server.ws) as b, connect(server.ws) as c:
             for ws in (a, b, c):
@@ -94,7 +98,9 @@ def test_drift_raises_alarm_for_every_client_and_ack_reaches_all(server: ServerP
     asyncio.run(main())
 
 
-def test_concurrent_acks_exactly_one_wins(server: ServerProcess) -> None:
+def test_concurrent_acks_exactly_one_wins(open_server: ServerProcess) -> None:
+    server = open_server
+
     async def main() -> None:
         async with connect(server.ws) as a, connect(server.ws) as b:
             inject(server, {"line": "6", "kind": "diameter_drift", "rate": 0.04})
@@ -116,7 +122,9 @@ def test_concurrent_acks_exactly_one_wins(server: ServerProcess) -> None:
     asyncio.run(main())
 
 
-def test_rest_ack_and_shelve_over_websocket(server: ServerProcess) -> None:
+def test_rest_ack_and_shelve_over_websocket(open_server: ServerProcess) -> None:
+    server = open_server
+
     async def main() -> None:
         async with connect(server.ws) as ws:
             inject(server, DRIFT)
@@ -157,7 +165,10 @@ def test_rest_ack_and_shelve_over_websocket(server: ServerProcess) -> None:
 def test_sigkill_keeps_alarms_and_resume_replays_exactly_the_missed_events(
     server_factory: Any,
 ) -> None:
-    server = server_factory()
+    # A long off-delay keeps the alarms active after the restart (the restarted simulator
+    # has no faults), so the restored state can be compared without racing the clearing.
+    slow_clear = {"line_defaults": {"tags": {"diameter": {"limits": {"off_delay": 120}}}}}
+    server = server_factory({**OPEN_PLANT, **slow_clear})
 
     async def before_kill() -> tuple[int, int, str]:
         async with connect(server.ws) as ws:
@@ -176,7 +187,7 @@ def test_sigkill_keeps_alarms_and_resume_replays_exactly_the_missed_events(
 
     from tests.conftest import wait_until
 
-    occ7 = wait_until(raised_7)[0]["id"]
+    occ7 = wait_until(raised_7, timeout=20)[0]["id"]
     assert (
         httpx.post(f"{server.http}/api/alarms/{occ7}/ack", json={"comment": "x"}).status_code == 200
     )
@@ -185,11 +196,17 @@ def test_sigkill_keeps_alarms_and_resume_replays_exactly_the_missed_events(
 
     server.start()
     after = {a["alarm"]: a for a in httpx.get(f"{server.http}/api/alarms").json()["alarms"]}
-    assert after["line2.diameter.hi"]["id"] == occurrence
-    assert after["line2.diameter.hi"]["raised_at"] == raised_at
-    assert after["line2.diameter.hi"]["state"] in ("unacked_active", "unacked_cleared")
-    assert after["line7.diameter.hi"]["acked_by"] == "operator"
-    assert before["line7.diameter.hi"]["id"] == after["line7.diameter.hi"]["id"]
+    keep = ("id", "state", "raised_at", "acked_by", "acked_at", "severity")
+    assert {n: [a[k] for k in keep] for n, a in after.items()} == {
+        n: [a[k] for k in keep] for n, a in before.items()
+    }
+    line2 = [a for n, a in after.items() if n.startswith("line2.diameter.")]
+    assert line2 and all(a["state"] == "unacked_active" for a in line2)
+    assert any(
+        a["id"] == occurrence and a["raised_at"] == raised_at for a in after.values()
+    ) or any(n == "line2.diameter.hihi" for n in after)  # hi may have been superseded by hihi
+    line7 = [a for n, a in after.items() if n.startswith("line7.diameter.")]
+    assert line7 and any(a["acked_by"] == "operator" for a in line7)
 
     history = httpx.get(f"{server.http}/api/alarms/history", params={"limit": 1000}).json()
     journal_ids = sorted(e["event_id"] for e in history["events"])

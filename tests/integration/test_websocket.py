@@ -179,7 +179,9 @@ def test_client_that_stops_reading_is_dropped_with_1013(server_factory: Any) -> 
     asyncio.run(main())
 
 
-def test_sensor_dropout_turns_line_bad_and_recovers(server: ServerProcess) -> None:
+def test_sensor_dropout_turns_line_bad_and_recovers(open_server: ServerProcess) -> None:
+    server = open_server
+
     async def main() -> None:
         async with connect(server.ws) as ws:
             await ws.send(json.dumps({"type": "subscribe", "data": {"lines": ["3"]}}))
@@ -212,7 +214,9 @@ def test_sensor_dropout_turns_line_bad_and_recovers(server: ServerProcess) -> No
     asyncio.run(main())
 
 
-def test_stopped_source_makes_line_stale_after_stale_after(server: ServerProcess) -> None:
+def test_stopped_source_makes_line_stale_after_stale_after(open_server: ServerProcess) -> None:
+    server = open_server
+
     async def main() -> None:
         async with connect(server.ws) as ws:
             await ws.send(json.dumps({"type": "subscribe", "data": {"lines": ["4"]}}))
@@ -239,7 +243,8 @@ def test_stopped_source_makes_line_stale_after_stale_after(server: ServerProcess
     asyncio.run(main())
 
 
-def test_fault_api_rejects_bad_requests(server: ServerProcess) -> None:
+def test_fault_api_rejects_bad_requests(open_server: ServerProcess) -> None:
+    server = open_server
     cases = [
         ({"line": "9", "kind": "line_stop"}, "no line with id '9'"),
         ({"line": "1", "kind": "meteor"}, "kind"),

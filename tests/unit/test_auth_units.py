@@ -1,0 +1,70 @@
+"""Pure pieces of authentication: origins, forwarded addresses, log redaction, rate limits."""
+
+from __future__ import annotations
+
+import logging
+
+from scada.auth.passwords import hash_password, verify_password
+from scada.auth.web import client_address, origin_allowed
+from scada.ratelimit import TokenBucket
+from scada.server import RedactTokens
+
+
+def test_origin_exact_match_only() -> None:
+    own = "http://plant.example:8000"
+    assert origin_allowed(None, [], own)
+    assert origin_allowed("http://plant.example:8000", [], own)
+    for bad in (
+        "http://plant.example:8000.evil.com",
+        "http://plant.example.evil.com:8000",
+        "https://plant.example:8000",
+        "http://evilplant.example:8000",
+        "null",
+        "garbage",
+    ):
+        assert not origin_allowed(bad, [], own), bad
+    allowed = ["https://scada.plant.example"]
+    assert origin_allowed("https://scada.plant.example:443", allowed, own)
+    assert not origin_allowed("https://scada.plant.example.evil.com", allowed, own)
+    assert not origin_allowed(own, allowed, own)  # an explicit list replaces the default
+
+
+def test_forwarded_for_only_from_trusted_proxies() -> None:
+    headers = {"x-forwarded-for": "203.0.113.7, 10.0.0.2"}
+    scope = {"client": ("127.0.0.1", 5000)}
+    assert client_address(scope, headers, []) == "127.0.0.1"
+    assert client_address(scope, headers, ["127.0.0.1", "10.0.0.0/8"]) == "203.0.113.7"
+    spoof = {"client": ("198.51.100.9", 5000)}
+    assert client_address(spoof, headers, ["127.0.0.1"]) == "198.51.100.9"
+
+
+def test_password_hash_round_trip() -> None:
+    stored = hash_password("correct horse")
+    assert stored.startswith("scrypt$") and "correct horse" not in stored
+    assert verify_password("correct horse", stored)
+    assert not verify_password("wrong horse", stored)
+    assert not verify_password("x", "not-a-hash")
+
+
+def test_redaction_filter() -> None:
+    record = logging.LogRecord(
+        "uvicorn.error",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:5", "/ws?token=scada_SECRET&x=1"),
+        None,
+    )
+    RedactTokens().filter(record)
+    assert "SECRET" not in record.getMessage()
+    assert "/ws?token=<redacted>&x=1" in record.getMessage()
+
+
+def test_token_bucket_refuses_then_reports_abuse_and_forgives() -> None:
+    bucket = TokenBucket(rate=10, burst=5)
+    assert [bucket.take(0.0) for _ in range(5)] == [TokenBucket.OK] * 5
+    assert [bucket.take(0.0) for _ in range(5)] == [TokenBucket.REFUSE] * 5
+    assert bucket.take(0.0) == TokenBucket.ABUSE
+    assert bucket.take(10.0) == TokenBucket.OK  # refilled: forgiven
+    assert bucket.refused == 0
