@@ -92,8 +92,27 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         else:
             from simulators.opcua_server import serve_opcua
 
+            users = {}
+            for item in args.user or []:
+                name, sep, password = item.partition(":")
+                if not sep or not name or not password:
+                    print("error: --user takes NAME:PASSWORD", file=sys.stderr)
+                    return EXIT_CONFIG
+                users[name] = password
             asyncio.run(
-                serve_opcua(config, host=args.host, port=args.port or 4840, scenario=args.scenario)
+                serve_opcua(
+                    config,
+                    host=args.host,
+                    port=args.port or 4840,
+                    scenario=args.scenario,
+                    security=tuple(
+                        args.security
+                        or ("None", "Basic256Sha256_Sign", "Basic256Sha256_SignAndEncrypt")
+                    ),
+                    users=users or None,
+                    allow_anonymous=True if args.allow_anonymous else None,
+                    cert_dir=args.cert_dir,
+                )
             )
     except KeyboardInterrupt:
         pass
@@ -249,6 +268,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="default 5020 (modbus), 4840 (opcua)")
     p.add_argument("--config", help="plant config whose lines to simulate")
     p.add_argument("--scenario", help="scenario TOML of faults over time")
+    p.add_argument(
+        "--security",
+        action="append",
+        choices=["None", "Basic256Sha256_Sign", "Basic256Sha256_SignAndEncrypt"],
+        help="OPC UA security policies offered (repeat; default all three)",
+    )
+    p.add_argument(
+        "--user",
+        action="append",
+        metavar="NAME:PASSWORD",
+        help="OPC UA user (repeat); anonymous login is then off",
+    )
+    p.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="OPC UA: keep anonymous login on even with --user",
+    )
+    p.add_argument("--cert-dir", help="OPC UA server certificate directory")
     p.set_defaults(func=cmd_simulate)
 
     from scada.bench.cli import add_arguments

@@ -145,9 +145,10 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         start: bool = True,
         extra_args: list[str] | None = None,
         name: str = "plant.toml",
+        base: dict[str, Any] | None = None,
     ) -> ServerProcess:
-        base = {"server": {"data_dir": str(tmp_path / "data")}}
-        config = write_config(tmp_path / name, deep_merge(base, overrides or {}))
+        here = {"server": {"data_dir": str(tmp_path / "data")}}
+        config = write_config(tmp_path / name, deep_merge(here, overrides or {}), base=base)
         server = ServerProcess(config, tmp_path, extra_args)
         servers.append(server)
         return server.start() if start else server

@@ -1,0 +1,171 @@
+"""Comms faults end to end: `scada simulate modbus` + `scada serve --config config/modbus.toml`.
+
+A dead device turns its lines bad and raises the device's comms alarm; fresh data brings good
+values back and clears the alarm; `/ready`, `/health/websocket` and `/metrics` tell the story.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.conftest import ROOT, ServerProcess, free_port, wait_until, write_config
+from tests.integration.test_websocket import recv, ts
+
+COMMS = "device.plc.comms"
+
+
+class Simulator:
+    def __init__(self, workdir: Path, port: int, scenario: Path | None = None) -> None:
+        self.workdir, self.port, self.scenario = workdir, port, scenario
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [sys.executable, "-m", "scada", "simulate", "modbus", "--port", str(self.port)]
+        if self.scenario:
+            args += ["--scenario", str(self.scenario)]
+        log = (self.workdir / f"modbus-sim-{self.port}.log").open("ab")
+        self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def modbus_server(server_factory: Any, tmp_path: Path, port: int) -> ServerProcess:
+    raw = tomllib.loads((ROOT / "config/modbus.toml").read_text())
+    raw["devices"][0]["settings"]["port"] = port
+    base = tmp_path / "modbus-base.toml"
+    write_config(base, base=raw)
+    server = server_factory(base=tomllib.loads(base.read_text()), start=False)
+    return server
+
+
+async def next_matching(ws: ClientConnection, pred: Any, limit: int = 100) -> dict[str, Any]:
+    for _ in range(limit):
+        frame = await recv(ws, timeout=5)
+        if pred(frame):
+            return frame
+    raise AssertionError("expected frame never came")
+
+
+async def both(
+    ws: ClientConnection, first: Any, second: Any, limit: int = 100
+) -> list[dict[str, Any]]:
+    """The first frames matching each predicate, in whatever order they come."""
+    found: list[dict[str, Any] | None] = [None, None]
+    for _ in range(limit):
+        frame = await recv(ws, timeout=5)
+        for i, pred in enumerate((first, second)):
+            if found[i] is None and pred(frame):
+                found[i] = frame
+        if found[0] is not None and found[1] is not None:
+            return [found[0], found[1]]
+    raise AssertionError(f"expected frames never came: {found}")
+
+
+def all_bad(f: dict[str, Any]) -> bool:
+    return f["type"] == "production_data" and all(s["quality"] == "bad" for s in f["data"])
+
+
+def all_good(f: dict[str, Any]) -> bool:
+    return f["type"] == "production_data" and all(s["quality"] == "good" for s in f["data"])
+
+
+def comms(event: str) -> Any:
+    return lambda f: (
+        f["type"] == "alarm" and f["data"]["alarm"] == COMMS and f["data"]["event"] == event
+    )
+
+
+def test_killed_and_restarted_modbus_device(server_factory: Any, tmp_path: Path) -> None:
+    port = free_port()
+    sim = Simulator(tmp_path, port)
+    sim.start()
+    server = modbus_server(server_factory, tmp_path, port)
+    server.start()
+    try:
+
+        async def main() -> None:
+            async with connect(server.ws) as ws:
+                await next_matching(ws, all_good)
+                killed_at = time.time()
+                sim.kill()
+                bad, raised = await both(ws, all_bad, comms("raised"))
+                # The alarm goes out in the same tick, before that tick's production data.
+                assert raised["seq"] < bad["seq"]
+                assert ts(bad) - killed_at < 1.0
+                assert ts(raised) - killed_at < 1.0
+                assert (
+                    raised["data"]["severity"] == "high"
+                    and raised["data"]["production_line_id"] is None
+                )
+                assert bad["data"][0]["diameter"] is None  # a bad value is not shown as a number
+
+                ready = httpx.get(f"{server.http}/ready")
+                assert ready.status_code == 503
+                device = ready.json()["devices"][0]
+                assert device["state"] == "failed" and device["last_error"]
+                metrics = httpx.get(f"{server.http}/metrics").text
+                assert 'scada_device_up{device="plc"} 0' in metrics
+
+                restarted_at = time.time()
+                sim.start()
+                good, cleared = await both(ws, all_good, comms("cleared"), limit=200)
+                assert ts(good) - restarted_at < 3.0 and ts(cleared) - restarted_at < 3.0
+                assert isinstance(good["data"][0]["diameter"], float)
+            wait_until(lambda: httpx.get(f"{server.http}/ready").status_code == 200)
+            status = httpx.get(f"{server.http}/health/websocket").json()["devices"][0]
+            assert status["reconnects"] >= 1 and status["errors"] >= 1
+            metrics = httpx.get(f"{server.http}/metrics").text
+            assert 'scada_device_reconnects_total{device="plc"}' in metrics
+
+        asyncio.run(main())
+    finally:
+        sim.kill()
+    # The outage is logged once, with its reason, not once per retry.
+    assert server.log().count("device plc failed") == 1
+    assert "device plc recovered" in server.log()
+
+
+def test_modbus_server_that_never_answers(server_factory: Any, tmp_path: Path) -> None:
+    scenario = tmp_path / "hang.toml"
+    scenario.write_text('[[events]]\nat = 4\nkind = "server_unresponsive"\nduration = 4\n')
+    port = free_port()
+    sim = Simulator(tmp_path, port, scenario)
+    sim.start()
+    server = modbus_server(server_factory, tmp_path, port)
+    server.start()
+    try:
+
+        async def main() -> None:
+            async with connect(server.ws) as ws:
+                await ws.send(json.dumps({"type": "subscribe", "data": {"lines": ["1"]}}))
+                last_good = await next_matching(ws, all_good)
+                raised: dict[str, Any] | None = None
+                while True:
+                    frame = await recv(ws, timeout=5)
+                    if all_good(frame):
+                        last_good = frame
+                    elif all_bad(frame):
+                        break
+                    elif comms("raised")(frame):
+                        raised = frame
+                assert ts(frame) - ts(last_good) < 1.0
+                assert raised is not None and raised["seq"] < frame["seq"]
+                await both(ws, all_good, comms("cleared"), limit=200)
+
+        asyncio.run(main())
+    finally:
+        sim.kill()
