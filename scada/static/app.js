@@ -359,14 +359,16 @@ async function loadKpi() {
     for (const it of items || []) ol.append(el("li", {}, f(it)));
     return ol;
   };
-  const get = (obj, ...keys) => keys.reduce((o, key) => (o == null ? o : o[key]), obj);
   const num = (v, d = 1) => (v == null ? "—" : Number(v).toFixed(d));
+  const rate = k.rate || {};
+  const ack = k.ack_time || {};
   box.replaceChildren(
-    card("Alarms per 10 min (avg / max)", `${num(get(k, "rate", "per_10min_avg") ?? k.alarms_per_10min_avg)} / ${num(get(k, "rate", "per_10min_max") ?? k.alarms_per_10min_max, 0)}`),
-    card("Time in flood (>10 per 10 min)", `${num((k.flood_share ?? get(k, "flood", "share") ?? 0) * 100)} %`),
-    card("Acknowledge time p50 / p90", `${num(get(k, "ack_time", "p50") ?? k.ack_time_p50_s, 0)} s / ${num(get(k, "ack_time", "p90") ?? k.ack_time_p90_s, 0)} s`),
-    card("Top alarms", "", list(k.top_alarms || k.top10 || [], (it) => `${it.alarm} — ${it.count}`)),
-    card("Chattering", String((k.chattering || []).length), list(k.chattering || [], (it) => it.alarm || String(it))),
+    card(`Alarms raised (${k.window ? k.window.hours : "?"} h)`, String(k.raised ?? 0)),
+    card("Alarms per 10 min (avg / max)", `${num(rate.average_per_10min)} / ${num(rate.max_per_10min, 0)}`),
+    card("Time in flood (>10 per 10 min)", `${num((rate.flood_share ?? 0) * 100)} %`),
+    card("Acknowledge time p50 / p90", `${num(ack.p50_seconds, 0)} s / ${num(ack.p90_seconds, 0)} s`),
+    card("Top alarms", "", list(k.top || [], (it) => `${it.alarm} — ${it.count}`)),
+    card("Chattering (≥3 per minute)", String((k.chattering || []).length), list(k.chattering || [], (it) => `${it.alarm} — ${it.max_per_minute}/min`)),
     card("Standing (> 24 h)", String((k.standing || []).length), list(k.standing || [], (it) => it.alarm || String(it))),
   );
 }
