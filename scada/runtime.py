@@ -88,7 +88,9 @@ class Runtime:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time()
+        # Half a period after the pollers start: a device polled at the batch interval then
+        # always lands between two ticks, never racing one (which loses ~4% of frames).
+        deadline = loop.time() - self.interval / 2
         stats = self.broadcaster.stats
         while True:
             deadline += self.interval

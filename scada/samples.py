@@ -32,24 +32,34 @@ class SampleEncoder:
                     fields.append((group, groups[group], None))
             self._layout.append(fields)
         self._grouped = {name for fields in self._layout for name, idx, _ in fields if len(idx) > 1}
+        self._names = [ref.name for ref in schema.refs]
 
     def encode(
         self, store: TagStore, line_positions: np.ndarray | list[int]
     ) -> list[dict[str, Any]]:
+        # Plain Python lists and ints: indexing numpy scalars and comparing with IntEnum
+        # members per tag cost most of a tick at 500 lines (see docs/performance.md).
         rounded = self._rounded(store)
-        quality = store.quality
-        line_q = store.line_quality()
-        line_t = store.line_source_time()
+        quality: list[int] = store.quality.tolist()
+        line_q: list[int] = store.line_quality().tolist()
+        line_t: list[float] = store.line_source_time().tolist()
+        names = self._names
+        bad_q, stale_q = int(Quality.BAD), int(Quality.STALE)
+        stamps: dict[float, str] = {}  # lines read together share their source time
         out = []
-        for pos in line_positions:
+        for pos in np.asarray(line_positions).tolist():
+            t = line_t[pos]
+            stamp = stamps.get(t)
+            if stamp is None and t > 0:
+                stamp = stamps[t] = iso_ms(t)
             record: dict[str, Any] = {
                 "production_line_id": self.schema.line_ids[pos],
-                "timestamp": iso_ms(line_t[pos]) if line_t[pos] > 0 else None,
+                "timestamp": stamp,
                 "quality": QUALITY_LABELS[line_q[pos]],
             }
             bad: list[str] = []
             for name, idx, states in self._layout[pos]:
-                vals: list[Any] = [None if quality[i] == Quality.BAD else rounded[i] for i in idx]
+                vals: list[Any] = [None if quality[i] == bad_q else rounded[i] for i in idx]
                 if states is not None:
                     v = vals[0]
                     vals = [states[int(v)] if v is not None and 0 <= v < len(states) else None]
@@ -57,7 +67,9 @@ class SampleEncoder:
                     record[name] = vals
                 else:
                     record[name] = vals[0]
-                bad.extend(self.schema.refs[i].name for i in idx if quality[i] >= Quality.STALE)
+                for i in idx:
+                    if quality[i] >= stale_q:
+                        bad.append(names[i])
             if bad:
                 record["bad_tags"] = bad
             out.append(record)

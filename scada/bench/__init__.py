@@ -1,0 +1,1 @@
+"""`scada bench`: fan-out and ingest benchmarks, with reference servers to compare against."""
