@@ -1,0 +1,86 @@
+"""`scada bench` on a real server with a few clients: the report matches what was received."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+from websockets.asyncio.client import connect
+
+from scada.bench.fanout import measure
+from scada.bench.servers import ServerUnderTest
+
+
+def test_small_run_reports_what_the_clients_received() -> None:
+    r = measure(ServerUnderTest("scada"), clients=6, seconds=3.0, workers=2)
+    assert r.connected == 6
+    # every client got about 10 frames/s over the window, and the summary says so
+    assert 9.0 <= r.rate_min <= r.rate_mean <= r.rate_max <= 11.0
+    assert r.frames == round(r.rate_mean * r.seconds * r.connected)
+    assert r.latency_ms_p50 is not None and r.latency_ms_p99 is not None
+    assert 0 <= r.latency_ms_p50 <= r.latency_ms_p99 <= (r.latency_ms_max or 0) < 1000
+    assert r.seq_gaps == 0 and r.closed_by_server == 0
+    assert r.cpu_us_per_frame is not None and r.cpu_us_per_frame > 0
+    assert r.bytes_per_frame is not None and r.bytes_per_frame > 500
+    assert r.rss_mb > 10
+    assert r.tick_ms_p50 is not None
+
+
+def test_cli_json_schema() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scada",
+            "bench",
+            "--clients",
+            "4",
+            "--seconds",
+            "2",
+            "--targets",
+            "bare",
+            "--json",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    doc = json.loads(out.stdout)
+    assert doc["clients"] == 4
+    bare = doc["results"]["bare"]
+    for key in (
+        "rate_min",
+        "rate_mean",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "cpu_us_per_frame",
+        "rss_kb_per_connection",
+        "frames",
+        "bytes_per_frame",
+    ):
+        assert key in bare
+    assert bare["frames"] > 0
+
+
+def test_shared_deflate_frames_decode_in_a_standard_client() -> None:
+    server = ServerUnderTest("scada", compression="shared")
+    server.start()
+    try:
+
+        async def read() -> list[dict[str, object]]:
+            async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+                ext = ws.response.headers.get("Sec-WebSocket-Extensions", "") if ws.response else ""
+                assert "server_no_context_takeover" in ext
+                return [json.loads(await ws.recv()) for _ in range(8)]
+
+        frames = asyncio.run(read())
+        assert [f["seq"] for f in frames] == list(range(1, 9))
+        assert any(f["type"] == "production_data" for f in frames)
+    finally:
+        server.stop()
+    time.sleep(0.1)
