@@ -193,7 +193,8 @@ class PlantModel:
         # Hold the gauge reading of a stopped line: the product in it is not moving.
         gauge = diameter + noise[:, 5] * 0.004 * gain[:, 5]
         out[:, COL["diameter"]] = np.where(moving | (out[:, 5] == 0), gauge, out[:, 5])
-        out[:, COL["line_speed"]] = self.speed + noise[:, 6] * 0.02 * gain[:, 6]
+        # A tachometer reads no negative speed, whatever its noise.
+        out[:, COL["line_speed"]] = np.maximum(self.speed + noise[:, 6] * 0.02 * gain[:, 6], 0.0)
         current = 15.0 + 2.8 * self.speed * viscosity
         out[:, COL["motor_current"]] = current + noise[:, 7] * 0.4 * gain[:, 7]
         pressure = 40.0 + 7.0 * self.speed * viscosity

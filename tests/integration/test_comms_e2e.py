@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,6 +37,10 @@ class Simulator:
             args += ["--scenario", str(self.scenario)]
         log = (self.workdir / f"modbus-sim-{self.port}.log").open("ab")
         self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+
+    def listening(self) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -120,8 +125,10 @@ def test_killed_and_restarted_modbus_device(server_factory: Any, tmp_path: Path)
                 metrics = httpx.get(f"{server.http}/metrics").text
                 assert 'scada_device_up{device="plc"} 0' in metrics
 
-                restarted_at = time.time()
                 sim.start()
+                # The device is back once it listens again (process start-up is not the driver's).
+                await asyncio.to_thread(wait_until, sim.listening, 30)
+                restarted_at = time.time()
                 good, cleared = await both(ws, all_good, comms("cleared"), limit=200)
                 assert ts(good) - restarted_at < 3.0 and ts(cleared) - restarted_at < 3.0
                 assert isinstance(good["data"][0]["diameter"], float)
