@@ -26,6 +26,7 @@ from scada.auth.store import AuthStore
 from scada.auth.web import Auditor, AuthMiddleware, requires
 from scada.config import PlantConfig, resolve_data_path
 from scada.hub import Hub
+from scada.ratelimit import FailureWindow
 from scada.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ def create_app(config: PlantConfig, *, scenario: str | Path | None = None) -> St
     app.state.hub = hub
     app.state.auth = auth
     app.state.auditor = auditor
+    app.state.login_failures = FailureWindow(limit=5, window=60.0)
     app.state.alarms = None
     app.state.announce_alarms = hub.announce
     return app

@@ -220,7 +220,19 @@ def load_config(path: str | Path | None = None) -> PlantConfig:
         text = p.read_text("utf-8")
     except OSError as err:
         raise ConfigError(str(p), [("<file>", f"cannot read: {err.strerror or err}")]) from err
-    return parse_config(text, source=str(p))
+    return _relative_to(parse_config(text, source=str(p)), p.resolve().parent)
+
+
+def _relative_to(config: PlantConfig, base: Path) -> PlantConfig:
+    """Relative paths in a config file mean relative to that file, wherever `scada` runs
+    (so `scada users add` and `scada serve` always open the same stores)."""
+    server = config.server
+    if not Path(server.data_dir).is_absolute():
+        server = server.model_copy(update={"data_dir": str(base / server.data_dir)})
+    simulator = config.simulator
+    if simulator.scenario and not Path(simulator.scenario).is_absolute():
+        simulator = simulator.model_copy(update={"scenario": str(base / simulator.scenario)})
+    return config.model_copy(update={"server": server, "simulator": simulator})
 
 
 def parse_config(text: str, *, source: str = "<config>") -> PlantConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -13,12 +14,18 @@ from starlette.routing import Route
 from scada.auth.store import AuthError, AuthStore
 from scada.auth.web import COOKIE, Auditor, Identity, effective_identity, identity_dict, requires
 from scada.config import PlantConfig
+from scada.ratelimit import FailureWindow
 from scada.timefmt import parse_time
 
 
 def _store(request: Request) -> AuthStore:
     store: AuthStore = request.app.state.auth
     return store
+
+
+def _failures(request: Request) -> FailureWindow:
+    failures: FailureWindow = request.app.state.login_failures
+    return failures
 
 
 def _auditor(request: Request) -> Auditor:
@@ -51,9 +58,29 @@ async def login(request: Request) -> Response:
     config: PlantConfig = request.app.state.config
     body = await _body(request)
     name, password = str(body.get("username", "")), str(body.get("password", ""))
-    identity = await asyncio.to_thread(_store(request).verify_login, name, password)
     address = request.state.client_address
+    wait = _failures(request).blocked_for(address, time.monotonic())
+    if wait > 0:
+        await _auditor(request).record(
+            user=name[:64] or "-",
+            role="-",
+            address=address,
+            action="login",
+            target=name[:64],
+            result="throttled",
+        )
+        return JSONResponse(
+            {
+                "ok": False,
+                "error": "too_many_attempts",
+                "message": f"too many failed logins; try again in {wait:.0f} s",
+            },
+            status_code=429,
+            headers={"Retry-After": str(int(wait) + 1)},
+        )
+    identity = await asyncio.to_thread(_store(request).verify_login, name, password)
     if identity is None:
+        _failures(request).fail(address, time.monotonic())
         await _auditor(request).record(
             user=name[:64] or "-",
             role="-",
@@ -63,6 +90,7 @@ async def login(request: Request) -> Response:
             result="failed",
         )
         return _error(401, "bad_credentials", "wrong user name or password")
+    _failures(request).succeed(address)
     secret, expires = await asyncio.to_thread(
         _store(request).create_session, identity.name, config.auth.session_hours
     )

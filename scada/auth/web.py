@@ -77,7 +77,8 @@ def client_address(scope: Scope, headers: dict[str, str], proxies: list[str]) ->
 def request_scheme(scope: Scope, headers: dict[str, str], proxies: list[str]) -> str:
     peer = _peer(scope)
     if _trusted(peer, proxies) and headers.get("x-forwarded-proto"):
-        return headers["x-forwarded-proto"].split(",")[0].strip().lower()
+        # The last value is the one our proxy set; earlier ones came from the client side.
+        return headers["x-forwarded-proto"].split(",")[-1].strip().lower()
     scheme = str(scope.get("scheme", "http"))
     return {"ws": "http", "wss": "https"}.get(scheme, scheme)
 

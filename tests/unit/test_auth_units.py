@@ -68,3 +68,18 @@ def test_token_bucket_refuses_then_reports_abuse_and_forgives() -> None:
     assert bucket.take(0.0) == TokenBucket.ABUSE
     assert bucket.take(10.0) == TokenBucket.OK  # refilled: forgiven
     assert bucket.refused == 0
+
+
+def test_failure_window_throttles_and_forgives() -> None:
+    from scada.ratelimit import FailureWindow
+
+    window = FailureWindow(limit=3, window=60.0)
+    for t in (0.0, 1.0, 2.0):
+        assert window.blocked_for("a", t) == 0.0
+        window.fail("a", t)
+    assert window.blocked_for("a", 3.0) == 57.0
+    assert window.blocked_for("b", 3.0) == 0.0  # per address
+    assert window.blocked_for("a", 60.5) == 0.0  # the oldest failure left the window
+    window.fail("a", 61.0)
+    window.succeed("a")
+    assert window.blocked_for("a", 61.0) == 0.0
