@@ -86,9 +86,12 @@ def test_first_start_creates_admin_once_and_login_works(server_factory: Any) -> 
     records = audit(server, action="login")
     assert [r["result"] for r in records[:2]] == ["failed", "ok"]
     # A password guesser is throttled by the service itself, not only by a proxy.
-    statuses = [httpx.post(f"{server.http}/api/login",
-                           json={"username": "admin", "password": f"guess{i}"}).status_code
-                for i in range(6)]
+    statuses = [
+        httpx.post(
+            f"{server.http}/api/login", json={"username": "admin", "password": f"guess{i}"}
+        ).status_code
+        for i in range(6)
+    ]
     assert statuses[:4] == [401] * 4 and statuses[-1] == 429
     assert any(r["result"] == "throttled" for r in audit(server, action="login"))
     assert password not in server.log().replace(f"admin / {password}", "")
