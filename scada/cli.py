@@ -6,11 +6,15 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from scada import __version__
 from scada.config import PlantConfig, load_config
 from scada.errors import ConfigError
+
+if TYPE_CHECKING:
+    from scada.auth.store import AuthStore
 
 EXIT_CONFIG = 2
 
@@ -125,7 +129,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def _auth_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _auth_store(args: argparse.Namespace) -> AuthStore:
     from scada.app import open_auth_store
 
     return open_auth_store(_load(args.config))
@@ -142,96 +146,72 @@ def _read_password(args: argparse.Namespace) -> str:
     return first
 
 
-def cmd_users(args: argparse.Namespace) -> int:
+def _run_auth_command(args: argparse.Namespace, action: Callable[[AuthStore], str]) -> int:
+    """Open the config's auth store, run one user/token action, audit it as the CLI."""
     from scada.auth.store import AuthError
 
     store = _auth_store(args)
     try:
-        if args.action == "list":
-            for user in store.list_users():
-                state = "disabled" if user["disabled"] else "active"
-                print(f"{user['name']:<20} {user['role']:<9} {state}")
-        elif args.action == "add":
-            store.add_user(args.name, args.role, _read_password(args))
-            store.audit(
-                user="cli",
-                role="admin",
-                address="local",
-                action="user_add",
-                target=args.name,
-                result="ok",
-                detail=f"role {args.role}",
-            )
-            print(f"added {args.name} ({args.role})")
-        elif args.action == "disable":
-            store.set_disabled(args.name, True)
-            store.audit(
-                user="cli",
-                role="admin",
-                address="local",
-                action="user_disable",
-                target=args.name,
-                result="ok",
-            )
-            print(f"disabled {args.name}; their sessions are ended")
-        elif args.action == "passwd":
-            store.set_password(args.name, _read_password(args))
-            store.audit(
-                user="cli",
-                role="admin",
-                address="local",
-                action="user_passwd",
-                target=args.name,
-                result="ok",
-            )
-            print(f"password of {args.name} changed")
+        print(action(store))
     except AuthError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:
         store.close()
     return 0
+
+
+def _audit_cli(store: AuthStore, action: str, target: str, detail: str = "") -> None:
+    store.audit(
+        user="cli",
+        role="admin",
+        address="local",
+        action=action,
+        target=target,
+        result="ok",
+        detail=detail,
+    )
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    def act(store: AuthStore) -> str:
+        if args.action == "list":
+            return "\n".join(
+                f"{u['name']:<20} {u['role']:<9} {'disabled' if u['disabled'] else 'active'}"
+                for u in store.list_users()
+            )
+        if args.action == "add":
+            store.add_user(args.name, args.role, _read_password(args))
+            _audit_cli(store, "user_add", args.name, f"role {args.role}")
+            return f"added {args.name} ({args.role})"
+        if args.action == "disable":
+            store.set_disabled(args.name, True)
+            _audit_cli(store, "user_disable", args.name)
+            return f"disabled {args.name}; their sessions are ended"
+        store.set_password(args.name, _read_password(args))
+        _audit_cli(store, "user_passwd", args.name)
+        return f"password of {args.name} changed"
+
+    return _run_auth_command(args, act)
 
 
 def cmd_tokens(args: argparse.Namespace) -> int:
-    from scada.auth.store import AuthError
-
-    store = _auth_store(args)
-    try:
+    def act(store: AuthStore) -> str:
         if args.action == "create":
             token_id, secret = store.create_token(args.name, args.role, "cli")
-            store.audit(
-                user="cli",
-                role="admin",
-                address="local",
-                action="token_create",
-                target=f"{token_id} {args.name}",
-                result="ok",
-                detail=f"role {args.role}",
+            _audit_cli(store, "token_create", f"{token_id} {args.name}", f"role {args.role}")
+            return f"token {token_id} ({args.name}, {args.role}); shown only now:\n{secret}"
+        if args.action == "list":
+            return "\n".join(
+                f"{t['id']:>4} {t['name']:<20} {t['role']:<9} "
+                f"{'revoked' if t['revoked'] else 'active'}"
+                for t in store.list_tokens()
             )
-            print(f"token {token_id} ({args.name}, {args.role}); shown only now:")
-            print(secret)
-        elif args.action == "list":
-            for t in store.list_tokens():
-                state = "revoked" if t["revoked"] else "active"
-                print(f"{t['id']:>4} {t['name']:<20} {t['role']:<9} {state}")
-        elif args.action == "revoke":
-            store.revoke_token(args.id)
-            store.audit(
-                user="cli",
-                role="admin",
-                address="local",
-                action="token_revoke",
-                target=str(args.id),
-                result="ok",
-            )
-            print(f"revoked token {args.id}")
-    except AuthError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        store.close()
-    return 0
+        store.revoke_token(args.id)
+        _audit_cli(store, "token_revoke", str(args.id))
+        return f"revoked token {args.id}"
+
+    return _run_auth_command(args, act)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ws-compression",
         choices=["off", "per-client", "shared"],
         default=None,
-        help="permessage-deflate for clients that offer it (default: off; see docs/performance.md)",
+        help="permessage-deflate for clients that offer it (default: shared; see docs/performance.md)",
     )
     p.set_defaults(func=cmd_serve)
 
