@@ -1,0 +1,116 @@
+"""scada.client.PlantClient against a real server: frames, subscribe, requests, reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import httpx
+
+from scada.client import MAX_DELAY_S, PlantClient, backoff_delay
+from scada.watch import render
+from tests.conftest import ServerProcess
+
+
+def test_backoff_grows_by_1_3_from_1_s_to_10_s_with_jitter() -> None:
+    rng = random.Random(1)
+    for attempt, base in [(0, 1.0), (1, 1.3), (2, 1.69), (20, MAX_DELAY_S)]:
+        delays = [backoff_delay(attempt, rng) for _ in range(200)]
+        assert min(delays) >= base * 0.8 and max(delays) <= base * 1.2
+        assert max(delays) - min(delays) > base * 0.2  # jitter spreads reconnect storms
+
+
+def test_client_streams_subscribes_and_reconnects_after_a_restart(
+    open_server: ServerProcess,
+) -> None:
+    server = open_server
+
+    async def main() -> None:
+        client = PlantClient(server.ws)
+        await client.connect()
+        kinds: list[str] = []
+        async for frame in client:
+            kinds.append(frame["type"])
+            if kinds.count("production_data") == 3:
+                break
+        assert kinds[:2] == ["connected", "snapshot"]
+        await client.subscribe(lines=["5"])
+        seen: set[str] = set()
+        async for frame in client:
+            if frame["type"] == "production_data":
+                seen = {s["production_line_id"] for s in frame["data"]}
+                if seen == {"5"}:
+                    break
+        # A request with a reply, answered while the iteration reads frames.
+        reply_task = asyncio.create_task(client.request("heartbeat", {"x": 1}))
+        async for _frame in client:
+            if reply_task.done():
+                break
+        assert reply_task.result()["ok"] is True
+
+        await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(server.start)
+        after: list[dict[str, Any]] = []
+        async for frame in client:
+            after.append(frame)
+            if frame["type"] == "production_data":
+                break
+        assert client.connects == 2
+        types = [f["type"] for f in after]
+        assert "connected" in types and types.index("connected") < types.index("production_data")
+        # The subscription was sent again on the new connection.
+        assert {s["production_line_id"] for s in after[-1]["data"]} == {"5"}
+        await client.close()
+
+    asyncio.run(main())
+
+
+def test_client_resume_brings_missed_alarm_events(open_server: ServerProcess) -> None:
+    server = open_server
+
+    async def main() -> None:
+        async with PlantClient(server.ws) as client:
+            async for frame in client:
+                if frame["type"] == "snapshot":
+                    break
+            cursor_before = client.alarm_cursor
+            r = httpx.post(
+                f"{server.http}/api/simulator/faults",
+                json={"line": "1", "kind": "sensor_dropout", "tag": "diameter"},
+            )
+            assert r.status_code == 201
+            async for frame in client:
+                if frame["type"] == "alarm" and frame["data"]["alarm"] == "line1.diameter.quality":
+                    break
+            assert client.alarm_cursor is not None and client.alarm_cursor > (cursor_before or 0)
+
+    asyncio.run(main())
+
+
+def test_watch_render_shows_lines_quality_and_alarms() -> None:
+    lines = {
+        "1": {
+            "production_line_id": "1",
+            "quality": "bad",
+            "state": "running",
+            "body_temperatures": [180.0, 185.0, None, 195.0],
+            "diameter": None,
+            "die_temperature": 200.0,
+            "line_speed": 25.0,
+            "motor_current": 80.0,
+            "melt_pressure": 210.0,
+        }
+    }
+    alarms = {
+        "line1.diameter.quality": {
+            "state": "unacked_active",
+            "severity": "high",
+            "message": "Line 1: diameter bad",
+            "raised_at": "x",
+        }
+    }
+    text = render(lines, alarms, "connected")
+    assert "connected" in text and "running" in text and "bad" in text
+    assert "—" in text  # missing values are shown as missing, not as numbers
+    assert "alarms: 1" in text and "Line 1: diameter bad" in text
