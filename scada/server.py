@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 HARD_FRAME_LIMIT_FACTOR = 4
 # permessage-deflate for clients that offer it: "off", "per-client" (a compression context
 # per connection, like uvicorn's default) or "shared" (each frame compressed once per tick).
-DEFAULT_COMPRESSION = "off"
+DEFAULT_COMPRESSION = "shared"
 TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s\"']+", re.IGNORECASE)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

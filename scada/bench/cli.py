@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=None, help="client processes (default: 1 per 750)"
     )
     p.add_argument("--url", help="measure a running server (ws://HOST:PORT/ws) instead")
+    p.add_argument("--server-pid", type=int, help="with --url on this box: its pid, for CPU/RSS")
     p.add_argument(
         "--targets",
         default="scada,naive,bare",
@@ -62,7 +63,7 @@ def run_fanout(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
     results: dict[str, FanoutResult] = {}
     if args.url:
         results["url"] = measure(
-            external(args.url),
+            external(args.url, args.server_pid),
             clients=args.clients,
             seconds=args.seconds,
             workers=workers,
@@ -115,8 +116,8 @@ def compression_ratios(results: dict[str, FanoutResult]) -> dict[str, float | No
     return out
 
 
-def external(url: str) -> ServerUnderTest:
-    raise SystemExit("--url: not implemented yet")
+def external(url: str, pid: int | None) -> ServerUnderTest:
+    return ServerUnderTest.from_url(url, pid)
 
 
 def render_fanout(doc: dict[str, Any]) -> str:

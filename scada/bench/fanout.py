@@ -65,6 +65,7 @@ def summarize(
     rss_kb_per_connection: float | None = None,
     health: dict[str, Any] | None = None,
     slow_drop_s: float | None = None,
+    cpu_known: bool = True,
 ) -> FanoutResult:
     """Pure: turn what the clients received into the reported figures."""
     rates = np.asarray(frames, dtype=float) / seconds if frames else np.zeros(1)
@@ -91,7 +92,7 @@ def summarize(
         seq_gaps=gaps,
         closed_by_server=closed,
         cpu_s=cpu_s,
-        cpu_us_per_frame=cpu_s / total * 1e6 if total else None,
+        cpu_us_per_frame=cpu_s / total * 1e6 if total and cpu_known else None,
         bytes_per_frame=wire_bytes / total if total else None,
         rss_mb=rss_mb,
         rss_kb_per_connection=rss_kb_per_connection,
@@ -130,9 +131,9 @@ def measure(
         for i, n in enumerate(share):
             parent, child = ctx.Pipe()
             spec = WorkerSpec(
-                "127.0.0.1",
+                server.host,
                 server.port,
-                "/ws",
+                server.path,
                 n,
                 deflate=deflate,
                 slow_client=slow_client and i == 0 and server.kind == "scada",
@@ -149,7 +150,7 @@ def measure(
             say(f"{server.label}: {connected}/{clients} connected")
         time.sleep(2.0)
         rss_after = rss_kb(server.pid)
-        per_conn = (rss_after - rss_before) / clients if clients else None
+        per_conn = (rss_after - rss_before) / connected if connected and server.pid else None
         start = time.time() + 1.0
         end = start + seconds
         for _, pipe in procs:
@@ -209,6 +210,7 @@ def measure(
             closed=closed,
             cpu_s=cpu_s,
             rss_mb=rss / 1024,
+            cpu_known=server.pid is not None,
             rss_kb_per_connection=per_conn,
             health=health,
             slow_drop_s=drop_s,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +27,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/<pid>/stat."""
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of a process, from /proc/<pid>/stat (0 when it is not on this box)."""
+    if pid is None:
+        return 0.0
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def rss_kb(pid: int) -> int:
+def rss_kb(pid: int | None) -> int:
+    if pid is None:
+        return 0
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KB
 
 
@@ -51,19 +56,36 @@ class ServerUnderTest:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     workdir: tempfile.TemporaryDirectory[str] | None = None
+    url: str | None = None  # `--url`: a running server, measured from the outside
+    external_pid: int | None = None  # its pid, when it runs on this box (CPU and RSS)
+    host: str = "127.0.0.1"
+    path: str = "/ws"
+
+    @classmethod
+    def from_url(cls, url: str, pid: int | None = None) -> ServerUnderTest:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "ws" or not parts.hostname:
+            raise SystemExit(f"--url: expected ws://HOST:PORT/PATH, got {url!r}")
+        return cls(
+            "url",
+            url=url,
+            external_pid=pid,
+            host=parts.hostname,
+            port=parts.port or 80,
+            path=parts.path or "/",
+        )
 
     @property
     def label(self) -> str:
         return self.kind if self.compression is None else f"{self.kind}/{self.compression}"
 
     @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+    def pid(self) -> int | None:
+        return self.external_pid if self.url else self.proc.pid if self.proc else None
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
         config = ["--config", self.config] if self.config else []
@@ -90,6 +112,8 @@ class ServerUnderTest:
         ]
 
     def start(self, timeout: float = 30.0) -> None:
+        if self.url:
+            return
         self.workdir = tempfile.TemporaryDirectory(prefix="scada-bench-")
         with Path(self.workdir.name, "server.log").open("wb") as log:
             self.proc = subprocess.Popen(
@@ -119,7 +143,7 @@ class ServerUnderTest:
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     def health(self) -> dict[str, Any] | None:
-        if self.kind != "scada":
+        if self.kind not in ("scada", "url"):
             return None
         try:
             data: dict[str, Any] = get_json(f"{self.http}/health/websocket")
