@@ -181,11 +181,14 @@ class Broadcaster:
             sink = client.sink
             framing = sink.framing
             if framing == PLAIN:
+                if sink.dead:
+                    continue
                 head = heads.get(len(tail))
                 if head is None:
                     head = heads[len(tail)] = frame_header(len(prefix) + len(tail)) + prefix
                 frame = head + tail
-                ok = sink.write_frame(frame)
+                sink.send(frame)  # the hot path: one attribute check, one transport write
+                ok = True
             elif framing == SHARED_DEFLATE:
                 if deflated is None:
                     deflated = deflate_prefix(prefix)

@@ -84,6 +84,13 @@ def stored_tail(tail: bytes) -> bytes:
 class FrameSink(Protocol):
     framing: int  # PLAIN, SHARED_DEFLATE or OTHER
 
+    @property
+    def dead(self) -> bool:
+        """The connection takes no more frames."""
+
+    def send(self, frame: bytes) -> object:
+        """Write a finished frame without checks (the caller checked `dead`)."""
+
     def write(self, payload: bytes) -> bool:
         """Queue one text message; False when the connection is already gone."""
 
@@ -136,7 +143,32 @@ class ScadaWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:
-            scope["extensions"]["scada.sink"] = TransportSink(self)
+            self.sink = TransportSink(self)
+            scope["extensions"]["scada.sink"] = self.sink
+
+    # Every way the connection stops taking frames marks the sink dead, so the broadcast hot
+    # path checks one attribute instead of calling into the transport per client.
+    sink: TransportSink | None = None
+
+    def _mark_dead(self) -> None:
+        if self.sink is not None:
+            self.sink.dead = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._mark_dead()
+        super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        self._mark_dead()
+        super().shutdown()
+
+    def handle_close(self, event: Any) -> None:
+        self._mark_dead()
+        super().handle_close(event)
+
+    def handle_parser_exception(self) -> None:
+        self._mark_dead()
+        super().handle_parser_exception()
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -155,11 +187,23 @@ class TransportSink:
     window), or OTHER (per-client deflate: `write` compresses every message on its own).
     """
 
-    __slots__ = ("_acked", "_stalled_since", "deflate", "framing", "proto", "sock", "transport")
+    __slots__ = (
+        "_acked",
+        "_stalled_since",
+        "dead",
+        "deflate",
+        "framing",
+        "proto",
+        "send",
+        "sock",
+        "transport",
+    )
 
     def __init__(self, proto: ScadaWebSocketProtocol) -> None:
         self.proto = proto
         self.transport = proto.transport
+        self.dead = False  # set once the connection stops taking frames
+        self.send = self.transport.write  # bound once: the fan-out calls it per client
         self.sock = self.transport.get_extra_info("socket")
         self._acked = -1
         self._stalled_since: float | None = None
@@ -176,7 +220,7 @@ class TransportSink:
                     self.framing = OTHER
 
     def write(self, payload: bytes) -> bool:
-        if self.proto.close_sent or self.transport.is_closing():
+        if self.dead or self.proto.close_sent or self.transport.is_closing():
             return False
         if self.deflate is not None:
             data = self.deflate.encode(Frame(Opcode.TEXT, payload)).data
@@ -186,10 +230,10 @@ class TransportSink:
         return True
 
     def write_frame(self, frame: bytes) -> bool:
-        """Write a finished frame (header included): the broadcast hot path."""
-        if self.proto.close_sent or self.transport.is_closing():
+        """Write a finished frame (header included)."""
+        if self.dead or self.proto.close_sent or self.transport.is_closing():
             return False
-        self.transport.write(frame)
+        self.send(frame)
         return True
 
     def buffered(self) -> int:
@@ -231,6 +275,7 @@ class TransportSink:
     def close(self, code: int, reason: str) -> None:
         """Send a close frame behind whatever is queued; cut the connection if it never drains."""
         proto = self.proto
+        self.dead = True
         if proto.close_sent or self.transport.is_closing():
             return
         try:
@@ -260,6 +305,13 @@ class AsgiSink:
         self._task = asyncio.create_task(self._writer())
 
     framing = OTHER
+
+    @property
+    def dead(self) -> bool:
+        return self._closed
+
+    def send(self, frame: bytes) -> object:
+        return self.write_frame(frame)
 
     def write_frame(self, frame: bytes) -> bool:
         return self.write(frame_payload(frame))
