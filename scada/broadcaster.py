@@ -57,7 +57,9 @@ class Client:
     last_write: float = field(default_factory=time.monotonic)
     closed: bool = False
     frames: int = 0
-    session: str | None = None  # digest of the login session, to close it at logout
+    snapshot_cursor: int = 0  # alarm cursor of the last snapshot sent (live events follow it)
+    resuming: bool = False
+    session: str | None = None  # digest of the login session or token, to close it at logout
     expires: float | None = None  # epoch seconds when the credentials run out
 
     @property

@@ -204,7 +204,8 @@ class PlantClient:
         elif kind == "snapshot" and isinstance(data, dict):
             cursor = data.get("alarm_cursor")
             if isinstance(cursor, int):
-                self.alarm_cursor = max(self.alarm_cursor or 0, cursor)
+                # As given: after a journal reset the server's cursor may be lower than ours.
+                self.alarm_cursor = cursor
         elif kind == "reply" and isinstance(data, dict):
             future = self._pending.get(data.get("id"))
             if future is not None and not future.done():

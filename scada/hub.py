@@ -6,6 +6,7 @@ per-connection `seq` order holds whatever mix of broadcast and replies is writte
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 CLOSE_POLICY = 1008
+CLOSE_ERROR = 1011
+# A client further behind than this many alarm events gets a fresh snapshot instead of a
+# replay, so one resume can never hold up the others.
+MAX_REPLAY = 10_000
+RECHECK_S = 5.0  # open sockets' credentials are re-checked this often
 
 
 class Hub:
@@ -39,6 +45,8 @@ class Hub:
         self.broadcaster = runtime.broadcaster
         self.handler = MessageHandler(self, max_bytes=self.config.server.max_message_bytes)
         self.auditor = auditor
+        self._next_recheck = 0.0
+        self._rechecking = False
         runtime.on_tick(self._expire_sessions)
 
     @property
@@ -155,8 +163,17 @@ class Hub:
                     )
                     client.sink.close(CLOSE_POLICY, "message rate limit")
                     break
+                if client.closed:
+                    break  # closed (logout, expiry, slow) while this message waited
                 text = message.get("text")
-                await self.handler.handle(client, text if text is not None else message["bytes"])
+                try:
+                    await self.handler.handle(
+                        client, text if text is not None else message["bytes"]
+                    )
+                except Exception:
+                    log.exception("handling a message from client %s failed", client.id)
+                    client.sink.close(CLOSE_ERROR, "server error")
+                    break
         finally:
             self.broadcaster.remove(client)
 
@@ -188,7 +205,9 @@ class Hub:
 
     def send_snapshot(self, client: Client, *, recovered: bool | None = None) -> None:
         lines = None if client.lines is None else [i for i in self.line_ids if i in client.lines]
-        client.send("snapshot", self.snapshot(recovered=recovered, lines=lines))
+        snapshot = self.snapshot(recovered=recovered, lines=lines)
+        client.snapshot_cursor = snapshot["alarm_cursor"]
+        client.send("snapshot", snapshot)
 
     # -- Services for the message handler ------------------------------------------------
 
@@ -198,8 +217,28 @@ class Hub:
         self.broadcaster.resubscribe(client, lines, types)
 
     async def resume(self, client: Client, cursor: int) -> None:
+        """Replay what the client missed before this connection's snapshot, then a snapshot.
+
+        Events after `client.snapshot_cursor` already reached it live on this connection, so
+        they are not sent twice. A cursor too far behind gets the snapshot alone.
+        """
         alarms = self.runtime.alarms
-        missed = await alarms.replay(cursor) if alarms is not None else []
+        if alarms is None:
+            self.send_snapshot(client, recovered=False)
+            return
+        if client.resuming:
+            raise RequestError("busy", "a resume is already running on this connection")
+        upto = client.snapshot_cursor
+        if upto - cursor > MAX_REPLAY:
+            self.send_snapshot(client, recovered=False)
+            return
+        client.resuming = True
+        try:
+            missed = await alarms.replay_range(cursor, upto)
+        finally:
+            client.resuming = False
+        if client.closed:
+            return
         if missed is None:
             self.send_snapshot(client, recovered=False)
             return
@@ -270,6 +309,26 @@ class Hub:
             client.sink.close(CLOSE_POLICY, reason)
             self.broadcaster.remove(client)
 
+    async def _recheck_credentials(self) -> None:
+        """Close sockets whose session or token was revoked, even by another process."""
+        auth = self.auditor.store if self.auditor is not None else None
+        digests = list({c.session for c in self.broadcaster.active() if c.session})
+        if auth is None or not digests:
+            return
+        try:
+            valid = await asyncio.to_thread(auth.still_valid, digests)
+        except Exception:
+            log.exception("credential re-check failed")
+            return
+        self._close_where(
+            lambda c: c.session is not None and c.session not in valid, "credentials revoked"
+        )
+
     def _expire_sessions(self) -> None:
         now = time.time()
+        if now >= self._next_recheck and not self._rechecking:
+            self._next_recheck = now + RECHECK_S
+            self._rechecking = True
+            task = asyncio.create_task(self._recheck_credentials())
+            task.add_done_callback(lambda _t: setattr(self, "_rechecking", False))
         self._close_where(lambda c: c.expires is not None and c.expires <= now, "session expired")

@@ -58,5 +58,9 @@ class FailureWindow:
             self._failures.pop(next(iter(self._failures)))  # bounded memory under a spray
         self._failures.setdefault(key, []).append(now)
 
-    def succeed(self, key: str) -> None:
-        self._failures.pop(key, None)
+    def forgive_one(self, key: str) -> None:
+        """A successful attempt takes back its own mark only: a guesser who also owns an
+        account cannot reset the count by logging in between guesses."""
+        times = self._failures.get(key)
+        if times:
+            times.pop()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +21,7 @@ import numpy as np
 from drivers.base import DriverContext, create_driver
 from scada.broadcaster import Broadcaster
 from scada.config import PlantConfig
+from scada.errors import ScadaError
 from scada.history import HistoryRing
 from scada.poller import Poller
 from scada.samples import SampleEncoder
@@ -29,6 +32,11 @@ from simulators.runtime import SimulatedPlant
 from simulators.scenario import load_scenario
 
 log = logging.getLogger(__name__)
+
+
+class JournalFailure(ScadaError):
+    """The alarm service could not evaluate or commit a tick's events."""
+
 
 PRUNE_EVERY_S = 3600.0  # journal retention is applied this often
 
@@ -92,16 +100,27 @@ class Runtime:
         # always lands between two ticks, never racing one (which loses ~4% of frames).
         deadline = loop.time() - self.interval / 2
         stats = self.broadcaster.stats
+        failing = 0
         while True:
             deadline += self.interval
             started = loop.time()
             try:
                 await self.tick()
+                if failing:
+                    log.info("broadcast ticks recovered after %d failed tick(s)", failing)
+                    failing = 0
             except asyncio.CancelledError:
                 raise
+            except JournalFailure as err:
+                # Going on would announce alarms that are on no record: stop instead.
+                log.critical("alarm journal write failed (%s); stopping the server", err.__cause__)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             except Exception:
                 stats.errors += 1
-                log.exception("broadcast tick failed")
+                if not failing:  # one traceback per streak, not ten a second
+                    log.exception("broadcast tick failed")
+                failing += 1
             finished = loop.time()
             stats.tick_ms.append((finished - started) * 1000)
             stats.ticks += 1
@@ -124,7 +143,10 @@ class Runtime:
         stamp = iso_ms(now)
         if self.alarms is not None:
             # Committed to the journal before anyone is told, and sent before production data.
-            events = await self.alarms.tick(now, store.values, store.quality, self.device_ok())
+            try:
+                events = await self.alarms.tick(now, store.values, store.quality, self.device_ok())
+            except Exception as err:
+                raise JournalFailure from err
             if events:
                 self.broadcaster.publish_alarms(events, stamp)
         dirty = store.take_dirty()

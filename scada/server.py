@@ -7,6 +7,7 @@ import logging
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -32,8 +33,10 @@ class RedactTokens(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "token=" in message.lower():
-            record.msg = TOKEN_IN_TEXT.sub(r"\1<redacted>", message)
+        # Decoded first: `?%74oken=` is a token to the query parser too.
+        decoded = unquote(message)
+        if "token=" in decoded.lower():
+            record.msg = TOKEN_IN_TEXT.sub(r"\1<redacted>", decoded)
             record.args = ()
         return True
 

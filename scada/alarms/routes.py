@@ -138,10 +138,17 @@ async def acknowledge(request: Request) -> JSONResponse:
     comment = await _comment(request)
     if comment is None:
         return _bad('body must be JSON like {"comment": "..."}')
+    if len(comment) > MAX_COMMENT:
+        return _bad(f"comment is over {MAX_COMMENT} characters")
+    auditor = getattr(request.app.state, "auditor", None)
     try:
         events = await _service(request).ack(occurrence_id, _user(request), comment)
     except AlarmRequestError as err:
+        if auditor is not None:
+            await auditor.request(request, "ack", str(occurrence_id), err.code, err.message)
         return _bad(err.message, err.code, STATUS.get(err.code, 400))
+    if auditor is not None:
+        await auditor.request(request, "ack", str(occurrence_id), "ok", comment)
     announce = getattr(request.app.state, "announce_alarms", None)
     if announce is not None:
         result = announce(events)
@@ -150,9 +157,17 @@ async def acknowledge(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True, "events": events})
 
 
+MAX_COMMENT = 2000  # as on the WebSocket: comments travel in every snapshot
+MAX_BODY = 16_384
+
+
 async def _comment(request: Request) -> str | None:
     """The `comment` of the JSON body; an empty body means no comment. None: malformed."""
-    body = await request.body()
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return None
     if not body.strip():
         return ""
     try:

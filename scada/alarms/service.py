@@ -110,6 +110,26 @@ class AlarmService:
                     return out
                 cursor = page[-1].event_id or cursor
 
+    async def replay_range(self, cursor: int, upto: int) -> list[dict[str, Any]] | None:
+        """Committed events with cursor < event_id <= upto, in order; None if pruned.
+
+        No lock: every event up to `upto` is already committed and ids never change, so this
+        read cannot see a half-written page, and the tick never waits for it.
+        """
+        out: list[dict[str, Any]] = []
+        while cursor < upto:
+            page = await asyncio.to_thread(self.journal.since, cursor, REPLAY_PAGE)
+            if page is None:
+                return None
+            for event in page:
+                if (event.event_id or 0) > upto:
+                    return out
+                out.append(event.to_wire())
+            if len(page) < REPLAY_PAGE:
+                break
+            cursor = page[-1].event_id or upto
+        return out
+
     async def history(
         self,
         *,

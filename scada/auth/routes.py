@@ -33,12 +33,21 @@ def _auditor(request: Request) -> Auditor:
     return auditor
 
 
+MAX_BODY = 16_384  # logins, users and tokens are small; nothing unauthenticated reads more
+
+
 async def _body(request: Request) -> dict[str, Any]:
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            return {}
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        form = await request.form()
-        return {k: str(v) for k, v in form.items()}
+        from urllib.parse import parse_qsl
+
+        return dict(parse_qsl(raw.decode("utf-8", "replace")))
     try:
-        data = orjson.loads(await request.body() or b"{}")
+        data = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError:
         return {}
     return data if isinstance(data, dict) else {}
@@ -55,6 +64,8 @@ async def login_page(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
+    if not request.state.origin_ok:
+        return _error(403, "forbidden_origin", "cross-site login refused")
     config: PlantConfig = request.app.state.config
     body = await _body(request)
     name, password = str(body.get("username", "")), str(body.get("password", ""))
@@ -78,9 +89,10 @@ async def login(request: Request) -> Response:
             status_code=429,
             headers={"Retry-After": str(int(wait) + 1)},
         )
+    # Counted before the (slow) check, so parallel guesses cannot all slip through.
+    _failures(request).fail(address, time.monotonic())
     identity = await asyncio.to_thread(_store(request).verify_login, name, password)
     if identity is None:
-        _failures(request).fail(address, time.monotonic())
         await _auditor(request).record(
             user=name[:64] or "-",
             role="-",
@@ -90,7 +102,7 @@ async def login(request: Request) -> Response:
             result="failed",
         )
         return _error(401, "bad_credentials", "wrong user name or password")
-    _failures(request).succeed(address)
+    _failures(request).forgive_one(address)
     secret, expires = await asyncio.to_thread(
         _store(request).create_session, identity.name, config.auth.session_hours
     )
@@ -121,6 +133,8 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
+    if not request.state.origin_ok:
+        return _error(403, "forbidden_origin", "cross-site logout refused")
     secret = request.cookies.get(COOKIE)
     identity = effective_identity(request, request.app.state.config)
     if secret:
@@ -191,9 +205,10 @@ async def create_token(request: Request) -> Response:
 async def revoke_token(request: Request) -> Response:
     try:
         token_id = int(request.path_params["token_id"])
-        await asyncio.to_thread(_store(request).revoke_token, token_id)
+        digest = await asyncio.to_thread(_store(request).revoke_token, token_id)
     except (ValueError, AuthError) as err:
         return _error(404, "unknown_token", str(err))
+    request.app.state.hub.close_session(digest, "token revoked")
     await _auditor(request).request(request, "token_revoke", str(token_id), "ok")
     return JSONResponse({"ok": True})
 

@@ -7,6 +7,7 @@ tokens) are stored only as SHA-256 digests; passwords only as scrypt hashes.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
@@ -59,6 +60,11 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password("not a real password")
 
 
 class AuthError(ScadaError):
@@ -158,6 +164,7 @@ class AuthStore:
         )
         if cur.rowcount == 0:
             raise AuthError(f"no user {name!r}")
+        self._write("DELETE FROM sessions WHERE user = ?", name)  # log in again everywhere
 
     def set_disabled(self, name: str, disabled: bool = True) -> None:
         cur = self._write("UPDATE users SET disabled = ? WHERE name = ?", int(disabled), name)
@@ -174,7 +181,7 @@ class AuthStore:
         row = self._one("SELECT role, password, disabled FROM users WHERE name = ?", name)
         if row is None:
             # Spend the same time as a real check, so timing does not reveal user names.
-            verify_password(password, hash_password("x" * 12))
+            verify_password(password, _dummy_hash())
             return None
         role, stored, disabled = row
         if not verify_password(password, stored) or disabled:
@@ -228,12 +235,13 @@ class AuthStore:
         )
         return int(cur.lastrowid or 0), secret
 
-    def revoke_token(self, token_id: int) -> None:
-        cur = self._write(
-            "UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL", time.time(), token_id
-        )
-        if cur.rowcount == 0:
+    def revoke_token(self, token_id: int) -> str:
+        """Revoke a token; returns its digest (the key its open connections carry)."""
+        row = self._one("SELECT digest FROM tokens WHERE id = ? AND revoked IS NULL", token_id)
+        if row is None:
             raise AuthError(f"no active token with id {token_id}")
+        self._write("UPDATE tokens SET revoked = ? WHERE id = ?", time.time(), token_id)
+        return str(row[0])
 
     def list_tokens(self) -> list[dict[str, Any]]:
         rows = self._all(
@@ -243,13 +251,28 @@ class AuthStore:
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def token_identity(self, secret: str) -> Identity | None:
+        digest = token_digest(secret)
         row = self._one(
-            "SELECT name, role FROM tokens WHERE digest = ? AND revoked IS NULL",
-            token_digest(secret),
+            "SELECT name, role FROM tokens WHERE digest = ? AND revoked IS NULL", digest
         )
-        return None if row is None else Identity(row[0], row[1], "token")
+        return None if row is None else Identity(row[0], row[1], "token", session=digest)
 
-    # -- audit ---------------------------------------------------------------------------
+    def still_valid(self, digests: list[str]) -> set[str]:
+        """Which of these session/token digests still grant access (one query per kind);
+        catches revocations and disabled users, also those made by the CLI."""
+        if not digests:
+            return set()
+        marks = ",".join("?" * len(digests))
+        sessions = self._all(
+            f"SELECT s.digest FROM sessions s JOIN users u ON u.name = s.user "
+            f"WHERE s.digest IN ({marks}) AND u.disabled = 0 AND s.expires > ?",
+            *digests,
+            time.time(),
+        )
+        tokens = self._all(
+            f"SELECT digest FROM tokens WHERE digest IN ({marks}) AND revoked IS NULL", *digests
+        )
+        return {row[0] for row in sessions} | {row[0] for row in tokens}
 
     def audit(
         self,

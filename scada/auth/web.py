@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from http.cookies import SimpleCookie
 from typing import Any
@@ -160,11 +161,45 @@ def effective_identity(conn: HTTPConnection, config: PlantConfig) -> Identity | 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+REFUSALS = frozenset(
+    {
+        "forbidden",
+        "unauthenticated",
+        "forbidden_origin",
+        "too_many_connections",
+        "throttled",
+        "failed",
+    }
+)
+REFUSAL_WINDOW_S = 10.0
+
+
 class Auditor:
-    """Writes audit records off the event loop (each is an fsync'ed insert)."""
+    """Writes audit records off the event loop (each is an fsync'ed insert).
+
+    Refusals repeat cheaply for an attacker and expensively for us, so the same refusal from
+    the same address is written once per REFUSAL_WINDOW_S; the next record written says how
+    many identical ones were folded into it.
+    """
 
     def __init__(self, store: AuthStore) -> None:
         self.store = store
+        self._folded: dict[tuple[str, str, str], tuple[float, int]] = {}
+
+    def _fold(self, address: str, action: str, result: str) -> int | None:
+        """None: skip this record. Otherwise how many identical ones were skipped before it."""
+        if result not in REFUSALS:
+            return 0
+        key = (address, action, result)
+        now = time.monotonic()
+        started, skipped = self._folded.get(key, (-REFUSAL_WINDOW_S, 0))
+        if now - started < REFUSAL_WINDOW_S:
+            self._folded[key] = (started, skipped + 1)
+            return None
+        if len(self._folded) > 10_000:
+            self._folded.clear()  # bounded memory under an address spray
+        self._folded[key] = (now, 0)
+        return skipped
 
     async def record(
         self,
@@ -177,6 +212,11 @@ class Auditor:
         result: str,
         detail: str = "",
     ) -> None:
+        skipped = self._fold(address, action, result)
+        if skipped is None:
+            return
+        if skipped:
+            detail = f"{detail} (+{skipped} identical refusals folded)".strip()
         try:
             await asyncio.to_thread(
                 self.store.audit,
@@ -216,6 +256,18 @@ def requires(role: str, endpoint: Endpoint, *, action: str | None = None) -> End
         identity = effective_identity(request, config)
         auditor: Auditor = request.app.state.auditor
         what = action or f"{request.method} {request.url.path}"
+        if request.method not in ("GET", "HEAD") and not request.state.origin_ok:
+            # A cross-site page may not make a browser change anything here (CSRF).
+            origin = request.headers.get("origin", "")
+            await auditor.request(request, what, request.url.path, "forbidden_origin", origin)
+            return JSONResponse(
+                {
+                    "ok": False,
+                    "error": "forbidden_origin",
+                    "message": f"origin {origin} not allowed",
+                },
+                status_code=403,
+            )
         if identity is None or isinstance(identity, Invalid):
             reason = identity.reason if isinstance(identity, Invalid) else "login required"
             await auditor.request(request, what, request.url.path, "unauthenticated", reason)

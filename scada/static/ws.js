@@ -112,7 +112,8 @@ export class PlantConnection {
       }
     } else if (frame.type === "snapshot") {
       if (frame.data && typeof frame.data.alarm_cursor === "number") {
-        this.alarmCursor = Math.max(this.alarmCursor ?? 0, frame.data.alarm_cursor);
+        // The server's cursor as given: after a journal reset it may be lower than ours.
+        this.alarmCursor = frame.data.alarm_cursor;
       }
     } else if (frame.type === "alarm") {
       if (frame.data && typeof frame.data.event_id === "number") {

@@ -329,3 +329,42 @@ def test_sigterm_sends_1012_to_every_client(server: ServerProcess) -> None:
     # uvicorn re-raises the signal after a clean shutdown, so the exit status is -SIGTERM.
     assert server.proc is not None and server.proc.wait(15) in (0, -signal.SIGTERM)
     assert "journal and audit closed" in server.log()
+
+
+def test_revoked_token_closes_its_open_socket(server: ServerProcess) -> None:
+    secret = token(server, "viewer", "kiosk")
+    token_id = cli(server, "tokens", "list").split()[0]
+
+    async def main() -> int:
+        async with connect(
+            server.ws, additional_headers={"Authorization": f"Bearer {secret}"}
+        ) as ws:
+            await until(ws, lambda f: f["type"] == "production_data")
+            # Revoked by another process (the CLI): the server notices on its periodic re-check.
+            await asyncio.to_thread(cli, server, "tokens", "revoke", token_id)
+            with pytest.raises(ConnectionClosed) as info:
+                for _ in range(1000):
+                    await recv(ws)
+            assert info.value.rcvd is not None
+            return info.value.rcvd.code
+
+    assert asyncio.run(main()) == 1008
+
+
+def test_cross_site_post_is_refused(server_factory: Any) -> None:
+    server = server_factory({"auth": {"anonymous_role": "engineer"}})
+    evil = {"Origin": "https://evil.example"}
+    r = httpx.post(
+        f"{server.http}/api/simulator/faults", headers=evil, json={"line": "1", "kind": "line_stop"}
+    )
+    assert r.status_code == 403 and r.json()["error"] == "forbidden_origin"
+    r = httpx.post(
+        f"{server.http}/api/login", headers=evil, json={"username": "admin", "password": "x"}
+    )
+    assert r.status_code == 403
+    assert httpx.get(f"{server.http}/api/simulator/faults").json()["faults"] == []
+    own = {"Origin": server.http}
+    r = httpx.post(
+        f"{server.http}/api/simulator/faults", headers=own, json={"line": "1", "kind": "line_stop"}
+    )
+    assert r.status_code == 201
