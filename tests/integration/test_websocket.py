@@ -221,6 +221,7 @@ def test_stopped_source_makes_line_stale_after_stale_after(open_server: ServerPr
         async with connect(server.ws) as ws:
             await ws.send(json.dumps({"type": "subscribe", "data": {"lines": ["4"]}}))
             last_good = await until(ws, lambda f: f["type"] == "production_data")
+            assert last_good["data"][0]["quality"] == "good"
             r = httpx.post(
                 f"{server.http}/api/simulator/faults", json={"line": "4", "kind": "source_stop"}
             )
