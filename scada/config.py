@@ -139,7 +139,7 @@ class ServerConfig(Frozen):
     # A client whose unsent data passes this is closed with 1013.
     max_client_buffer_bytes: int = Field(default=1_048_576, ge=4096)
     # A client whose socket stays blocked (nothing drains) this long is closed with 1013 too.
-    slow_client_timeout: float = Field(default=5.0, gt=0)
+    slow_client_timeout: float = Field(default=2.0, gt=0)
     # Kernel send buffer per WebSocket; bounded so a stuck client cannot pin megabytes.
     socket_send_buffer: int = Field(default=262_144, ge=0)  # 0: the OS default
     history_seconds: int = Field(default=900, ge=60, le=86_400)

@@ -97,6 +97,8 @@ class BenchClient(asyncio.Protocol):
         self.host, self.path, self.window, self.offer_deflate = host, path, window, deflate
         self.transport: asyncio.Transport | None = None
         self.upgraded = asyncio.get_running_loop().create_future()
+        # The opener may stop waiting (timeout); mark a late failure as seen, not as lost.
+        self.upgraded.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.closed = asyncio.get_running_loop().create_future()
         self.buf = b""
         self.handshaken = False
