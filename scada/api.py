@@ -187,6 +187,27 @@ async def clear_fault(request: Request) -> Response:
     return OrjsonResponse({"id": fault.id, "cleared": True})
 
 
+# -- config reload ---------------------------------------------------------------------------
+
+
+async def reload_config(request: Request) -> Response:
+    from scada.reload import ReloadRefused, reload
+
+    auditor = request.app.state.auditor
+    try:
+        result = await reload(runtime_of(request), request.app.state.config_path)
+    except ReloadRefused as err:
+        await auditor.request(request, "config_reload", "config", err.error, str(err))
+        return OrjsonResponse(
+            {"ok": False, "error": err.error, "message": str(err), "problems": err.problems},
+            status_code=err.status,
+        )
+    request.app.state.config = runtime_of(request).config
+    detail = f"{len(result['changed_tags'])} tag(s) changed"
+    await auditor.request(request, "config_reload", "config", "ok", detail)
+    return OrjsonResponse({"ok": True, **result})
+
+
 # -- health ----------------------------------------------------------------------------------
 
 
@@ -255,6 +276,11 @@ routes = [
         "/api/simulator/faults/{fault_id}",
         requires("engineer", clear_fault, action="fault_clear"),
         methods=["DELETE"],
+    ),
+    Route(
+        "/api/config/reload",
+        requires("engineer", reload_config, action="config_reload"),
+        methods=["POST"],
     ),
     # Liveness and readiness stay open for load balancers and orchestrators.
     Route("/health", health),

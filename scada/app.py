@@ -90,7 +90,12 @@ def _guard(route: BaseRoute) -> BaseRoute:
     )
 
 
-def create_app(config: PlantConfig, *, scenario: str | Path | None = None) -> Starlette:
+def create_app(
+    config: PlantConfig,
+    *,
+    scenario: str | Path | None = None,
+    config_path: str | Path | None = None,
+) -> Starlette:
     runtime = Runtime(config, scenario=scenario)
     auth = open_auth_store(config)
     auditor = Auditor(auth)
@@ -135,6 +140,7 @@ def create_app(config: PlantConfig, *, scenario: str | Path | None = None) -> St
     )
     app.state.runtime = runtime
     app.state.config = config
+    app.state.config_path = config_path  # None: the packaged default (re-read on reload)
     app.state.hub = hub
     app.state.auth = auth
     app.state.auditor = auditor

@@ -66,6 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         scenario=args.scenario,
+        config_path=args.config,
         compression=args.ws_compression,
     )
     return 0

@@ -21,6 +21,7 @@ from scada.alarms.engine import AlarmRequestError
 from scada.auth.store import Identity
 from scada.auth.web import Auditor, Invalid, effective_identity
 from scada.broadcaster import Client
+from scada.config import PlantConfig
 from scada.messages import MessageHandler, RequestError
 from scada.ratelimit import TokenBucket
 from scada.runtime import Runtime
@@ -41,13 +42,16 @@ RECHECK_S = 5.0  # open sockets' credentials are re-checked this often
 class Hub:
     def __init__(self, runtime: Runtime, auditor: Auditor | None = None) -> None:
         self.runtime = runtime
-        self.config = runtime.config
         self.broadcaster = runtime.broadcaster
         self.handler = MessageHandler(self, max_bytes=self.config.server.max_message_bytes)
         self.auditor = auditor
         self._next_recheck = 0.0
         self._rechecking = False
         runtime.on_tick(self._expire_sessions)
+
+    @property
+    def config(self) -> PlantConfig:
+        return self.runtime.config  # follows a config reload
 
     @property
     def line_ids(self) -> list[str]:

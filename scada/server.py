@@ -89,12 +89,13 @@ def build_server(
     scenario: str | Path | None = None,
     log_level: str = "info",
     compression: str | None = None,
+    config_path: str | Path | None = None,
 ) -> uvicorn.Server:
     srv = config.server
     ScadaWebSocketProtocol.send_buffer_bytes = srv.socket_send_buffer
     ScadaWebSocketProtocol.compression = compression or DEFAULT_COMPRESSION
     ScadaHttpProtocol.handshake_timeout = srv.handshake_timeout
-    app = create_app(config, scenario=scenario)
+    app = create_app(config, scenario=scenario, config_path=config_path)
     options: dict[str, Any] = {
         "host": host or srv.host,
         "port": srv.port if port is None else port,

@@ -110,6 +110,16 @@ class AlarmService:
                     return out
                 cursor = page[-1].event_id or cursor
 
+    async def reconfigure(self, engine: AlarmEngine) -> None:
+        """Swap in an engine built from a new config, its state rebuilt from the journal:
+        alarms stay as they were, new limits apply from the next tick."""
+        async with self._lock:
+            events = await asyncio.to_thread(self.journal.restore_events)
+            next_occ = await asyncio.to_thread(self.journal.max_occurrence_id)
+            engine.restore(events, next_occurrence_id=next_occ + 1)
+            self.engine = engine
+            self._publish()
+
     async def replay_range(self, cursor: int, upto: int) -> list[dict[str, Any]] | None:
         """Committed events with cursor < event_id <= upto, in order; None if pruned.
 
