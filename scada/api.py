@@ -15,6 +15,7 @@ from scada.auth.web import requires
 from scada.errors import FaultError
 from scada.history import downsample
 from scada.runtime import Runtime
+from scada.stats import percentile
 from simulators.faults import parse_fault
 
 
@@ -225,11 +226,9 @@ async def ready(request: Request) -> Response:
     )
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(int(q * len(ordered)), len(ordered) - 1)], 3)
+def _ms(values: list[float], q: float) -> float | None:
+    value = percentile(values, q)
+    return None if value is None else round(value, 3)
 
 
 async def websocket_health(request: Request) -> Response:
@@ -246,8 +245,8 @@ async def websocket_health(request: Request) -> Response:
             "errors": stats.errors,
             "ticks": stats.ticks,
             "tick_overruns": stats.tick_overruns,
-            "tick_ms_p50": percentile(ticks, 0.5),
-            "tick_ms_p99": percentile(ticks, 0.99),
+            "tick_ms_p50": _ms(ticks, 0.5),
+            "tick_ms_p99": _ms(ticks, 0.99),
             "batch_interval_ms": rt.config.server.batch_interval_ms,
             "devices": [p.status.as_dict() for p in rt.pollers],
         }

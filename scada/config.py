@@ -264,16 +264,17 @@ def _apply_line_defaults(raw: dict[str, Any]) -> dict[str, Any]:
             data["line_defaults"] = defaults  # let validation report the wrong type
         return data
     data["lines"] = [
-        _deep_merge(defaults, line) if isinstance(line, dict) else line for line in data["lines"]
+        deep_merge(defaults, line) if isinstance(line, dict) else line for line in data["lines"]
     ]
     return data
 
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, tables merged key by key (neither input is changed)."""
     out = copy.deepcopy(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scada.runtime import Runtime
+from scada.stats import percentile
 
 
 def _esc(value: str) -> str:
@@ -56,11 +57,10 @@ def render_metrics(rt: Runtime) -> str:
         [("", stats.tick_overruns)],
     )
     metric("scada_tick_errors_total", "counter", "Ticks that raised.", [("", stats.errors)])
-    ticks = sorted(stats.tick_ms)
+    ticks = list(stats.tick_ms)
     if ticks:
         q = [
-            (f'{{quantile="{p}"}}', ticks[min(int(p * len(ticks)), len(ticks) - 1)] / 1000)
-            for p in (0.5, 0.9, 0.99)
+            (f'{{quantile="{p}"}}', (percentile(ticks, p) or 0.0) / 1000) for p in (0.5, 0.9, 0.99)
         ]
         metric("scada_tick_seconds", "summary", "Duration of recent ticks.", q)
     devices = [p.status for p in rt.pollers]
@@ -84,13 +84,12 @@ def render_metrics(rt: Runtime) -> str:
         "Reconnections after a failure.",
         per_device("reconnects"),
     )
-    lat = []
-    for d in devices:
-        ordered = sorted(d.poll_ms)
-        for p in (0.5, 0.99):
-            if ordered:
-                value = ordered[min(int(p * len(ordered)), len(ordered) - 1)] / 1000
-                lat.append((f'{{device="{_esc(d.name)}",quantile="{p}"}}', value))
+    lat = [
+        (f'{{device="{_esc(d.name)}",quantile="{p}"}}', (percentile(d.poll_ms, p) or 0.0) / 1000)
+        for d in devices
+        if d.poll_ms
+        for p in (0.5, 0.99)
+    ]
     if lat:
         metric("scada_device_poll_seconds", "summary", "Recent read latency.", lat)
     return "\n".join(out) + "\n"

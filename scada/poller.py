@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from drivers.base import Driver
+from scada.stats import percentile
 from scada.tagstore import TagStore
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class DeviceStatus:
     healthy: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        lat = sorted(self.poll_ms)
+        lat = list(self.poll_ms)
         return {
             "name": self.name,
             "driver": self.driver,
@@ -52,10 +53,9 @@ class DeviceStatus:
         }
 
 
-def _pct(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    return round(sorted_values[min(int(q * len(sorted_values)), len(sorted_values) - 1)], 3)
+def _pct(values: list[float], q: float) -> float | None:
+    value = percentile(values, q)
+    return None if value is None else round(value, 3)
 
 
 class Poller:

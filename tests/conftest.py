@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import socket
@@ -18,7 +17,7 @@ import httpx
 import pytest
 import tomli_w
 
-from scada.config import default_config_text
+from scada.config import deep_merge, default_config_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,16 +26,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def default_config_dict() -> dict[str, Any]:
