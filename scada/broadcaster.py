@@ -59,6 +59,7 @@ class Client:
     frames: int = 0
     snapshot_cursor: int = 0  # alarm cursor of the last snapshot sent (live events follow it)
     resuming: bool = False
+    anonymous: bool = False
     session: str | None = None  # digest of the login session or token, to close it at logout
     expires: float | None = None  # epoch seconds when the credentials run out
 

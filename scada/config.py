@@ -149,6 +149,8 @@ class ServerConfig(Frozen):
     allowed_origins: list[str] = Field(default_factory=list)
     max_connections: int = Field(default=10_000, ge=1)
     max_connections_per_user: int = Field(default=50, ge=1)
+    # Anonymous viewers may fill at most this many slots, so operators can always get in.
+    max_anonymous_connections: int = Field(default=9_000, ge=0)
     # Client messages per second per connection; beyond the burst they get `rate_limited`
     # errors, and a client that keeps going past twice the burst is closed with 1008.
     messages_per_second: float = Field(default=20.0, gt=0)

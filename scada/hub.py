@@ -106,7 +106,18 @@ class Hub:
                 websocket, 503, "too_many_connections", "server connection limit reached", identity
             )
             return None
-        if identity.kind != "anonymous":
+        if identity.kind == "anonymous":
+            anonymous = sum(1 for c in self.broadcaster.active() if c.anonymous)
+            if anonymous >= srv.max_anonymous_connections:
+                await self._refuse(
+                    websocket,
+                    503,
+                    "too_many_connections",
+                    "no more room for anonymous viewers; log in",
+                    identity,
+                )
+                return None
+        else:
             mine = sum(1 for c in self.broadcaster.active() if c.user == identity.name)
             if mine >= srv.max_connections_per_user:
                 await self._refuse(
@@ -136,6 +147,7 @@ class Hub:
             address=getattr(websocket.state, "client_address", ""),
             session=identity.session,
             expires=identity.expires,
+            anonymous=identity.kind == "anonymous",
         )
         srv = self.config.server
         bucket = TokenBucket(srv.messages_per_second, srv.message_burst)

@@ -261,7 +261,8 @@ def test_message_flood_is_cut_with_1008_while_others_keep_their_rate(server: Ser
 
 
 def test_connection_limit_answers_503(server_factory: Any) -> None:
-    server = server_factory({"server": {"max_connections": 2}})
+    server = server_factory({"server": {"max_connections": 3, "max_anonymous_connections": 2}})
+    admin = token(server, "admin", "ops")
 
     async def main() -> int:
         async with connect(server.ws) as a, connect(server.ws) as b:
@@ -270,6 +271,15 @@ def test_connection_limit_answers_503(server_factory: Any) -> None:
             with pytest.raises(InvalidStatus) as info:
                 async with connect(server.ws):
                     pass
+            # The slot kept from anonymous viewers still takes a logged-in user...
+            headers = {"Authorization": f"Bearer {admin}"}
+            async with connect(server.ws, additional_headers=headers) as c:
+                assert (await recv(c))["data"]["role"] == "admin"
+                # ...and then the server is full for everyone.
+                with pytest.raises(InvalidStatus) as full:
+                    async with connect(server.ws, additional_headers=headers):
+                        pass
+                assert full.value.response.status_code == 503
             return int(info.value.response.status_code)
 
     assert asyncio.run(main()) == 503
