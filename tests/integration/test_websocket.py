@@ -41,6 +41,14 @@ async def until(
     raise AssertionError("no matching frame")
 
 
+async def close_code(ws: ClientConnection, limit: int = 100_000) -> int:
+    """Read on until the server closes the connection; its close code (1006 if none came)."""
+    with pytest.raises(ConnectionClosed) as info:
+        for _ in range(limit):
+            await recv(ws, timeout=15)
+    return info.value.rcvd.code if info.value.rcvd is not None else 1006
+
+
 async def production_frames(ws: ClientConnection, n: int) -> list[dict[str, Any]]:
     frames = []
     while len(frames) < n:
