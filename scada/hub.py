@@ -250,7 +250,7 @@ class Hub:
             return
         client.resuming = True
         try:
-            missed = await alarms.replay_range(cursor, upto)
+            missed = await alarms.replay(cursor, upto)
         finally:
             client.resuming = False
         if client.closed:

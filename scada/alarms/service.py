@@ -97,19 +97,6 @@ class AlarmService:
         """Journal id of the newest committed event (the snapshot's alarm_cursor)."""
         return self._cursor
 
-    async def replay(self, cursor: int) -> list[dict[str, Any]] | None:
-        """Every committed event after `cursor`, in order; None if the journal lost some."""
-        async with self._lock:  # no commit may slip in between pages
-            out: list[dict[str, Any]] = []
-            while True:
-                page = await asyncio.to_thread(self.journal.since, cursor, REPLAY_PAGE)
-                if page is None:
-                    return None
-                out.extend(e.to_wire() for e in page)
-                if len(page) < REPLAY_PAGE:
-                    return out
-                cursor = page[-1].event_id or cursor
-
     async def reconfigure(self, engine: AlarmEngine) -> None:
         """Swap in an engine built from a new config, its state rebuilt from the journal:
         alarms stay as they were, new limits apply from the next tick."""
@@ -120,12 +107,16 @@ class AlarmService:
             self.engine = engine
             self._publish()
 
-    async def replay_range(self, cursor: int, upto: int) -> list[dict[str, Any]] | None:
-        """Committed events with cursor < event_id <= upto, in order; None if pruned.
+    async def replay(self, cursor: int, upto: int | None = None) -> list[dict[str, Any]] | None:
+        """Committed events with cursor < event_id <= upto (default: the newest committed), in
+        order; None when the journal no longer holds them or the cursor is not from it.
 
         No lock: every event up to `upto` is already committed and ids never change, so this
         read cannot see a half-written page, and the tick never waits for it.
         """
+        upto = self._cursor if upto is None else upto
+        if cursor > upto:
+            return None  # a cursor from the future: the client saw another journal
         out: list[dict[str, Any]] = []
         while cursor < upto:
             page = await asyncio.to_thread(self.journal.since, cursor, REPLAY_PAGE)

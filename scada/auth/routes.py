@@ -63,6 +63,18 @@ async def login_page(request: Request) -> Response:
     return FileResponse(STATIC / "login.html", headers={"Cache-Control": "no-cache"})
 
 
+async def _audit_refused_login(request: Request, name: str, address: str, result: str) -> None:
+    # No identity yet: the attempted name, cut to the length a real user name may have.
+    await _auditor(request).record(
+        user=name[:64] or "-",
+        role="-",
+        address=address,
+        action="login",
+        target=name[:64],
+        result=result,
+    )
+
+
 async def login(request: Request) -> Response:
     if not request.state.origin_ok:
         return _error(403, "forbidden_origin", "cross-site login refused")
@@ -72,14 +84,7 @@ async def login(request: Request) -> Response:
     address = request.state.client_address
     wait = _failures(request).blocked_for(address, time.monotonic())
     if wait > 0:
-        await _auditor(request).record(
-            user=name[:64] or "-",
-            role="-",
-            address=address,
-            action="login",
-            target=name[:64],
-            result="throttled",
-        )
+        await _audit_refused_login(request, name, address, "throttled")
         return JSONResponse(
             {
                 "ok": False,
@@ -93,14 +98,7 @@ async def login(request: Request) -> Response:
     _failures(request).fail(address, time.monotonic())
     identity = await asyncio.to_thread(_store(request).verify_login, name, password)
     if identity is None:
-        await _auditor(request).record(
-            user=name[:64] or "-",
-            role="-",
-            address=address,
-            action="login",
-            target=name[:64],
-            result="failed",
-        )
+        await _audit_refused_login(request, name, address, "failed")
         return _error(401, "bad_credentials", "wrong user name or password")
     _failures(request).forgive_one(address)
     secret, expires = await asyncio.to_thread(
