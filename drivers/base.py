@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from scada.config import DeviceConfig, PlantConfig, format_path
-from scada.tags import Quality, TagSchema
+from scada.core.config import DeviceConfig, PlantConfig, format_path
+from scada.core.tags import Quality, TagSchema
 
 
 @dataclass

@@ -47,9 +47,9 @@ from drivers.modbus_codec import (
     exception_reason,
     plan_reads,
 )
-from scada.config import DeviceConfig, PlantConfig, format_path
-from scada.errors import DriverError
-from scada.tags import Quality
+from scada.core.config import DeviceConfig, PlantConfig, format_path
+from scada.core.errors import DriverError
+from scada.core.tags import Quality
 
 log = logging.getLogger(__name__)
 

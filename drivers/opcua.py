@@ -50,9 +50,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from drivers.base import Driver, DriverContext, DriverSettings, Reading, register
 from drivers.opcua_quality import map_status
-from scada.config import DeviceConfig, PlantConfig
-from scada.errors import DriverError
-from scada.tags import Quality
+from scada.core.config import DeviceConfig, PlantConfig
+from scada.core.errors import DriverError
+from scada.core.tags import Quality
 
 log = logging.getLogger(__name__)
 

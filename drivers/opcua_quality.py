@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from asyncua.ua.status_codes import code_to_name_doc
 
-from scada.tags import Quality
+from scada.core.tags import Quality
 
 SEVERITY_MASK = 0xC000_0000
 CODE_MASK = 0xFFFF_0000

@@ -8,8 +8,8 @@ import time
 import numpy as np
 
 from drivers.base import Driver, DriverContext, DriverSettings, Reading, register
-from scada.config import DeviceConfig
-from scada.errors import DriverError
+from scada.core.config import DeviceConfig
+from scada.core.errors import DriverError
 from simulators.plant import COL
 from simulators.runtime import SimulatedPlant
 

@@ -12,10 +12,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from scada.auth.web import requires
-from scada.errors import FaultError
+from scada.core.errors import FaultError
+from scada.core.stats import percentile
 from scada.history import downsample
 from scada.runtime import Runtime
-from scada.stats import percentile
 from simulators.faults import parse_fault
 
 

@@ -24,7 +24,7 @@ from scada.auth.passwords import new_password
 from scada.auth.routes import routes as auth_routes
 from scada.auth.store import AuthStore
 from scada.auth.web import Auditor, AuthMiddleware, requires
-from scada.config import PlantConfig, resolve_data_path
+from scada.core.config import PlantConfig, resolve_data_path
 from scada.hub import Hub
 from scada.ratelimit import FailureWindow
 from scada.runtime import Runtime

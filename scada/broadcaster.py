@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from scada.timefmt import iso_ms
+from scada.core.timefmt import iso_ms
 from scada.wsserver import (
     PLAIN,
     SHARED_DEFLATE,

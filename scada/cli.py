@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from scada import __version__
-from scada.config import PlantConfig, load_config
-from scada.errors import ConfigError
+from scada.core.config import PlantConfig, load_config
+from scada.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from scada.auth.store import AuthStore

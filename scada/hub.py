@@ -21,11 +21,11 @@ from scada.alarms.engine import AlarmRequestError
 from scada.auth.store import Identity
 from scada.auth.web import Auditor, Invalid, effective_identity
 from scada.broadcaster import Client
-from scada.config import PlantConfig
+from scada.core.config import PlantConfig
+from scada.core.timefmt import iso_ms
 from scada.messages import MessageHandler, RequestError
 from scada.ratelimit import TokenBucket
 from scada.runtime import Runtime
-from scada.timefmt import iso_ms
 from scada.wsserver import AsgiSink, FrameSink
 
 log = logging.getLogger(__name__)

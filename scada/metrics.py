@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from scada.core.stats import percentile
 from scada.runtime import Runtime
-from scada.stats import percentile
 
 
 def _esc(value: str) -> str:

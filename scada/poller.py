@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from drivers.base import Driver
-from scada.stats import percentile
+from scada.core.stats import percentile
 from scada.tagstore import TagStore
 
 log = logging.getLogger(__name__)

@@ -14,11 +14,11 @@ from typing import Any
 
 from drivers.base import device_problems
 from scada.alarms.engine import AlarmEngine
-from scada.config import PlantConfig, load_config
-from scada.errors import ConfigError
+from scada.core.config import PlantConfig, load_config
+from scada.core.errors import ConfigError
+from scada.core.tags import TagSchema
 from scada.runtime import Runtime
 from scada.samples import SampleEncoder
-from scada.tags import TagSchema
 
 
 class ReloadRefused(Exception):

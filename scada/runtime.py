@@ -20,14 +20,14 @@ import numpy as np
 
 from drivers.base import DriverContext, create_driver
 from scada.broadcaster import Broadcaster
-from scada.config import PlantConfig
-from scada.errors import ScadaError
+from scada.core.config import PlantConfig
+from scada.core.errors import ScadaError
+from scada.core.tags import TagSchema
+from scada.core.timefmt import iso_ms
 from scada.history import HistoryRing
 from scada.poller import Poller
 from scada.samples import SampleEncoder
-from scada.tags import TagSchema
 from scada.tagstore import TagStore
-from scada.timefmt import iso_ms
 from simulators.runtime import SimulatedPlant
 from simulators.scenario import load_scenario
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from scada.tags import QUALITY_LABELS, Quality, TagSchema
+from scada.core.tags import QUALITY_LABELS, Quality, TagSchema
+from scada.core.timefmt import iso_ms
 from scada.tagstore import TagStore
-from scada.timefmt import iso_ms
 
 
 class SampleEncoder:

@@ -13,7 +13,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from scada.app import create_app
-from scada.config import PlantConfig
+from scada.core.config import PlantConfig
 from scada.wsserver import ScadaWebSocketProtocol
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from drivers.base import Reading
-from scada.tags import Quality, TagSchema
+from scada.core.tags import Quality, TagSchema
 
 NO_VALUE_YET = "no value received yet"
 

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from scada.config import format_path
-from scada.errors import FaultError
+from scada.core.config import format_path
+from scada.core.errors import FaultError
 from simulators.plant import COL, SIM_TAGS, ZONES, Overrides, PlantModel
 
 FaultKind = Literal[

@@ -28,8 +28,8 @@ from pymodbus.datastore import ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
 from drivers.modbus_codec import DataType, Order, encode_value, to_raw
-from scada.config import PlantConfig
-from scada.errors import ScadaError
+from scada.core.config import PlantConfig
+from scada.core.errors import ScadaError
 from simulators.plant import COL, FAULT, RUNNING, STARTING, STOPPED, ZONES
 from simulators.runtime import SimulatedPlant
 from simulators.scenario import ScheduledFault, load_scenario

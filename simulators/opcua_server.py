@@ -44,7 +44,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from scada.config import PlantConfig, TagConfig, resolve_data_path
+from scada.core.config import PlantConfig, TagConfig, resolve_data_path
 from simulators.plant import COL, SIM_TAGS
 from simulators.runtime import SimulatedPlant
 from simulators.scenario import ScheduledFault, load_scenario

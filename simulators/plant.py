@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scada.config import LineConfig
+from scada.core.config import LineConfig
 
 ZONES = 4
 # Simulator outputs, in column order. Configs map their tags onto these names.

@@ -10,7 +10,7 @@ import logging
 
 import numpy as np
 
-from scada.config import LineConfig
+from scada.core.config import LineConfig
 from simulators.faults import ActiveFault, FaultRequest, FaultSet
 from simulators.plant import PlantModel
 from simulators.scenario import ScheduledFault

@@ -16,7 +16,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from scada.errors import ConfigError, FaultError
+from scada.core.errors import ConfigError, FaultError
 from simulators.faults import FaultRequest, parse_fault
 
 

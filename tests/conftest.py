@@ -17,7 +17,7 @@ import httpx
 import pytest
 import tomli_w
 
-from scada.config import deep_merge, default_config_text
+from scada.core.config import deep_merge, default_config_text
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -34,8 +34,8 @@ from scada.alarms.model import (
     AlarmEvent,
     AlarmRequestError,
 )
-from scada.config import DEFAULT_SEVERITY, LimitsConfig, PlantConfig, TagConfig
-from scada.tags import Quality, TagSchema
+from scada.core.config import DEFAULT_SEVERITY, LimitsConfig, PlantConfig, TagConfig
+from scada.core.tags import Quality, TagSchema
 
 __all__ = ["AlarmDef", "AlarmEngine", "AlarmRequestError"]
 

@@ -13,9 +13,9 @@ from starlette.routing import Route
 
 from scada.auth.store import AuthError, AuthStore
 from scada.auth.web import COOKIE, Auditor, Identity, effective_identity, identity_dict, requires
-from scada.config import PlantConfig
+from scada.core.config import PlantConfig
+from scada.core.timefmt import parse_time
 from scada.ratelimit import FailureWindow
-from scada.timefmt import parse_time
 
 
 def _store(request: Request) -> AuthStore:

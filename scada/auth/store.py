@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from scada.auth.passwords import hash_password, new_secret, token_digest, verify_password
-from scada.errors import ScadaError
+from scada.core.errors import ScadaError
 
 ROLES = ("viewer", "operator", "engineer", "admin")
 
@@ -93,7 +93,7 @@ class AuditRecord:
     detail: str
 
     def as_dict(self) -> dict[str, Any]:
-        from scada.timefmt import iso_ms
+        from scada.core.timefmt import iso_ms
 
         return {**self.__dict__, "at": iso_ms(self.at)}
 

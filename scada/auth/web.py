@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scada.auth.store import ROLES, AuthStore, Identity
-from scada.config import PlantConfig
+from scada.core.config import PlantConfig
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ import orjson
 
 from scada.alarms.engine import AlarmEngine
 from scada.broadcaster import frame_prefix
-from scada.config import PlantConfig, config_from_dict, default_config_text
+from scada.core.config import PlantConfig, config_from_dict, default_config_text
+from scada.core.timefmt import iso_ms
 from scada.runtime import Runtime
-from scada.timefmt import iso_ms
 
 SIZES = (8, 50, 100, 200, 500)
 TICK_S = 0.1

@@ -24,9 +24,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from scada.broadcaster import frame_prefix
-from scada.config import PlantConfig, load_config
+from scada.core.config import PlantConfig, load_config
+from scada.core.timefmt import iso_ms
 from scada.runtime import Runtime
-from scada.timefmt import iso_ms
 from scada.wsserver import frame_header
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B3A"

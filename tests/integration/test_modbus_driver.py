@@ -19,10 +19,10 @@ import pytest
 
 from drivers.base import DriverContext, create_driver
 from drivers.modbus import ModbusDriver
-from scada.config import PlantConfig, config_from_dict
-from scada.errors import DriverError
+from scada.core.config import PlantConfig, config_from_dict
+from scada.core.errors import DriverError
+from scada.core.tags import Quality, TagSchema
 from scada.poller import Poller
-from scada.tags import Quality, TagSchema
 from scada.tagstore import TagStore
 from simulators.faults import parse_fault
 from simulators.modbus_server import ModbusSimulator

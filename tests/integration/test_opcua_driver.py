@@ -24,10 +24,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from drivers.base import DriverContext, create_driver
 from drivers.opcua import OpcUaDriver
-from scada.config import PlantConfig, load_config
-from scada.errors import DriverError, FaultError
+from scada.core.config import PlantConfig, load_config
+from scada.core.errors import DriverError, FaultError
+from scada.core.tags import Quality, TagSchema
 from scada.poller import Poller
-from scada.tags import Quality, TagSchema
 from scada.tagstore import TagStore
 from simulators.faults import FaultRequest
 from simulators.opcua_server import OpcUaSimulator

@@ -8,8 +8,8 @@ import numpy as np
 
 from scada.alarms.engine import AlarmEngine
 from scada.alarms.model import AlarmEvent
-from scada.config import PlantConfig, config_from_dict
-from scada.tags import Quality, TagSchema
+from scada.core.config import PlantConfig, config_from_dict
+from scada.core.tags import Quality, TagSchema
 
 T0 = 1_795_341_600.0  # 2026-11-22T10:00:00Z
 

@@ -9,8 +9,8 @@ import pytest
 
 from scada.alarms.engine import AlarmEngine
 from scada.alarms.model import AlarmRequestError
-from scada.config import config_from_dict, default_config_text
-from scada.tags import Quality, TagSchema
+from scada.core.config import config_from_dict, default_config_text
+from scada.core.tags import Quality, TagSchema
 from tests.unit.conftest_alarms import T0, Rig, brief, diameter_plant, plant
 
 D = "line1.diameter"

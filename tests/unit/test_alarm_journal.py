@@ -8,7 +8,7 @@ from pathlib import Path
 from scada.alarms.engine import AlarmEngine
 from scada.alarms.journal import Journal
 from scada.alarms.model import AlarmEvent
-from scada.tags import Quality
+from scada.core.tags import Quality
 from tests.unit.conftest_alarms import T0, Rig, diameter_plant
 
 

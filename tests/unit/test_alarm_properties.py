@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from scada.alarms.engine import AlarmEngine
 from scada.alarms.journal import Journal
 from scada.alarms.model import ISA_STATES, WIRE_STATES, AlarmEvent, AlarmRequestError
-from scada.tags import Quality
+from scada.core.tags import Quality
 from tests.unit.conftest_alarms import Rig, plant
 
 LIMITS = {"hihi": 12.4, "hi": 12.2, "lo": 11.8, "lolo": 11.6, "deadband": 0.05,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from scada.config import config_from_dict, load_config
-from scada.errors import ConfigError
+from scada.core.config import config_from_dict, load_config
+from scada.core.errors import ConfigError
 from tests.conftest import deep_merge, default_config_dict, write_config
 
 

@@ -28,7 +28,7 @@ from drivers.modbus_codec import (
     to_engineering,
     to_raw,
 )
-from scada.config import load_config, parse_config
+from scada.core.config import load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -342,7 +342,7 @@ def test_shipped_modbus_config_is_clean_and_matches_the_simulator() -> None:
 def test_good_map_resolves_with_line_override() -> None:
     from drivers.base import DriverContext, create_driver
     from drivers.modbus import ModbusDriver
-    from scada.tags import TagSchema
+    from scada.core.tags import TagSchema
 
     config = parse_config(_modbus_config(GOOD_MAP))
     assert device_problems(config) == []

@@ -6,7 +6,7 @@ import pytest
 from asyncua import ua
 
 from drivers.opcua_quality import map_status, status_name
-from scada.tags import Quality
+from scada.core.tags import Quality
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from drivers.base import Driver, DriverContext, DriverSettings, Reading
-from scada.config import DeviceConfig, load_config
-from scada.errors import DriverError
+from scada.core.config import DeviceConfig, load_config
+from scada.core.errors import DriverError
+from scada.core.tags import Quality, TagSchema
 from scada.poller import Poller
-from scada.tags import Quality, TagSchema
 from scada.tagstore import TagStore
 
 CONFIG = load_config()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scada.config import load_config
-from scada.errors import ConfigError, FaultError
+from scada.core.config import load_config
+from scada.core.errors import ConfigError, FaultError
 from simulators.faults import parse_fault
 from simulators.plant import COL, FAULT, RUNNING, STOPPED
 from simulators.runtime import SimulatedPlant

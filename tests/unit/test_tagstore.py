@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from drivers.base import Reading
-from scada.config import load_config
+from scada.core.config import load_config
+from scada.core.tags import Quality, TagSchema
 from scada.history import HistoryRing, downsample
 from scada.samples import SampleEncoder
-from scada.tags import Quality, TagSchema
 from scada.tagstore import TagStore
 
 SCHEMA = TagSchema(load_config().lines)

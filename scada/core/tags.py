@@ -11,7 +11,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from scada.config import LineConfig, TagConfig
+from scada.core.config import LineConfig, TagConfig
 
 
 class Quality(IntEnum):
