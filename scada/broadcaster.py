@@ -93,6 +93,7 @@ class BroadcastStats:
     ticks: int = 0
     tick_overruns: int = 0
     tick_ms: deque[float] = field(default_factory=lambda: deque(maxlen=3000))
+    tick_seconds_sum: float = 0.0  # every tick's duration, for the metrics summary's _sum
 
 
 class Broadcaster:

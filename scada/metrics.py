@@ -1,95 +1,151 @@
-"""Prometheus text exposition of the broadcaster, tick and device counters."""
+"""Prometheus exposition through prometheus_client.
+
+Two kinds of metric meet in one scrape:
+
+* process-wide instruments that any module creates once, at import, with `counter()`,
+  `gauge()` or `histogram()` below (they live in `REGISTRY`);
+* values the running plant already counts (broadcaster, tick, devices), read at scrape time by
+  `RuntimeCollector`, plus any per-runtime source added to `Runtime.metric_sources`.
+
+prometheus_client writes every value at full precision and gives summaries their `_sum` and
+`_count`, which a hand-written `%g` exposition did not.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
 from scada.core.stats import percentile
-from scada.runtime import Runtime
+
+if TYPE_CHECKING:
+    from scada.runtime import Runtime
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+MetricSource = Callable[[], Iterable[Metric]]
 
 
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+    return Counter(name, doc, labels, registry=REGISTRY)
 
 
-def render_metrics(rt: Runtime) -> str:
-    stats = rt.broadcaster.stats
-    out: list[str] = []
+def gauge(name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+    return Gauge(name, doc, labels, registry=REGISTRY)
 
-    def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-        out.append(f"# HELP {name} {help_}")
-        out.append(f"# TYPE {name} {kind}")
-        out.extend(f"{name}{labels} {value:g}" for labels, value in samples)
 
-    metric(
-        "scada_ws_connections",
-        "gauge",
-        "Open WebSocket connections.",
-        [("", len(rt.broadcaster.clients))],
-    )
-    metric(
-        "scada_ws_connections_total",
-        "counter",
-        "WebSocket connections accepted.",
-        [("", stats.connections_total)],
-    )
-    metric(
-        "scada_ws_frames_sent_total",
-        "counter",
-        "Frames written to clients.",
-        [("", stats.frames_sent)],
-    )
-    metric(
-        "scada_ws_bytes_sent_total",
-        "counter",
-        "Payload bytes written to clients.",
-        [("", stats.bytes_sent)],
-    )
-    metric(
-        "scada_ws_slow_clients_dropped_total",
-        "counter",
-        "Clients closed with 1013.",
-        [("", stats.slow_clients_dropped)],
-    )
-    metric("scada_tick_total", "counter", "Broadcast ticks run.", [("", stats.ticks)])
-    metric(
-        "scada_tick_overruns_total",
-        "counter",
-        "Ticks that overran their slot.",
-        [("", stats.tick_overruns)],
-    )
-    metric("scada_tick_errors_total", "counter", "Ticks that raised.", [("", stats.errors)])
-    ticks = list(stats.tick_ms)
-    if ticks:
-        q = [
-            (f'{{quantile="{p}"}}', (percentile(ticks, p) or 0.0) / 1000) for p in (0.5, 0.9, 0.99)
-        ]
-        metric("scada_tick_seconds", "summary", "Duration of recent ticks.", q)
-    devices = [p.status for p in rt.pollers]
+def histogram(
+    name: str, doc: str, labels: Sequence[str] = (), buckets: Sequence[float] | None = None
+) -> Histogram:
+    if buckets is None:
+        return Histogram(name, doc, labels, registry=REGISTRY)
+    return Histogram(name, doc, labels, registry=REGISTRY, buckets=buckets)
 
-    def per_device(attr: str) -> list[tuple[str, float]]:
-        return [(f'{{device="{_esc(d.name)}"}}', float(getattr(d, attr))) for d in devices]
 
-    metric(
-        "scada_device_up",
-        "gauge",
-        "1 when the device's last read succeeded.",
-        [(f'{{device="{_esc(d.name)}"}}', 1.0 if d.healthy else 0.0) for d in devices],
-    )
-    metric("scada_device_polls_total", "counter", "Successful reads.", per_device("polls"))
-    metric(
-        "scada_device_errors_total", "counter", "Failed reads or connects.", per_device("errors")
-    )
-    metric(
-        "scada_device_reconnects_total",
-        "counter",
-        "Reconnections after a failure.",
-        per_device("reconnects"),
-    )
-    lat = [
-        (f'{{device="{_esc(d.name)}",quantile="{p}"}}', (percentile(d.poll_ms, p) or 0.0) / 1000)
-        for d in devices
-        if d.poll_ms
-        for p in (0.5, 0.99)
-    ]
-    if lat:
-        metric("scada_device_poll_seconds", "summary", "Recent read latency.", lat)
-    return "\n".join(out) + "\n"
+def summary(
+    name: str,
+    doc: str,
+    recent_ms: Iterable[float],
+    *,
+    count: int,
+    sum_seconds: float,
+    quantiles: Sequence[float],
+    labels: dict[str, str] | None = None,
+    into: Metric | None = None,
+) -> Metric:
+    """A summary of a recent-sample window (quantiles) with its running `_sum` and `_count`."""
+    metric = into if into is not None else Metric(name, doc, "summary")
+    base = labels or {}
+    window = list(recent_ms)
+    if window:
+        for q in quantiles:
+            value = (percentile(window, q) or 0.0) / 1000
+            metric.add_sample(name, {**base, "quantile": str(q)}, value)
+    metric.add_sample(f"{name}_count", base, float(count))
+    metric.add_sample(f"{name}_sum", base, sum_seconds)
+    return metric
+
+
+class RuntimeCollector:
+    """Reads the counters the broadcaster, the tick and the pollers keep, at scrape time."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def collect(self) -> Iterator[Metric]:
+        rt = self.rt
+        stats = rt.broadcaster.stats
+        yield GaugeMetricFamily(
+            "scada_ws_connections", "Open WebSocket connections.", len(rt.broadcaster.clients)
+        )
+        yield _count(
+            "scada_ws_connections", "WebSocket connections accepted.", stats.connections_total
+        )
+        yield _count("scada_ws_frames_sent", "Frames written to clients.", stats.frames_sent)
+        yield _count("scada_ws_bytes_sent", "Payload bytes written to clients.", stats.bytes_sent)
+        yield _count(
+            "scada_ws_slow_clients_dropped", "Clients closed with 1013.", stats.slow_clients_dropped
+        )
+        yield _count("scada_tick", "Broadcast ticks run.", stats.ticks)
+        yield _count("scada_tick_overruns", "Ticks that overran their slot.", stats.tick_overruns)
+        yield _count("scada_tick_errors", "Ticks that raised.", stats.errors)
+        yield summary(
+            "scada_tick_seconds",
+            "Duration of ticks (quantiles over the recent window).",
+            stats.tick_ms,
+            count=stats.ticks,
+            sum_seconds=stats.tick_seconds_sum,
+            quantiles=(0.5, 0.9, 0.99),
+        )
+        yield from self._devices()
+        for source in rt.metric_sources:
+            yield from source()
+
+    def _devices(self) -> Iterator[Metric]:
+        devices = [p.status for p in self.rt.pollers]
+        up = GaugeMetricFamily(
+            "scada_device_up", "1 when the device's last read succeeded.", labels=["device"]
+        )
+        polls = CounterMetricFamily("scada_device_polls", "Successful reads.", labels=["device"])
+        errors = CounterMetricFamily(
+            "scada_device_errors", "Failed reads or connects.", labels=["device"]
+        )
+        reconnects = CounterMetricFamily(
+            "scada_device_reconnects", "Reconnections after a failure.", labels=["device"]
+        )
+        latency = Metric("scada_device_poll_seconds", "Read latency (recent quantiles).", "summary")
+        for d in devices:
+            up.add_metric([d.name], 1.0 if d.healthy else 0.0)
+            polls.add_metric([d.name], d.polls)
+            errors.add_metric([d.name], d.errors)
+            reconnects.add_metric([d.name], d.reconnects)
+            summary(
+                latency.name,
+                "",
+                d.poll_ms,
+                count=d.polls,
+                sum_seconds=d.poll_seconds_sum,
+                quantiles=(0.5, 0.99),
+                labels={"device": d.name},
+                into=latency,
+            )
+        yield from (up, polls, errors, reconnects, latency)
+
+
+def _count(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+class _Scrape:
+    def __init__(self, rt: Runtime) -> None:
+        self.runtime = RuntimeCollector(rt)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
+        yield from self.runtime.collect()
+
+
+def render_metrics(rt: Runtime) -> bytes:
+    return generate_latest(_Scrape(rt))

@@ -34,6 +34,7 @@ class DeviceStatus:
     connected_since: float | None = None
     last_ok: float | None = None  # epoch seconds of the last good read
     poll_ms: deque[float] = field(default_factory=lambda: deque(maxlen=600))
+    poll_seconds_sum: float = 0.0  # every good read's duration, for the metrics summary's _sum
     # Flipped whenever the device goes up or down, for the comms alarm.
     healthy: bool = False
 
@@ -126,7 +127,9 @@ class Poller:
             await self._failed(err)
             return False
         self.store.write(reading, time.monotonic())
-        self.status.poll_ms.append((time.perf_counter() - started) * 1000)
+        elapsed = time.perf_counter() - started
+        self.status.poll_ms.append(elapsed * 1000)
+        self.status.poll_seconds_sum += elapsed
         self.status.polls += 1
         self.status.last_ok = time.time()
         if not self.status.healthy:

@@ -12,11 +12,12 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client.core import Metric
 
 from drivers.base import DriverContext, create_driver
 from scada.broadcaster import Broadcaster
@@ -72,6 +73,8 @@ class Runtime:
         self.started_at = time.time()
         self._task: asyncio.Task[None] | None = None
         self._tick_listeners: list[Callable[[], None]] = []
+        # Per-runtime extras for /metrics (scada.metrics.MetricSource), read at scrape time.
+        self.metric_sources: list[Callable[[], Iterable[Metric]]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -123,6 +126,7 @@ class Runtime:
                 failing += 1
             finished = loop.time()
             stats.tick_ms.append((finished - started) * 1000)
+            stats.tick_seconds_sum += finished - started
             stats.ticks += 1
             if finished > deadline:
                 # Overran: skip the missed slots instead of bursting to catch up.

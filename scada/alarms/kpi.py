@@ -10,7 +10,9 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from scada.alarms.model import ACTIVE_STATES, AlarmEvent, iso_ms
+from scada.alarms.model import ACTIVE_STATES, AlarmEvent
+from scada.core.stats import percentile
+from scada.core.timefmt import iso_ms
 
 BIN_SECONDS = 600.0  # ISA-18.2 counts alarms per 10 minutes
 FLOOD_PER_BIN = 10  # more than 10 raised in 10 minutes is a flood
@@ -100,11 +102,9 @@ def ack_times(events: Iterable[AlarmEvent], start: float, end: float) -> dict[st
     }
 
 
-def _nearest_rank(sorted_values: list[float], pct: float) -> float | None:
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
-    return round(sorted_values[rank - 1], 3)
+def _nearest_rank(values: list[float], pct: float) -> float | None:
+    value = percentile(values, pct / 100)
+    return None if value is None else round(value, 3)
 
 
 def compute(

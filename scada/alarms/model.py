@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
+
+from scada.core.timefmt import iso_ms, iso_or_none
 
 Condition = Literal["hihi", "hi", "lo", "lolo", "rate", "quality", "comms"]
 EventKind = Literal[
@@ -120,14 +121,3 @@ class AlarmEvent:
     def from_record(cls, record: dict[str, Any]) -> AlarmEvent:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in record.items() if k in names})
-
-
-def iso_ms(epoch: float) -> str:
-    """ISO 8601 UTC with milliseconds and Z, rounded to the nearest millisecond."""
-    ms = round(epoch * 1000)
-    stamp = datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{ms % 1000:03d}Z"
-
-
-def iso_or_none(epoch: float | None) -> str | None:
-    return None if epoch is None else iso_ms(epoch)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..1) of the values; None when there are none."""
+    """Nearest-rank percentile (q in 0..1): the smallest value with at least q of the values
+    at or below it (rank ceil(q * n), at least 1). None when there are none. The one
+    definition: health, metrics, poll latency and alarm KPIs all use it."""
     ordered = sorted(values)
     if not ordered:
         return None
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+    # Rounded first: 0.07 * 100 is 7.000000000000001 in floats, and must be rank 7.
+    rank = max(1, math.ceil(round(q * len(ordered), 9)))
+    return ordered[min(rank, len(ordered)) - 1]

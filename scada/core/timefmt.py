@@ -6,7 +6,11 @@ from datetime import UTC, datetime
 
 
 def iso_ms(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """ISO 8601 UTC with milliseconds and Z, rounded to the nearest millisecond (the one
+    formatter: frames, alarms, audit and KPI windows all use it)."""
+    ms = round(epoch * 1000)
+    stamp = datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{ms % 1000:03d}Z"
 
 
 def iso_or_none(epoch: float | None) -> str | None:
