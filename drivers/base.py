@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from scada.core.config import DeviceConfig, PlantConfig, format_path
+from scada.core.config import DeviceConfig, PlantConfig
 from scada.core.tags import Quality, TagSchema
 
 
@@ -94,59 +94,14 @@ class Driver(abc.ABC):
         return {}
 
 
-_REGISTRY: dict[str, type[Driver]] = {}
+# Drivers registered so far, by name (drivers.registry imports the built-in ones on demand).
+REGISTERED: dict[str, type[Driver]] = {}
 
 
 def register(name: str) -> Callable[[type[Driver]], type[Driver]]:
     def add(cls: type[Driver]) -> type[Driver]:
         cls.name = name
-        _REGISTRY[name] = cls
+        REGISTERED[name] = cls
         return cls
 
     return add
-
-
-def _load_builtin() -> None:
-    # Imported here, not at module top, so `drivers.base` stays importable by the drivers.
-    from drivers import sim  # noqa: F401
-
-    for optional in ("drivers.modbus", "drivers.opcua"):
-        try:
-            __import__(optional)
-        except ModuleNotFoundError as err:
-            if err.name != optional:
-                raise
-
-
-def registry() -> dict[str, type[Driver]]:
-    if not _REGISTRY:
-        _load_builtin()
-    return dict(_REGISTRY)
-
-
-def device_problems(config: PlantConfig) -> list[tuple[str, str]]:
-    """Validate every device's driver name and settings; key paths as in check-config."""
-    drivers = registry()
-    problems: list[tuple[str, str]] = []
-    for i, device in enumerate(config.devices):
-        cls = drivers.get(device.driver)
-        if cls is None:
-            known = ", ".join(sorted(drivers))
-            problems.append((f"devices[{i}].driver", f"unknown driver; one of {known}"))
-            continue
-        try:
-            cls.settings_model.model_validate(device.settings)
-        except ValidationError as err:
-            for e in err.errors():
-                path = format_path(("devices", i, "settings", *e["loc"]))
-                msg = "unknown key" if e["type"] == "extra_forbidden" else str(e["msg"])
-                problems.append((path, msg))
-            continue
-        problems.extend(cls.check(device, config, f"devices[{i}]"))
-    return problems
-
-
-def create_driver(device: DeviceConfig, context: DriverContext) -> Driver:
-    cls = registry()[device.driver]
-    settings = cls.settings_model.model_validate(device.settings)
-    return cls(device, settings, context)

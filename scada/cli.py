@@ -21,7 +21,7 @@ EXIT_CONFIG = 2
 
 def _load(path: str | None) -> PlantConfig:
     """Load and fully validate a config (driver settings included), or exit 2 with the list."""
-    from drivers.base import device_problems
+    from drivers.registry import device_problems
 
     try:
         config = load_config(path)

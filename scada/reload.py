@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from drivers.base import device_problems
+from drivers.registry import device_problems
 from scada.alarms.engine import AlarmEngine
 from scada.core.config import PlantConfig, load_config
 from scada.core.errors import ConfigError

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from prometheus_client.core import Metric
 
-from drivers.base import DriverContext, create_driver
+from drivers.base import DriverContext
+from drivers.registry import create_driver
 from scada.broadcaster import Broadcaster
 from scada.core.config import PlantConfig
 from scada.core.errors import ScadaError

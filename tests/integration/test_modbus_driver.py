@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from drivers.base import DriverContext, create_driver
+from drivers.base import DriverContext
 from drivers.modbus import ModbusDriver
+from drivers.registry import create_driver
 from scada.core.config import PlantConfig, config_from_dict
 from scada.core.errors import DriverError
 from scada.core.tags import Quality, TagSchema

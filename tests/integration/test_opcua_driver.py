@@ -22,8 +22,9 @@ import pytest
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from drivers.base import DriverContext, create_driver
+from drivers.base import DriverContext
 from drivers.opcua import OpcUaDriver
+from drivers.registry import create_driver
 from scada.core.config import PlantConfig, load_config
 from scada.core.errors import DriverError, FaultError
 from scada.core.tags import Quality, TagSchema
@@ -357,7 +358,7 @@ def test_connection_drop_fault(server: ServerThread, plant_config: PlantConfig) 
 
 
 def test_check_reports_tag_map_problems_with_key_paths(plant_config: PlantConfig) -> None:
-    from drivers.base import device_problems
+    from drivers.registry import device_problems
 
     device = plant_config.devices[0]
     settings = dict(device.settings)

@@ -6,8 +6,10 @@ so a stray import anywhere in the chain shows up here."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +52,42 @@ def test_core_imports_nothing_of_ours_outside_itself() -> None:
     loaded = _loaded_after_import("scada.core.config") | _loaded_after_import("scada.core.tags")
     outside = {m for m in loaded if m not in ("scada",) and not m.startswith("scada.core")}
     assert outside == set()
+
+
+def test_a_simulator_only_plant_never_imports_the_protocol_libraries() -> None:
+    """check-config and the full app of the simulated plant load neither asyncua nor pymodbus."""
+    code = (
+        "import json, sys\n"
+        "from scada.cli import _load\n"
+        "from scada.app import create_app\n"
+        "config = _load(None)\n"
+        "create_app(config)\n"
+        "from scada.runtime import Runtime\n"
+        "Runtime(config)\n"
+        "print(json.dumps(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('asyncua', 'pymodbus'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(out.splitlines()[-1]) == []
+
+
+def test_a_driver_whose_library_is_missing_is_one_config_problem(tmp_path: Path) -> None:
+    """With asyncua unimportable, a plant naming an opcua device gets one clear line."""
+    blocker = tmp_path / "asyncua"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('asyncua is broken here')\n")
+    config = ROOT / "config" / "opcua.toml"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "scada", "check-config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if "unavailable" in line]
+    assert len(lines) == 1 and "devices[0].driver: driver opcua is unavailable" in lines[0]
+    assert "Traceback" not in done.stderr

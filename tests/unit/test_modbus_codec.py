@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.base import device_problems
 from drivers.modbus_codec import (
     MAX_BITS,
     MAX_REGISTERS,
@@ -28,6 +27,7 @@ from drivers.modbus_codec import (
     to_engineering,
     to_raw,
 )
+from drivers.registry import device_problems
 from scada.core.config import load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -340,8 +340,9 @@ def test_shipped_modbus_config_is_clean_and_matches_the_simulator() -> None:
 
 
 def test_good_map_resolves_with_line_override() -> None:
-    from drivers.base import DriverContext, create_driver
+    from drivers.base import DriverContext
     from drivers.modbus import ModbusDriver
+    from drivers.registry import create_driver
     from scada.core.tags import TagSchema
 
     config = parse_config(_modbus_config(GOOD_MAP))
