@@ -149,7 +149,9 @@ class Runtime:
         if self.alarms is not None:
             # Committed to the journal before anyone is told, and sent before production data.
             try:
-                events = await self.alarms.tick(now, store.values, store.quality, self.device_ok())
+                events = await self.alarms.tick(
+                    now, store.values, store.quality, self.device_ok(), mono=mono
+                )
             except Exception as err:
                 raise JournalFailure from err
             if events:

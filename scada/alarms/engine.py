@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from scada.alarms.kpi import AlarmInfo
 from scada.alarms.model import (
     ACTIVE_STATES,
     NO_OCCURRENCE,
@@ -314,7 +315,10 @@ class AlarmEngine:
         self._alarm_by_name = {a.defn.name: a for a in self._alarms}
         self._open: dict[int, _Alarm] = {}  # occurrence id -> alarm, for every open occurrence
         self._closed_acked: OrderedDict[int, None] = OrderedDict()
-        self._shelved: dict[str, float] = {}  # alarm name -> shelved until
+        # Alarm name -> monotonic end of its shelf (None: not known yet, after a restore or
+        # before the shelve is applied; set at the next evaluate from the wall end time).
+        self._shelved: dict[str, float | None] = {}
+        self._mono = 0.0  # the monotonic time of the latest evaluate or request
         self._next_occurrence = 1
         self._fixups: list[_Alarm] = []  # restored alarms whose suppression changed in config
 
@@ -324,6 +328,15 @@ class AlarmEngine:
 
     def names(self) -> list[str]:
         return [d.name for d in self.defs]
+
+    def kpi_info(self) -> dict[str, AlarmInfo]:
+        """Per alarm, what the KPIs' suggestions need (condition, unit, span width)."""
+        out: dict[str, AlarmInfo] = {}
+        for d in self.defs:
+            tag = self.schema.refs[d.tag_index].config if d.tag_index >= 0 else None
+            span = None if tag is None or tag.span is None else tag.span[1] - tag.span[0]
+            out[d.name] = AlarmInfo(d.condition, tag.unit if tag else "", span)
+        return out
 
     def definition(self, alarm: str) -> AlarmDef | None:
         return self._by_name.get(alarm)
@@ -339,12 +352,24 @@ class AlarmEngine:
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(
-        self, now: float, values: np.ndarray, quality: np.ndarray, device_ok: dict[str, bool]
+        self,
+        now: float,
+        values: np.ndarray,
+        quality: np.ndarray,
+        device_ok: dict[str, bool],
+        *,
+        mono: float | None = None,
     ) -> list[AlarmEvent]:
-        """One tick: all tags at once. Returns the events of this tick, in order."""
+        """One tick: all tags at once. Returns the events of this tick, in order.
+
+        `now` (wall clock) only stamps events; every delay, window and expiry is measured
+        on `mono` (monotonic; defaults to `now` for callers with one steady clock).
+        """
+        stamp = now
+        now = self._mono = stamp if mono is None else mono
         out: list[AlarmEvent] = []
-        self._apply_fixups(now, out)
-        self._expire_shelves(now, out)
+        self._apply_fixups(stamp, out)
+        self._expire_shelves(stamp, now, out)
         with np.errstate(invalid="ignore"):
             trusted_tag = (quality <= Quality.UNCERTAIN) & np.isfinite(values)
         flips: list[tuple[int, bool, float | None]] = []
@@ -365,9 +390,9 @@ class AlarmEngine:
         for def_id, active, value in flips:
             a = self._alarms[def_id]
             if active:
-                self._on_rise(a, now, value, values, out)
+                self._on_rise(a, stamp, value, values, out)
             else:
-                self._on_fall(a, now, value, values, out)
+                self._on_fall(a, stamp, value, values, out)
         return out
 
     def _step_limits(
@@ -494,13 +519,17 @@ class AlarmEngine:
             note=f"superseded by {greater.defn.name} (occurrence {greater.last.occurrence_id})",
         )
 
-    def _expire_shelves(self, now: float, out: list[AlarmEvent]) -> None:
+    def _expire_shelves(self, stamp: float, mono: float, out: list[AlarmEvent]) -> None:
         for name, until in list(self._shelved.items()):
-            if now + _EPS >= until:
+            if until is None:
+                # Restored (or just applied) shelf: what remains of it, from now on.
+                wall_end = self._alarm_by_name[name].last.shelved_until or stamp
+                self._shelved[name] = until = mono + max(0.0, wall_end - stamp)
+            if mono + _EPS >= until:
                 self._emit(
                     self._alarm_by_name[name],
                     "unshelved",
-                    now,
+                    stamp,
                     out,
                     note="shelving expired",
                     shelved_until=None,
@@ -539,12 +568,10 @@ class AlarmEngine:
                 "comment_required", f"acknowledging a {a.defn.severity} alarm needs a comment"
             )
         new_state = "acked_active" if a.last.alarm_state == "unacked_active" else "normal"
-        out: list[AlarmEvent] = []
-        self._emit(
+        ev = self._next_event(
             a,
             "acknowledged",
             now,
-            out,
             alarm_state=new_state,
             acked_at=now,
             acked_by=user,
@@ -552,12 +579,21 @@ class AlarmEngine:
             user=user,
             note=comment or None,
         )
-        return out
+        return [ev]
 
     def shelve(
-        self, alarm: str, minutes: float, user: str, comment: str, now: float
+        self,
+        alarm: str,
+        minutes: float,
+        user: str,
+        comment: str,
+        now: float,
+        *,
+        mono: float | None = None,
     ) -> list[AlarmEvent]:
+        """Plan a shelve; `mono` (default `now`) is when the shelf's minutes start."""
         a = self._request_target(alarm)
+        self._mono = now if mono is None else mono
         limit = self.config.alarms.max_shelve_minutes
         if not (
             isinstance(minutes, int | float) and math.isfinite(minutes) and 0 < minutes <= limit
@@ -568,37 +604,33 @@ class AlarmEngine:
         comment = comment.strip()
         if not comment:
             raise AlarmRequestError("comment_required", "shelving needs a comment (the reason)")
-        out: list[AlarmEvent] = []
-        self._emit(
+        ev = self._next_event(
             a,
             "shelved",
             now,
-            out,
             shelved_until=now + minutes * 60.0,
             shelved_by=user,
             shelve_comment=comment,
             user=user,
             note=comment,
         )
-        return out
+        return [ev]
 
     def unshelve(self, alarm: str, user: str, comment: str, now: float) -> list[AlarmEvent]:
         a = self._request_target(alarm)
         if a.last.shelved_until is None:
             raise AlarmRequestError("invalid", f"{alarm} is not shelved")
-        out: list[AlarmEvent] = []
-        self._emit(
+        ev = self._next_event(
             a,
             "unshelved",
             now,
-            out,
             shelved_until=None,
             shelved_by=None,
             shelve_comment=None,
             user=user,
             note=comment.strip() or None,
         )
-        return out
+        return [ev]
 
     def _request_target(self, alarm: str) -> _Alarm:
         a = self._alarm_by_name.get(alarm)
@@ -611,6 +643,12 @@ class AlarmEngine:
     def _emit(
         self, a: _Alarm, kind: str, now: float, out: list[AlarmEvent], **changes: Any
     ) -> None:
+        ev = self._next_event(a, kind, now, **changes)
+        self._apply_one(a, ev)
+        out.append(ev)
+
+    def _next_event(self, a: _Alarm, kind: str, now: float, **changes: Any) -> AlarmEvent:
+        """The alarm's snapshot after `kind`, without applying it (pure)."""
         prev = a.last
         base = prev
         if prev.alarm_state == "normal" and kind != "raised":
@@ -619,9 +657,20 @@ class AlarmEngine:
         fields.update(changes)
         ev = dataclasses.replace(base, event_id=None, event=kind, at=now, **fields)
         ev.state = _wire_state(a.defn, ev)
+        return ev
+
+    def _apply_one(self, a: _Alarm, ev: AlarmEvent) -> None:
+        prev = a.last
         self._account(a, prev, ev)
         a.last = ev
-        out.append(ev)
+
+    def apply(self, events: Iterable[AlarmEvent]) -> None:
+        """Make an operator request's events (see acknowledge/shelve/unshelve) the state.
+
+        Called only once they are committed: a request whose commit failed changes nothing.
+        """
+        for ev in events:
+            self._apply_one(self._alarm_by_name[ev.alarm], ev)
 
     def _account(self, a: _Alarm, prev: AlarmEvent, ev: AlarmEvent) -> None:
         """Keep the occurrence and shelving indexes in step with the alarm's new snapshot."""
@@ -638,8 +687,11 @@ class AlarmEngine:
             self._open[ev.occurrence_id] = a
         if ev.shelved_until is None:
             self._shelved.pop(a.defn.name, None)
+        elif ev.event == "shelved":
+            # The shelf lasts its minutes on the monotonic clock from the request.
+            self._shelved[a.defn.name] = self._mono + (ev.shelved_until - ev.at)
         else:
-            self._shelved[a.defn.name] = ev.shelved_until
+            self._shelved.setdefault(a.defn.name, None)
 
     def _remember_acked(self, occurrence_id: int) -> None:
         self._closed_acked[occurrence_id] = None
@@ -671,6 +723,8 @@ class AlarmEngine:
             a.last = dataclasses.replace(ev)
             self._account(a, prev, a.last)
         self._next_occurrence = max(highest + 1, next_occurrence_id or 1)
+        # Shelves restart from their wall end time at the first tick (no monotonic record).
+        self._shelved = dict.fromkeys(self._shelved)
         for a in self._alarms:
             bank, slot = self._slot[a.defn.id]
             bank.active[slot] = a.last.alarm_state in ACTIVE_STATES

@@ -8,6 +8,14 @@ Restore needs only the newest event of each alarm (every event is a full snapsho
 table `alarm_last` remembers that event per alarm and pruning never deletes it while the alarm
 is not normal. `meta.pruned_through` is the highest id ever pruned: a resume cursor below it
 may have missed deleted events, so `since()` answers None.
+
+Occurrence ids come from one durable counter, `meta.occurrence_high` (the highest id ever
+journaled), advanced in the same transaction as the events that use an id: whatever later
+happens to `alarm_last` or to pruned events, a restart never hands an id out twice.
+
+Writes go through one connection (the service calls them from its dedicated journal thread).
+Reads (history, replay, KPIs, exports) each open their own connection: with WAL they never
+wait for the writer's lock nor it for them, and a slow read cannot delay a commit.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +52,14 @@ CREATE TABLE IF NOT EXISTS alarm_last (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+# Columns the KPIs aggregate in SQL (added to journals written before they existed).
+_COLUMNS = {"state": "TEXT", "severity": "TEXT", "raised_at": "REAL"}
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS events_raised ON events(at, alarm, state, severity)
+    WHERE event = 'raised';
+CREATE INDEX IF NOT EXISTS events_acked ON events(at) WHERE event = 'acknowledged';
+"""
+_OCC_HIGH = "occurrence_high"
 
 
 class Journal:
@@ -59,6 +76,34 @@ class Journal:
             # FULL: the WAL is fsynced at every commit, so a commit survives power loss.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a journal from an older version up to date (idempotent, once per open)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+        missing = [name for name in _COLUMNS if name not in have]
+        for name in missing:
+            self._db.execute(f"ALTER TABLE events ADD COLUMN {name} {_COLUMNS[name]}")
+        if missing:
+            self._db.execute(
+                "UPDATE events SET state = json_extract(CAST(body AS TEXT), '$.state'),"
+                " severity = json_extract(CAST(body AS TEXT), '$.severity'),"
+                " raised_at = json_extract(CAST(body AS TEXT), '$.raised_at')"
+            )
+        self._db.executescript(_INDEXES)
+        if self._meta(_OCC_HIGH) is None:
+            # Journals from before the counter: the highest id anywhere is the floor.
+            high = self._db.execute(
+                "SELECT max(m) FROM (SELECT max(occurrence_id) AS m FROM events"
+                " UNION ALL SELECT max(occurrence_id) FROM alarm_last)"
+            ).fetchone()[0]
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?)", (_OCC_HIGH, int(high or 0))
+            )
+
+    def _meta(self, key: str) -> int | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else int(row[0])
 
     # ------------------------------------------------------------------ writing
 
@@ -73,8 +118,8 @@ class Journal:
             try:
                 for ev in batch:
                     cur.execute(
-                        "INSERT INTO events(at, alarm, line, occurrence_id, event, body)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO events(at, alarm, line, occurrence_id, event, body,"
+                        " state, severity, raised_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             ev.at,
                             ev.alarm,
@@ -82,6 +127,9 @@ class Journal:
                             ev.occurrence_id,
                             ev.event,
                             _body(ev),
+                            ev.state,
+                            ev.severity,
+                            ev.raised_at,
                         ),
                     )
                     ev.event_id = cur.lastrowid
@@ -90,6 +138,10 @@ class Journal:
                         " VALUES (?, ?, ?, ?)",
                         (ev.alarm, ev.event_id, ev.occurrence_id, int(ev.state != "normal")),
                     )
+                cur.execute(
+                    "UPDATE meta SET value = max(value, ?) WHERE key = ?",
+                    (max(ev.occurrence_id for ev in batch), _OCC_HIGH),
+                )
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -150,10 +202,9 @@ class Journal:
         return int(row[0]) if row else 0
 
     def max_occurrence_id(self) -> int:
-        """Highest occurrence id ever journaled (alarm_last is never pruned)."""
+        """Highest occurrence id ever journaled: the durable counter, never lowered."""
         with self._lock:
-            row = self._db.execute("SELECT max(occurrence_id) FROM alarm_last").fetchone()
-        return int(row[0] or 0)
+            return self._meta(_OCC_HIGH) or 0
 
     def since(self, cursor: int, limit: int = 10_000) -> list[AlarmEvent] | None:
         """Events after `cursor`, oldest first, at most `limit`.
@@ -161,15 +212,14 @@ class Journal:
         None when the journal cannot prove it still holds every event after the cursor:
         some were pruned, or the cursor is from the future (another journal).
         """
-        with self._lock:
-            pruned = self._db.execute(
-                "SELECT value FROM meta WHERE key = 'pruned_through'"
-            ).fetchone()
-            if cursor < 0 or cursor > self._newest_id():
+        with self.reader() as db:
+            pruned = db.execute("SELECT value FROM meta WHERE key = 'pruned_through'").fetchone()
+            newest = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            if cursor < 0 or cursor > (newest[0] if newest else 0):
                 return None
             if pruned is not None and cursor < pruned[0]:
                 return None
-            rows = self._db.execute(
+            rows = db.execute(
                 "SELECT id, body FROM events WHERE id > ? ORDER BY id LIMIT ?", (cursor, limit)
             ).fetchall()
         return [_event(r) for r in rows]
@@ -193,18 +243,23 @@ class Journal:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+        with self.reader() as db:
+            rows = db.execute(sql, args).fetchall()
         return [_event(r) for r in rows]
 
-    def between(self, since: float, until: float) -> list[AlarmEvent]:
-        """Every event with since <= at <= until, oldest first (for KPIs)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, body FROM events WHERE at >= ? AND at <= ? ORDER BY id",
-                (since, until),
-            ).fetchall()
-        return [_event(r) for r in rows]
+    @contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """A connection of its own for one read (call it in a worker thread), closed after.
+
+        WAL gives it a consistent snapshot without taking the writer's lock.
+        """
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            db.execute("PRAGMA query_only = ON")
+            db.execute("BEGIN")  # one snapshot for every statement of this read
+            yield db
+        finally:
+            db.close()
 
     def restore_events(self, recent: int = 10_000) -> list[AlarmEvent]:
         """What a restart needs, oldest first, without reading the whole journal.

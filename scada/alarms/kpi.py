@@ -1,128 +1,245 @@
-"""ISA-18.2 / EEMUA 191 alarm-system health figures over a window, from journal events.
+"""ISA-18.2 / EEMUA 191 alarm-system performance figures over a window, aggregated in SQL.
 
-Pure functions: the events and the window bounds in, a JSON-able dict out. Only alarms an
-operator was shown count: raises while shelved or out of service are left out.
+`compute(db, ...)` runs on a read connection of its own (see Journal.reader) in a worker
+thread: every figure is a GROUP BY or a window function over indexed columns, and the one
+streaming pass (flood episodes) holds only the alarms of one 10-minute window, so memory does
+not grow with the journal. Only alarms an operator was shown count (annunciated): raises while
+shelved or suppressed (by design or out of service) are left out.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
 
-from scada.alarms.model import ACTIVE_STATES, AlarmEvent
-from scada.core.stats import percentile
-from scada.core.timefmt import iso_ms
+from scada.alarms.flood import FloodDetector
+from scada.alarms.model import ACTIVE_STATES, PRIORITY, AlarmEvent
+from scada.core.timefmt import iso_ms, iso_or_none
 
-BIN_SECONDS = 600.0  # ISA-18.2 counts alarms per 10 minutes
-FLOOD_PER_BIN = 10  # more than 10 raised in 10 minutes is a flood
-CHATTER_COUNT = 3  # 3 or more activations ...
-CHATTER_SECONDS = 60.0  # ... within one minute
-STANDING_SECONDS = 86_400.0  # active for more than 24 hours
-TOP_N = 10
+BIN_SECONDS: Final = 600.0  # ISA-18.2 counts alarms per 10 minutes
+FLOOD_PER_BIN: Final = 10  # more than 10 raised in 10 minutes is a flood
+CHATTER_COUNT: Final = 3  # 3 or more activations ...
+CHATTER_SECONDS: Final = 60.0  # ... within one minute
+STALE_SECONDS: Final = 86_400.0  # active for more than 24 hours
+TOP_N: Final = 10
+MAX_EPISODES: Final = 100  # newest flood episodes listed (all are counted)
+# ISA-18.2 / EEMUA 191 target distribution of annunciated alarms by priority.
+PRIORITY_TARGET: Final = {"critical": 0.01, "high": 0.05, "medium": 0.15, "low": 0.80}
+# Starting deadbands (% of span) by measurement, ISA-18.2 TR2 / EEMUA 191 guidance.
+DEADBAND_PERCENT_BY_UNIT: Final = {"°C": 1.0, "K": 1.0, "bar": 2.0, "kPa": 2.0}
+DEFAULT_DEADBAND_PERCENT: Final = 5.0
+
+_ANNUNCIATED = (
+    "event = 'raised' AND at >= :start AND at <= :end"
+    " AND coalesce(state, '') NOT IN ('shelved', 'suppressed')"
+)
 
 
-def announced_raises(events: Iterable[AlarmEvent], start: float, end: float) -> list[AlarmEvent]:
-    return [
-        e
-        for e in events
-        if e.event == "raised" and start <= e.at <= end and e.state not in ("shelved", "suppressed")
-    ]
+@dataclass(frozen=True, slots=True)
+class AlarmInfo:
+    """What a suggestion for a chattering alarm needs from its definition."""
+
+    condition: str
+    unit: str = ""
+    span: float | None = None
 
 
-def rate_per_bin(raised: list[AlarmEvent], start: float, end: float) -> dict[str, float | int]:
-    """Average and max raised per 10-minute bin, and the share of bins in flood."""
+def rate_per_bin(db: sqlite3.Connection, start: float, end: float) -> dict[str, float | int]:
+    """Raised per 10-minute bin (counted from the window start): average, peak, flood bins."""
     bins = max(1, math.ceil((end - start) / BIN_SECONDS))
-    counts = [0] * bins
-    for e in raised:
-        counts[min(bins - 1, int((e.at - start) // BIN_SECONDS))] += 1
+    counts: dict[int, int] = {}
+    rows = db.execute(
+        f"SELECT CAST((at - :start) / {BIN_SECONDS} AS INTEGER) AS b, count(*)"
+        f" FROM events WHERE {_ANNUNCIATED} GROUP BY b",
+        {"start": start, "end": end},
+    )
+    for b, n in rows:
+        key = min(bins - 1, int(b))  # the window includes its end
+        counts[key] = counts.get(key, 0) + int(n)
+    total = sum(counts.values())
+    flood_bins = sum(1 for c in counts.values() if c > FLOOD_PER_BIN)
     return {
         "bins": bins,
-        "average_per_10min": round(sum(counts) / bins, 3),
-        "max_per_10min": max(counts),
-        "flood_bins": sum(1 for c in counts if c > FLOOD_PER_BIN),
-        "flood_share": round(sum(1 for c in counts if c > FLOOD_PER_BIN) / bins, 4),
+        "average_per_10min": round(total / bins, 3),
+        "max_per_10min": max(counts.values(), default=0),
+        "flood_bins": flood_bins,
+        "flood_share": round(flood_bins / bins, 4),
     }
 
 
-def top_alarms(raised: list[AlarmEvent], n: int = TOP_N) -> list[dict[str, object]]:
-    counts = Counter(e.alarm for e in raised)
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:n]
-    return [{"alarm": name, "count": count} for name, count in ranked]
+def top_alarms(
+    db: sqlite3.Connection, start: float, end: float, total: int
+) -> list[dict[str, object]]:
+    rows = db.execute(
+        f"SELECT alarm, count(*) AS n FROM events WHERE {_ANNUNCIATED}"
+        " GROUP BY alarm ORDER BY n DESC, alarm LIMIT :n",
+        {"start": start, "end": end, "n": TOP_N},
+    ).fetchall()
+    return [
+        {"alarm": a, "count": int(n), "share": round(n / total, 4) if total else 0.0}
+        for a, n in rows
+    ]
 
 
-def chattering(raised: list[AlarmEvent]) -> list[dict[str, object]]:
-    """Alarms raised CHATTER_COUNT or more times within any CHATTER_SECONDS."""
-    times: dict[str, list[float]] = defaultdict(list)
-    for e in raised:
-        times[e.alarm].append(e.at)
+def priority_distribution(
+    db: sqlite3.Connection, start: float, end: float, total: int
+) -> dict[str, object]:
+    counts = dict(
+        db.execute(
+            f"SELECT severity, count(*) FROM events WHERE {_ANNUNCIATED} GROUP BY severity",
+            {"start": start, "end": end},
+        ).fetchall()
+    )
+    out: dict[str, object] = {}
+    for severity, target in PRIORITY_TARGET.items():
+        n = int(counts.get(severity, 0))
+        out[severity] = {
+            "priority": PRIORITY[severity],
+            "count": n,
+            "share": round(n / total, 4) if total else 0.0,
+            "target_share": target,
+        }
+    return out
+
+
+def chattering(
+    db: sqlite3.Connection, start: float, end: float, info: Mapping[str, AlarmInfo]
+) -> list[dict[str, object]]:
+    """Alarms raised CHATTER_COUNT or more times within any CHATTER_SECONDS, with a
+    suggested off-delay (the longest re-raise gap inside a burst, so one occurrence would
+    have held) and, for limit alarms, a starting deadband."""
+    rows = db.execute(
+        "SELECT alarm, max(n), count(*), max(CASE WHEN gap <= :span THEN gap END) FROM ("
+        "  SELECT alarm,"
+        "   count(*) OVER (PARTITION BY alarm ORDER BY at"
+        "    RANGE BETWEEN :span PRECEDING AND CURRENT ROW) AS n,"
+        "   at - lag(at) OVER (PARTITION BY alarm ORDER BY at) AS gap"
+        f"  FROM events WHERE {_ANNUNCIATED})"
+        " GROUP BY alarm HAVING max(n) >= :count",
+        {"start": start, "end": end, "span": CHATTER_SECONDS, "count": CHATTER_COUNT},
+    ).fetchall()
     out: list[dict[str, object]] = []
-    for name, ts in sorted(times.items()):
-        ts.sort()
-        most = _most_within(ts, CHATTER_SECONDS)
-        if most >= CHATTER_COUNT:
-            out.append({"alarm": name, "max_per_minute": most, "activations": len(ts)})
+    for alarm, most, activations, gap in rows:
+        item: dict[str, object] = {
+            "alarm": alarm,
+            "max_per_minute": int(most),
+            "activations": int(activations),
+            "suggested_off_delay_s": float(math.ceil(gap or 1.0)),
+        }
+        defn = info.get(alarm)
+        if defn is not None and defn.condition in ("hihi", "hi", "lo", "lolo", "deviation"):
+            pct = DEADBAND_PERCENT_BY_UNIT.get(defn.unit, DEFAULT_DEADBAND_PERCENT)
+            item["suggested_deadband_percent"] = pct
+            if defn.span is not None:
+                item["suggested_deadband"] = round(defn.span * pct / 100.0, 6)
+        out.append(item)
     out.sort(key=lambda item: (-int(str(item["max_per_minute"])), str(item["alarm"])))
     return out
 
 
-def _most_within(sorted_times: list[float], span: float) -> int:
-    best, lo = 0, 0
-    for hi, t in enumerate(sorted_times):
-        while t - sorted_times[lo] > span:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
+def flood_episodes(db: sqlite3.Connection, start: float, end: float) -> dict[str, object]:
+    """Flood episodes from the annunciated alarms in the window (one streaming pass)."""
+    detector = FloodDetector()
+    episodes: list[dict[str, object]] = []
+    total = 0
+
+    def close(ep: object) -> None:
+        nonlocal total
+        total += 1
+        episodes.append(ep.summary())  # type: ignore[attr-defined]
+        if len(episodes) > MAX_EPISODES:
+            episodes.pop(0)
+
+    cur = db.execute(
+        f"SELECT at, alarm FROM events WHERE {_ANNUNCIATED} ORDER BY at, id",
+        {"start": start, "end": end},
+    )
+    for at, alarm in cur:
+        ended = detector.add(at, alarm)
+        if ended is not None:
+            close(ended)
+    ended = detector.advance(end)
+    if ended is not None:
+        close(ended)
+    if detector.episode is not None:
+        close(detector.episode)
+    for ep in episodes:
+        ep["started_at"] = iso_ms(float(str(ep["started_at"])))
+        ep["ended_at"] = iso_or_none(ep["ended_at"])  # type: ignore[arg-type]
+    return {"count": total, "episodes": episodes}
 
 
-def standing(current: Iterable[AlarmEvent], end: float) -> list[dict[str, object]]:
+def stale(current: Iterable[AlarmEvent], end: float) -> list[dict[str, object]]:
     """Alarms whose occurrence has been active for more than 24 h at `end`."""
     out = [
         {"alarm": e.alarm, "id": e.occurrence_id, "hours": round((end - e.raised_at) / 3600, 2)}
         for e in current
         if e.alarm_state in ACTIVE_STATES
         and e.raised_at is not None
-        and end - e.raised_at > STANDING_SECONDS
+        and end - e.raised_at > STALE_SECONDS
     ]
     out.sort(key=lambda item: (-float(str(item["hours"])), str(item["alarm"])))
     return out
 
 
-def ack_times(events: Iterable[AlarmEvent], start: float, end: float) -> dict[str, object]:
+def ack_times(db: sqlite3.Connection, start: float, end: float) -> dict[str, object]:
     """Seconds from raise to acknowledgement, for acks inside the window (nearest rank)."""
-    delays = sorted(
-        e.at - e.raised_at
-        for e in events
-        if e.event == "acknowledged" and start <= e.at <= end and e.raised_at is not None
-    )
-    return {
-        "count": len(delays),
-        "p50_seconds": _nearest_rank(delays, 50),
-        "p90_seconds": _nearest_rank(delays, 90),
-    }
+    where = "event = 'acknowledged' AND at >= ? AND at <= ? AND raised_at IS NOT NULL"
+    n = int(db.execute(f"SELECT count(*) FROM events WHERE {where}", (start, end)).fetchone()[0])
 
+    def rank(pct: float) -> float | None:
+        if not n:
+            return None
+        k = max(1, math.ceil(pct / 100 * n))
+        row = db.execute(
+            f"SELECT at - raised_at AS d FROM events WHERE {where} ORDER BY d LIMIT 1 OFFSET ?",
+            (start, end, k - 1),
+        ).fetchone()
+        return round(float(row[0]), 3)
 
-def _nearest_rank(values: list[float], pct: float) -> float | None:
-    value = percentile(values, pct / 100)
-    return None if value is None else round(value, 3)
+    return {"count": n, "p50_seconds": rank(50), "p90_seconds": rank(90)}
 
 
 def compute(
-    events: Iterable[AlarmEvent], *, start: float, end: float, current: Iterable[AlarmEvent] = ()
+    db: sqlite3.Connection,
+    *,
+    start: float,
+    end: float,
+    current: Iterable[AlarmEvent] = (),
+    info: Mapping[str, AlarmInfo] | None = None,
 ) -> dict[str, object]:
-    """All KPIs over [start, end]. `current` is the alarm state at `end` (for standing)."""
-    evs = list(events)
-    raised = announced_raises(evs, start, end)
+    """All KPIs over [start, end]. `current` is the alarm state at `end` (for stale)."""
+    args = {"start": start, "end": end}
+    raised = int(
+        db.execute(f"SELECT count(*) FROM events WHERE {_ANNUNCIATED}", args).fetchone()[0]
+    )
+    suppressed = int(
+        db.execute(
+            "SELECT count(*) FROM events WHERE event = 'raised' AND at >= :start"
+            " AND at <= :end AND state = 'suppressed'",
+            args,
+        ).fetchone()[0]
+    )
+    standing = stale(current, end)
+    top = top_alarms(db, start, end, raised)
     return {
         "window": {
             "start": iso_ms(start),
             "end": iso_ms(end),
             "hours": round((end - start) / 3600, 3),
         },
-        "raised": len(raised),
-        "rate": rate_per_bin(raised, start, end),
-        "top": top_alarms(raised),
-        "chattering": chattering(raised),
-        "standing": standing(current, end),
-        "ack_time": ack_times(evs, start, end),
+        "raised": raised,
+        "suppressed_raised": suppressed,
+        "rate": rate_per_bin(db, start, end),
+        "floods": flood_episodes(db, start, end),
+        "priority": priority_distribution(db, start, end, raised),
+        "top": top,
+        "top_share": round(sum(int(str(t["count"])) for t in top) / raised, 4) if raised else 0.0,
+        "chattering": chattering(db, start, end, info or {}),
+        "stale": standing,
+        "standing": standing,  # the same list under its earlier name
+        "ack_time": ack_times(db, start, end),
     }

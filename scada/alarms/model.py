@@ -45,6 +45,8 @@ EVENT_KINDS: Final = (
 )
 ACTIVE_STATES: Final = ("unacked_active", "acked_active")
 SEVERITY_RANK: Final = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+# ISA-18.2 priority of a severity: 1 is the most urgent.
+PRIORITY: Final = {"critical": 1, "high": 2, "medium": 3, "low": 4}
 NO_OCCURRENCE: Final = 0  # occurrence_id of an event on an alarm with no open occurrence
 
 

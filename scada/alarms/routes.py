@@ -24,9 +24,11 @@ STATUS = {
     "unknown_alarm": 404,
     "comment_required": 400,
     "invalid": 400,
+    "journal_unavailable": 503,
 }
 MAX_HISTORY_LIMIT = 1000
-MAX_KPI_HOURS = 31 * 24  # KPIs read the window's events into memory
+MAX_KPI_HOURS = 366 * 24  # KPIs aggregate in SQL: memory does not grow with the window
+DEFAULT_KPI_HOURS = "720"  # 30 days, as EEMUA 191 assesses
 
 
 class BadParam(ValueError):
@@ -120,7 +122,7 @@ async def history(request: Request) -> JSONResponse:
 
 
 async def kpi(request: Request) -> JSONResponse:
-    text = request.query_params.get("hours", "24")
+    text = request.query_params.get("hours", DEFAULT_KPI_HOURS)
     try:
         hours = float(text)
     except ValueError:

@@ -2,83 +2,151 @@
 
 Single writer: one asyncio.Lock covers "engine mutation + journal commit", so events reach the
 journal in the order the engine made them and two concurrent acks of one occurrence cannot
-both pass (the second sees the first's result). Journal calls run in a worker thread so an
-fsync never stalls the event loop. Every method that returns events returns them committed.
+both pass (the second sees the first's result). Commits run on one dedicated thread (no other
+work queues in front of an fsync, and the event loop never waits for one); reads (history,
+replay, KPIs, export) run in other worker threads on connections of their own and never take
+the writer's lock. Every method that returns events returns them committed.
+
+Operator requests are planned by the engine, committed, and only then applied: a request whose
+commit fails changes nothing and is refused with `journal_unavailable`.
+
+Timing (delays, debounce, rate windows, shelving expiry) runs on the monotonic clock; the wall
+clock only stamps events, so a clock step cannot stretch or shorten any of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 
 from scada.alarms import kpi as kpi_mod
 from scada.alarms.engine import AlarmEngine
 from scada.alarms.journal import Journal
-from scada.alarms.model import AlarmEvent
+from scada.alarms.model import AlarmEvent, AlarmRequestError
+
+log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 10_000
+# Called with each committed batch, in commit order, on the event loop (must not block).
+CommitListener = Callable[[Sequence[AlarmEvent]], None]
+_T = TypeVar("_T")
 
 
 class AlarmService:
     def __init__(
-        self, engine: AlarmEngine, journal: Journal, *, clock: Callable[[], float] = time.time
+        self,
+        engine: AlarmEngine,
+        journal: Journal,
+        *,
+        clock: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.journal = journal
         self._clock = clock  # wall clock: event times are shown to people and stored
+        self._mono = mono  # what every delay and expiry is measured on
         self._lock = asyncio.Lock()
+        # The journal's own thread: commits never queue behind other blocking work.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alarm-journal")
+        self._listeners: list[CommitListener] = []
         self._cursor = 0
         # What clients may see: only committed state. The engine runs ahead of the journal
         # while a commit is in flight; a snapshot taken then must not show those events.
         self._committed: list[AlarmEvent] = []
         self._committed_wire: list[dict[str, Any]] = []
 
+    def on_committed(self, listener: CommitListener) -> None:
+        """Call `listener(events)` after every commit, with the committed AlarmEvents (each
+        with its `event_id`), in journal order, on the event loop; it must not block (hand
+        the events to a queue). A listener that raises is logged and does not stop others.
+        Catching up after a restart: remember the last event_id handled and read on with
+        `replay(cursor)` (or `journal.since`) at start."""
+        self._listeners.append(listener)
+
+    async def _write(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
     async def start(self) -> None:
         """Rebuild the engine's state from the journal."""
         async with self._lock:
-            events = await asyncio.to_thread(self.journal.restore_events)
-            next_occ = await asyncio.to_thread(self.journal.max_occurrence_id)
-            self.engine.restore(events, next_occurrence_id=next_occ + 1)
-            self._cursor = await asyncio.to_thread(self.journal.newest_id)
+            await self._restore(self.engine)
+            self._cursor = await self._write(self.journal.newest_id)
             self._publish()
 
+    async def _restore(self, engine: AlarmEngine) -> None:
+        events = await self._write(self.journal.restore_events)
+        next_occ = await self._write(self.journal.max_occurrence_id)
+        engine.restore(events, next_occurrence_id=next_occ + 1)
+
     async def tick(
-        self, now: float, values: np.ndarray, quality: np.ndarray, device_ok: dict[str, bool]
+        self,
+        now: float,
+        values: np.ndarray,
+        quality: np.ndarray,
+        device_ok: dict[str, bool],
+        *,
+        mono: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Evaluate one tick; return this tick's committed events as wire dicts, in order."""
+        """Evaluate one tick; return this tick's committed events as wire dicts, in order.
+
+        `now` stamps the events; `mono` (default: the service's monotonic clock) times them.
+        A failed commit propagates: the engine already moved on, so the caller must stop.
+        """
         async with self._lock:
-            events = self.engine.evaluate(now, values, quality, device_ok)
-            return await self._commit(events)
+            mono = self._mono() if mono is None else mono
+            events = self.engine.evaluate(now, values, quality, device_ok, mono=mono)
+            if events:
+                await self._write(self.journal.append, events)
+            return self._committed_batch(events)
 
     async def ack(self, occurrence_id: int, user: str, comment: str) -> list[dict[str, Any]]:
         async with self._lock:
             events = self.engine.acknowledge(occurrence_id, user, comment, self._clock())
-            return await self._commit(events)
+            return await self._commit_request(events)
 
     async def shelve(
         self, alarm: str, minutes: float, user: str, comment: str
     ) -> list[dict[str, Any]]:
         async with self._lock:
-            events = self.engine.shelve(alarm, minutes, user, comment, self._clock())
-            return await self._commit(events)
+            events = self.engine.shelve(
+                alarm, minutes, user, comment, self._clock(), mono=self._mono()
+            )
+            return await self._commit_request(events)
 
     async def unshelve(self, alarm: str, user: str, comment: str = "") -> list[dict[str, Any]]:
         async with self._lock:
             events = self.engine.unshelve(alarm, user, comment, self._clock())
-            return await self._commit(events)
+            return await self._commit_request(events)
 
-    async def _commit(self, events: list[AlarmEvent]) -> list[dict[str, Any]]:
+    async def _commit_request(self, events: list[AlarmEvent]) -> list[dict[str, Any]]:
+        """Commit an operator request's planned events, then apply them; nothing on failure."""
+        try:
+            await self._write(self.journal.append, events)
+        except Exception as err:
+            log.error("alarm journal refused an operator action (%s); nothing changed", err)
+            raise AlarmRequestError(
+                "journal_unavailable",
+                "the alarm journal could not record this action; nothing was changed",
+            ) from err
+        self.engine.apply(events)
+        return self._committed_batch(events)
+
+    def _committed_batch(self, events: list[AlarmEvent]) -> list[dict[str, Any]]:
         if not events:
             return []
-        # The engine already moved on; if the commit fails the process must not go on
-        # pretending, so the error propagates to the caller (the runtime stops the server).
-        await asyncio.to_thread(self.journal.append, events)
         self._cursor = max(self._cursor, max(e.event_id or 0 for e in events))
         self._publish()
+        for listener in self._listeners:
+            try:
+                listener(list(events))
+            except Exception:
+                log.exception("alarm commit listener %r failed", listener)
         return [e.to_wire() for e in events]
 
     def _publish(self) -> None:
@@ -101,9 +169,7 @@ class AlarmService:
         """Swap in an engine built from a new config, its state rebuilt from the journal:
         alarms stay as they were, new limits apply from the next tick."""
         async with self._lock:
-            events = await asyncio.to_thread(self.journal.restore_events)
-            next_occ = await asyncio.to_thread(self.journal.max_occurrence_id)
-            engine.restore(events, next_occurrence_id=next_occ + 1)
+            await self._restore(engine)
             self.engine = engine
             self._publish()
 
@@ -146,16 +212,25 @@ class AlarmService:
         )
         return [e.to_wire() for e in events]
 
-    async def kpi(self, hours: float = 24.0, *, end: float | None = None) -> dict[str, object]:
+    async def kpi(self, hours: float = 720.0, *, end: float | None = None) -> dict[str, object]:
+        """KPIs over the last `hours` (default 30 days), aggregated in SQL on a read
+        connection in a worker thread: never the writer's lock or thread."""
         end = self._clock() if end is None else end
         start = end - hours * 3600.0
-        events = await asyncio.to_thread(self.journal.between, start, end)
-        return kpi_mod.compute(events, start=start, end=end, current=self._committed)
+        current = list(self._committed)
+        info = self.engine.kpi_info()
+
+        def run() -> dict[str, object]:
+            with self.journal.reader() as db:
+                return kpi_mod.compute(db, start=start, end=end, current=current, info=info)
+
+        return await asyncio.to_thread(run)
 
     async def prune(self) -> int:
         """Apply retention; call it now and then (e.g. hourly)."""
-        return await asyncio.to_thread(self.journal.prune, self._clock())
+        return await self._write(self.journal.prune, self._clock())
 
     async def close(self) -> None:
         async with self._lock:
-            await asyncio.to_thread(self.journal.close)
+            await self._write(self.journal.close)
+        self._writer.shutdown(wait=False)

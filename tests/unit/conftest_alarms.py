@@ -65,8 +65,24 @@ class Rig:
         return out
 
     def ack(self, occurrence: int, comment: str = "seen", user: str = "ann") -> list[AlarmEvent]:
-        events = self.engine.acknowledge(occurrence, user, comment, self.now)
+        events = self.acknowledge(occurrence, user, comment, self.now)
         self.log.extend(events)
+        return events
+
+    # Operator requests as the service makes them: planned, then applied (once committed).
+    def acknowledge(self, occurrence: int, user: str, comment: str, now: float) -> list[AlarmEvent]:
+        return self._applied(self.engine.acknowledge(occurrence, user, comment, now))
+
+    def shelve(
+        self, alarm: str, minutes: float, user: str, comment: str, now: float
+    ) -> list[AlarmEvent]:
+        return self._applied(self.engine.shelve(alarm, minutes, user, comment, now))
+
+    def unshelve(self, alarm: str, user: str, comment: str, now: float) -> list[AlarmEvent]:
+        return self._applied(self.engine.unshelve(alarm, user, comment, now))
+
+    def _applied(self, events: list[AlarmEvent]) -> list[AlarmEvent]:
+        self.engine.apply(events)
         return events
 
     def state(self, alarm: str) -> str:

@@ -375,7 +375,7 @@ def test_lolo_supersedes_lo() -> None:
 
 def test_shelving_hides_but_still_evaluates_and_expires_by_itself() -> None:
     rig = Rig(diameter_plant())
-    (shelved,) = rig.engine.shelve(f"{D}.hi", 1, "ann", "gauge being cleaned", rig.now)
+    (shelved,) = rig.shelve(f"{D}.hi", 1, "ann", "gauge being cleaned", rig.now)
     assert (shelved.event, shelved.state, shelved.shelved_by) == ("shelved", "shelved", "ann")
     assert shelved.shelved_until == pytest.approx(rig.now + 60)
     assert shelved.occurrence_id == 0  # shelved while normal: no occurrence
@@ -395,8 +395,8 @@ def test_shelving_hides_but_still_evaluates_and_expires_by_itself() -> None:
 
 def test_unshelve_by_operator() -> None:
     rig = Rig(diameter_plant())
-    rig.engine.shelve(f"{D}.hi", 10, "ann", "why", rig.now)
-    (ev,) = rig.engine.unshelve(f"{D}.hi", "bob", "done", rig.now)
+    rig.shelve(f"{D}.hi", 10, "ann", "why", rig.now)
+    (ev,) = rig.unshelve(f"{D}.hi", "bob", "done", rig.now)
     assert (ev.event, ev.state, ev.user, ev.note) == ("unshelved", "normal", "bob", "done")
     assert rig.engine.current() == []
 
@@ -415,7 +415,7 @@ def test_unshelve_by_operator() -> None:
 def test_shelve_refusals(alarm: str, minutes: float, comment: str, code: str) -> None:
     rig = Rig(diameter_plant())
     with pytest.raises(AlarmRequestError) as err:
-        rig.engine.shelve(alarm, minutes, "ann", comment, rig.now)
+        rig.shelve(alarm, minutes, "ann", comment, rig.now)
     assert err.value.code == code
     assert rig.engine.current() == []
 
@@ -424,7 +424,7 @@ def test_unshelve_refusals() -> None:
     rig = Rig(diameter_plant())
     for alarm, code in [(f"{D}.hi", "invalid"), ("nope", "unknown_alarm")]:
         with pytest.raises(AlarmRequestError) as err:
-            rig.engine.unshelve(alarm, "ann", "", rig.now)
+            rig.unshelve(alarm, "ann", "", rig.now)
         assert err.value.code == code
 
 
@@ -444,7 +444,7 @@ def test_out_of_service_tag_is_evaluated_and_journaled_as_suppressed() -> None:
     rig.ack(ev.occurrence_id)
     assert rig.engine.current() == []
     with pytest.raises(AlarmRequestError) as err:
-        rig.engine.shelve(f"{D}.hi", 10, "ann", "x", rig.now)
+        rig.shelve(f"{D}.hi", 10, "ann", "x", rig.now)
     assert err.value.code == "invalid"
 
 
@@ -461,7 +461,7 @@ def test_restore_rebuilds_state_and_continues_occurrence_ids() -> None:
     rig.ack(hihi.occurrence_id)
     rig.devices["sim"] = False
     rig.tick()
-    rig.log += rig.engine.shelve("device.sim.comms", 30, "ann", "maintenance", rig.now)
+    rig.log += rig.shelve("device.sim.comms", 30, "ann", "maintenance", rig.now)
 
     fresh = AlarmEngine(rig.config, rig.schema, ["sim"])
     fresh.restore(rig.log)

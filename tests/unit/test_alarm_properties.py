@@ -119,7 +119,7 @@ class AlarmMachine(RuleBasedStateMachine):
         }
         occurrence = data.draw(st.sampled_from([*snapshot, 0, self.last_occurrence, 10_000]))
         try:
-            events = self.rig.engine.acknowledge(occurrence, "ann", comment, self.rig.now)
+            events = self.rig.acknowledge(occurrence, "ann", comment, self.rig.now)
         except AlarmRequestError as err:
             target = snapshot.get(occurrence)
             if target is None:
@@ -138,7 +138,7 @@ class AlarmMachine(RuleBasedStateMachine):
           comment=st.sampled_from(["", "maintenance"]))  # fmt: skip
     def shelve(self, alarm: str, minutes: float, comment: str) -> None:
         try:
-            events = self.rig.engine.shelve(alarm, minutes, "ann", comment, self.rig.now)
+            events = self.rig.shelve(alarm, minutes, "ann", comment, self.rig.now)
         except AlarmRequestError as err:
             assert err.code in ("invalid", "comment_required")
             return
@@ -148,7 +148,7 @@ class AlarmMachine(RuleBasedStateMachine):
     @rule(alarm=st.sampled_from(NAMES))
     def unshelve(self, alarm: str) -> None:
         try:
-            events = self.rig.engine.unshelve(alarm, "bob", "", self.rig.now)
+            events = self.rig.unshelve(alarm, "bob", "", self.rig.now)
         except AlarmRequestError as err:
             assert err.code == "invalid"
             return

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scada.alarms.engine import AlarmEngine
 from scada.alarms.journal import Journal
-from scada.alarms.model import AlarmEvent, AlarmRequestError
+from scada.alarms.model import AlarmEvent, AlarmRequestError, iso_ms
 from scada.alarms.routes import routes
 from scada.alarms.service import AlarmService
 from tests.unit.conftest_alarms import T0, Rig, diameter_plant
@@ -157,7 +157,14 @@ def test_kpi_through_the_service(tmp_path: Path) -> None:
             await tick(service, rig, clock)
         report = await service.kpi(1.0)
         assert report["raised"] == 3
-        assert report["chattering"] == [{"alarm": f"{D}.hi", "max_per_minute": 3, "activations": 3}]
+        (chatter,) = report["chattering"]
+        assert (chatter["alarm"], chatter["max_per_minute"], chatter["activations"]) == (
+            f"{D}.hi",
+            3,
+            3,
+        )
+        # Raised 0.2 s apart; the diameter's span is 30 mm, 5 % of it a starting deadband.
+        assert (chatter["suggested_off_delay_s"], chatter["suggested_deadband"]) == (1.0, 1.5)
         await service.close()
 
     asyncio.run(main())
@@ -280,3 +287,80 @@ def test_rest_kpi(api: tuple[TestClient, Rig, SimpleNamespace]) -> None:
     assert body["raised"] == 1 and body["rate"]["bins"] == 6
     assert client.get("/api/alarms/kpi?hours=abc").status_code == 400
     assert client.get("/api/alarms/kpi?hours=0").status_code == 400
+
+
+def test_an_ack_whose_commit_fails_changes_nothing_and_is_refused(tmp_path: Path) -> None:
+    """Issue #9 defect 2: with the disk full the engine kept an ack that was never
+    journaled (a phantom ack). Now it is applied only after its commit."""
+
+    async def main() -> None:
+        rig, clock = Rig(diameter_plant()), Clock()
+        service = make_service(rig, tmp_path / "j.sqlite", clock)
+        seen: list[list[AlarmEvent]] = []
+        service.on_committed(lambda events: seen.append(list(events)))
+        await service.start()
+        rig.set("diameter", 12.3)
+        (raised,) = await tick(service, rig, clock)
+        assert [e.event for batch in seen for e in batch] == ["raised"]
+        db = service.journal._db  # a full disk, for SQLite: no page may be added
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(AlarmRequestError) as err:
+            for i in range(50):  # until the file has to grow
+                await service.ack(raised["id"], "ann", "x" * 2000 + str(i))
+        assert err.value.code == "journal_unavailable"
+        assert [a["state"] for a in service.current()] == ["unacked_active"]
+        assert service.engine.state_of(f"{D}.hi").state == "unacked_active"
+        assert len(seen) == 1  # nothing was announced
+        db.execute("PRAGMA max_page_count = 1073741823")
+        (acked,) = await service.ack(raised["id"], "ann", "seen")  # not already_acknowledged
+        assert acked["state"] == "acked_active"
+        assert [e.event for e in service.journal.all_events()] == ["raised", "acknowledged"]
+        await service.close()
+
+    asyncio.run(main())
+
+
+class SteppingClock:
+    """Wall and monotonic clocks that can drift apart: the wall one may step back."""
+
+    def __init__(self) -> None:
+        self.wall, self.mono = T0, 1000.0
+
+    def advance(self, dt: float) -> None:
+        self.wall += dt
+        self.mono += dt
+
+
+def test_a_wall_clock_step_back_does_not_stretch_delays_or_shelving(tmp_path: Path) -> None:
+    """Issue #9 defect 6: a 120 s backward step delayed an alarm ~115 s and a 6 s shelve
+    lasted 66 s. Delays and shelving run on the monotonic clock; wall time only stamps."""
+
+    async def main() -> None:
+        config = diameter_plant(on_delay=2.0)
+        rig, clock = Rig(config), SteppingClock()
+        journal = Journal(tmp_path / "j.sqlite", retention_days=90, retention_events=1000)
+        engine = AlarmEngine(config, rig.schema, ["sim"])
+        service = AlarmService(engine, journal, clock=lambda: clock.wall, mono=lambda: clock.mono)
+        await service.start()
+
+        async def step(seconds: float) -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            for _ in range(round(seconds / 0.1)):
+                clock.advance(0.1)
+                out += await service.tick(clock.wall, rig.values, rig.quality, rig.devices)
+            return out
+
+        await service.shelve(f"{D}.lo", 0.1, "ann", "6 s shelf")  # ends 6 s from now
+        rig.set("diameter", 12.3)
+        assert await step(1.0) == []
+        clock.wall -= 120.0  # the wall clock steps back mid-delay
+        (raised,) = await step(1.2)  # the on-delay still ends 2 s after it began
+        assert (raised["alarm"], raised["event"]) == (f"{D}.hi", "raised")
+        # 2 s after the first sample beyond the limit (at 0.1 s), stamped on the stepped wall.
+        assert raised["at"] == iso_ms(T0 - 120.0 + 2.1)
+        (unshelved,) = [e for e in await step(4.0) if e["event"] == "unshelved"]
+        assert unshelved["alarm"] == f"{D}.lo"
+        await service.close()
+
+    asyncio.run(main())
