@@ -17,6 +17,7 @@ from typing import Final
 
 from scada.alarms.flood import FloodDetector
 from scada.alarms.model import ACTIVE_STATES, PRIORITY, AlarmEvent
+from scada.core.stats import nearest_rank
 from scada.core.timefmt import iso_ms, iso_or_none
 
 BIN_SECONDS: Final = 600.0  # ISA-18.2 counts alarms per 10 minutes
@@ -193,7 +194,7 @@ def ack_times(db: sqlite3.Connection, start: float, end: float) -> dict[str, obj
     def rank(pct: float) -> float | None:
         if not n:
             return None
-        k = max(1, math.ceil(pct / 100 * n))
+        k = nearest_rank(n, pct / 100)
         row = db.execute(
             f"SELECT at - raised_at AS d FROM events WHERE {where} ORDER BY d LIMIT 1 OFFSET ?",
             (start, end, k - 1),

@@ -13,6 +13,10 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     ordered = sorted(values)
     if not ordered:
         return None
+    return ordered[nearest_rank(len(ordered), q) - 1]
+
+
+def nearest_rank(n: int, q: float) -> int:
+    """The 1-based rank of the q-percentile among n > 0 sorted values (for SQL OFFSETs)."""
     # Rounded first: 0.07 * 100 is 7.000000000000001 in floats, and must be rank 7.
-    rank = max(1, math.ceil(round(q * len(ordered), 9)))
-    return ordered[min(rank, len(ordered)) - 1]
+    return min(n, max(1, math.ceil(round(q * n, 9))))

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scada.alarms import kpi
 from scada.alarms import model as alarm_model
 from scada.core.config import load_config
-from scada.core.stats import percentile
+from scada.core.stats import nearest_rank, percentile
 from scada.core.timefmt import iso_ms
 from scada.metrics import render_metrics
 from scada.runtime import Runtime
@@ -64,7 +64,7 @@ def test_one_nearest_rank_percentile() -> None:
     assert percentile([5.0], 0.99) == 5.0
     assert percentile([1.0, 2.0], 0.0) == 1.0
     # The alarm KPIs use the same definition.
-    assert kpi._nearest_rank([1.0, 2.0, 3.0, 4.0], 50) == 2.0
+    assert kpi.nearest_rank is nearest_rank  # (in SQL: ORDER BY ... OFFSET rank - 1)
 
 
 def test_one_iso_formatter_rounds_to_the_millisecond() -> None:
