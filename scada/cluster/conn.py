@@ -1,4 +1,5 @@
-"""One way to open a Redis client for the bus: bounded waits, no hidden retries.
+"""One way to open a Redis client for the bus (bounded waits, no hidden retries), and one
+way to read its stream replies.
 
 Every loop of the cluster retries on its own schedule (lease renewal, outbox, reader), so the
 client must fail fast instead of retrying behind their back; a command that hangs longer than
@@ -7,9 +8,13 @@ client must fail fast instead of retrying behind their back; a command that hang
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+from scada.cluster.keys import text
 
 
 def connect(url: str, *, timeout: float = 2.0, name: str | None = None) -> Redis:
@@ -21,3 +26,15 @@ def connect(url: str, *, timeout: float = 2.0, name: str | None = None) -> Redis
         retry=Retry(NoBackoff(), 0),
         client_name=name,
     )
+
+
+Entry = tuple[str, dict[bytes, bytes]]
+
+
+def stream_entries(reply: Any) -> list[tuple[str, list[Entry]]]:
+    """An XREAD/XREADGROUP reply (RESP2 list or RESP3 dict) as [(stream, [(id, fields)])]."""
+    pairs = reply.items() if isinstance(reply, dict) else reply or []
+    return [
+        (text(name), [(text(entry), fields) for entry, fields in entries if fields is not None])
+        for name, entries in pairs
+    ]

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from scada.cluster.conn import connect
+from scada.cluster.conn import connect, stream_entries
 from scada.cluster.epoch import read_epoch
 from scada.cluster.keys import BusKeys, event_id, text
 from scada.cluster.publish import EPOCH, PAYLOAD
@@ -189,18 +189,17 @@ class BusReader:
         return await self._redis.xread(streams, count=self.batch, block=int(self.block * 1000))
 
     async def _entries(self, reply: Any) -> AsyncIterator[BusEvent]:
-        by_stream = reply.items() if isinstance(reply, dict) else reply
         alarms: list[tuple[int, bytes]] = []
         frames: list[tuple[str, bytes]] = []
         epoch_seen: str | None = None
-        for name, entries in by_stream:
-            if text(name) == self.keys.alarms:
+        for name, entries in stream_entries(reply):
+            if name == self.keys.alarms:
                 for entry, fields in entries:
                     alarms.append((event_id(entry), fields[PAYLOAD]))
                     if epoch_seen is None and EPOCH in fields:
                         epoch_seen = text(fields[EPOCH])
             else:
-                frames.extend((text(entry), fields[PAYLOAD]) for entry, fields in entries)
+                frames.extend((entry, fields[PAYLOAD]) for entry, fields in entries)
         self._last_read = self._clock()
         async for event in self._live():
             yield event

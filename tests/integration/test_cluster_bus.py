@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -15,7 +15,6 @@ import pytest
 from redis.asyncio import Redis
 
 from scada.alarms.journal import Journal
-from scada.alarms.model import AlarmEvent
 from scada.cluster.conn import connect
 from scada.cluster.epoch import read_epoch
 from scada.cluster.frames import FramePublisher
@@ -31,9 +30,11 @@ from scada.cluster.reader import (
     Gap,
     Status,
 )
-from tests.integration.cluster_redis import RedisServer
+from tests.integration.cluster_node import alarm_event
+from tests.integration.cluster_redis import RedisServer, redis_server
 
 KEYS = BusKeys("test")
+redis_server = redis_server  # the fixture, shared by the cluster tests
 T = TypeVar("T")
 JOURNAL_EPOCH = "j0urnal"
 
@@ -44,25 +45,7 @@ def make_journal(path: Path) -> Journal:
 
 def commit(journal: Journal, count: int) -> list[int]:
     """Journal `count` alarm events; returns their ids."""
-    now = time.time()
-    events = [
-        AlarmEvent(
-            event_id=None,
-            occurrence_id=i + 1,
-            alarm=f"line1.diameter.hi.{i}",
-            production_line_id="1",
-            tag="diameter",
-            condition="hi",
-            severity="high",
-            event="raised",
-            state="unacked_active",
-            message="diameter high",
-            value=2.1,
-            limit=2.0,
-            at=now,
-        )
-        for i in range(count)
-    ]
+    events = [alarm_event(i + 1) for i in range(count)]
     return [ev.event_id or 0 for ev in journal.append(events)]
 
 
@@ -98,13 +81,6 @@ async def alarms_through(
         if isinstance(event, AlarmEntries):
             got += [i for i, _ in event.entries]
     return got, events
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.kill()
 
 
 def test_entry_ids_are_journal_ids() -> None:

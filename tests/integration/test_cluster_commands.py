@@ -1,0 +1,147 @@
+"""Commands from a gateway to the active ingest node over a real redis-server: a retry and a
+redelivery after the consumer died are applied once.
+
+The ingest side applies an ack into a real SQLite database, recording the request id in the
+same transaction (scada.cluster.ledger), as the journal will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from scada.cluster import ledger
+from scada.cluster.commands import GROUP, Command, CommandConsumer, CommandSender
+from scada.cluster.conn import connect
+from scada.cluster.keys import BusKeys
+from scada.cluster.lease import Lease
+from tests.integration.cluster_redis import RedisServer, redis_server
+
+KEYS = BusKeys("test")
+redis_server = redis_server  # the fixture, shared by the cluster tests
+ACK = {"alarm": "line1.diameter.hi", "user": "operator1", "comment": "seen"}
+
+
+class AckJournal:
+    """Acks of alarms in SQLite; each applied command's request id in the same commit."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.lock = threading.Lock()
+        self.db.executescript(
+            "CREATE TABLE acks (id INTEGER PRIMARY KEY AUTOINCREMENT, alarm TEXT, user TEXT);"
+        )
+        ledger.create(self.db)
+
+    def apply_sync(self, command: Command) -> dict[str, Any]:
+        with self.lock:
+            cur = self.db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                done = cur.execute(
+                    "SELECT 1 FROM acks WHERE alarm = ?", (command.body["alarm"],)
+                ).fetchone()
+                if done:
+                    result = {"ok": False, "error": "already_acknowledged"}
+                else:
+                    cur.execute(
+                        "INSERT INTO acks(alarm, user) VALUES (?, ?)",
+                        (command.body["alarm"], command.body["user"]),
+                    )
+                    result = {"ok": True}
+                ledger.record(cur, command.request_id, result, time.time())
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return result
+
+    async def apply(self, command: Command) -> dict[str, Any]:
+        return await asyncio.to_thread(self.apply_sync, command)
+
+    def lookup(self, request_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            return ledger.result(self.db, request_id)
+
+    def acks(self) -> int:
+        with self.lock:
+            return int(self.db.execute("SELECT count(*) FROM acks").fetchone()[0])
+
+
+def consumer_for(lease: Lease, journal: AckJournal, claim_idle: float = 5.0) -> CommandConsumer:
+    return CommandConsumer(
+        lease.redis,
+        KEYS,
+        lease,
+        apply=journal.apply,
+        lookup=journal.lookup,
+        claim_idle=claim_idle,
+    )
+
+
+def test_a_retried_command_is_applied_once(redis_server: RedisServer, tmp_path: Path) -> None:
+    journal = AckJournal(tmp_path / "journal.db")
+
+    async def main() -> None:
+        redis = connect(redis_server.url)
+        lease = Lease(redis, KEYS, "ingest-a")
+        assert await lease.try_acquire()
+        consumer = consumer_for(lease, journal)
+        task = asyncio.create_task(consumer.run())
+        gateway = CommandSender(connect(redis_server.url), KEYS, "gateway-b")
+
+        first = await gateway.request("ack", ACK, request_id="req-1")
+        assert first.result == {"ok": True} and not first.duplicate
+        retry = await gateway.request("ack", ACK, request_id="req-1")
+        assert retry.result == {"ok": True} and retry.duplicate
+        other = await gateway.request("ack", ACK)  # a new request for the same alarm
+        assert other.result == {"ok": False, "error": "already_acknowledged"}
+
+        assert journal.acks() == 1
+        assert (consumer.applied, consumer.duplicates) == (2, 1)
+        assert (await redis.xpending(KEYS.commands, GROUP))["pending"] == 0
+        task.cancel()
+        await gateway.redis.aclose()
+        await redis.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_command_left_unacknowledged_by_a_dead_consumer_is_not_applied_twice(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    journal = AckJournal(tmp_path / "journal.db")
+
+    async def main() -> None:
+        redis = connect(redis_server.url)
+        gateway = CommandSender(connect(redis_server.url), KEYS, "gateway-b")
+        old_lease = Lease(redis, KEYS, "ingest-a")
+        assert await old_lease.try_acquire()
+        old = consumer_for(old_lease, journal)
+        await old.ensure_group()
+        waiting = asyncio.create_task(gateway.request("ack", ACK, request_id="req-7", timeout=20))
+        fetched: list[Command] = []
+        while not fetched:
+            fetched = await old.fetch(block=0.2)
+        await journal.apply(fetched[0])  # committed; the node dies before reply and XACK
+        await old_lease.release()
+        assert (await redis.xpending(KEYS.commands, GROUP))["pending"] == 1
+
+        new_lease = Lease(redis, KEYS, "ingest-b")
+        assert await new_lease.try_acquire()
+        new = consumer_for(new_lease, journal, claim_idle=0.2)
+        task = asyncio.create_task(new.run())
+        reply = await waiting
+        assert reply.result == {"ok": True} and reply.duplicate
+        assert journal.acks() == 1
+        assert (new.applied, new.duplicates) == (0, 1)
+        assert (await redis.xpending(KEYS.commands, GROUP))["pending"] == 0
+        task.cancel()
+        await gateway.redis.aclose()
+        await redis.aclose()
+
+    asyncio.run(main())
