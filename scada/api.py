@@ -103,6 +103,11 @@ async def line_history(request: Request) -> Response:
     if isinstance(line_id, Response):
         return line_id
     rt = runtime_of(request)
+    historian = getattr(request.app.state, "historian", None)
+    if historian is not None:
+        from scada.historian.routes import line_history as from_historian
+
+        return await from_historian(request, historian, line_id)
     try:
         seconds = _int_param(request, "seconds", 300, 1, rt.config.server.history_seconds)
         points = _int_param(request, "points", 600, 1, 5000)
@@ -220,8 +225,10 @@ async def ready(request: Request) -> Response:
     rt = runtime_of(request)
     devices = [p.status.as_dict() for p in rt.pollers]
     ok = rt.ticking() and all(p.status.healthy for p in rt.pollers)
+    # A degraded historian is reported, not fatal: the live stream and alarms go on.
+    historian = rt.historian.status() if rt.historian is not None else None
     return OrjsonResponse(
-        {"ready": ok, "ticking": rt.ticking(), "devices": devices},
+        {"ready": ok, "ticking": rt.ticking(), "devices": devices, "historian": historian},
         status_code=200 if ok else 503,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -25,6 +26,8 @@ from scada.auth.routes import routes as auth_routes
 from scada.auth.store import AuthStore
 from scada.auth.web import Auditor, AuthMiddleware, requires
 from scada.core.config import PlantConfig, resolve_data_path
+from scada.historian.routes import history as history_route
+from scada.historian.service import Historian
 from scada.hub import Hub
 from scada.ratelimit import FailureWindow
 from scada.runtime import Runtime
@@ -113,6 +116,12 @@ def create_app(
             len(alarms.current()),
             alarms.cursor(),
         )
+        historian = None
+        if config.historian.enabled:
+            historian = Historian.from_config(config, runtime.schema)
+            await asyncio.to_thread(historian.start)
+            runtime.historian = app.state.historian = historian
+            runtime.metric_sources.append(historian.metrics)
         await runtime.start()
         try:
             yield
@@ -120,6 +129,8 @@ def create_app(
             # uvicorn has already sent close 1012 to every socket; this catches stragglers.
             runtime.broadcaster.close_all(1012, "server restart")
             await runtime.stop()
+            if historian is not None:
+                await asyncio.to_thread(historian.stop)
             await alarms.close()
             auth.close()
             log.info("stopped: journal and audit closed, drivers disconnected")
@@ -129,6 +140,7 @@ def create_app(
         Route("/diagnostics", _page("diagnostics.html")),
         WebSocketRoute("/ws", hub.endpoint),
         *api.routes,
+        Route("/api/history", requires("viewer", history_route)),
         *(_guard(r) for r in alarm_routes),
         *auth_routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -146,5 +158,6 @@ def create_app(
     app.state.auditor = auditor
     app.state.login_failures = FailureWindow(limit=5, window=60.0)
     app.state.alarms = None
+    app.state.historian = None
     app.state.announce_alarms = hub.announce
     return app

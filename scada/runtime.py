@@ -69,6 +69,7 @@ class Runtime:
             heartbeat_interval=srv.heartbeat_interval_ms / 1000.0,
         )
         self.alarms: Any = None  # scada.alarms.service.AlarmService, attached by the app
+        self.historian: Any = None  # scada.historian.Historian, attached by the app
         self.last_tick: float | None = None  # monotonic
         self._next_prune = time.monotonic() + 60.0
         self.started_at = time.time()
@@ -160,6 +161,8 @@ class Runtime:
         if len(dirty):
             self.broadcaster.publish_production(self.encoder.encode(store, dirty), stamp)
         self.history.append(now, store.history_row())
+        if self.historian is not None:
+            self.historian.record(now, store.values, store.quality)  # a copy; no disk I/O
         self.broadcaster.drop_slow(mono)
         self.broadcaster.heartbeat_idle(mono)
         self.last_tick = mono

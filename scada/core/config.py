@@ -169,6 +169,27 @@ class AlarmSettings(Frozen):
     max_shelve_minutes: int = Field(default=480, ge=1)
 
 
+class CompressionRule(Frozen):
+    """Historian compression of one tag (or a glob of tag paths): the error it may make."""
+
+    method: Literal["deadband", "swinging_door"] = "swinging_door"
+    deviation: float = Field(gt=0)
+
+
+class HistorianSettings(Frozen):
+    enabled: bool = True
+    path: str | None = None  # default: <data_dir>/history.sqlite
+    # Retention per tier, in days (see docs/historian.md).
+    raw_days: float = Field(default=30.0, gt=0)
+    rollup_1m_days: float = Field(default=365.0, gt=0)
+    rollup_1h_days: float = Field(default=3650.0, gt=0)
+    # A killed process loses at most this many seconds of samples.
+    flush_interval: float = Field(default=1.0, gt=0, le=1.0)
+    max_points: int = Field(default=10_000, ge=10)
+    # Tag path or glob ("line*.diameter") -> compression; off for every other tag.
+    compression: dict[str, CompressionRule] = Field(default_factory=dict)
+
+
 Role = Literal["viewer", "operator", "engineer", "admin"]
 
 
@@ -190,6 +211,7 @@ class PlantConfig(Frozen):
     auth: AuthSettings = AuthSettings()
     simulator: SimulatorConfig = SimulatorConfig()
     alarms: AlarmSettings = AlarmSettings()
+    historian: HistorianSettings = HistorianSettings()
     devices: list[DeviceConfig] = Field(default_factory=lambda: [DeviceConfig(name="sim")])
     lines: list[LineConfig] = Field(min_length=1)
 

@@ -1,0 +1,262 @@
+"""The historian as the server uses it: one writer thread, reads in worker threads.
+
+`record` is what the tick calls. Queries run in `asyncio.to_thread` with a read-only
+connection per worker thread (WAL: readers never block the writer nor each other), and
+add what the writer holds in memory (the open minute), so a chart reaches the last tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from scada.core.config import HistorianSettings, PlantConfig, resolve_data_path
+from scada.core.tags import TagSchema
+from scada.core.timefmt import iso_ms
+from scada.historian import codec, db, query
+from scada.historian.db import CHUNK_MS
+from scada.historian.query import Buckets, Plan, Rows, SeriesSpec
+from scada.historian.writer import Retention, Writer
+
+log = logging.getLogger(__name__)
+
+
+class Historian:
+    def __init__(
+        self,
+        path: Path,
+        schema: TagSchema,
+        settings: HistorianSettings,
+        *,
+        resolution_ms: int,
+    ) -> None:
+        self.path = path
+        self.settings = settings
+        self.schema = schema
+        self.resolution = resolution_ms
+        paths = [ref.path for ref in schema.refs]
+        self.compression = _compression(paths, settings)
+        self.writer = Writer(
+            path,
+            paths,
+            [ref.config.unit for ref in schema.refs],
+            resolution_ms=resolution_ms,
+            flush_interval=settings.flush_interval,
+            retention=Retention(
+                settings.raw_days, settings.rollup_1m_days, settings.rollup_1h_days
+            ),
+            compression=self.compression,
+        )
+        self.clock = time.time  # wall clock: decides which tiers still hold a range
+        self._local = threading.local()
+        self._series_cache: dict[str, tuple[int, str]] = {}
+
+    @classmethod
+    def from_config(cls, config: PlantConfig, schema: TagSchema) -> Historian:
+        settings = config.historian
+        path = resolve_data_path(config, settings.path, "history.sqlite")
+        return cls(path, schema, settings, resolution_ms=config.server.batch_interval_ms)
+
+    def start(self) -> None:
+        self.writer.start()
+        log.info(
+            "historian: %s, %d tags every %d ms (raw %g d, 1 min %g d, 1 h %g d)",
+            self.path,
+            len(self.writer.paths),
+            self.resolution,
+            self.settings.raw_days,
+            self.settings.rollup_1m_days,
+            self.settings.rollup_1h_days,
+        )
+
+    def stop(self) -> None:
+        self.writer.stop()
+
+    def record(self, t: float, values: np.ndarray, quality: np.ndarray) -> None:
+        self.writer.record(t, values, quality)
+
+    # -- status -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        st = self.writer.status
+        return {
+            "state": st.state,
+            "degraded": st.state == "degraded",
+            "reason": st.reason,
+            "path": str(self.path),
+            "disk_bytes": db.disk_bytes(self.path),
+            "rows": st.rows,
+            "chunks": st.chunks,
+            "dropped_rows": st.dropped_rows,
+            "failures": st.failures,
+            "pruned_rows": st.pruned,
+            "last_flush": iso_ms(st.last_flush) if st.last_flush else None,
+        }
+
+    def metrics(self) -> Iterator[Metric]:
+        st = self.writer.status
+        yield GaugeMetricFamily(
+            "scada_historian_degraded",
+            "1 while the historian cannot write (disk full, unwritable or missing file).",
+            1.0 if st.state == "degraded" else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "scada_historian_disk_bytes",
+            "Bytes of the historian's SQLite files.",
+            db.disk_bytes(self.path),
+        )
+        yield CounterMetricFamily("scada_historian_rows", "Ticks recorded.", value=st.rows)
+        yield CounterMetricFamily(
+            "scada_historian_dropped_rows", "Ticks lost while writes failed.", value=st.dropped_rows
+        )
+        yield CounterMetricFamily(
+            "scada_historian_write_failures", "Failed historian commits.", value=st.failures
+        )
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        local = self._local
+        gen = self.writer.generation
+        if getattr(local, "gen", None) != gen or getattr(local, "db", None) is None:
+            if getattr(local, "db", None) is not None:
+                local.db.close()
+            local.db = db.open_reader(self.path)
+            local.gen = gen
+        conn: sqlite3.Connection = local.db
+        return conn
+
+    def known_series(self) -> dict[str, tuple[int, str]]:
+        """path -> (series id, unit) of every tag ever recorded (cached per process)."""
+        if not self._series_cache or len(self._series_cache) < len(self.writer.paths):
+            rows = self._reader().execute("SELECT path, id, unit FROM series").fetchall()
+            self._series_cache = {p: (int(i), u) for p, i, u in rows}
+        return self._series_cache
+
+    def spec(self, path: str) -> SeriesSpec | None:
+        """What is known of a tag path: configured now, or only recorded in the past."""
+        known = self.known_series().get(path)
+        position = self._position(path)
+        if position is None and known is None:
+            return None
+        if position is not None:
+            ref = self.schema.refs[position]
+            tag = ref.config
+            limits = {n: lim.value for n, lim in tag.limits.items()} if tag.limits else {}
+            return SeriesSpec(
+                path,
+                known[0] if known else None,
+                position,
+                tag.unit,
+                tag.setpoint,
+                limits,
+                position in self.compression,
+            )
+        assert known is not None
+        return SeriesSpec(path, known[0], None, known[1])
+
+    def _position(self, path: str) -> int | None:
+        line, _, name = path.partition(".")
+        if not line.startswith("line") or not self.schema.has(line[4:], name):
+            return None
+        return self.schema.index(line[4:], name)
+
+    async def history(
+        self, specs: list[SeriesSpec], from_ms: int, to_ms: int, points: int
+    ) -> dict[str, Any]:
+        return await asyncio.to_thread(self.history_sync, specs, from_ms, to_ms, points)
+
+    def history_sync(
+        self, specs: list[SeriesSpec], from_ms: int, to_ms: int, points: int
+    ) -> dict[str, Any]:
+        now_ms = round(self.clock() * 1000)
+        p = query.plan(
+            from_ms,
+            to_ms,
+            points,
+            self.resolution,
+            now_ms,
+            self.settings.raw_days,
+            self.settings.rollup_1m_days,
+        )
+        series = []
+        for spec in specs:
+            entry: dict[str, Any] = {
+                "tag": spec.path,
+                "unit": spec.unit,
+                "setpoint": spec.setpoint,
+                "limits": spec.limits,
+            }
+            if p.bucket_ms is None:
+                s = self.samples(spec, from_ms, to_ms)
+                entry.update(query.samples_entry(s, self.resolution, spec.compressed))
+            else:
+                entry.update(query.buckets_entry(self.buckets(spec, p)))
+            series.append(entry)
+        return {
+            "from": iso_ms(from_ms / 1000),
+            "to": iso_ms(to_ms / 1000),
+            "tier": p.tier,
+            "bucket_ms": p.bucket_ms,
+            "series": series,
+        }
+
+    def samples(self, spec: SeriesSpec, from_ms: int, to_ms: int) -> codec.Samples:
+        """Raw samples in [from, to): committed chunks plus what the writer still holds."""
+        live = self._live(spec)
+        edge = int(live.t[0]) if len(live) else to_ms
+        database = self._reader()
+        database.execute("BEGIN")
+        try:
+            stored = query.raw_samples(database, spec.series_id, from_ms, min(to_ms, edge))
+        finally:
+            database.execute("COMMIT")
+        stored = query.clip(stored, from_ms, min(to_ms, edge))
+        return codec.concat([stored, query.clip(live, from_ms, to_ms)])
+
+    def _live(self, spec: SeriesSpec) -> codec.Samples:
+        if spec.position is None:
+            return codec.concat([])
+        t, v, q = self.writer.snapshot([spec.position])
+        return codec.Samples(t, v[:, 0], q[:, 0])
+
+    def buckets(self, spec: SeriesSpec, p: Plan, width: float | None = None) -> Buckets:
+        assert p.bucket_ms is not None or width is not None
+        bucket = float(width if width is not None else p.bucket_ms)  # type: ignore[arg-type]
+        end = math.ceil(p.start + bucket * p.count)
+        if p.tier == "raw":
+            rows = Rows.from_samples(self.samples(spec, p.start, end))
+            return query.bucketize(rows, p.start, bucket, p.count)
+        live = self._live(spec)
+        edge = int(live.t[0] - live.t[0] % CHUNK_MS) if len(live) else end
+        table = "m1" if p.tier == "1m" else "h1"
+        database = self._reader()
+        database.execute("BEGIN")
+        try:
+            stored = query.rollup_rows(database, table, spec.series_id, p.start, min(end, edge))
+        finally:
+            database.execute("COMMIT")
+        parts = [stored]
+        if len(live):
+            parts.append(Rows.from_samples(query.clip(live, max(p.start, edge), end)))
+        return query.bucketize(Rows.concat(parts), p.start, bucket, p.count)
+
+
+def _compression(paths: list[str], settings: HistorianSettings) -> dict[int, tuple[str, float]]:
+    out: dict[int, tuple[str, float]] = {}
+    for pattern, rule in settings.compression.items():
+        for i, path in enumerate(paths):
+            if fnmatch.fnmatchcase(path, pattern):
+                out[i] = (rule.method, rule.deviation)
+    return out

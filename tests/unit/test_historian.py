@@ -1,0 +1,279 @@
+"""The historian on real SQLite files: exact read-back, rollups, retention, recovery, compression."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scada.core.config import HistorianSettings, load_config
+from scada.core.tags import TagSchema
+from scada.historian import codec, compress, query
+from scada.historian.db import CHUNK_MS, HOUR_MS
+from scada.historian.service import Historian
+from scada.historian.writer import Retention, Writer
+
+LINES = load_config().lines[:2]  # 20 tags
+SCHEMA = TagSchema(LINES)
+RES = 100
+DAY_MS = 86_400_000
+
+
+def signals(rows: int, width: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    values = (100 + np.cumsum(rng.normal(0, 0.05, (rows, width)), axis=0)).astype(np.float32)
+    quality = np.zeros((rows, width), dtype=np.uint8)
+    quality[rng.random((rows, width)) < 0.02] = 3  # bad now and then
+    quality[rng.random((rows, width)) < 0.01] = 1  # uncertain now and then
+    return values, quality
+
+
+def open_historian(path: Path, schema: TagSchema = SCHEMA, **settings: object) -> Historian:
+    h = Historian(path, schema, HistorianSettings.model_validate(settings), resolution_ms=RES)
+    h.start()
+    return h
+
+
+def feed(h: Historian, start_ms: int, values: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    times = start_ms + RES * np.arange(len(values))
+    for t, v, q in zip(times.tolist(), values, quality, strict=True):
+        h.record(t / 1000, v, q)
+    assert h.writer.sync()
+    return times
+
+
+@pytest.fixture
+def historian(tmp_path: Path) -> Iterator[Historian]:
+    h = open_historian(tmp_path / "history.sqlite")
+    yield h
+    h.stop()
+
+
+def test_values_read_back_exactly_from_chunks_pending_and_memory(
+    historian: Historian, tmp_path: Path
+) -> None:
+    start = 1_700_000_000_000 - 1_700_000_000_000 % CHUNK_MS + 12_300
+    values, quality = signals(3 * 600 + 250, SCHEMA.size)
+    values[5, 3] = np.nan  # a value the device could not give
+    times = feed(historian, start, values, quality)
+    end = int(times[-1]) + 1
+    for pos in (0, 3, SCHEMA.size - 1):
+        spec = historian.spec(SCHEMA.refs[pos].path)
+        assert spec is not None
+        got = historian.samples(spec, start, end)
+        assert got.t.tolist() == times.tolist()
+        np.testing.assert_array_equal(got.v, values[:, pos])  # bit-exact float32
+        assert ((got.q & codec.QUALITY_MASK) == quality[:, pos]).all()
+    historian.stop()
+    # After a restart the open minute comes back from `pending`, the rest from `raw`.
+    again = open_historian(tmp_path / "history.sqlite")
+    try:
+        spec = again.spec(SCHEMA.refs[3].path)
+        assert spec is not None
+        got = again.samples(spec, start, end)
+        np.testing.assert_array_equal(got.v, values[:, 3])
+        assert got.t.tolist() == times.tolist()
+    finally:
+        again.stop()
+
+
+def test_rollups_equal_aggregates_of_the_raw_samples(historian: Historian) -> None:
+    start = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS - 5 * CHUNK_MS
+    values, quality = signals(75 * 600, SCHEMA.size, seed=3)  # 75 minutes over an hour edge
+    feed(historian, start, values, quality)
+    db = historian._reader()
+    good = (quality == 0) & np.isfinite(values)
+    v64 = values.astype(np.float64)
+    for pos in (1, 7):
+        sid = historian.spec(SCHEMA.refs[pos].path).series_id  # type: ignore[union-attr]
+        m1 = db.execute(
+            "SELECT t, n, ngood, vmin, vmax, vsum, vfirst, vlast, q FROM m1"
+            " WHERE series = ? ORDER BY t",
+            (sid,),
+        ).fetchall()
+        assert len(m1) == 74  # the 75th minute is still open
+        for k, (t, n, ngood, vmin, vmax, vsum, vfirst, vlast, q) in enumerate(m1):
+            rows = slice(k * 600, (k + 1) * 600)
+            g, v = good[rows, pos], v64[rows, pos]
+            assert t == start + k * CHUNK_MS and n == 600 and ngood == g.sum()
+            assert (vmin, vmax) == (v[g].min(), v[g].max())
+            assert vsum == pytest.approx(v[g].sum(), rel=1e-12)
+            assert (vfirst, vlast) == (v[g][0], v[g][-1])
+            assert q == quality[rows, pos].max()
+        hour = start + 5 * CHUNK_MS
+        h1 = db.execute(
+            "SELECT n, ngood, vmin, vmax, vsum, vfirst, vlast, q FROM h1 WHERE series = ? AND t = ?",
+            (sid, hour),
+        ).fetchone()
+        rows = slice(5 * 600, 65 * 600)
+        g, v = good[rows, pos], v64[rows, pos]
+        assert h1[:4] == (36_000, g.sum(), v[g].min(), v[g].max())
+        assert h1[4] == pytest.approx(v[g].sum(), rel=1e-12)
+        assert h1[5:] == (v[g][0], v[g][-1], quality[rows, pos].max())
+
+
+def test_buckets_from_every_tier_agree_with_the_raw_samples(historian: Historian) -> None:
+    start = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS
+    values, quality = signals(130 * 600, 2, seed=5)
+    wide = np.repeat(values, SCHEMA.size // 2, axis=1)
+    feed(historian, start, wide, np.repeat(quality, SCHEMA.size // 2, axis=1))
+    spec = historian.spec(SCHEMA.refs[0].path)
+    assert spec is not None
+    end = start + 120 * CHUNK_MS
+    raw = query.Rows.from_samples(historian.samples(spec, start, end))
+    for tier, bucket in (("raw", 30_000), ("1m", 600_000), ("1h", HOUR_MS)):
+        plan = query.Plan(tier, bucket, start, (end - start) // bucket)
+        got = historian.buckets(spec, plan)
+        want = query.bucketize(raw, start, bucket, plan.count)
+        for field in ("vmin", "vmax", "vfirst", "vlast", "q"):
+            np.testing.assert_array_equal(getattr(got, field), getattr(want, field), field)
+        np.testing.assert_allclose(got.mean, want.mean, rtol=1e-12)
+
+
+def test_plan_picks_the_tier_from_the_range() -> None:
+    now = 1_700_000_000_000
+
+    def tier(span_ms: int, points: int = 1000) -> tuple[str, int | None]:
+        p = query.plan(now - span_ms, now, points, RES, now, 30, 365)
+        assert p.bucket_ms is None or p.count <= points
+        return p.tier, p.bucket_ms
+
+    assert tier(60_000) == ("raw", None)  # 600 samples fit: raw samples
+    assert tier(3_600_000) == ("raw", 3_700)  # 3.6 s buckets need 1,001 once aligned
+    assert tier(DAY_MS) == ("1m", 120_000)
+    assert tier(30 * DAY_MS) == ("1m", 2_640_000)
+    assert tier(365 * DAY_MS)[0] == "1h"
+    old = query.plan(now - 40 * DAY_MS, now - 40 * DAY_MS + 60_000, 1000, RES, now, 30, 365)
+    assert old.tier == "1m"  # raw samples of 40 days ago are gone: the minute rollup answers
+
+
+def test_a_gap_is_a_null_entry_and_missing_buckets(historian: Historian) -> None:
+    start = 1_700_000_000_000
+    values, quality = signals(100, SCHEMA.size)
+    feed(historian, start, values[:50], quality[:50])
+    feed(historian, start + 60_000, values[50:], quality[50:])  # 55 s without samples
+    historian.clock = lambda: start / 1000 + 3600
+    spec = historian.spec(SCHEMA.refs[0].path)
+    assert spec is not None
+    doc = historian.history_sync([spec], start, start + 65_000, 5000)
+    s = doc["series"][0]
+    i = s["quality"].index("missing")
+    assert s["t"][i - 1] == start + 4_900 and s["t"][i + 1] == start + 60_000
+    assert s["min"][i] is None and s["quality"].count("missing") == 1
+    doc = historian.history_sync([spec], start, start + 65_000, 65)  # 1 s buckets
+    assert doc["bucket_ms"] == 1000
+    assert doc["series"][0]["quality"][5:60] == ["missing"] * 55
+
+
+def test_retention_deletes_what_it_should_and_nothing_else(tmp_path: Path) -> None:
+    now = 1_800_000_000_000
+    writer = Writer(
+        tmp_path / "h.sqlite",
+        ["a", "b"],
+        ["", ""],
+        resolution_ms=RES,
+        retention=Retention(raw_days=30, m1_days=365, h1_days=3650),
+        clock=lambda: now / 1000,
+    )
+    writer.start()
+    ages = (4000, 400, 40, 10)  # days ago, oldest first
+    for age in ages:
+        t0 = now - age * DAY_MS
+        for k in range(700):  # one whole minute, and a part of the next
+            writer.record((t0 + k * RES) / 1000, np.ones(2), np.zeros(2, np.uint8))
+    assert writer.sync()
+    writer.stop()
+    writer._db = sqlite3.connect(tmp_path / "h.sqlite", isolation_level=None)
+    removed = writer.prune_now()
+
+    def kept(table: str) -> set[int]:
+        rows = writer._db.execute(f"SELECT DISTINCT t FROM {table}").fetchall()  # type: ignore[union-attr]
+        return {round((now - t) / DAY_MS) for (t,) in rows}
+
+    assert kept("raw") == {10}
+    assert kept("m1") == {40, 10}
+    assert kept("h1") == {400, 40, 10}
+    # per series: raw 3 ages x 2 minutes, m1 2 ages x 2, h1 1 age (one hour row each)
+    assert removed == 2 * (3 * 2 + 2 * 2 + 1)
+
+
+def test_tags_added_or_removed_between_runs_keep_their_history(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    h = open_historian(path)
+    start = 1_700_000_000_000
+    values, quality = signals(30, SCHEMA.size)
+    feed(h, start, values, quality)
+    h.stop()
+    config = load_config()
+    second = TagSchema(config.lines[1:3])  # line 1 removed, line 3 added
+    h = open_historian(path, second)
+    try:
+        feed(h, start + 10_000, *signals(30, second.size))
+        kept = h.spec(SCHEMA.refs[0].path)  # line 1: no longer configured
+        assert kept is not None and kept.position is None and kept.unit == "°C"
+        np.testing.assert_array_equal(h.samples(kept, start, start + 5_000).v, values[:30, 0])
+        both = h.spec(SCHEMA.refs[10].path)  # line 2: in both runs, one series
+        assert both is not None and both.position == 0
+        assert len(h.samples(both, start, start + 20_000)) == 60
+        assert h.spec("line3.diameter") is not None and h.spec("line9.diameter") is None
+    finally:
+        h.stop()
+
+
+def test_a_corrupt_database_is_moved_aside_and_a_fresh_one_started(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "history.sqlite"
+    path.write_bytes(b"this is not a database at all" * 200)
+    h = open_historian(path)
+    try:
+        feed(h, 1_700_000_000_000, *signals(20, SCHEMA.size))
+        assert h.status()["state"] == "ok"
+        aside = list(tmp_path.glob("history.sqlite.corrupt-*"))
+        assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not")
+        assert "is corrupt" in caplog.text and str(aside[0]) in caplog.text
+    finally:
+        h.stop()
+
+
+@pytest.mark.parametrize("method", ["deadband", "swinging_door"])
+def test_compression_keeps_its_error_bound(method: str, tmp_path: Path) -> None:
+    deviation = 0.05
+    rng = np.random.default_rng(11)
+    n = 6000
+    t = 1_700_000_000_000 + RES * np.arange(n, dtype=np.int64)
+    v = (20 + np.cumsum(rng.normal(0, 0.02, n))).astype(np.float32)
+    q = np.zeros(n, dtype=np.uint8)
+    q[3000:3010] = 3
+    s = codec.Samples(t, v, q)
+    keep = compress.METHODS[method](s, deviation)
+    kept = codec.Samples(t[keep], v[keep], q[keep])
+    assert keep.sum() < n / 3  # it does compress
+    assert keep[3000:3010].all() and keep[2999] and keep[3010]  # bad samples stay as they were
+    good = q == 0
+    back = compress.reconstruct(kept, t, method)
+    err = np.abs(back - v.astype(np.float64))[good]
+    assert err.max() <= deviation * (1 + 1e-6)
+    # Through the writer: stored compressed, rollups still exact.
+    h = open_historian(
+        tmp_path / "h.sqlite",
+        compression={SCHEMA.refs[0].path: {"method": method, "deviation": deviation}},
+    )
+    try:
+        wide = np.repeat(v[:, None], SCHEMA.size, axis=1)
+        feed(h, int(t[0]), wide, np.repeat(q[:, None], SCHEMA.size, axis=1))
+        spec = h.spec(SCHEMA.refs[0].path)
+        assert spec is not None and spec.compressed
+        got = h.samples(spec, int(t[0]), int(t[-1]) + 1)
+        assert len(got) < n / 3
+        back = compress.reconstruct(got, t, method)
+        assert np.abs(back - v.astype(np.float64))[good].max() <= deviation * (1 + 1e-6)
+        m1 = h._reader().execute("SELECT t, vmax FROM m1 WHERE series = ?", (spec.series_id,))
+        for t0, vmax in m1.fetchall():
+            in_minute = good & (t >= t0) & (t < t0 + CHUNK_MS)
+            assert vmax == v[in_minute].max()  # from every sample, not the kept ones
+    finally:
+        h.stop()
