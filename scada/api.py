@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from scada.auth.web import requires
+from scada.auth.web import audit_request, audited, requires
 from scada.core.errors import FaultError
 from scada.core.stats import percentile
 from scada.history import downsample
@@ -171,7 +171,7 @@ async def inject_fault(request: Request) -> Response:
         fault = plant.inject(parse_fault(body))
     except FaultError as err:
         return problem(400, "invalid_fault", str(err))
-    await request.app.state.auditor.request(
+    await audit_request(
         request,
         "fault_inject",
         f"line {fault.request.line}: {fault.request.kind}",
@@ -189,7 +189,7 @@ async def clear_fault(request: Request) -> Response:
         fault = plant.clear(int(request.path_params["fault_id"]))
     except (FaultError, ValueError) as err:
         return problem(404, "unknown_fault", str(err))
-    await request.app.state.auditor.request(request, "fault_clear", f"fault {fault.id}", "ok")
+    await audit_request(request, "fault_clear", f"fault {fault.id}", "ok")
     return OrjsonResponse({"id": fault.id, "cleared": True})
 
 
@@ -199,18 +199,17 @@ async def clear_fault(request: Request) -> Response:
 async def reload_config(request: Request) -> Response:
     from scada.reload import ReloadRefused, reload
 
-    auditor = request.app.state.auditor
     try:
         result = await reload(runtime_of(request), request.app.state.config_path)
     except ReloadRefused as err:
-        await auditor.request(request, "config_reload", "config", err.error, str(err))
+        await audit_request(request, "config_reload", "config", err.error, str(err))
         return OrjsonResponse(
             {"ok": False, "error": err.error, "message": str(err), "problems": err.problems},
             status_code=err.status,
         )
     request.app.state.config = runtime_of(request).config
     detail = f"{len(result['changed_tags'])} tag(s) changed"
-    await auditor.request(request, "config_reload", "config", "ok", detail)
+    await audit_request(request, "config_reload", "config", "ok", detail)
     return OrjsonResponse({"ok": True, **result})
 
 
@@ -275,17 +274,17 @@ routes = [
     Route("/api/simulator/faults", requires("viewer", list_faults), methods=["GET"]),
     Route(
         "/api/simulator/faults",
-        requires("engineer", inject_fault, action="fault_inject"),
+        requires("engineer", audited("fault_inject", inject_fault), action="fault_inject"),
         methods=["POST"],
     ),
     Route(
         "/api/simulator/faults/{fault_id}",
-        requires("engineer", clear_fault, action="fault_clear"),
+        requires("engineer", audited("fault_clear", clear_fault), action="fault_clear"),
         methods=["DELETE"],
     ),
     Route(
         "/api/config/reload",
-        requires("engineer", reload_config, action="config_reload"),
+        requires("engineer", audited("config_reload", reload_config), action="config_reload"),
         methods=["POST"],
     ),
     # Liveness and readiness stay open for load balancers and orchestrators.

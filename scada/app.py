@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
@@ -21,76 +18,53 @@ from scada.alarms.engine import AlarmEngine
 from scada.alarms.journal import Journal
 from scada.alarms.routes import routes as alarm_routes
 from scada.alarms.service import AlarmService
-from scada.auth.passwords import new_password
+from scada.auth.audit import Auditor
+from scada.auth.first_admin import ensure_admin
 from scada.auth.routes import routes as auth_routes
 from scada.auth.store import AuthStore
-from scada.auth.web import Auditor, AuthMiddleware, requires
+from scada.auth.throttle import LoginGate
+from scada.auth.web import AuthMiddleware, audited, requires
+from scada.core.clock import SYSTEM_CLOCK, Clock
 from scada.core.config import PlantConfig, resolve_data_path
+from scada.datadir import lock_data_dir, private_file
+from scada.heavy import HeavyReadLimit, HeavyReads
 from scada.historian.routes import history as history_route
 from scada.historian.service import Historian
 from scada.hub import Hub
-from scada.ratelimit import FailureWindow
+from scada.pages import STATIC, page
 from scada.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-STATIC = Path(__file__).parent / "static"
-
-# Roles for the alarm routes (the alarm package stays free of auth concerns).
-ALARM_ROLES = {"POST": "operator"}
+__all__ = ["STATIC", "create_app", "ensure_admin", "open_auth_store"]
 
 
-def _page(name: str) -> Callable[[Request], Awaitable[Response]]:
-    async def page(request: Request) -> Response:
-        return FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
-
-    return page
-
-
-def build_alarm_service(runtime: Runtime) -> AlarmService:
+def build_alarm_service(runtime: Runtime, clock: Clock = SYSTEM_CLOCK) -> AlarmService:
     config = runtime.config
-    path = resolve_data_path(config, config.alarms.journal_path, "journal.sqlite")
+    path = private_file(resolve_data_path(config, config.alarms.journal_path, "journal.sqlite"))
     journal = Journal(
         path,
         retention_days=config.alarms.retention_days,
         retention_events=config.alarms.retention_events,
     )
     engine = AlarmEngine(config, runtime.schema, [d.name for d in config.devices])
-    return AlarmService(engine, journal)
+    return AlarmService(engine, journal, clock=clock.wall, mono=clock.monotonic)
 
 
 def open_auth_store(config: PlantConfig) -> AuthStore:
     return AuthStore(resolve_data_path(config, config.auth.database, "auth.sqlite"))
 
 
-def ensure_admin(store: AuthStore) -> None:
-    """First start: create `admin` with a random password, shown once on the console only."""
-    if store.count_users() > 0:
-        return
-    password = new_password()
-    store.add_user("admin", "admin", password)
-    # Printed, not logged: log files outlive the console and must never hold secrets.
-    print(
-        f"\n  Created the first user: admin / {password}\n  It is shown only this once; "
-        "change it with `scada users passwd admin`.\n",
-        file=sys.stderr,
-        flush=True,
-    )
-    log.info("created the first user 'admin' (password shown on the console once)")
-
-
 def _guard(route: BaseRoute) -> BaseRoute:
+    """Roles for the alarm routes (the alarm package stays free of auth concerns)."""
     if not isinstance(route, Route):
         return route
     methods = route.methods or {"GET"}
-    role = "operator" if "POST" in methods else "viewer"
-    action = "ack" if "POST" in methods else None
-    return Route(
-        route.path,
-        requires(role, route.endpoint, action=action),
-        methods=list(methods),
-        name=route.name,
-    )
+    if "POST" in methods:
+        endpoint = requires("operator", audited("ack", route.endpoint), action="ack")
+    else:
+        endpoint = requires("viewer", route.endpoint)
+    return Route(route.path, endpoint, methods=list(methods), name=route.name)
 
 
 def create_app(
@@ -98,16 +72,21 @@ def create_app(
     *,
     scenario: str | Path | None = None,
     config_path: str | Path | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> Starlette:
+    # First: a second server on this data dir stops here, before it touches any file.
+    data_lock = lock_data_dir(Path(config.server.data_dir))
     runtime = Runtime(config, scenario=scenario)
     auth = open_auth_store(config)
-    auditor = Auditor(auth)
-    hub = Hub(runtime, auditor)
+    auditor = Auditor(auth, clock)
+    heavy = HeavyReads(lambda: runtime.config.auth)
+    hub = Hub(runtime, auditor, heavy=heavy, clock=clock)
+    gate = LoginGate(config.auth, clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ensure_admin(auth)
-        alarms = build_alarm_service(runtime)
+        alarms = build_alarm_service(runtime, clock)
         await alarms.start()
         runtime.alarms = alarms
         app.state.alarms = alarms
@@ -118,6 +97,7 @@ def create_app(
         )
         historian = None
         if config.historian.enabled:
+            private_file(resolve_data_path(config, config.historian.path, "history.sqlite"))
             historian = Historian.from_config(config, runtime.schema)
             await asyncio.to_thread(historian.start)
             runtime.historian = app.state.historian = historian
@@ -132,12 +112,14 @@ def create_app(
             if historian is not None:
                 await asyncio.to_thread(historian.stop)
             await alarms.close()
+            gate.close()
             auth.close()
+            data_lock.close()
             log.info("stopped: journal and audit closed, drivers disconnected")
 
     routes = [
-        Route("/", _page("index.html")),
-        Route("/diagnostics", _page("diagnostics.html")),
+        Route("/", page("index.html")),
+        Route("/diagnostics", page("diagnostics.html")),
         WebSocketRoute("/ws", hub.endpoint),
         *api.routes,
         Route("/api/history", requires("viewer", history_route)),
@@ -148,7 +130,11 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(AuthMiddleware, store=auth, config=config)],
+        middleware=[
+            Middleware(AuthMiddleware, store=auth, config=config),
+            # After auth (it reads the identity); before any route, whoever defines it.
+            Middleware(HeavyReadLimit, heavy=heavy, config=lambda: runtime.config),
+        ],
     )
     app.state.runtime = runtime
     app.state.config = config
@@ -156,7 +142,9 @@ def create_app(
     app.state.hub = hub
     app.state.auth = auth
     app.state.auditor = auditor
-    app.state.login_failures = FailureWindow(limit=5, window=60.0)
+    app.state.login_gate = gate
+    app.state.heavy = heavy
+    app.state.clock = clock
     app.state.alarms = None
     app.state.historian = None
     app.state.announce_alarms = hub.announce

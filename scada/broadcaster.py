@@ -61,7 +61,7 @@ class Client:
     resuming: bool = False
     anonymous: bool = False
     session: str | None = None  # digest of the login session or token, to close it at logout
-    expires: float | None = None  # epoch seconds when the credentials run out
+    expires: float | None = None  # monotonic deadline when the credentials run out
 
     @property
     def key(self) -> tuple[frozenset[str] | None, frozenset[str]]:

@@ -61,14 +61,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ConfigError as err:
             _print_problems(err)
             return EXIT_CONFIG
-    serve(
-        config,
-        host=args.host,
-        port=args.port,
-        scenario=args.scenario,
-        config_path=args.config,
-        compression=args.ws_compression,
-    )
+    from scada.core.errors import ScadaError
+
+    try:
+        serve(
+            config,
+            host=args.host,
+            port=args.port,
+            scenario=args.scenario,
+            config_path=args.config,
+            compression=args.ws_compression,
+        )
+    except ScadaError as err:  # e.g. the data dir is in use by another server
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -163,15 +169,9 @@ def _run_auth_command(args: argparse.Namespace, action: Callable[[AuthStore], st
 
 
 def _audit_cli(store: AuthStore, action: str, target: str, detail: str = "") -> None:
-    store.audit(
-        user="cli",
-        role="admin",
-        address="local",
-        action=action,
-        target=target,
-        result="ok",
-        detail=detail,
-    )
+    from scada.auth.store import AuditRecord
+
+    store.audit(AuditRecord("cli", "admin", "local", action, target, "ok", detail))
 
 
 def cmd_users(args: argparse.Namespace) -> int:

@@ -13,6 +13,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from scada.broadcaster import ALL_TYPES, Client
+from scada.core.errors import Refused
+from scada.core.roles import role_allows
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +94,6 @@ _REQUEST = TypeAdapter(Request)
 KNOWN_TYPES = frozenset({"subscribe", "heartbeat", "ack", "shelve", "unshelve", "resume"})
 # Minimum role per request type (viewer < operator < engineer < admin).
 REQUIRED_ROLE = {"ack": "operator", "shelve": "operator", "unshelve": "operator"}
-ROLES = ("viewer", "operator", "engineer", "admin")
-
-
-def role_allows(role: str, needed: str) -> bool:
-    return ROLES.index(role) >= ROLES.index(needed) if role in ROLES else False
 
 
 class Services(Protocol):
@@ -109,20 +106,20 @@ class Services(Protocol):
         self, client: Client, lines: frozenset[str] | None, types: frozenset[str]
     ) -> None: ...
 
-    async def alarm_request(self, client: Client, kind: str, data: BaseModel) -> Any: ...
+    async def ack(self, client: Client, data: AckData) -> Any: ...
+
+    async def shelve(self, client: Client, data: ShelveData) -> Any: ...
+
+    async def unshelve(self, client: Client, data: UnshelveData) -> Any: ...
 
     async def resume(self, client: Client, cursor: int) -> None: ...
 
     async def audit_refusal(self, client: Client, action: str, target: str) -> None: ...
 
 
-class RequestError(Exception):
-    """A request understood but refused: becomes `reply ok:false error:<code>`."""
-
-    def __init__(self, code: str, message: str = "") -> None:
-        super().__init__(message or code)
-        self.code = code
-        self.message = message or code
+# A request understood but refused becomes `reply ok:false error:<code>`; the one refusal
+# type of the project, under the name this module has always used.
+RequestError = Refused
 
 
 class MessageHandler:
@@ -173,7 +170,7 @@ class MessageHandler:
             return
         try:
             result = await self._run(client, request)
-        except RequestError as err:
+        except Refused as err:
             if err.code == "invalid_message":
                 self._error(client, err.code, err.message, original)
             if err.code != "invalid_message" or request.id is not None:
@@ -192,7 +189,11 @@ class MessageHandler:
         if isinstance(request, Resume):
             await self.services.resume(client, request.data.alarm_cursor)
             return {"resumed_from": request.data.alarm_cursor}
-        return await self.services.alarm_request(client, request.type, request.data)
+        if isinstance(request, Ack):
+            return await self.services.ack(client, request.data)
+        if isinstance(request, Shelve):
+            return await self.services.shelve(client, request.data)
+        return await self.services.unshelve(client, request.data)
 
     def _subscribe(self, client: Client, data: SubscribeData) -> dict[str, Any]:
         lines: frozenset[str] | None = None
@@ -218,9 +219,19 @@ class MessageHandler:
 
     def _error(self, client: Client, code: str, message: str, original: Any = None) -> None:
         data: dict[str, Any] = {"code": code, "message": message}
-        if original is not None:
+        if original is not None and _echoable(original):
             data["original_message"] = original
         client.send("error", data)
+
+
+def _echoable(original: Any) -> bool:
+    """Whether the offending message can be echoed back: JSON nested deeper than orjson
+    writes (255 levels) parses but cannot be re-encoded, and must not cost a 1011."""
+    try:
+        orjson.dumps(original)
+    except orjson.JSONEncodeError:
+        return False
+    return True
 
 
 def _describe(err: ValidationError) -> str:

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from scada.core.errors import Refused
 from scada.core.timefmt import iso_ms, iso_or_none
 
 Condition = Literal["hihi", "hi", "lo", "lolo", "rate", "quality", "comms"]
@@ -50,13 +51,11 @@ PRIORITY: Final = {"critical": 1, "high": 2, "medium": 3, "low": 4}
 NO_OCCURRENCE: Final = 0  # occurrence_id of an event on an alarm with no open occurrence
 
 
-class AlarmRequestError(Exception):
+class AlarmRequestError(Refused):
     """An operator request was refused. `code` is the protocol's error code."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message)
 
 
 @dataclass(slots=True)

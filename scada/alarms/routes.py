@@ -43,7 +43,8 @@ def _service(request: Request) -> AlarmService:
 
 def _user(request: Request) -> str:
     user = getattr(request.state, "user", None)
-    name = getattr(user, "name", None)
+    # `actor`: anonymous clients act as alarms.default_user (the audit still says anonymous).
+    name = getattr(user, "actor", None) or getattr(user, "name", None)
     if isinstance(name, str) and name:
         return name
     return str(request.app.state.config.alarms.default_user)
@@ -174,7 +175,7 @@ async def _comment(request: Request) -> str | None:
         return ""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         return None
     if not isinstance(data, dict):
         return None

@@ -1,8 +1,12 @@
 """Users, sessions, API tokens and the append-only audit log in one SQLite file.
 
-Synchronous on purpose: the CLI uses it directly and the server calls it through
-`asyncio.to_thread` where a call may block (password hashing, writes). Secrets (session ids,
-tokens) are stored only as SHA-256 digests; passwords only as scrypt hashes.
+Synchronous on purpose: the CLI uses it directly and the server calls it from worker threads
+(password hashing in its own executor, writes and audit reads in threads). Three kinds of
+connection so no reader waits behind a writer's fsync (WAL lets readers run beside it):
+writes share one connection; identity look-ups (every request) share another; each audit
+query opens its own. Secrets (session ids, tokens) are stored only as SHA-256 digests;
+passwords only as argon2id hashes (old scrypt ones are upgraded at the next login). The file
+is created 0600 in a 0700 directory.
 """
 
 from __future__ import annotations
@@ -11,14 +15,24 @@ import functools
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scada.auth.passwords import hash_password, new_secret, token_digest, verify_password
-from scada.core.errors import ScadaError
+from scada.auth.passwords import (
+    hash_password,
+    needs_rehash,
+    new_secret,
+    token_digest,
+    verify_password,
+)
+from scada.core.errors import Refused
+from scada.core.roles import ROLES
+from scada.core.timefmt import iso_ms
+from scada.datadir import private_file
 
-ROLES = ("viewer", "operator", "engineer", "admin")
+MAX_NAME = 64  # user and token names
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -67,8 +81,11 @@ def _dummy_hash() -> str:
     return hash_password("not a real password")
 
 
-class AuthError(ScadaError):
+class AuthError(Refused):
     """A user or token operation that cannot be done (unknown user, bad role, ...)."""
+
+    def __init__(self, message: str, code: str = "invalid", status: int = 400) -> None:
+        super().__init__(code, message, status)
 
 
 @dataclass(frozen=True)
@@ -78,24 +95,52 @@ class Identity:
     kind: str  # "session", "token" or "anonymous"
     expires: float | None = None  # epoch seconds; sessions only
     session: str | None = None  # digest of the session id, to find its sockets at logout
+    # The name written on alarm actions (acked_by, shelved_by); anonymous clients act under
+    # `alarms.default_user` where their role lets them act, but are never that user.
+    acts_as: str | None = None
+
+    @property
+    def actor(self) -> str:
+        return self.acts_as or self.name
+
+    @property
+    def anonymous(self) -> bool:
+        return self.kind == "anonymous"
 
 
 @dataclass(frozen=True)
 class AuditRecord:
-    id: int
-    at: float
+    """One audit record: written without `id` and `at` (the store sets them), read with."""
+
     user: str
     role: str
     address: str
     action: str
     target: str
     result: str
-    detail: str
+    detail: str = ""
+    at: float | None = None
+    id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        from scada.core.timefmt import iso_ms
+        return {**asdict(self), "at": iso_ms(self.at) if self.at is not None else None}
 
-        return {**self.__dict__, "at": iso_ms(self.at)}
+
+AUDIT_COLUMNS = "id, at, user, role, address, action, target, result, detail"
+
+
+def _audit_row(row: tuple[Any, ...]) -> AuditRecord:
+    id_, at, user, role, address, action, target, result, detail = row
+    return AuditRecord(user, role, address, action, target, result, detail, at=at, id=id_)
+
+
+def check_name(name: str, what: str) -> str:
+    """Names end up in terminals, logs and the audit table: printable, bounded."""
+    if not name or len(name) > MAX_NAME:
+        raise AuthError(f"a {what} name is 1-{MAX_NAME} characters")
+    if any(unicodedata.category(ch)[0] in "CZ" and ch != " " for ch in name):
+        raise AuthError(f"a {what} name may not contain control or separator characters")
+    return name
 
 
 def check_role(role: str) -> str:
@@ -106,25 +151,32 @@ def check_role(role: str) -> str:
 
 class AuthStore:
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.path = private_file(Path(path))
+        self._db = self._connect()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
+        self._reader = self._connect()
+        self._read_lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA busy_timeout=5000")
+        return db
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
+            self._reader.close()
 
     def _one(self, sql: str, *args: Any) -> Any:
-        with self._lock:
-            return self._db.execute(sql, args).fetchone()
+        with self._read_lock:
+            return self._reader.execute(sql, args).fetchone()
 
     def _all(self, sql: str, *args: Any) -> list[Any]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        with self._read_lock:
+            return self._reader.execute(sql, args).fetchall()
 
     def _write(self, sql: str, *args: Any) -> sqlite3.Cursor:
         with self._lock:
@@ -139,7 +191,8 @@ class AuthStore:
         check_role(role)
         if (
             not name
-            or len(name) > 64
+            or len(name) > MAX_NAME
+            or not name.isascii()
             or not name.replace("_", "").replace("-", "").replace(".", "").isalnum()
         ):
             raise AuthError("a user name is 1-64 letters, digits, '.', '-' or '_'")
@@ -178,6 +231,8 @@ class AuthStore:
         return [{"name": n, "role": r, "disabled": bool(d), "created": c} for n, r, d, c in rows]
 
     def verify_login(self, name: str, password: str) -> Identity | None:
+        """Check a password (slow: run it in the password executor). A correct password with
+        an old hash (scrypt, weaker argon2 parameters) is re-hashed and stored now."""
         row = self._one("SELECT role, password, disabled FROM users WHERE name = ?", name)
         if row is None:
             # Spend the same time as a real check, so timing does not reveal user names.
@@ -186,7 +241,18 @@ class AuthStore:
         role, stored, disabled = row
         if not verify_password(password, stored) or disabled:
             return None
+        if needs_rehash(stored):
+            self._write(
+                "UPDATE users SET password = ? WHERE name = ? AND password = ?",
+                hash_password(password),
+                name,
+                stored,
+            )
         return Identity(name, role, "session")
+
+    def password_hash(self, name: str) -> str | None:
+        row = self._one("SELECT password FROM users WHERE name = ?", name)
+        return None if row is None else str(row[0])
 
     # -- sessions ------------------------------------------------------------------------
 
@@ -224,6 +290,7 @@ class AuthStore:
 
     def create_token(self, name: str, role: str, created_by: str) -> tuple[int, str]:
         check_role(role)
+        check_name(name, "token")
         secret = "scada_" + new_secret()
         cur = self._write(
             "INSERT INTO tokens(name, role, digest, created, created_by) VALUES (?, ?, ?, ?, ?)",
@@ -263,40 +330,31 @@ class AuthStore:
         if not digests:
             return set()
         marks = ",".join("?" * len(digests))
+        # No expiry test here: open sockets expire on their own monotonic deadline, so a
+        # step of the wall clock neither ends nor extends them.
         sessions = self._all(
             f"SELECT s.digest FROM sessions s JOIN users u ON u.name = s.user "
-            f"WHERE s.digest IN ({marks}) AND u.disabled = 0 AND s.expires > ?",
+            f"WHERE s.digest IN ({marks}) AND u.disabled = 0",
             *digests,
-            time.time(),
         )
         tokens = self._all(
             f"SELECT digest FROM tokens WHERE digest IN ({marks}) AND revoked IS NULL", *digests
         )
         return {row[0] for row in sessions} | {row[0] for row in tokens}
 
-    def audit(
-        self,
-        *,
-        user: str,
-        role: str,
-        address: str,
-        action: str,
-        target: str,
-        result: str,
-        detail: str = "",
-        at: float | None = None,
-    ) -> None:
+    def audit(self, record: AuditRecord) -> None:
+        """Append one record; raises if it cannot be written (the caller refuses the action)."""
         self._write(
             "INSERT INTO audit(at, user, role, address, action, target, result, detail) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            time.time() if at is None else at,
-            user,
-            role,
-            address,
-            action,
-            target,
-            result,
-            detail,
+            time.time() if record.at is None else record.at,
+            record.user,
+            record.role,
+            record.address,
+            record.action,
+            record.target,
+            record.result,
+            record.detail,
         )
 
     def audit_query(
@@ -320,8 +378,13 @@ class AuthStore:
             if value is not None:
                 where.append(clause)
                 args.append(value)
-        sql = "SELECT id, at, user, role, address, action, target, result, detail FROM audit"
+        sql = f"SELECT {AUDIT_COLUMNS} FROM audit"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
-        return [AuditRecord(*row) for row in self._all(sql, *args, limit)]
+        # Its own connection: a long scan never holds up identity look-ups or audit writes.
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            return [_audit_row(row) for row in db.execute(sql, (*args, limit))]
+        finally:
+            db.close()

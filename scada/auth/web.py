@@ -8,12 +8,10 @@ with `requires(role, endpoint)`; a refusal is answered 401/403 and written to th
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
-import time
+import re
 from collections.abc import Awaitable, Callable
-from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,23 +19,28 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from scada.auth.store import ROLES, AuthStore, Identity
+from scada.auth.audit import Auditor
+from scada.auth.store import AuditRecord, AuthStore, Identity
 from scada.core.config import PlantConfig
+from scada.core.errors import Refused
+from scada.core.roles import ANONYMOUS, role_allows
 
 log = logging.getLogger(__name__)
 
 COOKIE = "scada_session"
+# What our session ids look like (token_urlsafe(32)); anything else in the cookie is refused.
+SESSION_VALUE = re.compile(r"[A-Za-z0-9_-]{20,128}")
+
+__all__ = ["Auditor", "role_allows"]
 
 
 class Invalid:
-    """Credentials were presented but are wrong, expired or revoked."""
+    """Credentials were presented but are wrong, expired or revoked (never anonymous).
+    `clear_cookie`: they came in the session cookie, which the answer clears."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, clear_cookie: bool = False) -> None:
         self.reason = reason
-
-
-def role_allows(role: str, needed: str) -> bool:
-    return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
+        self.clear_cookie = clear_cookie
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -139,153 +142,132 @@ class AuthMiddleware:
             return self.store.token_identity(query["token"][0]) or Invalid(
                 "unknown or revoked token"
             )
-        cookie = SimpleCookie()
-        try:
-            cookie.load(headers.get("cookie", ""))
-        except Exception:
+        value = session_cookie(headers.get("cookie", ""))
+        if value is None:
             return None
-        if COOKIE in cookie:
-            return self.store.session_identity(cookie[COOKIE].value) or Invalid("session expired")
-        return None
+        if not SESSION_VALUE.fullmatch(value):
+            return Invalid("malformed session cookie", clear_cookie=True)
+        return self.store.session_identity(value) or Invalid(
+            "session expired or ended; log in again", clear_cookie=True
+        )
+
+
+def session_cookie(header: str) -> str | None:
+    """The raw value of our cookie, however malformed the rest of the header is; None when
+    the header does not carry it."""
+    for part in header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if name.strip() == COOKIE:
+            return value.strip().strip('"') if sep else ""
+    return None
 
 
 def effective_identity(conn: HTTPConnection, config: PlantConfig) -> Identity | Invalid | None:
     """The caller's identity, the anonymous one where allowed, Invalid, or None (refused)."""
     identity = conn.state.identity if "identity" in conn.state._state else None
     if identity is None and config.auth.allow_anonymous:
-        # Recorded on acknowledgements and in the audit under the configured default name.
-        return Identity(config.alarms.default_user, config.auth.anonymous_role, "anonymous")
+        return anonymous_identity(config)
     return identity
+
+
+def anonymous_identity(config: PlantConfig) -> Identity:
+    """Its own name and quota; where its role may act on alarms, the journal records the
+    configured `alarms.default_user` as the actor, but the audit says anonymous."""
+    return Identity(
+        ANONYMOUS, config.auth.anonymous_role, "anonymous", acts_as=config.alarms.default_user
+    )
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-REFUSALS = frozenset(
-    {
-        "forbidden",
-        "unauthenticated",
-        "forbidden_origin",
-        "too_many_connections",
-        "throttled",
-        "failed",
-    }
-)
-REFUSAL_WINDOW_S = 10.0
+def audit_record(
+    conn: HTTPConnection, action: str, target: str, result: str, detail: str = ""
+) -> AuditRecord:
+    """The audit record of a request, under the caller's identity (or "-" if none)."""
+    identity = effective_identity(conn, conn.app.state.config)
+    who = identity if isinstance(identity, Identity) else None
+    return AuditRecord(
+        user=who.name if who else "-",
+        role=who.role if who else "-",
+        address=conn.state.client_address,
+        action=action,
+        target=target,
+        result=result,
+        detail=detail,
+    )
 
 
-class Auditor:
-    """Writes audit records off the event loop (each is an fsync'ed insert).
+def auditor_of(conn: HTTPConnection) -> Auditor:
+    auditor: Auditor = conn.app.state.auditor
+    return auditor
 
-    Refusals repeat cheaply for an attacker and expensively for us, so the same refusal from
-    the same address is written once per REFUSAL_WINDOW_S; the next record written says how
-    many identical ones were folded into it.
-    """
 
-    def __init__(self, store: AuthStore) -> None:
-        self.store = store
-        self._folded: dict[tuple[str, str, str], tuple[float, int]] = {}
+async def audit_request(
+    conn: HTTPConnection, action: str, target: str, result: str, detail: str = ""
+) -> None:
+    await auditor_of(conn).record(audit_record(conn, action, target, result, detail))
 
-    def _fold(self, address: str, action: str, result: str) -> int | None:
-        """None: skip this record. Otherwise how many identical ones were skipped before it."""
-        if result not in REFUSALS:
-            return 0
-        key = (address, action, result)
-        now = time.monotonic()
-        started, skipped = self._folded.get(key, (-REFUSAL_WINDOW_S, 0))
-        if now - started < REFUSAL_WINDOW_S:
-            self._folded[key] = (started, skipped + 1)
-            return None
-        if len(self._folded) > 10_000:
-            self._folded.clear()  # bounded memory under an address spray
-        self._folded[key] = (now, 0)
-        return skipped
 
-    async def record(
-        self,
-        *,
-        user: str,
-        role: str,
-        address: str,
-        action: str,
-        target: str,
-        result: str,
-        detail: str = "",
-    ) -> None:
-        skipped = self._fold(address, action, result)
-        if skipped is None:
-            return
-        if skipped:
-            detail = f"{detail} (+{skipped} identical refusals folded)".strip()
+def refused(err: Refused, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"ok": False, "error": err.code, "message": err.message},
+        status_code=err.status,
+        headers=headers,
+    )
+
+
+def unauthenticated(reason: Invalid | None) -> JSONResponse:
+    """401; a bad session cookie is also cleared, so the browser continues without it."""
+    message = reason.reason if reason is not None else "login required"
+    response = refused(Refused("unauthenticated", message, 401))
+    if reason is not None and reason.clear_cookie:
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+def audited(action: str, endpoint: Endpoint) -> Endpoint:
+    """Write the action's audit record before it runs: no record, no action (503)."""
+
+    async def run(request: Request) -> Response:
+        record = audit_record(request, action, request.url.path, "requested")
         try:
-            await asyncio.to_thread(
-                self.store.audit,
-                user=user,
-                role=role,
-                address=address,
-                action=action,
-                target=target,
-                result=result,
-                detail=detail,
-            )
-        except Exception:
-            log.exception("audit write failed: %s %s %s by %s", action, target, result, user)
+            await auditor_of(request).action_record(record)
+        except Refused as err:
+            return refused(err)
+        return await endpoint(request)
 
-    async def request(
-        self, conn: HTTPConnection, action: str, target: str, result: str, detail: str = ""
-    ) -> None:
-        config: PlantConfig = conn.app.state.config
-        identity = effective_identity(conn, config)
-        who = identity if isinstance(identity, Identity) else None
-        await self.record(
-            user=who.name if who else "-",
-            role=who.role if who else "-",
-            address=conn.state.client_address,
-            action=action,
-            target=target,
-            result=result,
-            detail=detail,
-        )
+    run.__name__ = getattr(endpoint, "__name__", "audited")
+    return run
 
 
 def requires(role: str, endpoint: Endpoint, *, action: str | None = None) -> Endpoint:
-    """Wrap an endpoint with a role check; refusals are 401/403 and audited."""
+    """Wrap an endpoint with a role check; refusals are 401/403 and audited. An endpoint
+    that raises Refused answers with its code and status."""
 
     async def guarded(request: Request) -> Response:
         config: PlantConfig = request.app.state.config
         identity = effective_identity(request, config)
-        auditor: Auditor = request.app.state.auditor
         what = action or f"{request.method} {request.url.path}"
+        path = request.url.path
         if request.method not in ("GET", "HEAD") and not request.state.origin_ok:
             # A cross-site page may not make a browser change anything here (CSRF).
             origin = request.headers.get("origin", "")
-            await auditor.request(request, what, request.url.path, "forbidden_origin", origin)
-            return JSONResponse(
-                {
-                    "ok": False,
-                    "error": "forbidden_origin",
-                    "message": f"origin {origin} not allowed",
-                },
-                status_code=403,
-            )
+            await audit_request(request, what, path, "forbidden_origin", origin)
+            return refused(Refused("forbidden_origin", f"origin {origin} not allowed", 403))
         if identity is None or isinstance(identity, Invalid):
-            reason = identity.reason if isinstance(identity, Invalid) else "login required"
-            await auditor.request(request, what, request.url.path, "unauthenticated", reason)
-            return JSONResponse(
-                {"ok": False, "error": "unauthenticated", "message": reason}, status_code=401
-            )
+            invalid = identity if isinstance(identity, Invalid) else None
+            reason = invalid.reason if invalid is not None else "login required"
+            await audit_request(request, what, path, "unauthenticated", reason)
+            return unauthenticated(invalid)
         if not role_allows(identity.role, role):
-            await auditor.request(request, what, request.url.path, "forbidden", f"needs {role}")
-            return JSONResponse(
-                {
-                    "ok": False,
-                    "error": "forbidden",
-                    "message": f"needs role {role}; you are {identity.role}",
-                },
-                status_code=403,
-            )
+            await audit_request(request, what, path, "forbidden", f"needs {role}")
+            return refused(Refused("forbidden", f"needs role {role}; you are {identity.role}", 403))
         request.state.user = identity
-        return await endpoint(request)
+        try:
+            return await endpoint(request)
+        except Refused as err:
+            return refused(err)
 
     guarded.__name__ = getattr(endpoint, "__name__", "guarded")
     return guarded

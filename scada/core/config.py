@@ -15,9 +15,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from scada.core.errors import ConfigError
+from scada.core.roles import AUDIENCES, Role
 
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
@@ -190,7 +191,17 @@ class HistorianSettings(Frozen):
     compression: dict[str, CompressionRule] = Field(default_factory=dict)
 
 
-Role = Literal["viewer", "operator", "engineer", "admin"]
+def _audiences(value: dict[str, int]) -> dict[str, int]:
+    unknown = sorted(set(value) - set(AUDIENCES))
+    if unknown:
+        raise ValueError(f"unknown role(s) {', '.join(unknown)}; one of {', '.join(AUDIENCES)}")
+    if any(v < 0 for v in value.values()):
+        raise ValueError("limits are 0 or more")
+    return value
+
+
+# A limit per role, with anonymous clients as a role of their own.
+PerAudience = Annotated[dict[str, int], AfterValidator(_audiences)]
 
 
 class AuthSettings(Frozen):
@@ -204,6 +215,37 @@ class AuthSettings(Frozen):
     # Peers whose X-Forwarded-For / X-Forwarded-Proto headers are believed (your Nginx).
     trusted_proxies: list[str] = Field(default_factory=list)
     database: str | None = None  # default: <data_dir>/auth.sqlite
+    # Login throttling: failed logins per client address and in total within the window;
+    # past either, logins get 429 until the window has room again.
+    login_failures_per_address: int = Field(default=5, ge=1)
+    login_failures_total: int = Field(default=30, ge=1)
+    login_window_seconds: float = Field(default=60.0, gt=0)
+    # Password checks (argon2id, ~19 MiB each) run on this many threads of their own, with
+    # at most this many waiting; more concurrent logins get 429 at once.
+    password_hash_threads: int = Field(default=1, ge=1, le=8)
+    password_hash_queue: int = Field(default=4, ge=1)
+    # Heavy reads (KPIs, alarm history, history, audit, exports, resume): how many may run
+    # at once per client address, and in total per role; more get 429 with Retry-After.
+    heavy_reads_per_client: int = Field(default=1, ge=1)
+    heavy_reads_per_role: PerAudience = Field(
+        default_factory=lambda: {
+            "anonymous": 1,
+            "viewer": 2,
+            "operator": 3,
+            "engineer": 3,
+            "admin": 3,
+        }
+    )
+    # Alarm events a `resume` may replay, per role; further behind gets a fresh snapshot.
+    resume_events: PerAudience = Field(
+        default_factory=lambda: {
+            "anonymous": 500,
+            "viewer": 2000,
+            "operator": 10_000,
+            "engineer": 10_000,
+            "admin": 10_000,
+        }
+    )
 
 
 class PlantConfig(Frozen):

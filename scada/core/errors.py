@@ -23,3 +23,17 @@ class DriverError(ScadaError):
 
 class FaultError(ScadaError):
     """A simulator fault request is invalid (unknown line, kind or parameter)."""
+
+
+class Refused(ScadaError):
+    """A request understood and refused: the one refusal type of every layer.
+
+    `code` is the protocol's error code (WebSocket `reply.error`, REST `error`), `status` the
+    HTTP status a REST answer carries.
+    """
+
+    def __init__(self, code: str, message: str = "", status: int = 400) -> None:
+        super().__init__(message or code)
+        self.code = code
+        self.message = message or code
+        self.status = status

@@ -55,5 +55,7 @@ def test_reload_applies_new_limits_and_refuses_the_rest(server_factory: Any) -> 
     assert alarms()["line1.diameter.hi"]["id"] == raised["id"]  # state survived every attempt
 
     # Only engineers may reload, and every attempt is on record.
-    viewer = server_factory(name="viewer.toml")
+    # (A server of its own data dir: two servers never share one.)
+    own = {"server": {"data_dir": str(server.workdir / "viewer-data")}}
+    viewer = server_factory(own, name="viewer.toml")
     assert httpx.post(f"{viewer.http}/api/config/reload").status_code == 403

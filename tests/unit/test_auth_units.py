@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
-from scada.auth.passwords import hash_password, verify_password
+from scada.auth.passwords import hash_password, needs_rehash, scrypt_hash, verify_password
+from scada.auth.store import AuthStore
 from scada.auth.web import client_address, origin_allowed
 from scada.ratelimit import TokenBucket
 from scada.server import RedactTokens
@@ -40,10 +42,25 @@ def test_forwarded_for_only_from_trusted_proxies() -> None:
 
 def test_password_hash_round_trip() -> None:
     stored = hash_password("correct horse")
-    assert stored.startswith("scrypt$") and "correct horse" not in stored
+    assert stored.startswith("$argon2id$") and "correct horse" not in stored
     assert verify_password("correct horse", stored)
     assert not verify_password("wrong horse", stored)
     assert not verify_password("x", "not-a-hash")
+    assert not needs_rehash(stored)
+
+
+def test_old_scrypt_hash_verifies_and_is_replaced_at_login(tmp_path: Path) -> None:
+    store = AuthStore(tmp_path / "auth.sqlite")
+    store.add_user("olga", "operator", "first password")
+    store._write("UPDATE users SET password = ? WHERE name = 'olga'", scrypt_hash("old secret"))
+    assert needs_rehash(store.password_hash("olga") or "")
+    assert store.verify_login("olga", "wrong") is None
+    assert (store.password_hash("olga") or "").startswith("scrypt$")  # no rehash on failure
+    assert store.verify_login("olga", "old secret") is not None
+    assert (store.password_hash("olga") or "").startswith("$argon2id$")
+    assert store.verify_login("olga", "old secret") is not None
+    assert tmp_path.joinpath("auth.sqlite").stat().st_mode & 0o777 == 0o600
+    store.close()
 
 
 def test_redaction_filter() -> None:

@@ -1,0 +1,117 @@
+"""Typed handlers of the operator commands that reach the alarm service over `/ws`.
+
+Each command is audited before it is applied (no record, no action: `audit_unavailable`),
+then its outcome; committed events are announced to every client at once. Anonymous clients
+act under `alarms.default_user` in the journal, but the audit names them anonymous.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from scada.auth.audit import Auditor
+from scada.auth.store import AuditRecord
+from scada.broadcaster import Broadcaster, Client
+from scada.core.errors import Refused
+from scada.core.timefmt import iso_ms
+from scada.messages import AckData, ShelveData, UnshelveData
+from scada.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Events = list[dict[str, Any]]
+
+
+class AlarmCommands:
+    def __init__(self, runtime: Runtime, broadcaster: Broadcaster, auditor: Auditor | None):
+        self.runtime = runtime
+        self.broadcaster = broadcaster
+        self.auditor = auditor
+
+    def _service(self) -> Any:
+        alarms = self.runtime.alarms
+        if alarms is None:
+            raise Refused("unavailable", "the alarm service is not running")
+        return alarms
+
+    def actor(self, client: Client) -> str:
+        return self.runtime.config.alarms.default_user if client.anonymous else client.user
+
+    async def ack(self, client: Client, data: AckData) -> dict[str, Any]:
+        service = self._service()
+        return await self._apply(
+            client,
+            "ack",
+            str(data.alarm_id),
+            data.comment,
+            lambda: service.ack(data.alarm_id, self.actor(client), data.comment),
+        )
+
+    async def shelve(self, client: Client, data: ShelveData) -> dict[str, Any]:
+        service = self._service()
+        return await self._apply(
+            client,
+            "shelve",
+            data.alarm,
+            data.comment,
+            lambda: service.shelve(data.alarm, data.minutes, self.actor(client), data.comment),
+        )
+
+    async def unshelve(self, client: Client, data: UnshelveData) -> dict[str, Any]:
+        service = self._service()
+        return await self._apply(
+            client,
+            "unshelve",
+            data.alarm,
+            data.comment,
+            lambda: service.unshelve(data.alarm, self.actor(client), data.comment),
+        )
+
+    async def _apply(
+        self,
+        client: Client,
+        action: str,
+        target: str,
+        comment: str,
+        run: Callable[[], Awaitable[Events]],
+    ) -> dict[str, Any]:
+        if self.auditor is not None:
+            await self.auditor.action_record(self._record(client, action, target, "requested"))
+        try:
+            events = await run()
+        except Refused as err:
+            await self.audit(client, action, target, err.code, err.message)
+            raise
+        self.announce(events)
+        await self.audit(client, action, target, "ok", comment)
+        return {"events": events}
+
+    def _record(
+        self, client: Client, action: str, target: str, result: str, detail: str = ""
+    ) -> AuditRecord:
+        return AuditRecord(client.user, client.role, client.address, action, target, result, detail)
+
+    async def audit(
+        self, client: Client, action: str, target: str, result: str, detail: str = ""
+    ) -> None:
+        if self.auditor is not None:
+            await self.auditor.record(self._record(client, action, target, result, detail))
+
+    def announce(self, events: Events) -> None:
+        """Push committed alarm events to every client now, not at the next tick."""
+        if events:
+            self.broadcaster.publish_alarms(events, iso_ms(time.time()))
+
+    async def audit_refusal(self, client: Client, action: str, target: str) -> None:
+        log.info(
+            "refused %s on %s for %s (role %s) from %s",
+            action,
+            target or "-",
+            client.user,
+            client.role,
+            client.address,
+        )
+        await self.audit(client, action, target, "forbidden")

@@ -1,0 +1,78 @@
+"""Snapshots and `resume`: what a client sees first, and what it missed while away.
+
+A resume is a heavy read a client can ask for with 61 bytes, so it is bounded: by role
+(`auth.resume_events`: anonymous clients replay far fewer events than operators), one at a
+time per connection, and through the shared heavy-read limiter. A client further behind
+than its bound gets a fresh snapshot instead of the replay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scada.broadcaster import Client
+from scada.core.errors import Refused
+from scada.heavy import HeavyReads, audience
+from scada.runtime import Runtime
+
+
+class Snapshots:
+    def __init__(self, runtime: Runtime, heavy: HeavyReads) -> None:
+        self.runtime = runtime
+        self.heavy = heavy
+
+    def snapshot(
+        self, *, recovered: bool | None = None, lines: list[str] | None = None
+    ) -> dict[str, Any]:
+        alarms = self.runtime.alarms
+        data: dict[str, Any] = {
+            "lines": self.runtime.line_samples(lines),
+            "alarms": alarms.current() if alarms is not None else [],
+            "alarm_cursor": alarms.cursor() if alarms is not None else 0,
+        }
+        if recovered is not None:
+            data["recovered"] = recovered
+        return data
+
+    def send_snapshot(self, client: Client, *, recovered: bool | None = None) -> None:
+        ids = self.runtime.schema.line_ids
+        lines = None if client.lines is None else [i for i in ids if i in client.lines]
+        snapshot = self.snapshot(recovered=recovered, lines=lines)
+        client.snapshot_cursor = snapshot["alarm_cursor"]
+        client.send("snapshot", snapshot)
+
+    def replay_bound(self, client: Client) -> int:
+        bounds = self.runtime.config.auth.resume_events
+        return bounds.get(audience(client.role, client.anonymous), 500)
+
+    async def resume(self, client: Client, cursor: int) -> None:
+        """Replay what the client missed before this connection's snapshot, then a snapshot.
+
+        Events after `client.snapshot_cursor` already reached it live on this connection, so
+        they are not sent twice. A cursor too far behind gets the snapshot alone.
+        """
+        alarms = self.runtime.alarms
+        if alarms is None:
+            self.send_snapshot(client, recovered=False)
+            return
+        if client.resuming:
+            raise Refused("busy", "a resume is already running on this connection")
+        upto = client.snapshot_cursor
+        if upto - cursor > self.replay_bound(client):
+            self.send_snapshot(client, recovered=False)
+            return
+        client.resuming = True
+        try:
+            async with self.heavy.slot(client.address, client.role, client.anonymous):
+                missed = await alarms.replay(cursor, upto)
+        finally:
+            client.resuming = False
+        if client.closed:
+            return
+        if missed is None:
+            self.send_snapshot(client, recovered=False)
+            return
+        for event in missed:
+            if "alarm" in client.types and client.wants_line(event.get("production_line_id")):
+                client.send("alarm", event)
+        self.send_snapshot(client, recovered=True)
