@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from scada import api
+from scada import api, console_api
 from scada.alarms.engine import AlarmEngine
 from scada.alarms.journal import Journal
 from scada.alarms.routes import routes as alarm_routes
@@ -123,6 +123,7 @@ def create_app(
         WebSocketRoute("/ws", hub.endpoint),
         *api.routes,
         Route("/api/history", requires("viewer", history_route)),
+        *console_api.routes,
         *(_guard(r) for r in alarm_routes),
         *auth_routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

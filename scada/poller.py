@@ -32,6 +32,7 @@ class DeviceStatus:
     reconnects: int = 0
     polls: int = 0
     connected_since: float | None = None
+    state_since: float | None = None  # epoch seconds of the last change of `state`
     last_ok: float | None = None  # epoch seconds of the last good read
     poll_ms: deque[float] = field(default_factory=lambda: deque(maxlen=600))
     poll_seconds_sum: float = 0.0  # every good read's duration, for the metrics summary's _sum
@@ -49,6 +50,8 @@ class DeviceStatus:
             "reconnects": self.reconnects,
             "polls": self.polls,
             "last_ok": self.last_ok,
+            "connected_since": self.connected_since,
+            "state_since": self.state_since,
             "poll_ms_p50": _pct(lat, 0.5),
             "poll_ms_p99": _pct(lat, 0.99),
         }
@@ -141,6 +144,7 @@ class Poller:
                 )
             self.status.healthy = True
             self.status.state = "connected"
+            self.status.connected_since = self.status.state_since = time.time()
             self.status.last_error = None
         self._failures = 0
         return True
@@ -152,6 +156,7 @@ class Poller:
         self.status.last_error = reason
         self.store.mark_bad(self.indices, f"device {self.status.name}: {reason}")
         if self.status.healthy or self._failures == 1:
+            self.status.state_since = time.time()
             # Loud once per outage; the rest of the outage stays at debug level.
             log.warning(
                 "device %s failed: %s; lines %s marked bad, retrying",

@@ -1,17 +1,69 @@
-"""`scada watch`: the live plant in a terminal, redrawn twice a second."""
+"""`scada watch`: the live plant in a terminal, redrawn twice a second.
+
+Truth first: the screen is redrawn on a timer, not per frame, so when frames stop (server
+stopped, socket dead, gateway starved) it says "NO LIVE DATA since hh:mm:ss", dims every value
+and shows line states as unknown; when it cannot connect it says so and why, with the attempt.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from scada.client import PlantClient
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from scada.client import PlantClient, PolicyClose, backoff_delay
 
 REDRAW_S = 0.5
+NO_DATA_AFTER_S = 2.0  # no frame for this long: the values on screen are not live
 CLEAR = "\x1b[H\x1b[2J"
 COLOURS = {"good": "", "uncertain": "\x1b[33m", "stale": "\x1b[2m", "bad": "\x1b[31m"}
+DIM = "\x1b[2m"
+REVERSE = "\x1b[7m"
 RESET = "\x1b[0m"
+
+
+@dataclass
+class WatchState:
+    """What the screen shows; written by the receive loop, read by the redraw loop."""
+
+    url: str
+    lines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alarms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    connected: bool = False
+    attempt: int = 0
+    last_frame: float | None = None  # wall-clock seconds of the last frame
+    last_error: str | None = None
+    fatal: str | None = None
+
+    def live(self, now: float, no_data_after: float = NO_DATA_AFTER_S) -> bool:
+        return (
+            self.connected
+            and self.last_frame is not None
+            and now - self.last_frame <= no_data_after
+        )
+
+    def status(self, now: float, no_data_after: float = NO_DATA_AFTER_S) -> str:
+        if self.fatal:
+            return f"STOPPED: {self.fatal}"
+        if self.live(now, no_data_after):
+            return f"live {self.url}"
+        since = (
+            time.strftime("%H:%M:%S", time.localtime(self.last_frame))
+            if self.last_frame is not None
+            else "start"
+        )
+        if self.connected:
+            what = "connected but no frames"
+        elif self.last_frame is None:
+            what = f"cannot connect to {self.url}: {self.last_error or 'connecting'}"
+        else:
+            what = f"reconnecting to {self.url}: {self.last_error or 'connection lost'}"
+        return f"NO LIVE DATA since {since} — {what} (attempt {self.attempt})"
 
 
 def _num(value: Any, width: int, decimals: int) -> str:
@@ -20,8 +72,16 @@ def _num(value: Any, width: int, decimals: int) -> str:
     return f"{value:{width}.{decimals}f}"
 
 
-def render(lines: dict[str, dict[str, Any]], alarms: dict[str, dict[str, Any]], status: str) -> str:
-    out = [f"SCADA plant — {status} — {time.strftime('%H:%M:%S')}", ""]
+def render(
+    lines: dict[str, dict[str, Any]],
+    alarms: dict[str, dict[str, Any]],
+    status: str,
+    *,
+    live: bool = True,
+) -> str:
+    """The screen. Not live: banner in reverse video, states unknown, every value dimmed."""
+    head = f"SCADA plant — {status} — {time.strftime('%H:%M:%S %Z')}"
+    out = [head if live else f"{REVERSE}{head}{RESET}", ""]
     out.append(
         f"{'line':>4} {'state':<9}{'quality':<10}{'zones °C':^27} {'die':>6} "
         f"{'diam mm':>8} {'m/min':>6} {'A':>6} {'bar':>6}"
@@ -29,16 +89,24 @@ def render(lines: dict[str, dict[str, Any]], alarms: dict[str, dict[str, Any]], 
     for line_id in sorted(lines, key=lambda s: (len(s), s)):
         s = lines[line_id]
         zones = " ".join(_num(v, 6, 1) for v in s.get("body_temperatures") or [])
-        colour = COLOURS.get(s.get("quality", "good"), "")
+        quality = s.get("quality", "good") if live else "no data"
+        known = (
+            live
+            and quality != "stale"
+            and s.get("state")
+            and "state" not in (s.get("bad_tags") or [])
+        )
+        state = s["state"] if known else "unknown"
+        colour = COLOURS.get(quality, "") if live else DIM
         out.append(
-            f"{colour}{line_id:>4} {s.get('state') or '—':<9}{s.get('quality', ''):<10}{zones:<27} "
+            f"{colour}{line_id:>4} {state:<9}{quality:<10}{zones:<27} "
             f"{_num(s.get('die_temperature'), 6, 1)} {_num(s.get('diameter'), 8, 3)} "
             f"{_num(s.get('line_speed'), 6, 2)} {_num(s.get('motor_current'), 6, 1)} "
             f"{_num(s.get('melt_pressure'), 6, 1)}{RESET if colour else ''}"
         )
     active = [a for a in alarms.values() if a.get("state") != "normal"]
     out.append("")
-    out.append(f"alarms: {len(active)}")
+    out.append(f"alarms: {len(active)}" + ("" if live else " (as last seen)"))
     for a in sorted(active, key=lambda a: str(a.get("raised_at")), reverse=True)[:10]:
         out.append(
             f"  [{a.get('severity', ''):>8}] {a.get('state', ''):<16} {a.get('message', '')}"
@@ -46,28 +114,77 @@ def render(lines: dict[str, dict[str, Any]], alarms: dict[str, dict[str, Any]], 
     return "\n".join(out)
 
 
+def _apply(st: WatchState, frame: dict[str, Any], only: list[str] | None) -> None:
+    kind = frame.get("type")
+    data: Any = frame.get("data")
+    if kind == "snapshot":
+        st.lines = {s["production_line_id"]: s for s in data["lines"]}
+        if only:
+            st.lines = {k: v for k, v in st.lines.items() if k in only}
+        st.alarms = {a["alarm"]: a for a in data.get("alarms", [])}
+    elif kind == "production_data":
+        for s in data:
+            st.lines[s["production_line_id"]] = s
+    elif kind == "alarm":
+        st.alarms[data["alarm"]] = data
+
+
+async def receive(st: WatchState, *, lines: list[str] | None, token: str | None) -> None:
+    """Connect, stream into `st`, and reconnect with backoff; stops on 401/403 and 1008."""
+    while True:
+        client = PlantClient(st.url, token=token, reconnect=False)
+        try:
+            await client.connect()
+            st.connected = True
+            st.last_error = None
+            if lines:
+                await client.subscribe(lines=lines)
+            while True:
+                frame = await client.recv()  # raises ConnectionClosed with the close code
+                st.last_frame = time.time()
+                st.attempt = 0
+                _apply(st, frame, lines)
+        except InvalidStatus as err:
+            code = err.response.status_code
+            if code in (401, 403):
+                st.fatal = f"server refused the connection ({code}); check --token"
+                return
+            st.last_error = f"HTTP {code}"
+        except PolicyClose as err:
+            st.fatal = f"server closed the session: {err}"
+            return
+        except ConnectionClosed as err:
+            code = err.rcvd.code if err.rcvd is not None else 1006
+            if code == 1008:
+                st.fatal = f"server closed the session: {err.rcvd.reason if err.rcvd else ''}"
+                return
+            st.last_error = f"connection closed ({code})"
+        except (OSError, TimeoutError) as err:
+            st.last_error = str(err) or type(err).__name__
+        finally:
+            st.connected = False
+            with contextlib.suppress(Exception):
+                await client.close()
+        await asyncio.sleep(backoff_delay(st.attempt))
+        st.attempt += 1
+
+
 async def watch(url: str, *, lines: list[str] | None = None, token: str | None = None) -> None:
-    latest: dict[str, dict[str, Any]] = {}
-    alarms: dict[str, dict[str, Any]] = {}
-    last_draw = 0.0
-    async with PlantClient(url, token=token) as client:
-        if lines:
-            await client.subscribe(lines=lines)
-        async for frame in client:
-            kind = frame.get("type")
-            data: Any = frame.get("data")
-            if kind == "snapshot":
-                latest = {s["production_line_id"]: s for s in data["lines"]}
-                if lines:
-                    latest = {k: v for k, v in latest.items() if k in lines}
-                alarms = {a["alarm"]: a for a in data.get("alarms", [])}
-            elif kind == "production_data":
-                for s in data:
-                    latest[s["production_line_id"]] = s
-            elif kind == "alarm":
-                alarms[data["alarm"]] = data
-            now = time.monotonic()
-            if now - last_draw >= REDRAW_S:
-                last_draw = now
-                sys.stdout.write(CLEAR + render(latest, alarms, f"{client.state} {url}") + "\n")
-                sys.stdout.flush()
+    st = WatchState(url)
+    task = asyncio.create_task(receive(st, lines=lines, token=token))
+    try:
+        while True:
+            now = time.time()
+            live = st.live(now)
+            sys.stdout.write(CLEAR + render(st.lines, st.alarms, st.status(now), live=live) + "\n")
+            sys.stdout.flush()
+            if task.done():
+                if st.fatal:
+                    raise SystemExit(f"scada watch: {st.fatal}")
+                task.result()
+                return
+            await asyncio.sleep(REDRAW_S)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

@@ -248,9 +248,20 @@ class AuthSettings(Frozen):
     )
 
 
+class ConsoleSettings(Frozen):
+    """The browser console (docs/console.md)."""
+
+    # Horn for new unacknowledged high/critical alarms on screens nobody is logged in to
+    # (wall screens); logged-in consoles sound by default. Each browser may still switch it.
+    anonymous_sound: bool = False
+    # No frame for this long: the page shows "no live data". None: the longest stale_after.
+    no_data_after: float | None = Field(default=None, gt=0)
+
+
 class PlantConfig(Frozen):
     server: ServerConfig = ServerConfig()
     auth: AuthSettings = AuthSettings()
+    console: ConsoleSettings = ConsoleSettings()
     simulator: SimulatorConfig = SimulatorConfig()
     alarms: AlarmSettings = AlarmSettings()
     historian: HistorianSettings = HistorianSettings()

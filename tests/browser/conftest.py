@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
+
+from scada.core.config import deep_merge
+from tests.conftest import ServerProcess, write_config
+from tests.integration.test_security import cli
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -46,3 +51,55 @@ def page(browser: Any) -> Iterator[Any]:
     pg.js_errors = errors
     yield pg
     context.close()
+
+
+@pytest.fixture(scope="module")
+def module_servers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Servers shared by every test of a module (a server start costs a second or two)."""
+    servers: list[ServerProcess] = []
+
+    def make(
+        overrides: dict[str, Any] | None = None, base: dict[str, Any] | None = None
+    ) -> ServerProcess:
+        workdir = tmp_path_factory.mktemp("plant")
+        here = {"server": {"data_dir": str(workdir / "data")}}
+        config = write_config(workdir / "plant.toml", deep_merge(here, overrides or {}), base=base)
+        server = ServerProcess(config, workdir)
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def admin_token(server: ServerProcess) -> str:
+    out = cli(server, "tokens", "create", "--name", "test-admin", "--role", "admin")
+    return out.strip().splitlines()[-1]
+
+
+def audit_records(server: ServerProcess, token: str, action: str) -> list[dict[str, Any]]:
+    r = httpx.get(
+        f"{server.http}/api/audit",
+        params={"action": action, "limit": "1000"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 200, r.text
+    return list(r.json()["records"])
+
+
+def new_page(browser: Any, width: int = 1400, height: int = 1000) -> Any:
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, accept_downloads=True
+    )
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda err: errors.append(str(err)))
+    pg.js_errors = errors
+    return pg
+
+
+def wait_live(page: Any, timeout: float = 15_000) -> None:
+    page.wait_for_selector('body[data-live="yes"]', timeout=timeout)

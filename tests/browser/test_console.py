@@ -1,0 +1,337 @@
+"""The operator console in headless Chromium, one server for the module (docs/console.md).
+
+The plant starts with two standing alarms of known priority (line 2 motor current over a
+low-priority `hi`, line 3 motor current over a medium `hihi`) and one out-of-service tag (line 8 melt
+pressure); faults add more. The server-stop test runs last: it restarts the server.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.browser.conftest import admin_token, audit_records, new_page, wait_live
+from tests.conftest import ServerProcess, default_config_dict, wait_until
+
+
+def plant_config() -> dict[str, Any]:
+    base = default_config_dict()
+    tags = {
+        "2": {"motor_current": {"limits": {"hi": {"value": 50.0, "severity": "low"}}}},
+        "3": {
+            "motor_current": {
+                "limits": {
+                    "hi": {"value": 60.0, "severity": "low"},
+                    "hihi": {"value": 70.0, "severity": "medium"},
+                }
+            }
+        },
+        "8": {"melt_pressure": {"suppressed": True, "limits": {"hi": 100.0}}},
+    }
+    for line in base["lines"]:
+        if line["id"] in tags:
+            line.setdefault("tags", {}).update(tags[line["id"]])
+    base["auth"] = {"anonymous_role": "engineer"}
+    return base
+
+
+@pytest.fixture(scope="module")
+def plant(module_servers: Callable[..., ServerProcess]) -> ServerProcess:
+    return module_servers(base=plant_config())
+
+
+def fault(server: ServerProcess, **body: Any) -> None:
+    r = httpx.post(f"{server.http}/api/simulator/faults", json=body)
+    assert r.status_code == 201, r.text
+
+
+def open_console(browser: Any, server: ServerProcess, width: int = 1400, height: int = 1000) -> Any:
+    page = new_page(browser, width, height)
+    page.goto(server.http + "/")
+    wait_live(page)
+    return page
+
+
+def grey(rgb: str) -> bool:
+    r, g, b = (int(x) for x in re.findall(r"\d+", rgb)[:3])
+    return max(r, g, b) - min(r, g, b) < 24
+
+
+def test_overview_is_grey_with_units_limits_quality_clock_legend_and_devices(
+    plant: ServerProcess, browser: Any
+) -> None:
+    page = open_console(browser, plant)
+    assert page.locator('[data-testid="tile"]').count() == 8
+    assert page.text_content('[data-testid="user"]') == "not logged in (engineer)"
+    clock = page.text_content('[data-testid="clock"]') or ""
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC[+−]\d\d:\d\d.*", clock), clock
+    units = page.eval_on_selector_all(".tile .val .unit", "els => els.map(e => e.textContent)")
+    assert len(units) == 8 * 9 and all(units), units  # every value of every tile has its unit
+    icons = page.eval_on_selector_all("#legend .pri", "els => els.map(e => e.dataset.priority)")
+    assert icons == ["1", "2", "3", "4"]
+    # Limit states distinct and coloured by the alarm's priority; normal values stay grey.
+    motor = '[data-line="2"] [data-tag="motor_current"]'
+    page.wait_for_selector(f'{motor}[data-limit="hi"][data-priority="4"]', timeout=10_000)
+    assert page.text_content(f"{motor} .lim") == "H"
+    speed = '[data-line="3"] [data-tag="motor_current"]'
+    page.wait_for_selector(f'{speed}[data-limit="hihi"][data-priority="3"]', timeout=10_000)
+    assert page.text_content(f"{speed} .lim") == "HH"
+    colours = page.eval_on_selector_all(
+        '[data-line="1"] .val .num', "els => els.map(e => getComputedStyle(e).color)"
+    )
+    assert colours and all(grey(c) for c in colours), colours
+    assert page.get_attribute('[data-line="1"] [data-role="state"]', "data-state") == "running"
+    row = page.locator('[data-testid="devices"] tr[data-device="sim"]')
+    assert row.get_attribute("data-state") == "connected"
+    assert "connected" in (row.text_content() or "")
+    # A bad value: struck, with its quality as text; the line's state becomes unknown.
+    fault(plant, line="1", kind="sensor_dropout", tag="diameter")
+    page.wait_for_selector('[data-line="1"] [data-tag="diameter"][data-quality="bad"]')
+    assert page.text_content('[data-line="1"] [data-tag="diameter"] .qual') == "bad"
+    assert page.js_errors == []
+    page.context.close()
+
+
+def unacked_priorities(page: Any) -> list[int]:
+    return [
+        int(p)
+        for p in page.eval_on_selector_all(
+            "#alarm-table tbody tr.unacked", "els => els.map(e => e.dataset.priority)"
+        )
+    ]
+
+
+def test_alarm_console_filters_sorts_bulk_acks_shelves_and_lists_history(
+    plant: ServerProcess, browser: Any
+) -> None:
+    page = open_console(browser, plant)
+    for line in ("4", "5", "6"):
+        fault(plant, line=line, kind="sensor_dropout", tag="melt_pressure")
+    page.wait_for_function(
+        "document.querySelectorAll('#alarm-table tbody tr.unacked').length >= 5", timeout=15_000
+    )
+    # The banner names the most important unacknowledged alarm, not the newest.
+    assert int(page.get_attribute("#banner", "data-priority") or 0) == min(unacked_priorities(page))
+    # Live value beside the value at raise.
+    live = page.text_content('tr[data-alarm="line2.motor_current.hi"] .live-value') or ""
+    assert re.fullmatch(r"\d+\.\d A", live), live
+
+    page.select_option("#alarm-filters select[name=priority]", "4")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#alarm-table tbody tr')].every(r => r.dataset.priority === '4')"
+    )
+    page.select_option("#alarm-filters select[name=priority]", "")
+    page.fill("#alarm-filters input[name=text]", "melt")
+    names = page.eval_on_selector_all(
+        "#alarm-table tbody tr", "els => els.map(e => e.dataset.alarm)"
+    )
+    assert names and all("melt" in n for n in names), names
+    page.select_option("#alarm-filters select[name=line]", "5")
+    names = page.eval_on_selector_all(
+        "#alarm-table tbody tr", "els => els.map(e => e.dataset.alarm)"
+    )
+    assert names == ["line5.melt_pressure.quality"], names
+    page.select_option("#alarm-filters select[name=line]", "")
+    page.fill("#alarm-filters input[name=text]", "")
+
+    page.click('#alarm-table th[data-sort="alarm"]')
+    names = page.eval_on_selector_all(
+        "#alarm-table tbody tr", "els => els.map(e => e.dataset.alarm)"
+    )
+    assert names == sorted(names)
+    page.click('#alarm-table th[data-sort="alarm"]')
+    names = page.eval_on_selector_all(
+        "#alarm-table tbody tr", "els => els.map(e => e.dataset.alarm)"
+    )
+    assert names == sorted(names, reverse=True)
+
+    # Acknowledge all visible melt alarms with one comment; one refusal is listed.
+    page.fill("#alarm-filters input[name=text]", "melt_pressure.quality")
+    rows = page.eval_on_selector_all(
+        "#alarm-table tbody tr.unacked",
+        "els => els.map(e => [e.dataset.alarm, +e.dataset.occurrence])",
+    )
+    assert len(rows) == 3, rows
+    page.click('[data-testid="ack-visible"]')
+    r = httpx.post(f"{plant.http}/api/alarms/{rows[0][1]}/ack", json={"comment": "first"})
+    assert r.status_code == 200, r.text
+    page.fill("#ack-dialog textarea[name=comment]", "melt sensors checked")
+    page.click("#ack-ok")
+    page.wait_for_function(
+        "document.querySelectorAll('[data-testid=ack-refusals] li').length === 1", timeout=10_000
+    )
+    assert rows[0][0] in (page.text_content('[data-testid="ack-refusals"]') or "")
+    page.click("#ack-dialog button[value=cancel]")
+    for name, _ in rows:
+        page.wait_for_selector(f'#alarm-table tr[data-alarm="{name}"][data-state="acked_active"]')
+    token = admin_token(plant)
+    acks = [a for a in audit_records(plant, token, "ack") if a["result"] == "ok"]
+    assert sum(a["detail"] == "melt sensors checked" for a in acks) == 2
+    page.fill("#alarm-filters input[name=text]", "")
+
+    # Shelve: listed with who, why and time left; unshelve brings it back.
+    page.click('tr[data-alarm="line2.motor_current.hi"] button[data-action="shelve"]')
+    page.fill("#ack-dialog textarea[name=comment]", "motor swap planned")
+    page.click("#ack-ok")
+    page.click('.tab[data-tab="shelved"]')
+    shelved = page.locator('#alarm-table tr[data-alarm="line2.motor_current.hi"]')
+    shelved.wait_for()
+    text = shelved.text_content() or ""
+    assert "motor swap planned" in text and "operator" in text and "left" in text, text
+    shelved.locator('button[data-action="unshelve"]').click()
+    page.click("#ack-ok")
+    page.wait_for_selector('#alarm-table tr[data-alarm="line2.motor_current.hi"]', state="detached")
+    # Out of service: its own tab.
+    page.click('.tab[data-tab="suppressed"]')
+    page.wait_for_selector('#alarm-table tr[data-alarm="line8.melt_pressure.hi"]')
+
+    # History: one row per occurrence, with who acknowledged and the comment; CSV export.
+    page.click('.tab[data-tab="history"]')
+    page.click('#history-form button[data-range="24h"]')
+    row = page.locator(f'#history-table tr[data-alarm="{rows[1][0]}"]')
+    row.wait_for()
+    assert row.count() == 1
+    assert "melt sensors checked" in (row.text_content() or "")
+    with page.expect_download() as download:
+        page.click('[data-testid="history-csv"]')
+    csv_text = Path(download.value.path()).read_text(encoding="utf-8")
+    assert csv_text.startswith("occurrence,priority,alarm") and rows[1][0] in csv_text
+    assert page.js_errors == []
+    page.context.close()
+
+
+def test_horn_sounds_for_a_new_high_alarm_until_silenced_and_silence_is_audited(
+    plant: ServerProcess, browser: Any
+) -> None:
+    page = open_console(browser, plant)
+    assert page.get_attribute('[data-testid="sound"]', "data-on") == "no"  # anonymous wall screen
+    page.click('[data-testid="sound"]')
+    assert page.get_attribute('[data-testid="sound"]', "data-on") == "yes"
+    # Alarms already unacknowledged when the console opened sound too; silence them first.
+    page.wait_for_selector('body[data-horn="sounding"]')
+    page.click('[data-testid="silence"]')
+    page.wait_for_selector('body[data-horn="quiet"]')
+    fault(plant, line="7", kind="diameter_drift", rate=0.08)
+    page.wait_for_selector('body[data-horn="sounding"]', timeout=15_000)
+    assert "flashing" in (page.get_attribute("#banner", "class") or "")
+    page.click('[data-testid="silence"]')
+    page.wait_for_selector('body[data-horn="quiet"]')
+    token = admin_token(plant)
+    records = wait_until(
+        lambda: (
+            len(audit_records(plant, token, "horn_silence")) == 2
+            and audit_records(plant, token, "horn_silence")
+        )
+    )
+    assert "line7.diameter" in records[0]["detail"]
+    page.context.close()
+
+
+def test_line_detail_has_every_tag_its_alarms_and_a_live_multi_pen_trend(
+    plant: ServerProcess, browser: Any
+) -> None:
+    page = open_console(browser, plant)
+    page.click('[data-line="2"] .zones')
+    page.wait_for_selector('[data-testid="line-detail"]:not(.hidden)')
+    assert page.url.endswith("#/line/2") or "#/line/2?" in page.url
+    rows = page.locator('[data-testid="tag-table"] tbody tr')
+    assert rows.count() == 10
+    motor = page.locator('[data-tag-row="motor_current"]')
+    assert "50.0 A" in (motor.text_content() or "")  # its hi limit with unit
+    assert motor.locator(".pri").count() == 1
+    assert page.locator(
+        '[data-testid="line-alarms"] li[data-alarm="line2.motor_current.hi"]'
+    ).count()
+    trend = '[data-testid="trend-box"]'
+    page.wait_for_selector(f"{trend}[data-loaded='1'] canvas")
+    page.wait_for_function(
+        "+document.querySelector('[data-testid=trend-box]').dataset.liveTicks >= 2"
+    )
+    assert int(page.get_attribute(trend, "data-limits-drawn") or 0) >= 1
+    page.select_option(f'{trend} select[data-role="pen-picker"]', "line3.line_speed")
+    page.wait_for_selector(f"{trend}[data-loaded='2']")
+    assert page.locator(f"{trend} .pen").count() == 2
+    assert "pens=line2.diameter,line3.line_speed" in page.url
+    page.click(f'{trend} button[data-range="15m"]')
+    page.wait_for_selector(f"{trend}[data-loaded='3']")
+    box = page.locator(f"{trend} .chart canvas").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
+    page.wait_for_function(
+        "document.querySelector('[data-testid=trend-readout]').textContent.includes('line3.line_speed')"
+    )
+    # Drag to zoom: the range becomes absolute and the data are fetched again.
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + 40)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + 40, steps=5)
+    page.mouse.up()
+    page.wait_for_selector(f"{trend}[data-loaded='4']")
+    assert re.search(r"range=\d+-\d+", page.url)
+    assert page.js_errors == []
+    page.context.close()
+
+
+def test_diagnostics_page_counts_frames_and_sends_raw(plant: ServerProcess, browser: Any) -> None:
+    page = new_page(browser)
+    page.goto(plant.http + "/diagnostics")
+    page.wait_for_function("Number(document.getElementById('d-frames').textContent) > 20")
+    page.fill("textarea[name=raw]", "this is not json")
+    page.click("#raw-form button")
+    page.wait_for_function("document.getElementById('d-log').textContent.includes('invalid_json')")
+    page.context.close()
+
+
+def test_phone_width_has_no_sideways_scroll_and_every_control_is_reachable(
+    plant: ServerProcess, browser: Any
+) -> None:
+    page = open_console(browser, plant, 390, 844)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.wait_for_selector('#alarm-table button[data-action="shelve"]')
+    for selector in (
+        "#alarm-table button[data-action]",
+        ".tab:not(.hidden)",
+        "#switch-user",
+        "#sound",
+        '[data-testid="ack-visible"]',
+    ):
+        for box in [b.bounding_box() for b in page.locator(selector).all()]:
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, (
+                selector,
+                box,
+            )
+    page.goto(plant.http + "/#/line/1")
+    page.wait_for_selector('[data-testid="trend-box"][data-loaded="1"]')
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.context.close()
+
+
+def test_stopping_the_server_shows_no_live_data_everywhere_and_recovers(
+    plant: ServerProcess, browser: Any
+) -> None:
+    page = open_console(browser, plant)
+    page.wait_for_selector('#alarm-table button[data-action="shelve"]:not([disabled])')
+    plant.stop()
+    page.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=10_000)
+    text = page.text_content('[data-testid="no-data"]') or ""
+    assert re.match(r"no live data since \d\d:\d\d:\d\d — reconnecting \(attempt \d+\)", text), text
+    qualities = page.eval_on_selector_all(".tile .val", "els => els.map(e => e.dataset.quality)")
+    assert set(qualities) == {"stale"}
+    states = page.eval_on_selector_all(
+        '.tile [data-role="state"]', "els => els.map(e => e.textContent)"
+    )
+    assert set(states) == {"unknown"}
+    buttons = page.eval_on_selector_all(
+        "#alarm-table button[data-action]", "els => els.map(e => e.disabled)"
+    )
+    assert buttons and all(buttons)
+    plant.start()
+    page.wait_for_selector('[data-testid="no-data"]', state="hidden", timeout=30_000)
+    wait_live(page)
+    page.wait_for_selector('#alarm-table button[data-action="shelve"]:not([disabled])')
+    assert page.js_errors == []
+    page.context.close()
