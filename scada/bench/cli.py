@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from scada.bench.fanout import FanoutResult, default_workers, measure, stderr_progress
+from scada.bench.history import add_arguments as history_arguments
 from scada.bench.report import FANOUT_ROWS, fanout_ratios, ratio_lines, table
 from scada.bench.servers import ServerUnderTest
 
@@ -37,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sizes", help="--ingest plant sizes in lines, comma list (default 8,50,100,200,500)"
     )
+    p.add_argument("--history", action="store_true", help="run the historian benchmark instead")
+    history_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--config", help="plant config for the servers (default: the 8-line plant)")
@@ -44,17 +48,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     progress = None if args.quiet else stderr_progress
+    if args.history:
+        from scada.bench import history
+
+        return emit(args, progress, history.run(args, progress), history.render)
     if args.ingest:
         from scada.bench.ingest import run_ingest
 
         return run_ingest(args, progress)
-    doc = run_fanout(args, progress)
+    return emit(args, progress, run_fanout(args, progress), render_fanout)
+
+
+def emit(
+    args: argparse.Namespace,
+    progress: Any,
+    doc: dict[str, Any],
+    render: Callable[[dict[str, Any]], str],
+) -> int:
     if progress is not None:
         sys.stderr.write("\r\x1b[2K")
     if args.json:
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        print(render_fanout(doc))
+        print(render(doc))
     return 0
 
 

@@ -2,7 +2,9 @@
 
 Tables (times are epoch milliseconds):
     series   one row per tag path ever recorded; a renamed tag is a new series
-    raw      (series, t = minute start) -> the minute's samples as one codec blob
+    raw      id = series << 32 | minute number -> the minute's samples as one codec blob
+             (a rowid table: its ~1 KB rows share pages; WITHOUT ROWID would give each
+             one an overflow page)
     m1       (series, t = minute start) -> n, ngood, min, max, sum, first, last, worst quality
     h1       (series, t = hour start)   -> the same, rolled up from m1
     pending  the open minute's samples of all tags, appended every flush (at most 1 s old);
@@ -24,9 +26,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, unit TEXT NOT NULL, created_ms INTEGER
 );
-CREATE TABLE IF NOT EXISTS raw (
-    series INTEGER NOT NULL, t INTEGER NOT NULL, blob BLOB NOT NULL, PRIMARY KEY (series, t)
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS raw (id INTEGER PRIMARY KEY, blob BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS m1 (
     series INTEGER NOT NULL, t INTEGER NOT NULL, n INTEGER, ngood INTEGER, vmin REAL,
     vmax REAL, vsum REAL, vfirst REAL, vlast REAL, q INTEGER, PRIMARY KEY (series, t)
@@ -57,8 +57,17 @@ def is_corruption(err: BaseException) -> bool:
     )
 
 
+def raw_id(series: int, t_ms: int) -> int:
+    return (series << 32) | (t_ms // CHUNK_MS)
+
+
+def raw_time(raw: int) -> int:
+    return (raw & 0xFFFFFFFF) * CHUNK_MS
+
+
 def connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA page_size=16384")  # a new file only: fewer, fuller pages for chunks
     db.execute("PRAGMA journal_mode=WAL")
     # NORMAL: a commit is in the WAL (OS cache) when it returns, so a killed process loses
     # nothing committed; only a power cut may lose the last commits (docs/historian.md).

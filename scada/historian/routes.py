@@ -15,14 +15,15 @@ from starlette.responses import JSONResponse, Response
 
 from scada.core.timefmt import iso_ms
 from scada.historian.params import BadParameter, parse_request
-from scada.historian.query import Plan, SeriesSpec
+from scada.historian.query import Plan, SeriesSpec, plain
 from scada.historian.service import Historian
 
 CSV_FIELDS = ("min", "max", "first", "last", "mean")
 
 
 def _json(content: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, status_code=status, media_type="application/json")
 
 
 def _bad(parameter: str, message: str) -> Response:
@@ -73,7 +74,7 @@ def csv_header(series: list[dict[str, Any]]) -> list[str]:
 
 def to_csv(doc: dict[str, Any]) -> str:
     """One row per time (bucket start or sample), per tag min/max/first/last/mean/quality."""
-    series = doc["series"]
+    series = plain(doc)["series"]
     rows: dict[int, list[Any]] = {}
     width = 6
     for k, s in enumerate(series):

@@ -67,6 +67,7 @@ class Closed:
     m1: list[tuple[object, ...]]
     samples: tuple[np.ndarray, np.ndarray, np.ndarray]  # t, values, quality (for merging)
     series: list[int]
+    rollup: bool = True  # recompute the hour's h1 rows (bulk loads do it once per hour)
 
     @property
     def nbytes(self) -> int:
@@ -261,7 +262,7 @@ class Writer:
     def _close_minute(self) -> None:
         assert self._minute is not None
         n = self._n
-        closed = self._encode(
+        closed = self.encode(
             self._minute, self._t[:n].copy(), self._v[:n].copy(), self._q[:n].copy(), self.series
         )
         with self._lock:
@@ -271,7 +272,20 @@ class Writer:
         self._minute = None
         self._bound_memory()
 
-    def _encode(
+    def open(self) -> None:
+        """Open the file without the thread (bulk loads: `encode` then `commit`)."""
+        self._open()
+
+    def commit(self, closed: list[Closed]) -> None:
+        """Write closed minutes in one transaction, from the caller's thread (bulk loads)."""
+        database = self._db
+        assert database is not None and self._thread is None
+        database.execute("BEGIN IMMEDIATE")
+        for c in closed:
+            self._write_closed(database, c)
+        database.execute("COMMIT")
+
+    def encode(
         self, minute: int, t: np.ndarray, v: np.ndarray, q: np.ndarray, series: list[int]
     ) -> Closed:
         blobs = codec.encode_block(minute, self.resolution, t, v, q)
@@ -351,12 +365,16 @@ class Writer:
     def _write_closed(self, database: sqlite3.Connection, c: Closed) -> None:
         if c.minute in self._merge_minutes:
             c = self._merged(database, c)
-        database.executemany("INSERT OR REPLACE INTO raw VALUES (?, ?, ?)", c.raw)
-        database.executemany(_M1_INSERT, c.m1)
-        hour = c.minute - c.minute % HOUR_MS
         database.executemany(
-            _H1_RECOMPUTE, [{"h": hour, "e": hour + HOUR_MS, "s": s} for s in c.series]
+            "INSERT OR REPLACE INTO raw VALUES (?, ?)",
+            [(db.raw_id(s, m), blob) for s, m, blob in c.raw],
         )
+        database.executemany(_M1_INSERT, c.m1)
+        if c.rollup:
+            hour = c.minute - c.minute % HOUR_MS
+            database.executemany(
+                _H1_RECOMPUTE, [{"h": hour, "e": hour + HOUR_MS, "s": s} for s in c.series]
+            )
         database.execute("DELETE FROM pending WHERE t < ?", (c.minute + CHUNK_MS,))
 
     def _merged(self, database: sqlite3.Connection, c: Closed) -> Closed:
@@ -365,7 +383,7 @@ class Writer:
         raw, m1 = [], []
         for j, s in enumerate(c.series):
             row = database.execute(
-                "SELECT blob FROM raw WHERE series = ? AND t = ?", (s, c.minute)
+                "SELECT blob FROM raw WHERE id = ?", (db.raw_id(s, c.minute),)
             ).fetchone()
             new = codec.Samples(t, v[:, j], q[:, j])
             if row is not None:
@@ -454,7 +472,7 @@ class Writer:
             t = np.concatenate([p[0] for p in parts])
             v = np.concatenate([p[1] for p in parts])
             q = np.concatenate([p[2] for p in parts])
-            closed = self._encode(minute, t, v, q, layouts[layout])
+            closed = self.encode(minute, t, v, q, layouts[layout])
             self._merge_minutes.add(minute)  # an earlier run may have written part of it
             self._write_closed(database, closed)
             written.add(minute)
@@ -499,10 +517,15 @@ class Writer:
         for i in range(0, len(ids), PRUNE_BATCH):
             batch = ids[i : i + PRUNE_BATCH]
             database.execute("BEGIN IMMEDIATE")
-            for table, cutoff in cutoffs.items():
+            cur = database.executemany(
+                "DELETE FROM raw WHERE id >= ? AND id < ?",
+                [(db.raw_id(s, 0), db.raw_id(s, max(cutoffs["raw"], 0))) for s in batch],
+            )
+            removed += max(cur.rowcount, 0)
+            for table in ("m1", "h1"):
                 cur = database.executemany(
                     f"DELETE FROM {table} WHERE series = ? AND t < ?",
-                    [(s, cutoff) for s in batch],
+                    [(s, cutoffs[table]) for s in batch],
                 )
                 removed += max(cur.rowcount, 0)
             database.execute("COMMIT")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,9 @@ LINES = load_config().lines[:2]  # 20 tags
 SCHEMA = TagSchema(LINES)
 RES = 100
 DAY_MS = 86_400_000
+# Recent times: retention (30 days raw) prunes anything older while the writer runs.
+NOW_MS = round(time.time() * 1000)
+BASE = NOW_MS - NOW_MS % HOUR_MS - 3 * HOUR_MS
 
 
 def signals(rows: int, width: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +59,7 @@ def historian(tmp_path: Path) -> Iterator[Historian]:
 def test_values_read_back_exactly_from_chunks_pending_and_memory(
     historian: Historian, tmp_path: Path
 ) -> None:
-    start = 1_700_000_000_000 - 1_700_000_000_000 % CHUNK_MS + 12_300
+    start = BASE + 12_300
     values, quality = signals(3 * 600 + 250, SCHEMA.size)
     values[5, 3] = np.nan  # a value the device could not give
     times = feed(historian, start, values, quality)
@@ -81,7 +85,7 @@ def test_values_read_back_exactly_from_chunks_pending_and_memory(
 
 
 def test_rollups_equal_aggregates_of_the_raw_samples(historian: Historian) -> None:
-    start = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS - 5 * CHUNK_MS
+    start = BASE - 5 * CHUNK_MS
     values, quality = signals(75 * 600, SCHEMA.size, seed=3)  # 75 minutes over an hour edge
     feed(historian, start, values, quality)
     db = historian._reader()
@@ -116,7 +120,7 @@ def test_rollups_equal_aggregates_of_the_raw_samples(historian: Historian) -> No
 
 
 def test_buckets_from_every_tier_agree_with_the_raw_samples(historian: Historian) -> None:
-    start = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS
+    start = BASE
     values, quality = signals(130 * 600, 2, seed=5)
     wide = np.repeat(values, SCHEMA.size // 2, axis=1)
     feed(historian, start, wide, np.repeat(quality, SCHEMA.size // 2, axis=1))
@@ -144,26 +148,27 @@ def test_plan_picks_the_tier_from_the_range() -> None:
     assert tier(60_000) == ("raw", None)  # 600 samples fit: raw samples
     assert tier(3_600_000) == ("raw", 3_700)  # 3.6 s buckets need 1,001 once aligned
     assert tier(DAY_MS) == ("1m", 120_000)
-    assert tier(30 * DAY_MS) == ("1m", 2_640_000)
+    assert tier(12 * 3_600_000) == ("1m", 60_000)  # 43.2 s wanted: whole minutes
+    assert tier(30 * DAY_MS) == ("1h", 3_600_000)  # 43 min wanted: the hourly tier
     assert tier(365 * DAY_MS)[0] == "1h"
     old = query.plan(now - 40 * DAY_MS, now - 40 * DAY_MS + 60_000, 1000, RES, now, 30, 365)
     assert old.tier == "1m"  # raw samples of 40 days ago are gone: the minute rollup answers
 
 
 def test_a_gap_is_a_null_entry_and_missing_buckets(historian: Historian) -> None:
-    start = 1_700_000_000_000
+    start = BASE
     values, quality = signals(100, SCHEMA.size)
     feed(historian, start, values[:50], quality[:50])
     feed(historian, start + 60_000, values[50:], quality[50:])  # 55 s without samples
     historian.clock = lambda: start / 1000 + 3600
     spec = historian.spec(SCHEMA.refs[0].path)
     assert spec is not None
-    doc = historian.history_sync([spec], start, start + 65_000, 5000)
+    doc = query.plain(historian.history_sync([spec], start, start + 65_000, 5000))
     s = doc["series"][0]
     i = s["quality"].index("missing")
     assert s["t"][i - 1] == start + 4_900 and s["t"][i + 1] == start + 60_000
     assert s["min"][i] is None and s["quality"].count("missing") == 1
-    doc = historian.history_sync([spec], start, start + 65_000, 65)  # 1 s buckets
+    doc = query.plain(historian.history_sync([spec], start, start + 65_000, 65))  # 1 s buckets
     assert doc["bucket_ms"] == 1000
     assert doc["series"][0]["quality"][5:60] == ["missing"] * 55
 
@@ -190,7 +195,8 @@ def test_retention_deletes_what_it_should_and_nothing_else(tmp_path: Path) -> No
     removed = writer.prune_now()
 
     def kept(table: str) -> set[int]:
-        rows = writer._db.execute(f"SELECT DISTINCT t FROM {table}").fetchall()  # type: ignore[union-attr]
+        column = "(id & 4294967295) * 60000" if table == "raw" else "t"
+        rows = writer._db.execute(f"SELECT DISTINCT {column} FROM {table}").fetchall()  # type: ignore[union-attr]
         return {round((now - t) / DAY_MS) for (t,) in rows}
 
     assert kept("raw") == {10}
@@ -203,7 +209,7 @@ def test_retention_deletes_what_it_should_and_nothing_else(tmp_path: Path) -> No
 def test_tags_added_or_removed_between_runs_keep_their_history(tmp_path: Path) -> None:
     path = tmp_path / "history.sqlite"
     h = open_historian(path)
-    start = 1_700_000_000_000
+    start = BASE
     values, quality = signals(30, SCHEMA.size)
     feed(h, start, values, quality)
     h.stop()
@@ -230,7 +236,7 @@ def test_a_corrupt_database_is_moved_aside_and_a_fresh_one_started(
     path.write_bytes(b"this is not a database at all" * 200)
     h = open_historian(path)
     try:
-        feed(h, 1_700_000_000_000, *signals(20, SCHEMA.size))
+        feed(h, BASE, *signals(20, SCHEMA.size))
         assert h.status()["state"] == "ok"
         aside = list(tmp_path.glob("history.sqlite.corrupt-*"))
         assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not")
@@ -244,7 +250,7 @@ def test_compression_keeps_its_error_bound(method: str, tmp_path: Path) -> None:
     deviation = 0.05
     rng = np.random.default_rng(11)
     n = 6000
-    t = 1_700_000_000_000 + RES * np.arange(n, dtype=np.int64)
+    t = BASE + RES * np.arange(n, dtype=np.int64)
     v = (20 + np.cumsum(rng.normal(0, 0.02, n))).astype(np.float32)
     q = np.zeros(n, dtype=np.uint8)
     q[3000:3010] = 3
