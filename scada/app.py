@@ -31,6 +31,9 @@ from scada.heavy import HeavyReadLimit, HeavyReads
 from scada.historian.routes import history as history_route
 from scada.historian.service import Historian
 from scada.hub import Hub
+from scada.notify.config import notifications_of
+from scada.notify.routes import routes as notify_routes
+from scada.notify.service import build_notifier
 from scada.pages import STATIC, page
 from scada.runtime import Runtime
 
@@ -82,6 +85,7 @@ def create_app(
     heavy = HeavyReads(lambda: runtime.config.auth)
     hub = Hub(runtime, auditor, heavy=heavy, clock=clock)
     gate = LoginGate(config.auth, clock)
+    notifications = notifications_of(config)  # ConfigError now, not at the first alarm
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -102,6 +106,11 @@ def create_app(
             await asyncio.to_thread(historian.start)
             runtime.historian = app.state.historian = historian
             runtime.metric_sources.append(historian.metrics)
+        notifier = build_notifier(config, notifications, alarms)
+        if notifier is not None:
+            await notifier.start()
+            runtime.metric_sources.append(notifier.metrics)
+        app.state.notifier = notifier
         await runtime.start()
         try:
             yield
@@ -111,6 +120,8 @@ def create_app(
             await runtime.stop()
             if historian is not None:
                 await asyncio.to_thread(historian.stop)
+            if notifier is not None:
+                await notifier.stop()  # the outbox keeps what is undelivered
             await alarms.close()
             gate.close()
             auth.close()
@@ -125,6 +136,7 @@ def create_app(
         Route("/api/history", requires("viewer", history_route)),
         *console_api.routes,
         *(_guard(r) for r in alarm_routes),
+        *(_guard(r) for r in notify_routes),
         *auth_routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
@@ -148,5 +160,6 @@ def create_app(
     app.state.clock = clock
     app.state.alarms = None
     app.state.historian = None
+    app.state.notifier = None
     app.state.announce_alarms = hub.announce
     return app

@@ -22,13 +22,14 @@ EXIT_CONFIG = 2
 def _load(path: str | None) -> PlantConfig:
     """Load and fully validate a config (driver settings included), or exit 2 with the list."""
     from drivers.registry import device_problems
+    from scada.notify.config import notification_problems
 
     try:
         config = load_config(path)
     except ConfigError as err:
         _print_problems(err)
         raise SystemExit(EXIT_CONFIG) from None
-    problems = device_problems(config)
+    problems = device_problems(config) + notification_problems(config)
     if problems:
         _print_problems(ConfigError(path or "<default plant.toml>", problems))
         raise SystemExit(EXIT_CONFIG)

@@ -40,7 +40,7 @@ def restart_needed(old: PlantConfig, new: PlantConfig) -> list[str]:
         out.append("lines/tags (ids, tag names, kinds or groups)")
     if [d.model_dump() for d in old.devices] != [d.model_dump() for d in new.devices]:
         out.append("devices")
-    for section in ("server", "auth", "simulator", "historian"):
+    for section in ("server", "auth", "simulator", "historian", "notifications"):
         if getattr(old, section) != getattr(new, section):
             out.append(section)
     journal = ("journal_path", "retention_days", "retention_events")

@@ -265,6 +265,9 @@ class PlantConfig(Frozen):
     simulator: SimulatorConfig = SimulatorConfig()
     alarms: AlarmSettings = AlarmSettings()
     historian: HistorianSettings = HistorianSettings()
+    # Validated by scada.notify.config, as drivers validate their settings (core imports
+    # nothing of ours).
+    notifications: dict[str, Any] = Field(default_factory=dict)
     devices: list[DeviceConfig] = Field(default_factory=lambda: [DeviceConfig(name="sim")])
     lines: list[LineConfig] = Field(min_length=1)
 

@@ -1,0 +1,187 @@
+"""Notifier: the long-running notification worker (start()/stop(), wired in the lifespan).
+
+It owns the outbox (one dedicated thread does all its SQLite work, so an fsync there never
+occupies the pool the alarm journal commits through), the feeder and one delivery worker
+per target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from scada.core.config import PlantConfig, resolve_data_path
+from scada.core.timefmt import iso_or_none
+from scada.notify.config import NotificationsConfig, WebhookTarget
+from scada.notify.delivery import EmailWorker, TargetWorker, WebhookWorker
+from scada.notify.feeder import CommittedEvents, Feeder
+from scada.notify.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+class Notifier:
+    def __init__(
+        self,
+        config: NotificationsConfig,
+        outbox_path: Path,
+        source: CommittedEvents,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.outbox_path = outbox_path
+        self.source = source
+        self.clock = clock
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="notify-outbox")
+        self._tasks: list[asyncio.Task[None]] = []
+        self.outbox: Outbox | None = None
+        self.feeder: Feeder | None = None
+        self.workers: dict[str, TargetWorker] = {}
+
+    async def db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    async def start(self) -> None:
+        outbox = await self.db(Outbox, self.outbox_path, max_queued=self.config.max_queued)
+        self.outbox = outbox
+        retry = self.config.retry
+        for target in self.config.targets:
+            args = (retry, outbox, self.db, self.clock)
+            worker: TargetWorker = (
+                WebhookWorker(target, *args)
+                if isinstance(target, WebhookTarget)
+                else EmailWorker(target, *args)
+            )
+            self.workers[target.name] = worker
+        self.feeder = Feeder(self.config, self.source, outbox, self.db, self.clock, self._wake)
+        # Subscribe before reading the cursor: a commit in between only wakes the feeder.
+        # (A stopped feeder's listener stays subscribed; it only sets an Event.)
+        self.source.on_committed(self.feeder.committed)
+        await self.feeder.open()
+        self._tasks = [self._spawn(self.feeder.run(), "feeder")]
+        self._tasks += [self._spawn(w.run(), w.name) for w in self.workers.values()]
+        log.info(
+            "notifications: %d rule(s), %d target(s), outbox %s",
+            len(self.config.rules),
+            len(self.workers),
+            self.outbox_path,
+        )
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=f"notify-{name}")
+        task.add_done_callback(self._crashed)
+        return task
+
+    @staticmethod
+    def _crashed(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("notification worker %s stopped", task.get_name(), exc_info=task.exception())
+
+    def _wake(self, targets: set[str]) -> None:
+        for name in targets:
+            if worker := self.workers.get(name):
+                worker.wake.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for worker in self.workers.values():
+            if isinstance(worker, EmailWorker):
+                worker.close()
+        if self.outbox is not None:
+            await self.db(self.outbox.close)
+        self._thread.shutdown(wait=True)
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Delivery state per target, for GET /api/notifications."""
+        assert self.outbox is not None
+        oldest = await self.db(self.outbox.oldest_queued)
+        targets = []
+        for name, worker in self.workers.items():
+            stats = self.outbox.target(name)
+            targets.append(
+                {
+                    "name": name,
+                    "kind": worker.kind,
+                    "destination": worker.health.destination,
+                    "queued": stats.queued,
+                    "delivered": stats.delivered,
+                    "failed_attempts": stats.failed_attempts,
+                    "dropped": stats.dropped,
+                    "last_error": stats.last_error,
+                    "last_error_at": iso_or_none(stats.last_error_at),
+                    "last_success": iso_or_none(stats.last_success),
+                    "outage_since": iso_or_none(stats.outage_since),
+                    "oldest_queued_at": iso_or_none(oldest.get(name)),
+                    "next_attempt_at": iso_or_none(worker.health.next_attempt_at),
+                }
+            )
+        return {
+            "enabled": True,
+            "rules": len(self.config.rules),
+            "cursor": self.feeder.cursor if self.feeder else 0,
+            "journal_cursor": self.source.cursor(),
+            "targets": targets,
+        }
+
+    def metrics(self) -> Iterator[Metric]:
+        """For Runtime.metric_sources: read on the event loop, from memory only."""
+        if self.outbox is None:
+            return
+        per_target = [(name, self.outbox.target(name)) for name in self.workers]
+        families = (
+            (GaugeMetricFamily, "scada_notify_queued", "Notifications waiting.", "queued"),
+            (CounterMetricFamily, "scada_notify_delivered", "Confirmed.", "delivered"),
+            (
+                CounterMetricFamily,
+                "scada_notify_failed_attempts",
+                "Delivery attempts that failed.",
+                "failed_attempts",
+            ),
+            (
+                CounterMetricFamily,
+                "scada_notify_dropped",
+                "Oldest notifications dropped from a full outbox.",
+                "dropped",
+            ),
+        )
+        for kind, name, help_, attr in families:
+            family = kind(name, help_, labels=["target"])
+            for target, stats in per_target:
+                family.add_metric([target], getattr(stats, attr))
+            yield family
+        up = GaugeMetricFamily(
+            "scada_notify_up", "0 while the target's deliveries fail.", labels=["target"]
+        )
+        for target, stats in per_target:
+            up.add_metric([target], 0.0 if stats.outage_since is not None else 1.0)
+        yield up
+        lag = self.source.cursor() - (self.feeder.cursor if self.feeder else 0)
+        yield GaugeMetricFamily(
+            "scada_notify_lag_events", "Committed alarm events not yet routed.", max(lag, 0)
+        )
+
+
+def build_notifier(
+    plant: PlantConfig, config: NotificationsConfig, source: CommittedEvents
+) -> Notifier | None:
+    """The notifier for this config, or None when no rule routes anywhere."""
+    if not config.rules or not config.targets:
+        return None
+    path = resolve_data_path(plant, config.outbox_path, "notify.sqlite")
+    return Notifier(config, path, source)
