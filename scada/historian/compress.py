@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from scada.historian.codec import GAP_FLAG as GAP_FLAG_BIT
 from scada.historian.codec import GOOD, QUALITY_MASK, Samples
 
 
@@ -82,3 +83,22 @@ def reconstruct(kept: Samples, t: np.ndarray, method: str) -> np.ndarray:
         idx = np.searchsorted(kept.t, t, side="right") - 1
         return kept.v[np.clip(idx, 0, len(kept) - 1)].astype(np.float64)
     return np.interp(t, kept.t, kept.v.astype(np.float64))
+
+
+def expand(kept: Samples, resolution_ms: int, method: str) -> Samples:
+    """Kept samples back on the sampling grid, so buckets between them are not empty.
+
+    Between two kept samples (unless the later one follows a gap) every grid point gets the
+    reconstructed value and the earlier sample's quality."""
+    if len(kept) < 2:
+        return kept
+    steps = np.diff(kept.t) // resolution_ms
+    steps[(kept.q[1:] & GAP_FLAG_BIT) != 0] = 1  # never fill across a gap
+    steps = np.maximum(steps, 1)
+    count = np.r_[steps, 1]
+    owner = np.repeat(np.arange(len(kept)), count)
+    offset = np.arange(len(owner)) - np.repeat(np.cumsum(count) - count, count)
+    t = kept.t[owner] + offset * resolution_ms
+    v = reconstruct(kept, t, method).astype(np.float32)
+    q = np.where(offset == 0, kept.q[owner], kept.q[owner] & QUALITY_MASK)
+    return Samples(t, v, q.astype(np.uint8))

@@ -31,7 +31,7 @@ class SeriesSpec:
     unit: str = ""
     setpoint: float | None = None
     limits: dict[str, float] = field(default_factory=dict)
-    compressed: bool = False
+    compressed: str | None = None  # the compression method, if the tag has one
 
 
 @dataclass
@@ -228,7 +228,7 @@ def plain(doc: Any) -> Any:
     return orjson.loads(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
-def samples_entry(s: codec.Samples, resolution_ms: int, compressed: bool) -> dict[str, Any]:
+def samples_entry(s: codec.Samples, resolution_ms: int, compressed: str | None) -> dict[str, Any]:
     """Raw samples, with a null entry wherever samples are missing (a chart draws a gap)."""
     q = s.q & codec.QUALITY_MASK
     good = (q == codec.GOOD) & np.isfinite(s.v)

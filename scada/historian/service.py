@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from scada.core.config import HistorianSettings, PlantConfig, resolve_data_path
 from scada.core.tags import TagSchema
 from scada.core.timefmt import iso_ms
-from scada.historian import codec, db, query
+from scada.historian import codec, compress, db, query
 from scada.historian.db import CHUNK_MS
 from scada.historian.query import Buckets, Plan, Rows, SeriesSpec
 from scada.historian.writer import Retention, Writer
@@ -161,7 +161,7 @@ class Historian:
                 tag.unit,
                 tag.setpoint,
                 limits,
-                position in self.compression,
+                self.compression[position][0] if position in self.compression else None,
             )
         assert known is not None
         return SeriesSpec(path, known[0], None, known[1])
@@ -236,7 +236,10 @@ class Historian:
         bucket = float(width if width is not None else p.bucket_ms)  # type: ignore[arg-type]
         end = math.ceil(p.start + bucket * p.count)
         if p.tier == "raw":
-            rows = Rows.from_samples(self.samples(spec, p.start, end))
+            s = self.samples(spec, p.start, end)
+            if spec.compressed:
+                s = compress.expand(s, self.resolution, spec.compressed)
+            rows = Rows.from_samples(s)
             return query.bucketize(rows, p.start, bucket, p.count)
         live = self._live(spec)
         edge = int(live.t[0] - live.t[0] % CHUNK_MS) if len(live) else end

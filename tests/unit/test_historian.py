@@ -277,6 +277,14 @@ def test_compression_keeps_its_error_bound(method: str, tmp_path: Path) -> None:
         assert len(got) < n / 3
         back = compress.reconstruct(got, t, method)
         assert np.abs(back - v.astype(np.float64))[good].max() <= deviation * (1 + 1e-6)
+        # 1 s buckets from the kept samples: none empty, each within the deviation.
+        plan = query.Plan("raw", 1000, int(t[0]), n * RES // 1000)
+        b = h.buckets(spec, plan)
+        exact = query.bucketize(query.Rows.from_samples(s), plan.start, 1000, plan.count)
+        assert (b.q != query.MISSING).all() and (b.q == exact.q).all()
+        for field in ("vmin", "vmax", "mean"):
+            diff = np.abs(getattr(b, field) - getattr(exact, field))
+            assert np.nanmax(diff) <= deviation * (1 + 1e-6), field
         m1 = h._reader().execute("SELECT t, vmax FROM m1 WHERE series = ?", (spec.series_id,))
         for t0, vmax in m1.fetchall():
             in_minute = good & (t >= t0) & (t < t0 + CHUNK_MS)
