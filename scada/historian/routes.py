@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import math
@@ -60,7 +59,7 @@ async def history(request: Request) -> Response:
 
 
 async def _spec(historian: Historian, tag: str) -> SeriesSpec | None:
-    return await asyncio.to_thread(historian.spec, tag)
+    return await historian.run(historian.spec, tag)
 
 
 def csv_header(series: list[dict[str, Any]]) -> list[str]:
@@ -128,7 +127,7 @@ async def line_history(request: Request, historian: Historian, line_id: str) -> 
             }
         return out, t, samples
 
-    series, t, samples = await asyncio.to_thread(compute)
+    series, t, samples = await historian.run(compute)
     return _json(
         {
             "line": line_id,
