@@ -94,6 +94,7 @@ def create_app(
         await alarms.start()
         runtime.alarms = alarms
         app.state.alarms = alarms
+        alarms.on_flood(hub.announce_flood)
         log.info(
             "alarm journal: %d alarm(s) not normal, cursor %d",
             len(alarms.current()),

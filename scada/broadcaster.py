@@ -152,6 +152,13 @@ class Broadcaster:
                 if "alarm" in types and (lines is None or line is None or line in lines):
                     self._fan_out(prefix, members)
 
+    def publish_to_alarm_clients(self, type_: str, data: Any, timestamp: str) -> None:
+        """One frame to every client subscribed to alarms, whatever its lines."""
+        prefix = frame_prefix(type_, data, timestamp)
+        for (_lines, types), members in list(self.groups().items()):
+            if "alarm" in types:
+                self._fan_out(prefix, members)
+
     def publish_production(self, records: list[dict[str, Any]], timestamp: str) -> None:
         if not records:
             return

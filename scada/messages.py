@@ -10,7 +10,7 @@ import logging
 from typing import Annotated, Any, Literal, Protocol
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from scada.broadcaster import ALL_TYPES, Client
 from scada.core.errors import Refused
@@ -43,10 +43,22 @@ class Heartbeat(_Msg):
     data: Any = None
 
 
+MAX_BULK_ACK = 1000
+
+
 class AckData(BaseModel):
+    """One occurrence (`alarm_id`) or several (`alarm_ids`, one comment for all)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-    alarm_id: int
+    alarm_id: int | None = None
+    alarm_ids: list[int] | None = Field(default=None, min_length=1, max_length=MAX_BULK_ACK)
     comment: str = Field(default="", max_length=2000)
+
+    @model_validator(mode="after")
+    def _one_or_many(self) -> AckData:
+        if (self.alarm_id is None) == (self.alarm_ids is None):
+            raise ValueError("give exactly one of alarm_id or alarm_ids")
+        return self
 
 
 class Ack(_Msg):
@@ -244,7 +256,8 @@ def _describe(err: ValidationError) -> str:
 
 def _target(request: Any) -> str:
     data = getattr(request, "data", None)
-    for attr in ("alarm_id", "alarm"):
-        if data is not None and hasattr(data, attr):
-            return str(getattr(data, attr))
+    for attr in ("alarm_id", "alarm_ids", "alarm"):
+        value = getattr(data, attr, None) if data is not None else None
+        if value is not None:
+            return ",".join(map(str, value)) if isinstance(value, list) else str(value)
     return ""

@@ -1,13 +1,10 @@
 """The alarm engine: samples, operator actions and `now` in; AlarmEvents out. No I/O, no clock.
 
-Two layers:
-- Checks (vectorised): each kind of check (limits, rate of change, quality, comms) is a `_Bank`
-  of numpy arrays with one slot per alarm definition. A bank turns this tick's raw condition
-  into a debounced condition (on/off delays) and reports only the slots that flipped. With
-  nothing changing a tick is a handful of array operations over all tags.
-- Occurrences (plain Python, only for flipped slots and operator requests): the ISA-18.2 state
-  machine. An alarm's state is the snapshot carried by its newest event (`_Alarm.last`), so
-  rebuilding from the journal is "the newest event of each alarm wins".
+Three parts: `definitions` (what is configured), `checks` (vectorised conditions, debounced on
+the monotonic clock) and, here, the ISA-18.2 state machine of occurrences (plain Python, only
+for flipped conditions and operator requests). An alarm's state is the snapshot carried by its
+newest event (`_Alarm.last`), so rebuilding from the journal is "the newest event of each alarm
+wins".
 
 Supersession: hihi supersedes hi and lolo supersedes lo on the same tag. When the greater
 condition becomes active, the lesser alarm's open occurrence (whatever its state) ends with an
@@ -15,121 +12,60 @@ condition becomes active, the lesser alarm's open occurrence (whatever its state
 alarm's `raised` event; acking that occurrence afterwards answers `unknown_alarm`. While the
 greater condition stays active the lesser alarm raises nothing. When it clears and the lesser
 condition still holds, the lesser alarm raises a new occurrence in the same tick.
+
+Designed suppression (ISA-18.2 state-based / by dependency): while one of an alarm's
+`suppressors` is active (its device's comms alarm, its line in a `suppress_when` state), a
+condition that becomes active is journaled as a `suppressed` event with no occurrence (state
+`suppressed`, `suppressed_by` naming the cause: listed, not annunciated, nothing to
+acknowledge); an occurrence already open gets a `suppressed` event and keeps its ISA state.
+When the suppression ends, a condition still present raises a new occurrence (annunciated
+now), an open occurrence gets `unsuppressed`, and a silent one whose condition went away
+is removed with `unsuppressed`.
+
+First-out: an annunciated raise with no other annunciated raise on its line (device alarms:
+their own scope) within `alarms.first_out_window` seconds before it is marked `first_out`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from scada.alarms.checks import EPS, Checks, Flip
+from scada.alarms.definitions import AlarmDef, build
 from scada.alarms.kpi import AlarmInfo
 from scada.alarms.model import (
     ACTIVE_STATES,
     NO_OCCURRENCE,
     AlarmEvent,
     AlarmRequestError,
+    EventKind,
 )
-from scada.core.config import DEFAULT_SEVERITY, LimitsConfig, PlantConfig, TagConfig
-from scada.core.tags import Quality, TagSchema
+from scada.core.config import PlantConfig
+from scada.core.tags import TagSchema
 
 __all__ = ["AlarmDef", "AlarmEngine", "AlarmRequestError"]
 
-LIMIT_LABELS = {"hihi": "high-high", "hi": "high", "lo": "low", "lolo": "low-low"}
-SUPERSEDED_BY = {"hi": "hihi", "lo": "lolo"}
-# Float sums of tick intervals (0.1 + 0.1 + ...) land a hair short of the delay.
-_EPS = 1e-9
 # Closed, acknowledged occurrences remembered so a late second ack answers
 # already_acknowledged rather than unknown_alarm. Bounded: an ack that late is a stale UI.
 _CLOSED_MEMORY = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmDef:
-    """One configured alarm: the static part of every event it emits."""
-
-    id: int
-    name: str
-    line_id: str | None
-    tag: str | None
-    tag_index: int  # position in the TagSchema, -1 for device alarms
-    condition: str
-    severity: str
-    message: str
-    limit: float | None
-    suppressed: bool
-    superseded_by: str | None = None  # hi -> its tag's hihi alarm name
-    supersedes: str | None = None  # hihi -> its tag's hi alarm name
-
-
-class _Bank:
-    """Debounced conditions of one kind of check; slot i belongs to alarm def `def_ids[i]`."""
-
-    def __init__(self, def_ids: list[int], on_delay: list[float], off_delay: list[float]) -> None:
-        n = len(def_ids)
-        self.def_ids = np.asarray(def_ids, dtype=np.intp)
-        self.on_delay = np.asarray(on_delay, dtype=np.float64).reshape(n)
-        self.off_delay = np.asarray(off_delay, dtype=np.float64).reshape(n)
-        self.active = np.zeros(n, dtype=bool)
-        self.pending = np.full(n, np.nan)  # since when raw has differed from active
-        self._any_pending = False
-
-    def step(self, now: float, raw: np.ndarray, trusted: np.ndarray | None) -> np.ndarray:
-        """Apply this tick's raw condition; return the slots whose debounced state flipped.
-
-        Untrusted slots (bad or stale input) keep their state and lose any running delay:
-        garbage must neither raise nor clear an alarm.
-        """
-        differ = raw != self.active
-        if trusted is not None:
-            differ &= trusted
-        if not differ.any():
-            if self._any_pending:
-                self.pending.fill(np.nan)
-                self._any_pending = False
-            return np.empty(0, dtype=np.intp)
-        pending = self.pending
-        pending[~differ] = np.nan
-        pending[differ & np.isnan(pending)] = now
-        delay = np.where(self.active, self.off_delay, self.on_delay)
-        flip = differ & (now - pending + _EPS >= delay)
-        self.active ^= flip
-        pending[flip] = np.nan
-        self._any_pending = bool((differ & ~flip).any())
-        return np.flatnonzero(flip)
-
-
-class _RateGroup:
-    """Rate-of-change checks sharing one window length: |v(now) - v(now - window)| / dt."""
-
-    def __init__(self, window: float, bank: _Bank, tag_idx: list[int], limit: list[float]):
-        self.window = window
-        self.bank = bank
-        self.tag_idx = np.asarray(tag_idx, dtype=np.intp)
-        self.limit = np.asarray(limit, dtype=np.float64)
-        self.samples: deque[tuple[float, np.ndarray, np.ndarray]] = deque()
-        self.rate = np.full(len(tag_idx), np.nan)
-
-    def step(self, now: float, values: np.ndarray, trusted_tag: np.ndarray) -> np.ndarray:
-        v = values[self.tag_idx]
-        ok = trusted_tag[self.tag_idx]
-        self.samples.append((now, v, ok))
-        cutoff = now - self.window
-        while len(self.samples) >= 2 and self.samples[1][0] <= cutoff + _EPS:
-            self.samples.popleft()
-        t0, v0, ok0 = self.samples[0]
-        if t0 > cutoff + _EPS or now <= t0:
-            # Less than one window of history (start, restart): no judgement yet.
-            return self.bank.step(now, self.bank.active, None)
-        with np.errstate(invalid="ignore"):
-            self.rate = np.abs(v - v0) / (now - t0)
-            raw = self.rate > self.limit
-        return self.bank.step(now, raw, ok & ok0)
+_ROOT_CAUSES = ("comms", "state")
+# The fields of an event that belongs to no occurrence.
+_NO_OCCURRENCE: dict[str, Any] = {
+    "occurrence_id": NO_OCCURRENCE,
+    "raised_at": None,
+    "cleared_at": None,
+    "acked_at": None,
+    "acked_by": None,
+    "comment": None,
+    "first_out": False,
+}  # processed first in a tick: they suppress others
 
 
 @dataclass(slots=True)
@@ -143,170 +79,20 @@ class AlarmEngine:
         self.config = config
         self.schema = schema
         self.device_names = list(device_names)
-        self.defs: list[AlarmDef] = []
-        self._build_defs()
+        self.definitions = build(config, schema, self.device_names)
+        self.defs: list[AlarmDef] = self.definitions.defs
         self._by_name = {d.name: d for d in self.defs}
+        self._checks = Checks(self.definitions, self.device_names)
+        self._suppressible = [d for d in self.defs if d.suppressors]
+        wanted = {name for d in self._suppressible for name in d.suppressors}
+        # Line-state conditions some alarm is suppressed by: (name, state tag index, value).
+        self._state_conditions = [
+            (f"line{line}.state.{state}", index, float(k))
+            for line, (index, states) in self.definitions.line_states.items()
+            for k, state in enumerate(states)
+            if f"line{line}.state.{state}" in wanted
+        ]
         self._reset()
-
-    # ------------------------------------------------------------------ definitions
-
-    def _build_defs(self) -> None:
-        limit_slots: tuple[list[int], list[float], list[float]] = ([], [], [])
-        self._limit_tag: list[int] = []
-        self._limit_value: list[float] = []
-        self._limit_deadband: list[float] = []
-        self._limit_sign: list[float] = []
-        rate_specs: dict[float, list[tuple[int, int, float, float, float]]] = {}
-        quality: tuple[list[int], list[int], list[float]] = ([], [], [])
-        for ref in self.schema.refs:
-            tag, path = ref.config, ref.path
-            title = f"{self.config.line(ref.line_id).title}: {tag.description or ref.name}"
-            if tag.kind == "analog" and tag.limits is not None:
-                self._add_limits(
-                    ref.index, ref.line_id, ref.name, path, title, tag, tag.limits, limit_slots
-                )
-            if tag.rate is not None:
-                d = self._add(
-                    ref.line_id,
-                    ref.name,
-                    ref.index,
-                    f"{path}.rate",
-                    "rate",
-                    tag.rate.severity,
-                    f"{title} changing too fast",
-                    tag.rate.max_per_second,
-                    tag.suppressed,
-                )
-                rate_specs.setdefault(tag.rate.window, []).append(
-                    (
-                        d.id,
-                        ref.index,
-                        tag.rate.max_per_second,
-                        tag.rate.on_delay,
-                        tag.rate.off_delay,
-                    )
-                )
-            if tag.quality_delay is not None:
-                d = self._add(
-                    ref.line_id,
-                    ref.name,
-                    ref.index,
-                    f"{path}.quality",
-                    "quality",
-                    tag.quality_severity,
-                    f"{title} value bad or stale",
-                    None,
-                    tag.suppressed,
-                )
-                quality[0].append(d.id)
-                quality[1].append(ref.index)
-                quality[2].append(tag.quality_delay)
-        comms = [
-            self._add(
-                None,
-                None,
-                -1,
-                f"device.{name}.comms",
-                "comms",
-                "high",
-                f"Device {name}: communication lost",
-                None,
-                False,
-            ).id
-            for name in self.device_names
-        ]
-        self._limit_bank = _Bank(*limit_slots)
-        self._limit_tag_idx = np.asarray(self._limit_tag, dtype=np.intp)
-        self._limit_arr = np.asarray(self._limit_value, dtype=np.float64)
-        self._deadband_arr = np.asarray(self._limit_deadband, dtype=np.float64)
-        self._sign_arr = np.asarray(self._limit_sign, dtype=np.float64)
-        self._rate_groups = [
-            _RateGroup(
-                window,
-                _Bank([s[0] for s in specs], [s[3] for s in specs], [s[4] for s in specs]),
-                [s[1] for s in specs],
-                [s[2] for s in specs],
-            )
-            for window, specs in sorted(rate_specs.items())
-        ]
-        self._quality_bank = _Bank(quality[0], quality[2], [0.0] * len(quality[0]))
-        self._quality_tag_idx = np.asarray(quality[1], dtype=np.intp)
-        self._comms_bank = _Bank(comms, [0.0] * len(comms), [0.0] * len(comms))
-        # Where each def's debounced condition lives, for supersession and restore.
-        self._slot: dict[int, tuple[_Bank, int]] = {}
-        banks = [self._limit_bank, self._quality_bank, self._comms_bank]
-        banks += [g.bank for g in self._rate_groups]
-        for bank in banks:
-            for slot, def_id in enumerate(bank.def_ids.tolist()):
-                self._slot[def_id] = (bank, slot)
-
-    def _add_limits(
-        self,
-        index: int,
-        line_id: str,
-        tag_name: str,
-        path: str,
-        title: str,
-        tag: TagConfig,
-        limits: LimitsConfig,
-        slots: tuple[list[int], list[float], list[float]],
-    ) -> None:
-        present = {name for name, _ in limits.items()}
-        for name, lim in limits.items():
-            sup = SUPERSEDED_BY.get(name)
-            sub = next((k for k, v in SUPERSEDED_BY.items() if v == name), None)
-            d = self._add(
-                line_id,
-                tag_name,
-                index,
-                f"{path}.{name}",
-                name,
-                lim.severity or DEFAULT_SEVERITY[name],
-                lim.message or f"{title} {LIMIT_LABELS[name]}",
-                lim.value,
-                tag.suppressed,
-                superseded_by=f"{path}.{sup}" if sup in present else None,
-                supersedes=f"{path}.{sub}" if sub in present else None,
-            )
-            slots[0].append(d.id)
-            slots[1].append(lim.on_delay if lim.on_delay is not None else limits.on_delay)
-            slots[2].append(lim.off_delay if lim.off_delay is not None else limits.off_delay)
-            self._limit_tag.append(index)
-            self._limit_value.append(lim.value)
-            self._limit_deadband.append(_deadband(tag, limits, lim.deadband))
-            self._limit_sign.append(1.0 if name in ("hi", "hihi") else -1.0)
-
-    def _add(
-        self,
-        line_id: str | None,
-        tag: str | None,
-        tag_index: int,
-        name: str,
-        condition: str,
-        severity: str,
-        message: str,
-        limit: float | None,
-        suppressed: bool,
-        *,
-        superseded_by: str | None = None,
-        supersedes: str | None = None,
-    ) -> AlarmDef:
-        d = AlarmDef(
-            len(self.defs),
-            name,
-            line_id,
-            tag,
-            tag_index,
-            condition,
-            severity,
-            message,
-            limit,
-            suppressed,
-            superseded_by,
-            supersedes,
-        )
-        self.defs.append(d)
-        return d
 
     # ------------------------------------------------------------------ state
 
@@ -321,6 +107,11 @@ class AlarmEngine:
         self._mono = 0.0  # the monotonic time of the latest evaluate or request
         self._next_occurrence = 1
         self._fixups: list[_Alarm] = []  # restored alarms whose suppression changed in config
+        # Designed suppression in force per suppressible def id, and the active conditions
+        # it was computed from (None: recompute at the next tick).
+        self._supp: dict[int, str | None] = dict.fromkeys(d.id for d in self._suppressible)
+        self._conditions: frozenset[str] | None = None
+        self._last_raise: dict[str, float] = {}  # line id ("" for devices) -> mono
 
     @property
     def next_occurrence_id(self) -> int:
@@ -366,79 +157,64 @@ class AlarmEngine:
         on `mono` (monotonic; defaults to `now` for callers with one steady clock).
         """
         stamp = now
-        now = self._mono = stamp if mono is None else mono
+        mono = self._mono = stamp if mono is None else mono
         out: list[AlarmEvent] = []
         self._apply_fixups(stamp, out)
-        self._expire_shelves(stamp, now, out)
-        with np.errstate(invalid="ignore"):
-            trusted_tag = (quality <= Quality.UNCERTAIN) & np.isfinite(values)
-        flips: list[tuple[int, bool, float | None]] = []
-        self._step_limits(now, values, trusted_tag, flips)
-        for group in self._rate_groups:
-            for slot in group.step(now, values, trusted_tag).tolist():
-                rate = float(group.rate[slot])
-                flips.append(
-                    (
-                        int(group.bank.def_ids[slot]),
-                        bool(group.bank.active[slot]),
-                        rate if math.isfinite(rate) else None,
-                    )
-                )
-        bad = quality[self._quality_tag_idx] >= Quality.STALE
-        self._collect(self._quality_bank, self._quality_bank.step(now, bad, None), values, flips)
-        self._step_comms(now, device_ok, flips)
-        for def_id, active, value in flips:
-            a = self._alarms[def_id]
-            if active:
-                self._on_rise(a, stamp, value, values, out)
-            else:
-                self._on_fall(a, stamp, value, values, out)
+        self._expire_shelves(stamp, mono, out)
+        flips = self._checks.step(mono, values, quality, device_ok)
+        roots = [f for f in flips if self.defs[f[0]].condition in _ROOT_CAUSES]
+        for flip in roots:
+            self._on_flip(flip, stamp, values, out)
+        conditions = self._active_conditions(values)
+        if conditions != self._conditions:
+            self._conditions = conditions
+            self._resuppress(conditions, stamp, values, out)
+        for flip in flips:
+            if self.defs[flip[0]].condition not in _ROOT_CAUSES:
+                self._on_flip(flip, stamp, values, out)
         return out
 
-    def _step_limits(
-        self,
-        now: float,
-        values: np.ndarray,
-        trusted_tag: np.ndarray,
-        flips: list[tuple[int, bool, float | None]],
-    ) -> None:
-        bank = self._limit_bank
-        v = values[self._limit_tag_idx]
-        with np.errstate(invalid="ignore"):
-            beyond = self._sign_arr * (v - self._limit_arr)
-            # Raise beyond the limit; clear only once back inside by the deadband.
-            raw = np.where(bank.active, beyond > -self._deadband_arr, beyond > 0.0)
-        slots = bank.step(now, raw, trusted_tag[self._limit_tag_idx])
-        self._collect(bank, slots, values, flips)
-
-    def _step_comms(
-        self, now: float, device_ok: dict[str, bool], flips: list[tuple[int, bool, float | None]]
-    ) -> None:
-        if not self.device_names:
-            return
-        raw = np.array([not device_ok.get(n, True) for n in self.device_names], dtype=bool)
-        known = np.array([n in device_ok for n in self.device_names], dtype=bool)
-        for slot in self._comms_bank.step(now, raw, known).tolist():
-            flips.append(
-                (int(self._comms_bank.def_ids[slot]), bool(self._comms_bank.active[slot]), None)
-            )
-
-    def _collect(
-        self,
-        bank: _Bank,
-        slots: np.ndarray,
-        values: np.ndarray,
-        flips: list[tuple[int, bool, float | None]],
-    ) -> None:
-        for slot in slots.tolist():
-            def_id = int(bank.def_ids[slot])
-            flips.append((def_id, bool(bank.active[slot]), _tag_value(self.defs[def_id], values)))
+    def _on_flip(self, flip: Flip, stamp: float, values: np.ndarray, out: list[AlarmEvent]) -> None:
+        def_id, active, value = flip
+        a = self._alarms[def_id]
+        if active:
+            self._on_rise(a, stamp, value, values, out)
+        else:
+            self._on_fall(a, stamp, value, values, out)
 
     def _cond(self, alarm: str | None) -> bool:
-        if alarm is None:
-            return False
-        bank, slot = self._slot[self._by_name[alarm].id]
-        return bool(bank.active[slot])
+        return alarm is not None and self._checks.active(self._by_name[alarm].id)
+
+    # ------------------------------------------------------------------ designed suppression
+
+    def _active_conditions(self, values: np.ndarray) -> frozenset[str]:
+        """Every suppressing condition active now: device comms, line states."""
+        names = [f"device.{n}.comms" for n in self._checks.comms_active()]
+        names += [n for n, index, value in self._state_conditions if values[index] == value]
+        return frozenset(names)
+
+    def _resuppress(
+        self, conditions: frozenset[str], stamp: float, values: np.ndarray, out: list[AlarmEvent]
+    ) -> None:
+        for d in self._suppressible:
+            new = next((s for s in d.suppressors if s in conditions), None)
+            old = self._supp[d.id]
+            if new == old:
+                continue
+            self._supp[d.id] = new
+            a = self._alarms[d.id]
+            if new is not None:
+                if a.last.alarm_state != "normal" or a.last.suppressed_by is not None:
+                    self._emit(a, "suppressed", stamp, out, suppressed_by=new,
+                               note=f"suppressed by {new}")  # fmt: skip
+            elif self._checks.active(d.id) and a.last.alarm_state not in ACTIVE_STATES:
+                note = f"{old} ended; the condition is still present"
+                self._raise_if_due(a, stamp, _tag_value(d, values), out, note=note)
+            elif a.last.suppressed_by is not None:
+                self._emit(a, "unsuppressed", stamp, out, suppressed_by=None,
+                           note=f"{old} ended")  # fmt: skip
+
+    # ------------------------------------------------------------------ occurrences
 
     def _on_rise(
         self,
@@ -462,6 +238,9 @@ class AlarmEngine:
         values: np.ndarray,
         out: list[AlarmEvent],
     ) -> None:
+        if a.last.alarm_state == "normal" and a.last.suppressed_by is not None:
+            self._emit(a, "unsuppressed", now, out, value=value, suppressed_by=None,
+                       note="the condition went away while suppressed")  # fmt: skip
         if a.last.alarm_state in ACTIVE_STATES:
             acked = a.last.alarm_state == "acked_active"
             self._emit(
@@ -479,9 +258,31 @@ class AlarmEngine:
                 self._raise_if_due(lesser, now, _tag_value(lesser.defn, values), out)
 
     def _raise_if_due(
-        self, a: _Alarm, now: float, value: float | None, out: list[AlarmEvent]
+        self,
+        a: _Alarm,
+        now: float,
+        value: float | None,
+        out: list[AlarmEvent],
+        note: str | None = None,
     ) -> None:
         if a.last.alarm_state in ACTIVE_STATES or self._cond(a.defn.superseded_by):
+            return
+        by = self._supp.get(a.defn.id)
+        if by is not None:
+            if a.last.suppressed_by != by or a.last.alarm_state != "normal":
+                # Journaled and listed, not annunciated: no occurrence to acknowledge.
+                # (An unacked_cleared occurrence ends here, as a new raise would replace it.)
+                self._emit(
+                    a,
+                    "suppressed",
+                    now,
+                    out,
+                    **_NO_OCCURRENCE,
+                    suppressed_by=by,
+                    value=value,
+                    alarm_state="normal",
+                    note=f"condition present, suppressed by {by}",
+                )
             return
         # An unacked_cleared occurrence of the same alarm is replaced by the new one.
         occurrence = self._next_occurrence
@@ -499,7 +300,19 @@ class AlarmEngine:
             acked_at=None,
             acked_by=None,
             comment=None,
+            suppressed_by=None,
+            first_out=self._first_out(a.defn),
+            note=note,
         )
+
+    def _first_out(self, d: AlarmDef) -> bool:
+        """Opens a burst on its line: no other annunciated raise there within the window."""
+        if d.suppressed:
+            return False  # out of service: never annunciated
+        scope = d.line_id or ""
+        last = self._last_raise.get(scope)
+        self._last_raise[scope] = self._mono
+        return last is None or self._mono - last > self.config.alarms.first_out_window + EPS
 
     def _escalate(
         self,
@@ -525,7 +338,7 @@ class AlarmEngine:
                 # Restored (or just applied) shelf: what remains of it, from now on.
                 wall_end = self._alarm_by_name[name].last.shelved_until or stamp
                 self._shelved[name] = until = mono + max(0.0, wall_end - stamp)
-            if mono + _EPS >= until:
+            if mono + EPS >= until:
                 self._emit(
                     self._alarm_by_name[name],
                     "unshelved",
@@ -539,7 +352,7 @@ class AlarmEngine:
 
     def _apply_fixups(self, now: float, out: list[AlarmEvent]) -> None:
         for a in self._fixups:
-            kind = "suppressed" if a.defn.suppressed else "unsuppressed"
+            kind: EventKind = "suppressed" if a.defn.suppressed else "unsuppressed"
             self._emit(a, kind, now, out, note="out-of-service setting changed in config")
         self._fixups = []
 
@@ -641,13 +454,13 @@ class AlarmEngine:
     # ------------------------------------------------------------------ event bookkeeping
 
     def _emit(
-        self, a: _Alarm, kind: str, now: float, out: list[AlarmEvent], **changes: Any
+        self, a: _Alarm, kind: EventKind, now: float, out: list[AlarmEvent], **changes: Any
     ) -> None:
         ev = self._next_event(a, kind, now, **changes)
         self._apply_one(a, ev)
         out.append(ev)
 
-    def _next_event(self, a: _Alarm, kind: str, now: float, **changes: Any) -> AlarmEvent:
+    def _next_event(self, a: _Alarm, kind: EventKind, now: float, **changes: Any) -> AlarmEvent:
         """The alarm's snapshot after `kind`, without applying it (pure)."""
         prev = a.last
         base = prev
@@ -656,6 +469,8 @@ class AlarmEngine:
         fields: dict[str, Any] = {"user": None, "note": None, "severity": a.defn.severity}
         fields.update(changes)
         ev = dataclasses.replace(base, event_id=None, event=kind, at=now, **fields)
+        if ev.alarm_state == "normal" and kind != "suppressed":
+            ev.suppressed_by = None  # only a present condition stays listed as suppressed
         ev.state = _wire_state(a.defn, ev)
         return ev
 
@@ -710,9 +525,7 @@ class AlarmEngine:
         `next_occurrence_id` covers occurrences whose events were all pruned.
         """
         self._reset()
-        for bank in {id(b): b for b, _ in self._slot.values()}.values():
-            bank.active[:] = False
-            bank.pending[:] = np.nan
+        self._checks.reset()
         highest = 0
         for ev in events:
             highest = max(highest, ev.occurrence_id)
@@ -726,18 +539,12 @@ class AlarmEngine:
         # Shelves restart from their wall end time at the first tick (no monotonic record).
         self._shelved = dict.fromkeys(self._shelved)
         for a in self._alarms:
-            bank, slot = self._slot[a.defn.id]
-            bank.active[slot] = a.last.alarm_state in ACTIVE_STATES
+            silent = a.last.alarm_state == "normal" and a.last.suppressed_by is not None
+            self._checks.set_active(a.defn.id, a.last.alarm_state in ACTIVE_STATES or silent)
+            if a.defn.id in self._supp:
+                self._supp[a.defn.id] = a.last.suppressed_by
             if a.last.state != _wire_state(a.defn, a.last) and a.last.shelved_until is None:
                 self._fixups.append(a)
-
-
-def _deadband(tag: TagConfig, limits: LimitsConfig, own: float | None) -> float:
-    if own is not None:
-        return own
-    if limits.deadband_percent is not None and tag.span is not None:
-        return (tag.span[1] - tag.span[0]) * limits.deadband_percent / 100.0
-    return limits.deadband
 
 
 def _tag_value(d: AlarmDef, values: np.ndarray) -> float | None:
@@ -750,6 +557,8 @@ def _tag_value(d: AlarmDef, values: np.ndarray) -> float | None:
 def _wire_state(d: AlarmDef, ev: AlarmEvent) -> str:
     if ev.shelved_until is not None:
         return "shelved"
+    if ev.suppressed_by is not None:
+        return "suppressed"
     if ev.alarm_state == "normal":
         return "normal"
     if d.suppressed:
@@ -776,13 +585,4 @@ def _blank(d: AlarmDef) -> AlarmEvent:
 
 
 def _without_occurrence(ev: AlarmEvent) -> AlarmEvent:
-    return dataclasses.replace(
-        ev,
-        occurrence_id=NO_OCCURRENCE,
-        value=None,
-        raised_at=None,
-        cleared_at=None,
-        acked_at=None,
-        acked_by=None,
-        comment=None,
-    )
+    return dataclasses.replace(ev, value=None, **_NO_OCCURRENCE)

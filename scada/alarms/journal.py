@@ -247,6 +247,17 @@ class Journal:
             rows = db.execute(sql, args).fetchall()
         return [_event(r) for r in rows]
 
+    def range_page(self, since: float, until: float, after_id: int, limit: int) -> list[AlarmEvent]:
+        """Events with since <= at <= until and id > after_id, oldest first, at most `limit`
+        (an export reads the range page by page, each on its own read connection)."""
+        with self.reader() as db:
+            rows = db.execute(
+                "SELECT id, body FROM events WHERE id > ? AND at >= ? AND at <= ?"
+                " ORDER BY id LIMIT ?",
+                (after_id, since, until, limit),
+            ).fetchall()
+        return [_event(r) for r in rows]
+
     @contextmanager
     def reader(self) -> Iterator[sqlite3.Connection]:
         """A connection of its own for one read (call it in a worker thread), closed after.

@@ -141,9 +141,11 @@ def chattering(
     return out
 
 
-def flood_episodes(db: sqlite3.Connection, start: float, end: float) -> dict[str, object]:
+def flood_episodes(
+    db: sqlite3.Connection, start: float, end: float, detector: FloodDetector | None = None
+) -> dict[str, object]:
     """Flood episodes from the annunciated alarms in the window (one streaming pass)."""
-    detector = FloodDetector()
+    detector = detector or FloodDetector()
     episodes: list[dict[str, object]] = []
     total = 0
 
@@ -211,16 +213,19 @@ def compute(
     end: float,
     current: Iterable[AlarmEvent] = (),
     info: Mapping[str, AlarmInfo] | None = None,
+    flood: FloodDetector | None = None,
 ) -> dict[str, object]:
     """All KPIs over [start, end]. `current` is the alarm state at `end` (for stale)."""
     args = {"start": start, "end": end}
     raised = int(
         db.execute(f"SELECT count(*) FROM events WHERE {_ANNUNCIATED}", args).fetchone()[0]
     )
+    # Raised while out of service, plus conditions withheld by designed suppression.
     suppressed = int(
         db.execute(
-            "SELECT count(*) FROM events WHERE event = 'raised' AND at >= :start"
-            " AND at <= :end AND state = 'suppressed'",
+            "SELECT count(*) FROM events WHERE at >= :start AND at <= :end AND ("
+            "(event = 'raised' AND state = 'suppressed') OR (event = 'suppressed'"
+            " AND occurrence_id = 0))",
             args,
         ).fetchone()[0]
     )
@@ -235,7 +240,7 @@ def compute(
         "raised": raised,
         "suppressed_raised": suppressed,
         "rate": rate_per_bin(db, start, end),
-        "floods": flood_episodes(db, start, end),
+        "floods": flood_episodes(db, start, end, flood),
         "priority": priority_distribution(db, start, end, raised),
         "top": top,
         "top_share": round(sum(int(str(t["count"])) for t in top) / raised, 4) if raised else 0.0,

@@ -13,7 +13,9 @@ from typing import Any, Final, Literal
 from scada.core.errors import Refused
 from scada.core.timefmt import iso_ms, iso_or_none
 
-Condition = Literal["hihi", "hi", "lo", "lolo", "rate", "quality", "comms"]
+Condition = Literal[
+    "hihi", "hi", "lo", "lolo", "rate", "quality", "comms", "frozen", "state", "deviation"
+]
 EventKind = Literal[
     "raised",
     "acknowledged",
@@ -84,6 +86,10 @@ class AlarmEvent:
     shelved_by: str | None = None
     shelve_comment: str | None = None
     alarm_state: str = "normal"  # ISA state underneath shelving/suppression
+    # Designed suppression in force: the condition suppressing this alarm (an alarm name,
+    # e.g. device.plc.comms, or a line state condition, e.g. line1.state.stopped).
+    suppressed_by: str | None = None
+    first_out: bool = False  # this occurrence opened a burst on its line
 
     def to_wire(self) -> dict[str, Any]:
         """The PROTOCOL `Alarm` object plus `event_id`, `event` and extension fields."""
@@ -112,6 +118,9 @@ class AlarmEvent:
             "shelved_until": iso_or_none(self.shelved_until),
             "shelved_by": self.shelved_by,
             "shelve_comment": self.shelve_comment,
+            "suppressed_by": self.suppressed_by,
+            "first_out": self.first_out,
+            "priority": PRIORITY.get(self.severity, 4),
         }
 
     def to_record(self) -> dict[str, Any]:

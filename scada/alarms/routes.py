@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from scada.alarms import export as export_mod
 from scada.alarms.model import SEVERITY_RANK, AlarmRequestError
 from scada.alarms.service import AlarmService
 
@@ -26,6 +27,8 @@ STATUS = {
     "invalid": 400,
     "journal_unavailable": 503,
 }
+MAX_BULK_ACK = 1000  # as on the WebSocket
+DEFAULT_EXPORT_SECONDS = 30 * 86_400.0
 MAX_HISTORY_LIMIT = 1000
 MAX_KPI_HOURS = 366 * 24  # KPIs aggregate in SQL: memory does not grow with the window
 DEFAULT_KPI_HOURS = "720"  # 30 days, as EEMUA 191 assesses
@@ -152,11 +155,7 @@ async def acknowledge(request: Request) -> JSONResponse:
         return _bad(err.message, err.code, STATUS.get(err.code, 400))
     if auditor is not None:
         await auditor.request(request, "ack", str(occurrence_id), "ok", comment)
-    announce = getattr(request.app.state, "announce_alarms", None)
-    if announce is not None:
-        result = announce(events)
-        if inspect.isawaitable(result):
-            await result
+    await _announce(request, events)
     return JSONResponse({"ok": True, "events": events})
 
 
@@ -164,28 +163,97 @@ MAX_COMMENT = 2000  # as on the WebSocket: comments travel in every snapshot
 MAX_BODY = 16_384
 
 
-async def _comment(request: Request) -> str | None:
-    """The `comment` of the JSON body; an empty body means no comment. None: malformed."""
+async def _json_body(request: Request) -> dict[str, Any] | None:
+    """The JSON object of the body ({} when empty); None when malformed or too large."""
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY:
             return None
     if not body.strip():
-        return ""
+        return {}
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         return None
-    if not isinstance(data, dict):
+    return data if isinstance(data, dict) else None
+
+
+async def _comment(request: Request) -> str | None:
+    """The `comment` of the JSON body; an empty body means no comment. None: malformed."""
+    data = await _json_body(request)
+    if data is None:
         return None
     comment = data.get("comment", "")
     return comment if isinstance(comment, str) else None
+
+
+async def bulk_acknowledge(request: Request) -> JSONResponse:
+    """POST {"alarm_ids": [...], "comment": "..."}: each acknowledged, journaled, audited
+    and answered on its own, as the WebSocket `ack` with `alarm_ids`."""
+    data = await _json_body(request)
+    ids = None if data is None else data.get("alarm_ids")
+    comment = None if data is None else data.get("comment", "")
+    if (
+        not isinstance(ids, list)
+        or not 1 <= len(ids) <= MAX_BULK_ACK
+        or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        or not isinstance(comment, str)
+    ):
+        return _bad(
+            f'body must be JSON like {{"alarm_ids": [1, 2], "comment": "..."}}'
+            f" with 1 to {MAX_BULK_ACK} integer ids"
+        )
+    if len(comment) > MAX_COMMENT:
+        return _bad(f"comment is over {MAX_COMMENT} characters")
+    results, events = await _service(request).ack_many(ids, _user(request), comment)
+    auditor = getattr(request.app.state, "auditor", None)
+    if auditor is not None:
+        for r in results:
+            result, detail = ("ok", comment) if r["ok"] else (r["error"], r["message"])
+            await auditor.request(request, "ack", str(r["alarm_id"]), result, detail)
+    await _announce(request, events)
+    return JSONResponse({"results": results})
+
+
+async def _announce(request: Request, events: list[dict[str, Any]]) -> None:
+    announce = getattr(request.app.state, "announce_alarms", None)
+    if announce is not None and events:
+        result = announce(events)
+        if inspect.isawaitable(result):
+            await result
+
+
+async def export(request: Request) -> StreamingResponse | JSONResponse:
+    """GET /api/alarms/export?from=&to=&format=csv|jsonl: every event in the range, oldest
+    first (from/to: ISO 8601 or epoch seconds; default the last 30 days up to now)."""
+    q = request.query_params
+    fmt = q.get("format", "csv")
+    if fmt not in export_mod.FORMATS:
+        return _bad("bad query parameter 'format': expected csv or jsonl")
+    try:
+        until = parse_time("to", q.get("to"))
+        since = parse_time("from", q.get("from"))
+    except BadParam as err:
+        return _bad(str(err))
+    service = _service(request)
+    until = service.now() if until is None else until
+    since = until - DEFAULT_EXPORT_SECONDS if since is None else since
+    if since > until:
+        return _bad("bad query parameter 'from': after 'to'")
+    name = f"alarms-{int(since)}-{int(until)}.{fmt}"
+    return StreamingResponse(
+        export_mod.stream(service.journal, since, until, fmt),
+        media_type=export_mod.FORMATS[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 routes = [
     Route("/api/alarms", list_current, methods=["GET"]),
     Route("/api/alarms/history", history, methods=["GET"]),
     Route("/api/alarms/kpi", kpi, methods=["GET"]),
+    Route("/api/alarms/export", export, methods=["GET"]),
+    Route("/api/alarms/ack", bulk_acknowledge, methods=["POST"]),
     Route("/api/alarms/{occurrence_id}/ack", acknowledge, methods=["POST"]),
 ]

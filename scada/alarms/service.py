@@ -27,14 +27,19 @@ import numpy as np
 
 from scada.alarms import kpi as kpi_mod
 from scada.alarms.engine import AlarmEngine
+from scada.alarms.flood import Episode, FloodDetector
 from scada.alarms.journal import Journal
 from scada.alarms.model import AlarmEvent, AlarmRequestError
+from scada.core.timefmt import iso_or_none
 
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 10_000
 # Called with each committed batch, in commit order, on the event loop (must not block).
 CommitListener = Callable[[Sequence[AlarmEvent]], None]
+# Called with the flood state (the `alarm_flood` frame's data) whenever it changes.
+FloodListener = Callable[[dict[str, Any]], None]
+ANNUNCIATED_HIDDEN = ("shelved", "suppressed")
 _T = TypeVar("_T")
 
 
@@ -55,6 +60,9 @@ class AlarmService:
         # The journal's own thread: commits never queue behind other blocking work.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alarm-journal")
         self._listeners: list[CommitListener] = []
+        self._flood_listeners: list[FloodListener] = []
+        self._flood = self._new_detector(engine)
+        self._flood_state: dict[str, Any] = _flood_data(False, 0, None, None)
         self._cursor = 0
         # What clients may see: only committed state. The engine runs ahead of the journal
         # while a commit is in flight; a snapshot taken then must not show those events.
@@ -68,6 +76,53 @@ class AlarmService:
         Catching up after a restart: remember the last event_id handled and read on with
         `replay(cursor)` (or `journal.since`) at start."""
         self._listeners.append(listener)
+
+    def now(self) -> float:
+        """The service's wall clock (event stamps, KPI and export windows)."""
+        return self._clock()
+
+    def on_flood(self, listener: FloodListener) -> None:
+        """Call `listener(data)` whenever the flood state changes (start, count, end)."""
+        self._flood_listeners.append(listener)
+
+    def flood(self) -> dict[str, Any]:
+        """The plant's alarm flood state: the `alarm_flood` frame's data."""
+        return dict(self._flood_state)
+
+    @staticmethod
+    def _new_detector(engine: AlarmEngine) -> FloodDetector:
+        s = engine.config.alarms
+        return FloodDetector(s.flood_window, s.flood_start_above, s.flood_end_below)
+
+    def _track_flood(self, events: Sequence[AlarmEvent]) -> None:
+        """Count annunciated raises; end an episode once the trailing window thins out.
+
+        Measured on the monotonic clock; reported as wall times."""
+        mono, wall = self._mono(), self._clock()
+        ended: Episode | None = None
+        for e in events:
+            if e.event == "raised" and e.state not in ANNUNCIATED_HIDDEN:
+                ended = self._flood.add(mono, e.alarm) or ended
+        ended = self._flood.advance(mono) or ended
+        open_ = self._flood.episode
+        if open_ is not None:
+            data = _flood_data(True, open_.count, wall - (mono - open_.started_at), None)
+        elif ended is not None:
+            end = wall - (mono - (ended.ended_at or mono))
+            data = _flood_data(False, ended.count, wall - (mono - ended.started_at), end)
+        else:
+            return
+        if data != self._flood_state:
+            if open_ is not None and not self._flood_state["active"]:
+                log.warning("alarm flood started: %d alarms in the window", open_.count)
+            elif open_ is None and ended is not None:
+                log.warning("alarm flood ended: %d alarms", ended.count)
+            self._flood_state = data
+            for listener in self._flood_listeners:
+                try:
+                    listener(dict(data))
+                except Exception:
+                    log.exception("alarm flood listener %r failed", listener)
 
     async def _write(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
@@ -103,12 +158,48 @@ class AlarmService:
             events = self.engine.evaluate(now, values, quality, device_ok, mono=mono)
             if events:
                 await self._write(self.journal.append, events)
-            return self._committed_batch(events)
+            wire = self._committed_batch(events)
+            self._track_flood(events)
+            return wire
 
     async def ack(self, occurrence_id: int, user: str, comment: str) -> list[dict[str, Any]]:
         async with self._lock:
             events = self.engine.acknowledge(occurrence_id, user, comment, self._clock())
             return await self._commit_request(events)
+
+    async def ack_many(
+        self, occurrence_ids: list[int], user: str, comment: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Acknowledge several occurrences with one comment: each gets its own event, and
+        each its own result, in request order: `{"alarm_id": n, "ok": true}` or
+        `{"alarm_id": n, "ok": false, "error": code, "message": why}`. One commit for all;
+        if it fails, nothing changes and every planned ack answers `journal_unavailable`.
+        Returns (results, the committed events as wire dicts)."""
+        async with self._lock:
+            now = self._clock()
+            results: list[dict[str, Any]] = []
+            planned: list[AlarmEvent] = []
+            seen: set[int] = set()
+            for occurrence in occurrence_ids:
+                try:
+                    if occurrence in seen:
+                        raise AlarmRequestError("duplicate", f"{occurrence} is listed twice")
+                    seen.add(occurrence)
+                    planned += self.engine.acknowledge(occurrence, user, comment, now)
+                except AlarmRequestError as err:
+                    results.append(_refused(occurrence, err))
+                    continue
+                results.append({"alarm_id": occurrence, "ok": True})
+            if not planned:
+                return results, []
+            try:
+                wire = await self._commit_request(planned)
+            except AlarmRequestError as err:
+                failed = {e.occurrence_id for e in planned}
+                results = [_refused(r["alarm_id"], err) if r["alarm_id"] in failed and r["ok"]
+                           else r for r in results]  # fmt: skip
+                return results, []
+            return results, wire
 
     async def shelve(
         self, alarm: str, minutes: float, user: str, comment: str
@@ -219,10 +310,13 @@ class AlarmService:
         start = end - hours * 3600.0
         current = list(self._committed)
         info = self.engine.kpi_info()
+        detector = self._new_detector(self.engine)
 
         def run() -> dict[str, object]:
             with self.journal.reader() as db:
-                return kpi_mod.compute(db, start=start, end=end, current=current, info=info)
+                return kpi_mod.compute(
+                    db, start=start, end=end, current=current, info=info, flood=detector
+                )
 
         return await asyncio.to_thread(run)
 
@@ -234,3 +328,18 @@ class AlarmService:
         async with self._lock:
             await self._write(self.journal.close)
         self._writer.shutdown(wait=False)
+
+
+def _flood_data(
+    active: bool, count: int, started_at: float | None, ended_at: float | None
+) -> dict[str, Any]:
+    return {
+        "active": active,
+        "count": count,
+        "started_at": iso_or_none(started_at),
+        "ended_at": iso_or_none(ended_at),
+    }
+
+
+def _refused(occurrence: int, err: AlarmRequestError) -> dict[str, Any]:
+    return {"alarm_id": occurrence, "ok": False, "error": err.code, "message": err.message}

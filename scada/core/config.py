@@ -84,6 +84,25 @@ class RateConfig(Frozen):
     off_delay: float = Field(default=0.0, ge=0)
 
 
+class FrozenConfig(Frozen):
+    """Frozen value: the tag moved less than `min_change` for `seconds` while its line runs."""
+
+    min_change: float = Field(gt=0)
+    seconds: float = Field(default=60.0, gt=0)
+    severity: Severity = "medium"
+
+
+class DeviationConfig(Frozen):
+    """Deviation from setpoint: |value - setpoint| above `absolute` (or `percent` of the
+    setpoint) for `on_delay` seconds; clears once back within it for `off_delay`."""
+
+    absolute: float | None = Field(default=None, gt=0)
+    percent: float | None = Field(default=None, gt=0)
+    on_delay: float = Field(default=0.0, ge=0)
+    off_delay: float = Field(default=0.0, ge=0)
+    severity: Severity = "medium"
+
+
 class TagConfig(Frozen):
     kind: Literal["analog", "state"] = "analog"
     unit: str = ""
@@ -102,6 +121,13 @@ class TagConfig(Frozen):
     states: list[str] | None = None
     # Out of service: evaluated and journaled as suppressed, never announced.
     suppressed: bool = False
+    # Designed suppression by line state: while the line's `state` tag is one of these, the
+    # tag's limit, rate, deviation and frozen alarms are suppressed (journaled, not shown).
+    suppress_when: list[str] = Field(default_factory=list)
+    frozen: FrozenConfig | None = None
+    deviation: DeviationConfig | None = None
+    # State tags: states that raise an alarm `line<id>.<tag>.<state>`, with its severity.
+    alarm_states: dict[str, Severity] = Field(default_factory=dict)
 
 
 class LineConfig(Frozen):
@@ -168,6 +194,14 @@ class AlarmSettings(Frozen):
     default_user: str = "operator"
     require_comment: list[Severity] = Field(default_factory=list)
     max_shelve_minutes: int = Field(default=480, ge=1)
+    # First-out: an alarm raised on a line with no other alarm raised there in the window
+    # before it is marked first_out (the likely root cause of the burst that follows).
+    first_out_window: float = Field(default=10.0, gt=0)
+    # Flood: more than flood_start_above annunciated in flood_window seconds starts an
+    # episode; fewer than flood_end_below in the trailing window ends it (EEMUA 191).
+    flood_window: float = Field(default=600.0, gt=0)
+    flood_start_above: int = Field(default=10, ge=1)
+    flood_end_below: int = Field(default=5, ge=1)
 
 
 class CompressionRule(Frozen):
@@ -390,6 +424,13 @@ def _semantic_problems(config: PlantConfig) -> Iterator[tuple[str, str]]:
             yield f"lines[{i}].tags", "a line needs at least one tag"
         for name, tag in line.tags.items():
             yield from _tag_problems(f"lines[{i}].tags.{name}", tag)
+            states = line.tags["state"].states or [] if "state" in line.tags else []
+            for state in tag.suppress_when:
+                if state not in states:
+                    yield (
+                        f"lines[{i}].tags.{name}.suppress_when",
+                        f"{state!r} is not a state of the line's `state` tag",
+                    )
     names = set()
     for i, device in enumerate(config.devices):
         if device.name in names:
@@ -404,6 +445,16 @@ def _semantic_problems(config: PlantConfig) -> Iterator[tuple[str, str]]:
 def _tag_problems(path: str, tag: TagConfig) -> Iterator[tuple[str, str]]:
     if tag.kind == "state" and not tag.states:
         yield f"{path}.states", "a state tag needs the list of its state names"
+    for state in tag.alarm_states:
+        if tag.kind != "state" or state not in (tag.states or []):
+            yield f"{path}.alarm_states.{state}", "not one of the tag's states"
+    if tag.deviation is not None:
+        if tag.setpoint is None:
+            yield f"{path}.deviation", "needs the tag's setpoint"
+        if (tag.deviation.absolute is None) == (tag.deviation.percent is None):
+            yield f"{path}.deviation", "give exactly one of absolute or percent"
+    if (tag.frozen is not None or tag.deviation is not None) and tag.kind == "state":
+        yield f"{path}", "frozen and deviation alarms are for analog tags"
     if tag.span is not None and tag.span[0] >= tag.span[1]:
         yield f"{path}.span", "must be [low, high] with low below high"
     limits = tag.limits

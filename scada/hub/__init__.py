@@ -62,6 +62,7 @@ class Hub:
         self.close_session = self.watch.close_session
         self.close_user = self.watch.close_user
         self.announce = self.commands.announce
+        self.announce_flood = self.commands.announce_flood
         self.snapshot = self.snapshots.snapshot
         self.send_snapshot = self.snapshots.send_snapshot
         self.resume = self.snapshots.resume

@@ -42,6 +42,8 @@ class AlarmCommands:
 
     async def ack(self, client: Client, data: AckData) -> dict[str, Any]:
         service = self._service()
+        if data.alarm_ids is not None:
+            return await self._ack_many(client, data.alarm_ids, data.comment)
         return await self._apply(
             client,
             "ack",
@@ -89,6 +91,19 @@ class AlarmCommands:
         await self.audit(client, action, target, "ok", comment)
         return {"events": events}
 
+    async def _ack_many(self, client: Client, ids: list[int], comment: str) -> dict[str, Any]:
+        """Several acks, one comment: each audited, journaled and answered on its own."""
+        if self.auditor is not None:
+            for occurrence in ids:
+                record = self._record(client, "ack", str(occurrence), "requested")
+                await self.auditor.action_record(record)
+        results, events = await self._service().ack_many(ids, self.actor(client), comment)
+        self.announce(events)
+        for r in results:
+            result, detail = ("ok", comment) if r["ok"] else (r["error"], r["message"])
+            await self.audit(client, "ack", str(r["alarm_id"]), result, detail)
+        return {"results": results}
+
     def _record(
         self, client: Client, action: str, target: str, result: str, detail: str = ""
     ) -> AuditRecord:
@@ -99,6 +114,10 @@ class AlarmCommands:
     ) -> None:
         if self.auditor is not None:
             await self.auditor.record(self._record(client, action, target, result, detail))
+
+    def announce_flood(self, data: dict[str, Any]) -> None:
+        """The `alarm_flood` frame, to every alarm subscriber, when the flood state changes."""
+        self.broadcaster.publish_to_alarm_clients("alarm_flood", data, iso_ms(time.time()))
 
     def announce(self, events: Events) -> None:
         """Push committed alarm events to every client now, not at the next tick."""

@@ -29,6 +29,7 @@ class Snapshots:
             "lines": self.runtime.line_samples(lines),
             "alarms": alarms.current() if alarms is not None else [],
             "alarm_cursor": alarms.cursor() if alarms is not None else 0,
+            "flood": alarms.flood() if alarms is not None else None,
         }
         if recovered is not None:
             data["recovered"] = recovered

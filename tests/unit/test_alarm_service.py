@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import json
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,7 +23,7 @@ from scada.alarms.journal import Journal
 from scada.alarms.model import AlarmEvent, AlarmRequestError, iso_ms
 from scada.alarms.routes import routes
 from scada.alarms.service import AlarmService
-from tests.unit.conftest_alarms import T0, Rig, diameter_plant
+from tests.unit.conftest_alarms import T0, Rig, diameter_plant, plant
 
 D = "line1.diameter"
 
@@ -225,8 +228,8 @@ def test_rest_current_sorted_and_ack(api: tuple[TestClient, Rig, SimpleNamespace
     ]  # fmt: skip
     assert body["alarm_cursor"] >= 1
     by_time = client.get("/api/alarms?sort=time").json()["alarms"]
-    # Same tick: the later occurrence id first.
-    assert [a["alarm"] for a in by_time] == ["device.sim.comms", f"{D}.lolo", f"{D}.hi"]
+    # Same tick: the later occurrence id first (a device failure is raised first in a tick).
+    assert [a["alarm"] for a in by_time] == [f"{D}.lolo", "device.sim.comms", f"{D}.hi"]
     assert client.get("/api/alarms?sort=name").status_code == 400
 
     lolo = body["alarms"][0]
@@ -361,6 +364,107 @@ def test_a_wall_clock_step_back_does_not_stretch_delays_or_shelving(tmp_path: Pa
         assert raised["at"] == iso_ms(T0 - 120.0 + 2.1)
         (unshelved,) = [e for e in await step(4.0) if e["event"] == "unshelved"]
         assert unshelved["alarm"] == f"{D}.lo"
+        await service.close()
+
+    asyncio.run(main())
+
+
+def test_rest_bulk_ack_answers_each_alarm_on_its_own(
+    api: tuple[TestClient, Rig, SimpleNamespace],
+) -> None:
+    client, rig, announced = api
+    announced.drive(12.3)  # hi
+    announced.drive(12.0)  # hi cleared, unacked
+    rig.devices["sim"] = False
+    announced.drive(11.7)  # lo and comms
+    ids = {a["alarm"]: a["id"] for a in client.get("/api/alarms").json()["alarms"]}
+    hi, lo, comms = ids[f"{D}.hi"], ids[f"{D}.lo"], ids["device.sim.comms"]
+    client.post(f"/api/alarms/{lo}/ack", json={"comment": "x"})
+    announced.batches.clear()
+    body = {"alarm_ids": [hi, lo, 999, comms, hi], "comment": "shift handover"}
+    r = client.post("/api/alarms/ack", json=body)
+    assert r.status_code == 200
+    assert [(x["alarm_id"], x["ok"], x.get("error")) for x in r.json()["results"]] == [
+        (hi, True, None),
+        (lo, False, "already_acknowledged"),
+        (999, False, "unknown_alarm"),
+        (comms, True, None),
+        (hi, False, "duplicate"),
+    ]
+    (batch,) = announced.batches
+    assert [(e["id"], e["event"], e["note"]) for e in batch] == [
+        (hi, "acknowledged", "shift handover"),
+        (comms, "acknowledged", "shift handover"),
+    ]
+    for bad in ({"alarm_ids": []}, {"alarm_ids": [True]}, {"alarm_ids": "1"}, {"comment": "x"}):
+        assert client.post("/api/alarms/ack", json=bad).status_code == 400
+
+
+def test_rest_export_csv_and_json_lines_over_a_range(
+    api: tuple[TestClient, Rig, SimpleNamespace],
+) -> None:
+    client, _, announced = api
+    for value in (12.3, 12.0, 12.3):
+        announced.drive(value)
+    occ = client.get("/api/alarms").json()["alarms"][0]["id"]
+    client.post(f"/api/alarms/{occ}/ack", json={"comment": "=HYPERLINK(1)"})
+    lines = client.get(f"/api/alarms/export?format=jsonl&from={T0}&to={T0 + 60}").text
+    events = [json.loads(line) for line in lines.splitlines()]
+    assert [(e["event_id"], e["event"]) for e in events] == [
+        (1, "raised"), (2, "cleared"), (3, "raised"), (4, "acknowledged"),
+    ]  # fmt: skip
+    r = client.get(f"/api/alarms/export?from={T0}&to={T0 + 0.25}")
+    assert r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert [(row["event_id"], row["event"], row["priority"]) for row in rows] == [
+        ("1", "raised", "2"), ("2", "cleared", "2"),
+    ]  # fmt: skip
+    full = list(csv.DictReader(io.StringIO(client.get(f"/api/alarms/export?from={T0}").text)))
+    assert full[-1]["note"] == "'=HYPERLINK(1)"  # a spreadsheet shows it, never runs it
+    assert client.get("/api/alarms/export?format=xml").status_code == 400
+    assert client.get(f"/api/alarms/export?from={T0 + 10}&to={T0}").status_code == 400
+
+
+def test_live_flood_state_matches_the_kpi_episode(tmp_path: Path) -> None:
+    """More than 3 annunciated alarms in 5 s start a flood; fewer than 1 left ends it."""
+
+    async def main() -> None:
+        config = plant(
+            {f"t{i}": {"setpoint": 1.0, "limits": {"hi": 2.0}} for i in range(5)},
+            flood_window=5.0,
+            flood_start_above=3,
+            flood_end_below=1,
+        )
+        rig, clock = Rig(config), SteppingClock()
+        journal = Journal(tmp_path / "j.sqlite", retention_days=90, retention_events=1000)
+        service = AlarmService(AlarmEngine(config, rig.schema, ["sim"]), journal,
+                               clock=lambda: clock.wall, mono=lambda: clock.mono)  # fmt: skip
+        frames: list[dict[str, Any]] = []
+        service.on_flood(frames.append)
+        await service.start()
+
+        async def step() -> None:
+            clock.advance(0.5)
+            await service.tick(clock.wall, rig.values, rig.quality, rig.devices)
+
+        start = clock.wall
+        for i in range(5):  # one alarm every 0.5 s: the 4th (at +2.0 s) starts the flood
+            rig.set(f"t{i}", 3.0)
+            await step()
+        assert [(f["active"], f["count"]) for f in frames] == [(True, 4), (True, 5)]
+        assert frames[0]["started_at"] == iso_ms(start + 2.0)
+        assert service.flood()["active"] is True
+        for _ in range(12):
+            await step()  # the last alarm (at +2.5 s) leaves the window at +7.5 s
+        assert frames[-1] == {"active": False, "count": 5, "started_at": iso_ms(start + 2.0),
+                              "ended_at": iso_ms(start + 7.5)}  # fmt: skip
+        report = await service.kpi(1.0)
+        (episode,) = report["floods"]["episodes"]  # type: ignore[index]
+        assert (episode["started_at"], episode["ended_at"], episode["count"]) == (
+            iso_ms(start + 2.0),
+            iso_ms(start + 7.5),
+            5,
+        )
         await service.close()
 
     asyncio.run(main())
