@@ -101,19 +101,23 @@ class Feeder:
                     newest,
                 )
                 upto, events = newest, []
-            rows, ops = self._route(events)
-            dropped = await self.db(
-                self.outbox.commit, rows, now=self.clock(), cursor=upto, timer_ops=ops
-            )
+            # Routing and JSON encoding run on the outbox thread with the commit: a flood's
+            # page of events never holds the event loop.
+            rows, dropped = await self.db(self._route_and_commit, events, upto, self.clock())
             self.cursor = upto
             self._report(rows, dropped)
 
+    def _route_and_commit(
+        self, events: list[dict[str, Any]], upto: int, now: float
+    ) -> tuple[list[tuple[str, str, bytes]], dict[str, int]]:
+        rows, ops = self._route(events, now)
+        return rows, self.outbox.commit(rows, now=now, cursor=upto, timer_ops=ops)
+
     def _route(
-        self, events: list[dict[str, Any]]
+        self, events: list[dict[str, Any]], now: float
     ) -> tuple[list[tuple[str, str, bytes]], list[TimerOp]]:
         rows: list[tuple[str, str, bytes]] = []
         ops: list[TimerOp] = []
-        now = self.clock()
         for alarm in events:
             routing = rules_mod.route(self.config, alarm)
             ops.extend(("cancel", occ) for occ in routing.cancel)

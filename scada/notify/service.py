@@ -12,7 +12,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,9 @@ from scada.notify.feeder import CommittedEvents, Feeder
 from scada.notify.outbox import Outbox
 
 log = logging.getLogger(__name__)
+
+RESTART_DELAY = 5.0  # seconds before a failed worker runs again
+HEALTHY_RUN = 60.0  # a worker that ran this long before failing had recovered
 
 
 class Notifier:
@@ -69,8 +72,8 @@ class Notifier:
         # (A stopped feeder's listener stays subscribed; it only sets an Event.)
         self.source.on_committed(self.feeder.committed)
         await self.feeder.open()
-        self._tasks = [self._spawn(self.feeder.run(), "feeder")]
-        self._tasks += [self._spawn(w.run(), w.name) for w in self.workers.values()]
+        self._tasks = [self._spawn(self.feeder.run, "feeder")]
+        self._tasks += [self._spawn(w.run, w.name) for w in self.workers.values()]
         log.info(
             "notifications: %d rule(s), %d target(s), outbox %s",
             len(self.config.rules),
@@ -78,15 +81,28 @@ class Notifier:
             self.outbox_path,
         )
 
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=f"notify-{name}")
-        task.add_done_callback(self._crashed)
-        return task
+    def _spawn(self, run: Callable[[], Awaitable[None]], name: str) -> asyncio.Task[None]:
+        return asyncio.create_task(self._supervise(run, name), name=f"notify-{name}")
 
-    @staticmethod
-    def _crashed(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("notification worker %s stopped", task.get_name(), exc_info=task.exception())
+    async def _supervise(self, run: Callable[[], Awaitable[None]], name: str) -> None:
+        """Keep a worker running: an unexpected error (the outbox disk full, a bug) is logged
+        once per streak and the worker starts again from the outbox, which lost nothing."""
+        failing = False
+        while True:
+            started = time.monotonic()
+            try:
+                await run()
+                return
+            except Exception:
+                # A run that lasted a while was a recovery: its failure starts a new streak.
+                if not failing or time.monotonic() - started > HEALTHY_RUN:
+                    log.exception(
+                        "notification worker %s failed; restarting it every %g s",
+                        name,
+                        RESTART_DELAY,
+                    )
+                failing = True
+            await asyncio.sleep(RESTART_DELAY)
 
     def _wake(self, targets: set[str]) -> None:
         for name in targets:
