@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 RETRY_BYTES = 64 * 1024 * 1024  # closed minutes kept in memory while the disk refuses them
 RETRY_EVERY_S = 2.0
+MAX_QUEUED = 3000  # ticks waiting for a writer thread that stopped taking them
+STUCK_AFTER_S = 10.0
 PRUNE_EVERY_S = 3600.0
 PRUNE_BATCH = 64  # series per prune transaction: writers never wait long
 
@@ -152,11 +154,16 @@ class Writer:
         self._next_prune = 0.0
         self._next_retry = 0.0
         self.generation = 0  # bumped when the file is replaced; readers reopen
+        self._alive = time.monotonic()  # when the thread last took a row
 
     # -- the event loop's side ----------------------------------------------------------------
 
     def record(self, t: float, values: np.ndarray, quality: np.ndarray) -> None:
         """Queue one tick's row (copies; never blocks on disk)."""
+        stuck = time.monotonic() - self._alive > STUCK_AFTER_S
+        if stuck and self._queue.qsize() > MAX_QUEUED:  # drop rather than hoard memory
+            self.status.dropped_rows += 1
+            return
         self._queue.put((round(t * 1000), values.astype(np.float32), quality.astype(np.uint8)))
 
     def start(self) -> None:
@@ -198,27 +205,42 @@ class Writer:
 
     def _run(self) -> None:
         next_flush = time.monotonic() + self.flush_interval
+        failing = False
         while True:
-            timeout = max(next_flush - time.monotonic(), 0.0)
             try:
-                item: _Item | None = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = ()
-            if item is None:
-                self._drain()
-                self._flush()
+                stop, next_flush = self._step(next_flush)
+                failing = False
+            except Exception:
+                # A bug must not kill the thread (the queue would grow without end).
+                self.status.failures += 1
+                if not failing:
+                    log.exception("historian writer step failed; going on")
+                failing, stop = True, False
+            if stop:
                 return
-            if isinstance(item, threading.Event):
-                self._drain()
-                self._flush()
-                item.set()
-            elif item:
-                self._append(*item)
-                self._drain()
-            if time.monotonic() >= next_flush:
-                next_flush = time.monotonic() + self.flush_interval
-                self._flush()
-                self._prune_step()
+
+    def _step(self, next_flush: float) -> tuple[bool, float]:
+        timeout = max(next_flush - time.monotonic(), 0.0)
+        try:
+            item: _Item | None = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            item = ()
+        if item is None:
+            self._drain()
+            self._flush()
+            return True, next_flush
+        if isinstance(item, threading.Event):
+            self._drain()
+            self._flush()
+            item.set()
+        elif item:
+            self._append(*item)
+            self._drain()
+        if time.monotonic() >= next_flush:
+            next_flush = time.monotonic() + self.flush_interval
+            self._flush()
+            self._prune_step()
+        return False, next_flush
 
     def _drain(self) -> None:
         while True:
@@ -233,6 +255,7 @@ class Writer:
                 self._append(*item)
 
     def _append(self, t_ms: int, values: np.ndarray, quality: np.ndarray) -> None:
+        self._alive = time.monotonic()
         res = self.resolution
         t = (t_ms + res // 2) // res * res
         gap = self._last_t is None or t - self._last_t > 3 * res
