@@ -58,6 +58,10 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
 class ServerProcess:
     """`scada serve` in a subprocess: the real CLI, uvicorn, port and SQLite files."""
 
+    # The module run with `python -m`; tests.clockshift runs the same CLI with a wall clock
+    # that a signal steps (for clock-step tests, without touching the machine's clock).
+    module = "scada"
+
     def __init__(self, config_path: Path, workdir: Path, extra_args: list[str] | None = None):
         self.config_path = config_path
         self.workdir = workdir
@@ -76,12 +80,14 @@ class ServerProcess:
 
     def start(self, wait_ready: bool = True) -> ServerProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.module != "scada":
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "scada",
+                self.module,
                 "serve",
                 "--config",
                 str(self.config_path),

@@ -112,3 +112,48 @@ def test_failure_window_throttles_and_forgives() -> None:
     window.fail("a", 61.0)
     window.forgive_one("a")  # a success takes back only its own mark
     assert window._recent("a", 61.0) == [2.0, 61.0]
+
+
+def test_heavy_reads_limit_per_client_and_per_role() -> None:
+    import pytest
+
+    from scada.core.config import AuthSettings
+    from scada.core.errors import Refused
+    from scada.heavy import HeavyReads
+
+    settings = AuthSettings(heavy_reads_per_role={"anonymous": 1, "viewer": 2})
+    heavy = HeavyReads(lambda: settings)
+    held = heavy.acquire("a|olga", "viewer", False)
+    with pytest.raises(Refused) as again:
+        heavy.acquire("a|olga", "viewer", False)  # one at a time per client
+    assert again.value.status == 429
+    heavy.acquire("b|ivan", "viewer", False)
+    with pytest.raises(Refused):
+        heavy.acquire("c|petr", "viewer", False)  # the role's 2 are taken
+    heavy.acquire("d|anonymous", "viewer", True)  # anonymous counted on their own
+    heavy.release("a|olga", held)
+    heavy.acquire("c|petr", "viewer", False)
+    assert heavy.running() == 3
+
+
+def test_login_gate_counts_every_address_against_one_budget() -> None:
+    import pytest
+
+    from scada.auth.throttle import LoginGate
+    from scada.core.config import AuthSettings
+    from scada.core.errors import Refused
+
+    class Frozen:
+        def monotonic(self) -> float:
+            return 100.0
+
+        def wall(self) -> float:
+            return 0.0
+
+    gate = LoginGate(AuthSettings(login_failures_total=3), Frozen())
+    for i in range(3):
+        gate.admit(f"10.0.0.{i}")
+    with pytest.raises(Refused) as refused:
+        gate.admit("10.0.0.99")
+    assert refused.value.status == 429
+    gate.close()
