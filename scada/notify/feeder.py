@@ -56,6 +56,7 @@ class Feeder:
         self.targets = {t.name for t in config.targets}
         self.wake = asyncio.Event()
         self.cursor = 0
+        self._full: set[str] = set()  # targets whose outbox is dropping rows
 
     async def open(self) -> None:
         """Read the stored cursor; a new outbox starts at the journal's newest event."""
@@ -152,11 +153,23 @@ class Feeder:
         self._report(rows, dropped)
 
     def _report(self, rows: list[tuple[str, str, bytes]], dropped: dict[str, int]) -> None:
-        for target, count in dropped.items():
-            log.warning(
-                "notification outbox of %s is full: dropped its %d oldest notification(s)",
-                target,
-                count,
-            )
-        if rows:
-            self.enqueued({r[0] for r in rows})
+        """Wake the targets that got rows; log a full outbox once, until it drains."""
+        targets = {r[0] for r in rows}
+        for target in targets:
+            if dropped.get(target) and target not in self._full:
+                self._full.add(target)
+                log.warning(
+                    "notification outbox of %s is full (max_queued %d): dropping its oldest "
+                    "notifications until it drains (counted as dropped)",
+                    target,
+                    self.config.max_queued,
+                )
+            elif not dropped.get(target) and target in self._full:
+                self._full.discard(target)
+                log.info(
+                    "notification outbox of %s below its limit again; %d dropped in all",
+                    target,
+                    self.outbox.target(target).dropped,
+                )
+        if targets:
+            self.enqueued(targets)

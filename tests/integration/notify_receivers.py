@@ -25,9 +25,10 @@ class WebhookReceiver:
     """Records every POST; `fail_next` requests are recorded and then answered 503 (so the
     sender retries what the receiver already has: duplicates the event id must unmask)."""
 
-    def __init__(self, port: int, secret: bytes) -> None:
+    def __init__(self, port: int, secret: bytes, tls: tuple[Path, Path] | None = None) -> None:
         self.port = port
         self.secret = secret
+        self.tls = tls  # (certificate, key): serve https
         self.requests: list[dict[str, Any]] = []
         self.fail_next = 0
         self._lock = threading.Lock()
@@ -36,7 +37,8 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/scada?token=in-the-query"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/hooks/scada?token=in-the-query"
 
     def start(self) -> WebhookReceiver:
         receiver = self
@@ -57,6 +59,10 @@ class WebhookReceiver:
 
         ThreadingHTTPServer.allow_reuse_address = True
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self

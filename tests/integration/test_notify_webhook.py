@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port
+from tests.integration.nginx_helpers import make_certificate
 from tests.integration.notify_plant import Clock, Plant, until
 from tests.integration.notify_receivers import WebhookReceiver
 from tests.unit.conftest_alarms import diameter_plant, plant
@@ -193,3 +194,69 @@ def test_unacknowledged_for_n_minutes(tmp_path: Path) -> None:
 
     run(main(), receiver)
     assert len(receiver.requests) == 1
+
+
+def test_https_webhook_verifies_the_certificate(tmp_path: Path) -> None:
+    """A private CA given as ca_file is trusted; without it the same receiver is refused."""
+    receiver = WebhookReceiver(free_port(), SECRET, tls=make_certificate(tmp_path / "tls")).start()
+    assert receiver.tls is not None
+    hooks = {
+        "retry": {"initial_seconds": 0.05, "max_seconds": 0.2},
+        "webhooks": [
+            {
+                "name": "trusted",
+                "url": receiver.url,
+                "secret": SECRET.decode(),
+                "ca_file": str(receiver.tls[0]),
+            },
+            {"name": "untrusted", "url": receiver.url, "secret": SECRET.decode()},
+        ],
+        "rules": [{"targets": ["trusted", "untrusted"]}],
+    }
+
+    async def main() -> None:
+        plant = Plant(diameter_plant(), tmp_path, Clock())
+        await plant.service.start()
+        notifier = await plant.started(hooks)
+        await swing(plant, 1)
+        state = await until_async(
+            notifier.snapshot,
+            lambda s: s["targets"][0]["delivered"] == 1 and s["targets"][1]["failed_attempts"] >= 2,
+        )
+        trusted, untrusted = state["targets"]
+        assert trusted["queued"] == 0 and untrusted["queued"] == 1
+        assert untrusted["delivered"] == 0
+        assert untrusted["last_error"].startswith("TLS error: CERTIFICATE_VERIFY_FAILED")
+        await notifier.stop()
+        await plant.service.close()
+
+    run(main(), receiver)
+    assert len(receiver.requests) == 1 and receiver.requests[0]["signed"]
+
+
+def test_a_full_outbox_drops_the_oldest_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="scada.notify")
+    receiver = WebhookReceiver(free_port(), SECRET)  # down until the end
+    capped = {**section(receiver.url), "max_queued": 10}
+
+    async def main() -> None:
+        plant = Plant(diameter_plant(), tmp_path, Clock())
+        await plant.service.start()
+        notifier = await plant.started(capped)
+        await swing(plant, 10)  # 20 routed events, the outbox keeps 10
+        assert notifier.outbox is not None
+        want = expected_ids(plant, notifier.outbox.instance)[-10:]
+        await until(lambda: notifier.feeder is not None and notifier.feeder.cursor == 30)
+        state = await notifier.snapshot()
+        (ops,) = state["targets"]
+        assert (ops["queued"], ops["dropped"]) == (10, 10)
+        receiver.start()
+        await until(lambda: [b["id"] for b in receiver.unique()] == want)
+        await notifier.stop()
+        await plant.service.close()
+
+    run(main(), receiver)
+    full = [r for r in caplog.records if "is full" in r.getMessage()]
+    assert len(full) == 1
