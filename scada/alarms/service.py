@@ -94,11 +94,11 @@ class AlarmService:
         s = engine.config.alarms
         return FloodDetector(s.flood_window, s.flood_start_above, s.flood_end_below)
 
-    def _track_flood(self, events: Sequence[AlarmEvent]) -> None:
+    def _track_flood(self, events: Sequence[AlarmEvent], wall: float, mono: float) -> None:
         """Count annunciated raises; end an episode once the trailing window thins out.
 
-        Measured on the monotonic clock; reported as wall times."""
-        mono, wall = self._mono(), self._clock()
+        Measured on the tick's monotonic clock; reported as wall times (a start is the
+        stamp of the raise that started it)."""
         ended: Episode | None = None
         for e in events:
             if e.event == "raised" and e.state not in ANNUNCIATED_HIDDEN:
@@ -159,7 +159,7 @@ class AlarmService:
             if events:
                 await self._write(self.journal.append, events)
             wire = self._committed_batch(events)
-            self._track_flood(events)
+            self._track_flood(events, now, mono)
             return wire
 
     async def ack(self, occurrence_id: int, user: str, comment: str) -> list[dict[str, Any]]:
