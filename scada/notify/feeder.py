@@ -68,7 +68,17 @@ class Feeder:
             log.info("notification outbox created; notifying alarm events after id %d", newest)
             return
         self.cursor = stored
-        if stored < newest:
+        if stored > newest:
+            log.warning(
+                "alarm journal is behind the notification outbox (id %d < %d): a new journal; "
+                "notifying its events after id %d under new event ids",
+                newest,
+                stored,
+                newest,
+            )
+            await self.db(self.outbox.new_journal, newest)
+            self.cursor = newest
+        elif stored < newest:
             log.info(
                 "notifications catching up on %d alarm event(s) committed since the last run",
                 newest - stored,

@@ -119,11 +119,29 @@ class Outbox:
         return None if row is None else str(row[0])
 
     def _new_instance(self) -> str:
-        """A random id per outbox, part of every event id: ids stay unique for receivers
-        even if the journal is replaced and its ids start again at 1."""
+        """A random id per outbox and journal, part of every event id: ids stay unique for
+        receivers even if the journal is replaced and its ids start again at 1."""
         value = secrets.token_hex(4)
-        self._db.execute("INSERT INTO meta(key, value) VALUES ('instance', ?)", (value,))
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES ('instance', ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (value,),
+        )
         return value
+
+    def new_journal(self, cursor: int) -> None:
+        """The journal was replaced (its ids restart): new event ids from here on, and the
+        reminders of its occurrences are void. What is queued is still delivered."""
+        cur = self._db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            self.instance = self._new_instance()
+            cur.execute("DELETE FROM timers")
+            cur.execute("UPDATE meta SET value = ? WHERE key = 'cursor'", (str(cursor),))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
 
     def cursor(self) -> int | None:
         """The journal id of the newest event already routed; None on a new outbox."""

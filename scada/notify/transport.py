@@ -7,11 +7,12 @@ password, no server reply that could echo a login), fit for logs and /api/notifi
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import smtplib
 import ssl
 from email.message import EmailMessage
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from scada.core.errors import ScadaError
 
@@ -51,6 +52,9 @@ async def post_json(
     host = parts.hostname or ""
     port = parts.port or (443 if https else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if parts.username is not None:  # https://user:password@host/...: HTTP basic auth
+        login = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        headers = {**headers, "Authorization": "Basic " + base64.b64encode(login.encode()).decode()}
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(

@@ -4,6 +4,7 @@ a real HTTP receiver that is down, answers 503 after recording, and comes back."
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import stat
 from collections.abc import Coroutine
@@ -260,3 +261,33 @@ def test_a_full_outbox_drops_the_oldest_and_says_so_once(
     run(main(), receiver)
     full = [r for r in caplog.records if "is full" in r.getMessage()]
     assert len(full) == 1
+
+
+def test_a_replaced_journal_gets_new_event_ids_and_basic_auth_is_sent(tmp_path: Path) -> None:
+    receiver = WebhookReceiver(free_port(), SECRET).start()
+    url = receiver.url.replace("http://", "http://hook:p%40ss@")
+
+    async def main() -> None:
+        plant = Plant(diameter_plant(), tmp_path, Clock())
+        await plant.service.start()
+        notifier = await plant.started(section(url))
+        await swing(plant, 2)
+        await until(lambda: len(receiver.unique()) == 4)
+        await notifier.stop()
+        await plant.service.close()
+        for name in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        plant = Plant(diameter_plant(), tmp_path, Clock())  # a new, empty journal
+        await plant.service.start()
+        notifier = await plant.started(section(url))
+        await swing(plant, 1)  # journal ids 1 and 2 again
+        await until(lambda: len(receiver.unique()) == 6)
+        await notifier.stop()
+        await plant.service.close()
+
+    run(main(), receiver)
+    ids = [b["id"] for b in receiver.unique()]
+    assert [i.split(":")[1] for i in ids] == ["1", "2", "4", "5", "1", "2"]
+    assert len({i.split(":")[0] for i in ids[:4]} | {i.split(":")[0] for i in ids[4:]}) == 2
+    auth = {r["headers"]["Authorization"] for r in receiver.requests}
+    assert auth == {"Basic " + base64.b64encode(b"hook:p@ss").decode()}
