@@ -8,6 +8,21 @@ from drivers.base import Reading
 from scada.core.tags import Quality, TagSchema
 
 NO_VALUE_YET = "no value received yet"
+NOT_FINITE = "not a finite number"
+
+
+def _finite_or_bad(reading: Reading) -> tuple[np.ndarray, dict[int, str]]:
+    """The one place readings enter: a NaN or infinite value is bad, whatever status the
+    device or simulator gave it, so clients never see it as good and limit checks never
+    compare it (the quality alarm reports it instead)."""
+    with np.errstate(invalid="ignore"):
+        suspect = ~np.isfinite(reading.values) & (reading.quality != Quality.BAD)
+    if not suspect.any():
+        return reading.quality, reading.reasons
+    quality = np.where(suspect, np.uint8(Quality.BAD), reading.quality).astype(np.uint8)
+    reasons = dict(reading.reasons)
+    reasons.update(dict.fromkeys(reading.indices[suspect].tolist(), NOT_FINITE))
+    return quality, reasons
 
 
 class TagStore:
@@ -27,20 +42,21 @@ class TagStore:
         idx = reading.indices
         if len(idx) == 0:
             return
+        quality, reasons = _finite_or_bad(reading)
         old_v, old_q = self.values[idx], self.quality[idx]
         self.values[idx] = reading.values
-        self.quality[idx] = reading.quality
+        self.quality[idx] = quality
         self.source_time[idx] = reading.source_time
         self.fresh_at[idx] = now
-        changed = (old_q != reading.quality) | ~(
+        changed = (old_q != quality) | ~(
             (old_v == reading.values) | (np.isnan(old_v) & np.isnan(reading.values))
         )
         self._dirty[self.schema.line_of[idx[changed]]] = True
-        good = idx[reading.quality != Quality.BAD]
+        good = idx[quality != Quality.BAD]
         if self.reasons:
             for i in good.tolist():
                 self.reasons.pop(i, None)
-        self.reasons.update(reading.reasons)
+        self.reasons.update(reasons)
         self.writes += 1
 
     def mark_bad(self, indices: np.ndarray, reason: str) -> None:

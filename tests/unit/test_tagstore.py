@@ -105,3 +105,41 @@ def test_downsample_leaves_empty_buckets_empty() -> None:
     ds = downsample(times, np.array([[1.0], [2.0]]), 0.0, 10.0, 10)
     assert ds.maximum[0, 0] == 1.0 and ds.maximum[9, 0] == 2.0
     assert np.isnan(ds.maximum[1:9, 0]).all()
+
+
+def test_a_non_finite_good_reading_is_bad_raises_the_quality_alarm_and_no_limit() -> None:
+    """NaN or Inf with GOOD status (a driver or the simulator) becomes bad where readings
+    enter the store, with a reason; the alarm engine then raises the quality alarm and the
+    limit checks never see the value."""
+    from tests.unit.conftest_alarms import Rig, diameter_plant
+
+    rig = Rig(diameter_plant())
+    store = TagStore(rig.schema)
+    i = rig.schema.index("1", "diameter")
+    idx = np.arange(rig.schema.size)
+    for value in (np.inf, np.nan, -np.inf):
+        values = rig.values.copy()
+        values[i] = value
+        good = np.full(rig.schema.size, Quality.GOOD, dtype=np.uint8)
+        store.write(Reading(idx, values, good, np.full(rig.schema.size, 1.0)), now=1.0)
+        assert store.quality[i] == Quality.BAD
+        assert store.reasons[i] == "not a finite number"
+    store.write(
+        Reading(
+            idx,
+            np.r_[rig.values[:i], np.inf, rig.values[i + 1 :]],
+            np.full(rig.schema.size, Quality.GOOD, dtype=np.uint8),
+            np.full(rig.schema.size, 1.0),
+        ),
+        now=1.0,
+    )
+    rig.values, rig.quality = store.values, store.quality
+    events = rig.run(5.0)
+    conditions = {(e.condition, e.event) for e in events}
+    assert ("quality", "raised") in conditions
+    assert not {c for c, _ in conditions} & {"hi", "hihi", "lo", "lolo", "rate"}
+    # A finite good value afterwards is good again, its reason gone.
+    values = rig.values.copy()
+    values[i] = 12.0
+    store.write(Reading.build(idx, values, 2.0), now=2.0)
+    assert store.quality[i] == Quality.GOOD and i not in store.reasons
