@@ -1,27 +1,41 @@
 # Two entry points for a fresh machine: `make run` and `make test`.
+# Both install the tested set of versions pinned in requirements.lock (pip constraints), so a
+# fresh machine runs what the suite ran on; `make test-floors` runs the suite's driver, wire
+# and unit tests against the lowest versions pyproject.toml allows (requirements-floors.txt).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
+LOCK := requirements.lock
+FLOORS_VENV := .venv-floors
+FLOORS := requirements-floors.txt
+# The tests that exercise the libraries with floors: drivers, simulators, the WebSocket server.
+FLOORS_TESTS ?= tests/unit tests/integration/test_modbus_driver.py \
+	tests/integration/test_opcua_driver.py tests/integration/test_websocket.py \
+	tests/integration/test_security.py tests/integration/test_comms_e2e.py
 
-.PHONY: run test lint typecheck check clean
+# `make run PORT=8080 HOST=0.0.0.0 CONFIG=config/modbus.toml`
+SERVE_ARGS := $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) \
+	$(if $(CONFIG),--config $(CONFIG))
+
+.PHONY: run test test-floors lint typecheck check lock clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Reinstall only when the project definition changes, so repeat runs start at once.
-$(STAMP_RUN): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+# Reinstall only when the project definition or the lock changes, so repeat runs start at once.
+$(STAMP_RUN): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install -q -c $(LOCK) -e .
 	touch $@
 
-$(STAMP_TEST): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+$(STAMP_TEST): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install -q -c $(LOCK) -e '.[test]'
 	touch $(STAMP_RUN) $@
 
 run: $(STAMP_RUN)
-	$(BIN)/scada serve
+	$(BIN)/scada serve $(SERVE_ARGS)
 
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check .
@@ -33,5 +47,28 @@ typecheck: $(STAMP_TEST)
 test: $(STAMP_TEST) lint typecheck
 	$(BIN)/python -m pytest
 
+$(FLOORS_VENV)/.installed: pyproject.toml $(FLOORS)
+	rm -rf $(FLOORS_VENV)
+	$(PY) -m venv $(FLOORS_VENV)
+	$(FLOORS_VENV)/bin/pip install -q --upgrade pip
+	$(FLOORS_VENV)/bin/pip install -q -c $(FLOORS) -e '.[test]'
+	touch $@
+
+test-floors: $(FLOORS_VENV)/.installed
+	$(FLOORS_VENV)/bin/python -m pytest -p no:cacheprovider -m "not browser and not nginx" \
+		$(FLOORS_TESTS)
+
+# Re-resolve the newest versions pyproject.toml allows into requirements.lock (then run
+# `make test` before committing it).
+lock:
+	rm -rf .venv-lock
+	$(PY) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip
+	.venv-lock/bin/pip install -q -e '.[test]'
+	{ echo "# Tested versions of every run and test dependency: pip constraints for make run,"; \
+	  echo "# make test and CI (pip install -c requirements.lock). Regenerate with make lock."; \
+	  .venv-lock/bin/pip freeze --exclude-editable | LC_ALL=C sort -f; } > $(LOCK)
+	rm -rf .venv-lock
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FLOORS_VENV) .pytest_cache .mypy_cache .ruff_cache
