@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -26,6 +26,7 @@ from scada.auth.throttle import LoginGate
 from scada.auth.web import AuthMiddleware, audited, requires
 from scada.core.clock import SYSTEM_CLOCK, Clock
 from scada.core.config import PlantConfig, resolve_data_path
+from scada.core.tags import TagSchema
 from scada.datadir import lock_data_dir, private_file
 from scada.heavy import HeavyReadLimit, HeavyReads
 from scada.historian.routes import history as history_route
@@ -42,15 +43,14 @@ log = logging.getLogger(__name__)
 __all__ = ["STATIC", "create_app", "ensure_admin", "open_auth_store"]
 
 
-def build_alarm_service(runtime: Runtime, clock: Clock = SYSTEM_CLOCK) -> AlarmService:
-    config = runtime.config
+def build_alarm_service(config: PlantConfig, clock: Clock = SYSTEM_CLOCK) -> AlarmService:
     path = private_file(resolve_data_path(config, config.alarms.journal_path, "journal.sqlite"))
     journal = Journal(
         path,
         retention_days=config.alarms.retention_days,
         retention_events=config.alarms.retention_events,
     )
-    engine = AlarmEngine(config, runtime.schema, [d.name for d in config.devices])
+    engine = AlarmEngine(config, TagSchema(config.lines), [d.name for d in config.devices])
     return AlarmService(engine, journal, clock=clock.wall, mono=clock.monotonic)
 
 
@@ -76,10 +76,20 @@ def create_app(
     scenario: str | Path | None = None,
     config_path: str | Path | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    on_fatal: Callable[[str], None] | None = None,
 ) -> Starlette:
     # First: a second server on this data dir stops here, before it touches any file.
     data_lock = lock_data_dir(Path(config.server.data_dir))
-    runtime = Runtime(config, scenario=scenario)
+    alarms = build_alarm_service(config, clock)
+    historian = None
+    if config.historian.enabled:
+        private_file(resolve_data_path(config, config.historian.path, "history.sqlite"))
+        historian = Historian.from_config(config, TagSchema(config.lines))
+    # Built complete: what the tick feeds is passed in, and a failure it cannot survive is
+    # reported to `on_fatal` (the server then exits non-zero with the reason).
+    runtime = Runtime(
+        config, scenario=scenario, alarms=alarms, historian=historian, on_fatal=on_fatal
+    )
     auth = open_auth_store(config)
     auditor = Auditor(auth, clock)
     heavy = HeavyReads(lambda: runtime.config.auth)
@@ -90,9 +100,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ensure_admin(auth)
-        alarms = build_alarm_service(runtime, clock)
         await alarms.start()
-        runtime.alarms = alarms
         app.state.alarms = alarms
         alarms.on_flood(hub.announce_flood)
         log.info(
@@ -100,12 +108,9 @@ def create_app(
             len(alarms.current()),
             alarms.cursor(),
         )
-        historian = None
-        if config.historian.enabled:
-            private_file(resolve_data_path(config, config.historian.path, "history.sqlite"))
-            historian = Historian.from_config(config, runtime.schema)
+        if historian is not None:
             await asyncio.to_thread(historian.start)
-            runtime.historian = app.state.historian = historian
+            app.state.historian = historian
             runtime.metric_sources.append(historian.metrics)
         notifier = build_notifier(config, notifications, alarms)
         if notifier is not None:

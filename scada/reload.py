@@ -18,7 +18,6 @@ from scada.core.config import PlantConfig, load_config
 from scada.core.errors import ConfigError
 from scada.core.tags import TagSchema
 from scada.runtime import Runtime
-from scada.samples import SampleEncoder
 
 
 class ReloadRefused(Exception):
@@ -83,8 +82,5 @@ async def reload(runtime: Runtime, path: str | Path | None) -> dict[str, Any]:
     if runtime.alarms is not None:
         engine = AlarmEngine(new, schema, [d.name for d in new.devices])
         await runtime.alarms.reconfigure(engine)
-    runtime.config = new
-    runtime.schema = schema
-    runtime.store.schema = schema
-    runtime.encoder = SampleEncoder(schema)
+    runtime.apply_config(new, schema)
     return {"changed_tags": tags, "alarm_settings_changed": alarm_settings}

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client.core import Metric
@@ -33,6 +31,10 @@ from scada.tagstore import TagStore
 from simulators.runtime import SimulatedPlant
 from simulators.scenario import load_scenario
 
+if TYPE_CHECKING:
+    from scada.alarms.service import AlarmService
+    from scada.historian.service import Historian
+
 log = logging.getLogger(__name__)
 
 
@@ -40,11 +42,31 @@ class JournalFailure(ScadaError):
     """The alarm service could not evaluate or commit a tick's events."""
 
 
+def _cause(err: BaseException) -> str:
+    """The first cause in the chain ("database or disk is full"), not the wrapper."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return str(err) or type(err).__name__
+
+
 PRUNE_EVERY_S = 3600.0  # journal retention is applied this often
 
 
 class Runtime:
-    def __init__(self, config: PlantConfig, *, scenario: str | Path | None = None) -> None:
+    """Built complete: the alarm service and historian (if any) are passed in (the app starts
+    and closes them around `start`/`stop`); `on_fatal` is told when the service cannot go on
+    (the server then exits non-zero with that reason) instead of the runtime signalling its
+    own process."""
+
+    def __init__(
+        self,
+        config: PlantConfig,
+        *,
+        scenario: str | Path | None = None,
+        alarms: AlarmService | None = None,
+        historian: Historian | None = None,
+        on_fatal: Callable[[str], None] | None = None,
+    ) -> None:
         self.config = config
         self.schema = TagSchema(config.lines)
         self.store = TagStore(self.schema)
@@ -68,8 +90,10 @@ class Runtime:
             slow_client_timeout=srv.slow_client_timeout,
             heartbeat_interval=srv.heartbeat_interval_ms / 1000.0,
         )
-        self.alarms: Any = None  # scada.alarms.service.AlarmService, attached by the app
-        self.historian: Any = None  # scada.historian.Historian, attached by the app
+        self.alarms = alarms
+        self.historian = historian
+        self._on_fatal = on_fatal
+        self.fatal: str | None = None  # why the runtime stopped itself, if it did
         self.last_tick: float | None = None  # monotonic
         self._next_prune = time.monotonic() + 60.0
         self.started_at = time.time()
@@ -99,6 +123,19 @@ class Runtime:
             self._task = None
         await asyncio.gather(*(p.stop() for p in self.pollers), return_exceptions=True)
 
+    def apply_config(self, config: PlantConfig, schema: TagSchema) -> None:
+        """Take a reloaded config whose structure is unchanged (scada.reload checked that)."""
+        self.config = config
+        self.schema = schema
+        self.store.schema = schema
+        self.encoder = SampleEncoder(schema)
+
+    def _fail(self, reason: str) -> None:
+        self.fatal = reason
+        log.critical("%s; stopping the server", reason)
+        if self._on_fatal is not None:
+            self._on_fatal(reason)
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         # Half a period after the pollers start: a device polled at the batch interval then
@@ -118,8 +155,7 @@ class Runtime:
                 raise
             except JournalFailure as err:
                 # Going on would announce alarms that are on no record: stop instead.
-                log.critical("alarm journal write failed (%s); stopping the server", err.__cause__)
-                os.kill(os.getpid(), signal.SIGTERM)
+                self._fail(f"alarm journal write failed: {_cause(err)}")
                 return
             except Exception:
                 stats.errors += 1

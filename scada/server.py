@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -90,12 +91,23 @@ def build_server(
     log_level: str = "info",
     compression: str | None = None,
     config_path: str | Path | None = None,
+    on_fatal: Callable[[str], None] | None = None,
 ) -> uvicorn.Server:
     srv = config.server
     ScadaWebSocketProtocol.send_buffer_bytes = srv.socket_send_buffer
     ScadaWebSocketProtocol.compression = compression or DEFAULT_COMPRESSION
     ScadaHttpProtocol.handshake_timeout = srv.handshake_timeout
-    app = create_app(config, scenario=scenario, config_path=config_path)
+    built: list[uvicorn.Server] = []
+
+    def fatal(reason: str) -> None:
+        # The plant cannot go on (the alarm journal failed): shut down like on SIGTERM, and
+        # let `serve` exit non-zero with the reason so a supervisor restarts it.
+        if on_fatal is not None:
+            on_fatal(reason)
+        for server in built:
+            server.should_exit = True
+
+    app = create_app(config, scenario=scenario, config_path=config_path, on_fatal=fatal)
     options: dict[str, Any] = {
         "host": host or srv.host,
         "port": srv.port if port is None else port,
@@ -116,10 +128,18 @@ def build_server(
     }
     uv_config = uvicorn.Config(app, **options)
     install_redaction()
-    return uvicorn.Server(uv_config)
+    built.append(uvicorn.Server(uv_config))
+    return built[0]
+
+
+class ServerFailed(SystemExit):
+    """The server stopped itself because it could not go on; the message says why."""
 
 
 def serve(config: PlantConfig, **kwargs: Any) -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    server = build_server(config, **kwargs)
+    failures: list[str] = []
+    server = build_server(config, on_fatal=failures.append, **kwargs)
     server.run()
+    if failures:
+        raise ServerFailed(f"scada: stopped: {failures[0]}")

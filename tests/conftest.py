@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -40,19 +41,51 @@ def write_config(
     return path
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll until predicate() is truthy; return its value or fail at the deadline."""
-    deadline = time.monotonic() + timeout
+# One knob for every timing tolerance in the tests: SCADA_TEST_TIME_SCALE=3 on a slow or busy
+# machine triples each deadline (never shortens one below what the test states).
+TIME_SCALE = max(1.0, float(os.environ.get("SCADA_TEST_TIME_SCALE", "1")))
+
+
+def scaled(seconds: float) -> float:
+    """A test deadline, stretched by SCADA_TEST_TIME_SCALE."""
+    return seconds * TIME_SCALE
+
+
+def eventually(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll until predicate() is truthy; return its value or fail at the (scaled) deadline.
+
+    The one way tests wait for something: no sleeps as synchronisation."""
+    limit = scaled(timeout)
+    deadline = time.monotonic() + limit
     last_error: Exception | None = None
-    while time.monotonic() < deadline:
+    while True:
         try:
             value = predicate()
             if value:
                 return value
         except Exception as err:
             last_error = err
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {limit:g} s (last error: {last_error})")
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s (last error: {last_error})")
+
+
+async def eventually_async(
+    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02
+) -> Any:
+    """`eventually` inside an event loop: yields to the loop between checks."""
+    limit = scaled(timeout)
+    deadline = time.monotonic() + limit
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {limit:g} s")
+        await asyncio.sleep(interval)
+
+
+wait_until = eventually  # the older name, still used by some tests
 
 
 class ServerProcess:

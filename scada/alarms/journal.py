@@ -144,7 +144,10 @@ class Journal:
                 )
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                # SQLite already rolled back on some errors (SQLITE_FULL): a second ROLLBACK
+                # would raise and hide the real cause ("database or disk is full").
+                if self._db.in_transaction:
+                    cur.execute("ROLLBACK")
                 for ev in batch:
                     ev.event_id = None
                 raise
@@ -186,7 +189,10 @@ class Journal:
                     )
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                # SQLite already rolled back on some errors (SQLITE_FULL): a second ROLLBACK
+                # would raise and hide the real cause ("database or disk is full").
+                if self._db.in_transaction:
+                    cur.execute("ROLLBACK")
                 raise
         return int(deleted)
 

@@ -54,7 +54,7 @@ def test_core_imports_nothing_of_ours_outside_itself() -> None:
     assert outside == set()
 
 
-def test_a_simulator_only_plant_never_imports_the_protocol_libraries() -> None:
+def test_a_simulator_only_plant_never_imports_the_protocol_libraries(tmp_path: Path) -> None:
     """check-config and the full app of the simulated plant load neither asyncua nor pymodbus."""
     code = (
         "import json, sys\n"
@@ -67,8 +67,9 @@ def test_a_simulator_only_plant_never_imports_the_protocol_libraries() -> None:
         "print(json.dumps(sorted(m for m in sys.modules "
         "if m.split('.')[0] in ('asyncua', 'pymodbus'))))"
     )
+    # In a scratch directory: the app opens its data dir (relative to the working directory).
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout
     assert json.loads(out.splitlines()[-1]) == []
 
