@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sqlite3
 import time
 from typing import Any
 
@@ -43,12 +44,15 @@ async def history(request: Request) -> Response:
     except BadParameter as err:
         return _bad(err.parameter, str(err))
     specs: list[SeriesSpec] = []
-    for tag in req.tags:
-        spec = await _spec(historian, tag)
-        if spec is None:
-            return _bad("tags", f"unknown tag {tag!r} (tags are named like line1.diameter)")
-        specs.append(spec)
-    doc = await historian.history(specs, req.from_ms, req.to_ms, req.points)
+    try:
+        for tag in req.tags:
+            spec = await historian.run(historian.spec, tag)
+            if spec is None:
+                return _bad("tags", f"unknown tag {tag!r} (tags are named like line1.diameter)")
+            specs.append(spec)
+        doc = await historian.history(specs, req.from_ms, req.to_ms, req.points)
+    except sqlite3.Error as err:
+        return _unavailable(err)
     if req.format == "csv":
         return Response(
             to_csv(doc),
@@ -58,8 +62,8 @@ async def history(request: Request) -> Response:
     return _json(doc)
 
 
-async def _spec(historian: Historian, tag: str) -> SeriesSpec | None:
-    return await historian.run(historian.spec, tag)
+def _unavailable(err: Exception) -> Response:
+    return _json({"error": f"history cannot be read now: {err}"}, 503)
 
 
 def csv_header(series: list[dict[str, Any]]) -> list[str]:
@@ -127,7 +131,10 @@ async def line_history(request: Request, historian: Historian, line_id: str) -> 
             }
         return out, t, samples
 
-    series, t, samples = await historian.run(compute)
+    try:
+        series, t, samples = await historian.run(compute)
+    except sqlite3.Error as err:
+        return _unavailable(err)
     return _json(
         {
             "line": line_id,

@@ -66,6 +66,7 @@ class Historian:
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(READERS, thread_name_prefix="historian-read")
         self._series_cache: dict[str, tuple[int, str]] = {}
+        self._series_gen = -1
 
     @classmethod
     def from_config(cls, config: PlantConfig, schema: TagSchema) -> Historian:
@@ -144,10 +145,12 @@ class Historian:
         return conn
 
     def known_series(self) -> dict[str, tuple[int, str]]:
-        """path -> (series id, unit) of every tag ever recorded (cached per process)."""
-        if not self._series_cache or len(self._series_cache) < len(self.writer.paths):
+        """path -> (series id, unit) of every tag ever recorded (cached per file)."""
+        gen = self.writer.generation
+        if self._series_gen != gen or len(self._series_cache) < len(self.writer.paths):
             rows = self._reader().execute("SELECT path, id, unit FROM series").fetchall()
             self._series_cache = {p: (int(i), u) for p, i, u in rows}
+            self._series_gen = gen
         return self._series_cache
 
     def spec(self, path: str) -> SeriesSpec | None:
