@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 EXIT_CONFIG = 2
 
 
-def _load(path: str | None) -> PlantConfig:
-    """Load and fully validate a config (driver settings included), or exit 2 with the list."""
+def _load(path: str | None, *, secrets: bool = True) -> PlantConfig:
+    """Load and fully validate a config (driver settings included), or exit 2 with the list.
+    secrets=False: tools that only need the data dir do not need the notification secrets'
+    environment variables set."""
     from drivers.registry import device_problems
     from scada.notify.config import notification_problems
 
@@ -29,7 +31,7 @@ def _load(path: str | None) -> PlantConfig:
     except ConfigError as err:
         _print_problems(err)
         raise SystemExit(EXIT_CONFIG) from None
-    problems = device_problems(config) + notification_problems(config)
+    problems = device_problems(config) + notification_problems(config, environment=secrets)
     if problems:
         _print_problems(ConfigError(path or "<default plant.toml>", problems))
         raise SystemExit(EXIT_CONFIG)
@@ -140,7 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _auth_store(args: argparse.Namespace) -> AuthStore:
     from scada.app import open_auth_store
 
-    return open_auth_store(_load(args.config))
+    return open_auth_store(_load(args.config, secrets=False))
 
 
 def _read_password(args: argparse.Namespace) -> str:

@@ -128,12 +128,17 @@ def notifications_of(config: PlantConfig) -> NotificationsConfig:
     return NotificationsConfig.model_validate(config.notifications)
 
 
-def notification_problems(config: PlantConfig) -> list[tuple[str, str]]:
+def notification_problems(
+    config: PlantConfig, *, environment: bool = True
+) -> list[tuple[str, str]]:
+    """Every problem of the section with its key path. environment=False skips the checks
+    of the secrets' environment variables (for tools that do not send anything)."""
     try:
         section = NotificationsConfig.model_validate(config.notifications)
     except ValidationError as err:
         return [_problem(e) for e in err.errors()]
-    return list(_semantic_problems(section, {line.id for line in config.lines}))
+    problems = _semantic_problems(section, {line.id for line in config.lines})
+    return [p for p in problems if environment or not p[0].endswith("_env")]
 
 
 def _problem(error: Any) -> tuple[str, str]:
@@ -167,7 +172,17 @@ def _semantic_problems(section: NotificationsConfig, lines: set[str]) -> Iterato
         yield from _rule_problems(path, rule, names, lines)
 
 
+def _ca_file_problems(path: str, ca_file: str | None) -> Iterator[tuple[str, str]]:
+    if ca_file is None:
+        return
+    if not os.path.isabs(ca_file):
+        yield f"{path}.ca_file", "must be an absolute path"
+    elif not os.access(ca_file, os.R_OK):
+        yield f"{path}.ca_file", "cannot read this file"
+
+
 def _webhook_problems(path: str, target: WebhookTarget) -> Iterator[tuple[str, str]]:
+    yield from _ca_file_problems(path, target.ca_file)
     url = urlsplit(target.url)
     if url.scheme not in ("http", "https") or not url.hostname:
         yield f"{path}.url", "must be an http:// or https:// URL with a host"
@@ -181,6 +196,7 @@ def _webhook_problems(path: str, target: WebhookTarget) -> Iterator[tuple[str, s
 
 
 def _email_problems(path: str, target: EmailTarget) -> Iterator[tuple[str, str]]:
+    yield from _ca_file_problems(path, target.ca_file)
     if target.username is not None:
         if target.security == "none":
             yield (

@@ -104,11 +104,11 @@ def test_unacknowledged_timers_start_refresh_and_cancel() -> None:
     assert hidden.timers == []
 
 
-def problems(section: dict[str, Any]) -> dict[str, str]:
+def problems(section: dict[str, Any], *, environment: bool = True) -> dict[str, str]:
     config = parse_config(default_config_text())
     raw = config.model_dump()
     raw["notifications"] = section
-    return dict(notification_problems(config_from_dict(raw)))
+    return dict(notification_problems(config_from_dict(raw), environment=environment))
 
 
 def test_config_problems_have_key_paths(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,7 +116,12 @@ def test_config_problems_have_key_paths(monkeypatch: pytest.MonkeyPatch) -> None
     broken = {
         "webhooks": [
             {"name": "ops", "url": "ftp://x", "secret": "s" * 16},
-            {"name": "ops", "url": "https://x", "secret_env": "NO_SUCH_SECRET"},
+            {
+                "name": "ops",
+                "url": "https://x",
+                "secret_env": "NO_SUCH_SECRET",
+                "ca_file": "ca.pem",
+            },
         ],
         "email": [
             {
@@ -127,6 +132,7 @@ def test_config_problems_have_key_paths(monkeypatch: pytest.MonkeyPatch) -> None
                 "security": "none",
                 "username": "u",
                 "password": "p",
+                "ca_file": "/no/such/ca.pem",
             }
         ],
         "rules": [
@@ -147,9 +153,11 @@ def test_config_problems_have_key_paths(monkeypatch: pytest.MonkeyPatch) -> None
     assert found == {
         "notifications.webhooks[0].url": "must be an http:// or https:// URL with a host",
         "notifications.webhooks[1].name": "duplicate target name 'ops'",
+        "notifications.webhooks[1].ca_file": "must be an absolute path",
         "notifications.webhooks[1].secret_env": (
             "environment variable NO_SUCH_SECRET is unset or shorter than 16 characters"
         ),
+        "notifications.email[0].ca_file": "cannot read this file",
         "notifications.email[0].security": (
             "a login needs starttls or tls (the password would go in clear)"
         ),
@@ -198,3 +206,10 @@ def test_the_shipped_example_is_valid_appended_to_the_plant_config(
     section = NotificationsConfig.model_validate(config.notifications)
     assert [t.name for t in section.targets] == ["ops-chat", "shift-leads"]
     assert len(section.rules) == 3
+
+
+def test_tools_that_send_nothing_do_not_need_the_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_SUCH_SECRET", raising=False)
+    section = {"webhooks": [{"name": "a", "url": "https://x", "secret_env": "NO_SUCH_SECRET"}]}
+    assert list(problems(section)) == ["notifications.webhooks[0].secret_env"]
+    assert problems(section, environment=False) == {}
