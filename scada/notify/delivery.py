@@ -164,16 +164,19 @@ class TokenBucket:
         self._tokens = float(capacity)
         self._stamp = monotonic()
 
-    def wait_time(self) -> float:
+    def try_take(self) -> float:
+        """Take a token and return 0, or return the seconds until one is there."""
         now = self._monotonic()
         self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
-        return 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.rate
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self.rate
 
     async def take(self) -> None:
-        while (wait := self.wait_time()) > 0:
+        while (wait := self.try_take()) > 0:
             await asyncio.sleep(wait)
-        self._tokens -= 1
 
 
 class EmailWorker(TargetWorker):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +63,23 @@ async def until(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
             return value
         await asyncio.sleep(0.02)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+async def until_async(
+    read: Callable[[], Awaitable[Any]], predicate: Callable[[Any], Any], timeout: float = 15.0
+) -> Any:
+    """Poll an async read (e.g. Notifier.snapshot) until predicate(its value) holds; return
+    the value."""
+    state: Any = None
+
+    async def ok() -> bool:
+        nonlocal state
+        state = await read()
+        return bool(predicate(state))
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await ok():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {state}")
+        await asyncio.sleep(0.02)
+    return state

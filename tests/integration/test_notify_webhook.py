@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from scada.core.timefmt import parse_time
 from tests.conftest import free_port
 from tests.integration.nginx_helpers import make_certificate
-from tests.integration.notify_plant import Clock, Plant, until
+from tests.integration.notify_plant import Clock, Plant, until, until_async
 from tests.integration.notify_receivers import WebhookReceiver
 from tests.unit.conftest_alarms import diameter_plant, plant
 
@@ -117,22 +118,6 @@ def test_dead_receiver_then_restart_then_back_receives_each_event_once_in_order(
     assert mode == 0o600
 
 
-async def until_async(read: Any, predicate: Any, timeout: float = 15.0) -> Any:
-    state: Any = None
-
-    async def ok() -> bool:
-        nonlocal state
-        state = await read()
-        return bool(predicate(state))
-
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await ok():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {state}")
-        await asyncio.sleep(0.02)
-    return state
-
-
 def test_events_committed_while_notify_was_down_are_caught_up(tmp_path: Path) -> None:
     receiver = WebhookReceiver(free_port(), SECRET).start()
 
@@ -180,9 +165,12 @@ def test_unacknowledged_for_n_minutes(tmp_path: Path) -> None:
         await notifier.stop()
         clock.now += 14 * 60
         notifier = await plant.started(section(receiver.url, **rule))
-        await asyncio.sleep(0.2)  # let it look at its timers: none is due yet
-        assert receiver.requests == []
+        assert notifier.outbox is not None
+        # What the feeder fires from: the reminder is there, and not due yet.
+        assert await notifier.db(notifier.outbox.due_timers, clock.now) == []
+        assert await notifier.db(notifier.outbox.next_due) == parse_time(two["raised_at"]) + 15 * 60
         await notifier.stop()
+        assert receiver.requests == []
         clock.now += 2 * 60  # 16 minutes after raised, while notify is stopped
         notifier = await plant.started(section(receiver.url, **rule))
         await until(lambda: len(receiver.unique()) == 1)

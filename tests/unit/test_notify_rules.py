@@ -12,7 +12,7 @@ import pytest
 
 from scada.core.config import config_from_dict, default_config_text, parse_config
 from scada.notify.config import NotificationsConfig, notification_problems
-from scada.notify.delivery import backoff
+from scada.notify.delivery import TokenBucket, backoff
 from scada.notify.payload import notification, signature
 from scada.notify.rules import route
 from tests.conftest import ROOT
@@ -213,3 +213,17 @@ def test_tools_that_send_nothing_do_not_need_the_secrets(monkeypatch: pytest.Mon
     section = {"webhooks": [{"name": "a", "url": "https://x", "secret_env": "NO_SUCH_SECRET"}]}
     assert list(problems(section)) == ["notifications.webhooks[0].secret_env"]
     assert problems(section, environment=False) == {}
+
+
+def test_token_bucket_allows_a_burst_then_one_per_refill() -> None:
+    now = [0.0]
+    bucket = TokenBucket(3, 60.0, lambda: now[0])  # 3 mails per minute: one every 20 s
+    take = bucket.try_take
+    assert [take() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert take() == pytest.approx(20.0)
+    now[0] = 10.0
+    assert take() == pytest.approx(10.0)
+    now[0] = 20.0
+    assert take() == 0.0
+    now[0] = 1000.0  # a long quiet time refills to the burst, not beyond
+    assert [take() for _ in range(4)][-1] > 0
