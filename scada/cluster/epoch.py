@@ -6,7 +6,8 @@ saw that journal. A Redis that lost its data (restart without persistence, flush
 instance) no longer has the key, so the active ingest node mints a new bus id and every gateway
 sees a different epoch: its clients get `recovered: false` and a fresh snapshot instead of a
 history with a silent hole. A new journal on the same Redis replaces the alarm stream (its ids
-start again at 1) under a new epoch as well.
+start again at 1) under a new epoch as well. A new epoch's state hash is seeded with the
+newest event of every alarm (`seed_state`), so a gateway can start from it.
 
 Only the lease holder mints (the script checks the fence), so two nodes never race to it.
 """
@@ -18,10 +19,10 @@ import secrets
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from scada.cluster.keys import BusKeys
-from scada.cluster.publish import Fenced
+from scada.cluster.keys import BusKeys, entry_id
+from scada.cluster.publish import EpochChanged, Fenced
 
-# KEYS: lease, epoch, alarm stream. ARGV: lease value, journal epoch, fresh bus id.
+# KEYS: lease, epoch, alarm stream, state hash. ARGV: lease value, journal epoch, fresh bus id.
 # Returns {epoch, 1 if minted now else 0}.
 _ENSURE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -31,7 +32,7 @@ local current = redis.call('GET', KEYS[2])
 if current and string.sub(current, 1, #ARGV[2] + 1) == ARGV[2] .. '/' then
   return {current, 0}
 end
-redis.call('DEL', KEYS[3])
+redis.call('DEL', KEYS[3], KEYS[4])
 local minted = ARGV[2] .. '/' .. ARGV[3]
 redis.call('SET', KEYS[2], minted)
 return {minted, 1}
@@ -56,7 +57,7 @@ async def ensure_epoch(
     script = redis.register_script(_ENSURE)
     try:
         epoch, minted = await script(
-            keys=[keys.lease, keys.epoch, keys.alarms],
+            keys=[keys.lease, keys.epoch, keys.alarms, keys.state],
             args=[fence, journal_epoch, secrets.token_hex(8)],
         )
     except ResponseError as err:
@@ -64,6 +65,46 @@ async def ensure_epoch(
             raise Fenced(str(err)) from None
         raise
     return epoch.decode(), bool(minted)
+
+
+# KEYS: lease, epoch, state hash. ARGV: lease value, epoch, cursor id, then field, payload pairs.
+_SEED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('FENCED lease not held by ' .. ARGV[1])
+end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then
+  return redis.error_reply('EPOCH the bus epoch is no longer ' .. ARGV[2])
+end
+redis.call('DEL', KEYS[3])
+for i = 4, #ARGV, 2 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[3], '_cursor', ARGV[3])
+return 1
+"""
+
+
+async def seed_state(
+    redis: Redis,
+    keys: BusKeys,
+    fence: str,
+    epoch: str,
+    cursor: int,
+    states: list[tuple[str, bytes]],
+) -> None:
+    """Fill a new epoch's state hash: each alarm's newest event as of journal id `cursor`."""
+    args: list[str | bytes] = [fence, epoch, entry_id(cursor) if cursor else "0-0"]
+    for field, payload in states:
+        args += [field, payload]
+    script = redis.register_script(_SEED)
+    try:
+        await script(keys=[keys.lease, keys.epoch, keys.state], args=args)
+    except ResponseError as err:
+        if str(err).startswith("FENCED"):
+            raise Fenced(str(err)) from None
+        if str(err).startswith("EPOCH"):
+            raise EpochChanged(str(err)) from None
+        raise
 
 
 async def read_epoch(redis: Redis, keys: BusKeys) -> str | None:

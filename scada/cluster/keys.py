@@ -27,6 +27,11 @@ class BusKeys:
         return f"{self.prefix}:frames"
 
     @property
+    def state(self) -> str:
+        """Hash: alarm name → its newest event, and `_cursor` → the id that state stands at."""
+        return f"{self.prefix}:alarm_state"
+
+    @property
     def commands(self) -> str:
         return f"{self.prefix}:commands"
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from itertools import pairwise
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -27,6 +26,7 @@ from scada.cluster.keys import BusKeys, entry_id, event_id
 from scada.cluster.outbox import JournalSource, decode_event
 from scada.cluster.publish import PAYLOAD
 from scada.cluster.reader import AlarmEntries, BusReader, EpochChanged, Gap
+from scada.cluster.ring import contiguous
 
 log = logging.getLogger("scada.cluster.mirror")
 
@@ -54,7 +54,7 @@ class Mirror:
         fresh = [(i, p) for i, p in entries if i > newest]
         if not fresh:
             return 0
-        if fresh[0][0] != newest + 1 or any(b[0] != a[0] + 1 for a, b in pairwise(fresh)):
+        if fresh[0][0] != newest + 1 or not contiguous(fresh):
             self.fit = False
             raise MirrorHole(f"journal at {newest}, stream goes on at {fresh[0][0]}")
         events = [decode_event(p) for _, p in fresh]
@@ -66,7 +66,7 @@ class Mirror:
         return len(stored)
 
     async def run(self, url: str) -> None:
-        """Mirror until cancelled (while standing by)."""
+        """Mirror until cancelled (while standing by); returns when the journal is unfit."""
         reader = BusReader(url, self.keys, cursor=self.journal.newest_id(), frames=False)
         async for event in reader.events():
             if isinstance(event, EpochChanged):
@@ -79,6 +79,7 @@ class Mirror:
                     await asyncio.to_thread(self.apply, event.entries)
                 except MirrorHole as err:
                     log.error("mirror: %s; this node is unfit to take over", err)
+                    return
 
     async def catch_up(self, redis: Redis, batch: int = 1000) -> int:
         """Read the stream from the journal's newest event to the stream's top (on takeover)."""

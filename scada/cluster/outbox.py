@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from scada.alarms.model import AlarmEvent
-from scada.cluster.epoch import ensure_epoch
+from scada.cluster.epoch import ensure_epoch, seed_state
 from scada.cluster.keys import BusKeys, entry_id
 from scada.cluster.lease import Lease, LeaseLost
 from scada.cluster.publish import EpochChanged, Fenced, FencedPublisher
@@ -39,6 +39,8 @@ class JournalSource(Protocol):
     def since(self, cursor: int, limit: int = ...) -> Sequence[AlarmEvent] | None: ...
 
     def newest_id(self) -> int: ...
+
+    def restore_events(self, recent: int = ...) -> list[AlarmEvent]: ...
 
 
 class JournalBehind(Exception):
@@ -101,6 +103,7 @@ class Outbox:
         self.publisher = FencedPublisher(redis, keys)
         self.epoch: str | None = None
         self.published_through = 0
+        self._state_from = 0  # events from this id on update the state hash
         self.added_total = 0
         self.already_published_total = 0
         self._poke = asyncio.Event()
@@ -116,12 +119,19 @@ class Outbox:
         self.epoch, minted = await ensure_epoch(self.redis, self.keys, fence, self.journal_epoch)
         newest = await asyncio.to_thread(self.journal.newest_id)
         if minted:
+            # The state hash at `newest`; the backfill below it is history for the gateways'
+            # rings and must not roll that state back.
+            latest = await asyncio.to_thread(self.journal.restore_events, 0)
+            states = {ev.alarm: self.encode(ev) for ev in latest if _id(ev) <= newest}
+            await seed_state(self.redis, self.keys, fence, self.epoch, newest, list(states.items()))
+            self._state_from = newest + 1
             self.published_through = max(0, newest - self.backfill)
-            log.info("outbox: minted bus epoch %s, backfilling from %d", self.epoch, newest)
+            log.info("outbox: minted bus epoch %s at journal id %d", self.epoch, newest)
         else:
             top = await stream_top(self.redis, self.keys.alarms)
             if top > newest:
                 raise JournalBehind(top, newest)
+            self._state_from = 0
             self.published_through = top
             if newest > top:
                 log.info("outbox: republishing events %d..%d", top + 1, newest)
@@ -149,8 +159,9 @@ class Outbox:
             if not events:
                 return added
             entries = [(entry_id(_id(ev)), self.encode(ev)) for ev in events]
+            state = [ev.alarm if _id(ev) >= self._state_from else "" for ev in events]
             result = await self.publisher.publish(
-                self.keys.alarms, fence, entries, epoch=self.epoch, maxlen=self.maxlen
+                self.keys.alarms, fence, entries, epoch=self.epoch, maxlen=self.maxlen, state=state
             )
             self.published_through = _id(events[-1])
             added += result.added

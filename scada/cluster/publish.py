@@ -6,6 +6,9 @@ a node that lost the lease, however long it was paused, cannot slip an entry in 
 check and the write. Entries with an explicit id at or below the stream's last generated id
 are refused by Redis; the script counts them as already published (idempotent republish).
 An entry published with an epoch carries it (field `h`), so a reader can check every entry.
+An alarm entry also replaces its alarm's field in the state hash (every event is a full
+snapshot of its alarm), with `_cursor` = its id: a gateway that starts reads the hash (the
+state at `_cursor`) and then the stream after `_cursor`.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from redis.exceptions import ResponseError
 
 from scada.cluster.keys import BusKeys
 
-# KEYS: lease, epoch, stream. ARGV: lease value, epoch ('' = not checked), maxlen ('0' = no
-# trimming), then id, payload pairs. Returns {added, already_published, last id added}.
+# KEYS: lease, epoch, stream, state hash. ARGV: lease value, epoch ('' = not checked), maxlen
+# ('0' = no trimming), then (id, payload, state field) triples; a state field other than ''
+# also stores the payload under that field of the state hash, and the entry's id under
+# `_cursor`, in the same step. Returns {added, already_published, last id added}.
 _PUBLISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED lease not held by ' .. ARGV[1])
@@ -28,7 +33,7 @@ if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then
   return redis.error_reply('EPOCH the bus epoch is no longer ' .. ARGV[2])
 end
 local added, skipped, last = 0, 0, ''
-for i = 4, #ARGV, 2 do
+for i = 4, #ARGV, 3 do
   local cmd = {'XADD', KEYS[3]}
   if ARGV[3] ~= '0' then
     table.insert(cmd, 'MAXLEN'); table.insert(cmd, '~'); table.insert(cmd, ARGV[3])
@@ -47,6 +52,9 @@ for i = 4, #ARGV, 2 do
   else
     added = added + 1
     last = r
+    if ARGV[i + 2] ~= '' then
+      redis.call('HSET', KEYS[4], ARGV[i + 2], ARGV[i + 1], '_cursor', r)
+    end
   end
 end
 return {added, skipped, last}
@@ -85,14 +93,19 @@ class FencedPublisher:
         *,
         epoch: str = "",
         maxlen: int = 0,
+        state: Sequence[str] = (),
     ) -> Published:
-        """Append (id, payload) entries ("*" = Redis picks the id) if `fence` holds the lease."""
+        """Append (id, payload) entries ("*" = Redis picks the id) if `fence` holds the lease.
+
+        `state`, if given, names for each entry the field of the state hash it replaces.
+        """
         args: list[str | bytes | int] = [fence, epoch, maxlen]
-        for entry, payload in entries:
-            args += [entry, payload]
+        fields = state or [""] * len(entries)
+        for (entry, payload), field in zip(entries, fields, strict=True):
+            args += [entry, payload, field]
         try:
             added, skipped, last = await self._script(
-                keys=[self.keys.lease, self.keys.epoch, stream], args=args
+                keys=[self.keys.lease, self.keys.epoch, stream, self.keys.state], args=args
             )
         except ResponseError as err:
             text = str(err)

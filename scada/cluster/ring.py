@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from itertools import pairwise
 
 
 class AlarmRing:
@@ -83,3 +84,8 @@ class AlarmRing:
 
     def _wake(self) -> None:
         self._changed.set()
+
+
+def contiguous(entries: list[tuple[int, bytes]]) -> bool:
+    """Whether the entries' ids follow each other without a hole."""
+    return all(b[0] == a[0] + 1 for a, b in pairwise(entries))

@@ -1,0 +1,137 @@
+"""Two ingest nodes on a real redis-server: one active, one mirroring; the standby takes over,
+restores from its journal and continues the ids; a node whose journal diverged is unfit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from scada.alarms.journal import Journal
+from scada.cluster.commands import Command
+from scada.cluster.conn import connect
+from scada.cluster.keys import event_id
+from scada.cluster.node import IngestNode
+from scada.cluster.outbox import decode_event
+from tests.integration.cluster_node import alarm_event
+from tests.integration.cluster_redis import RedisServer, redis_server
+from tests.integration.test_cluster_bus import JOURNAL_EPOCH, KEYS, make_journal
+
+redis_server = redis_server  # the fixture, shared by the cluster tests
+FAST_LEASE = {"ttl": 1.5, "renew_every": 0.3, "retry_every": 0.2, "safety": 0.3}
+
+
+class Plant:
+    """The ingest process around a node: counts what the node asks of it."""
+
+    def __init__(self) -> None:
+        self.activations = 0
+        self.stand_bys = 0
+
+    async def activate(self) -> None:
+        self.activations += 1
+
+    async def stand_by(self) -> None:
+        self.stand_bys += 1
+
+
+async def no_command(command: Command) -> dict[str, Any]:
+    raise AssertionError(f"no commands in this test: {command}")
+
+
+def start(
+    url: str, name: str, journal: Journal, plant: Plant
+) -> tuple[IngestNode, asyncio.Task[None]]:
+    node = IngestNode(
+        url,
+        KEYS,
+        name,
+        journal,
+        JOURNAL_EPOCH,
+        plant,
+        apply_command=no_command,
+        lookup_command=lambda _: None,
+        lease_options=FAST_LEASE,
+    )
+    return node, asyncio.create_task(node.run())
+
+
+async def active_node(url: str, journal: Journal) -> tuple[IngestNode, asyncio.Task[None]]:
+    """The first node on a Redis: it takes the lease and becomes active."""
+    node, task = start(url, "ingest-a", journal, Plant())
+    await until(lambda: node.state == "active")
+    return node, task
+
+
+async def until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if await value if isinstance(value, Awaitable) else value:
+            return
+        assert loop.time() < deadline, f"not within {timeout} s"
+        await asyncio.sleep(0.05)
+
+
+async def produce(node: IngestNode, journal: Journal, count: int, author: str) -> list[int]:
+    """What the active process does for each alarm event: fence, journal (on a worker
+    thread, as the alarm service commits), poke the outbox."""
+    ids = []
+    for i in range(count):
+        node.fence()
+        stored = await asyncio.to_thread(journal.append, [alarm_event(i, author)])
+        ids += [ev.event_id or 0 for ev in stored]
+        node.committed()
+    return ids
+
+
+def test_standby_takes_over_continues_the_ids_and_a_diverged_node_is_unfit(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    journals = {name: make_journal(tmp_path / f"{name}.db") for name in "abc"}
+    plants = {name: Plant() for name in "abc"}
+    url = redis_server.url
+
+    async def main() -> None:
+        redis = connect(url)
+        a, a_task = start(url, "ingest-a", journals["a"], plants["a"])
+        await until(lambda: a.state == "active")
+        b, b_task = start(url, "ingest-b", journals["b"], plants["b"])
+        await until(lambda: b.state == "standby")
+
+        assert await produce(a, journals["a"], 50, "a") == list(range(1, 51))
+        await until(lambda: journals["b"].newest_id() == 50)  # mirrored, same ids
+
+        a_task.cancel()  # A stops ...
+        await asyncio.gather(a_task, return_exceptions=True)
+        journals["a"].append([alarm_event(99, "stray")])  # ... after a write nobody saw (51)
+
+        await until(lambda: b.state == "active")
+        assert plants["b"].activations == 1
+        assert await produce(b, journals["b"], 10, "b") == list(range(51, 61))
+
+        async def stream_at_60() -> bool:
+            return [event_id(e) for e, _ in await redis.xrange(KEYS.alarms)] == list(range(1, 61))
+
+        await until(stream_at_60)
+
+        a, a_task = start(url, "ingest-a", journals["a"], plants["a"])
+        await until(lambda: a.state == "unfit")
+        assert a.unfit_reason == "journal event 51 differs from the stream's"
+
+        c, c_task = start(url, "ingest-c", journals["c"], plants["c"])
+        await until(lambda: journals["c"].newest_id() == 60)
+        assert c.state == "standby"
+        assert [ev.to_record() for ev in journals["c"].since(0) or []] == [
+            ev.to_record() for ev in journals["b"].since(0) or []
+        ]
+        authors = [decode_event(f[b"e"]).message for _, f in await redis.xrange(KEYS.alarms)]
+        assert authors == ["a"] * 50 + ["b"] * 10
+        for task in (a_task, b_task, c_task):
+            task.cancel()
+        await asyncio.gather(a_task, b_task, c_task, return_exceptions=True)
+        await redis.aclose()
+
+    asyncio.run(main())
