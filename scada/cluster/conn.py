@@ -8,6 +8,7 @@ client must fail fast instead of retrying behind their back; a command that hang
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
@@ -38,3 +39,11 @@ def stream_entries(reply: Any) -> list[tuple[str, list[Entry]]]:
         (text(name), [(text(entry), fields) for entry, fields in entries if fields is not None])
         for name, entries in pairs
     ]
+
+
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that an `asyncio.wait_for` racing with a result swallowed
+    (Python 3.11): every retry loop of the cluster calls this once per turn."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from scada.cluster.conn import raise_if_cancelled
 from scada.cluster.keys import BusKeys, text
 
 log = logging.getLogger("scada.cluster.lease")
@@ -173,6 +174,7 @@ class Lease:
         was_held = False
         failing = False
         while True:
+            raise_if_cancelled()
             try:
                 if self._value is not None:
                     await self.renew()

@@ -214,6 +214,9 @@ class IngestNode:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            # asyncio.wait: our own cancellation still propagates, theirs is not re-raised,
+            # and a task that ignores its cancellation cannot stall the role change.
+            _, stuck = await asyncio.wait(tasks, timeout=5.0)
+            for task in stuck:
+                log.error("%s: task %s did not stop when cancelled", self.lease.node, task)

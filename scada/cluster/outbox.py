@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from scada.alarms.model import AlarmEvent
+from scada.cluster.conn import raise_if_cancelled
 from scada.cluster.epoch import ensure_epoch, seed_state
 from scada.cluster.keys import BusKeys, entry_id
 from scada.cluster.lease import Lease, LeaseLost
@@ -185,6 +186,7 @@ class Outbox:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), timeout=retry_every)
+            raise_if_cancelled()
             self._poke.clear()
             if not self.lease.held():
                 self.epoch = None

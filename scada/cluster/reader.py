@@ -26,7 +26,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from scada.cluster.conn import connect, stream_entries
+from scada.cluster.conn import connect, raise_if_cancelled, stream_entries
 from scada.cluster.epoch import read_epoch
 from scada.cluster.keys import BusKeys, event_id, text
 from scada.cluster.publish import EPOCH, PAYLOAD
@@ -122,6 +122,7 @@ class BusReader:
         """Everything the consumer must act on, in order, until cancelled."""
         try:
             while True:
+                raise_if_cancelled()
                 if self._redis is None:
                     async for event in self._connect():
                         yield event
