@@ -27,29 +27,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import math
 import os
-import string
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar
 
 import numpy as np
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
-from asyncua.common.utils import ServiceError
 from asyncua.crypto import security_policies
-from asyncua.crypto.truststore import TrustStore
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from drivers.base import Driver, DriverContext, DriverSettings, Reading, register
 from drivers.opcua_quality import map_status
+from drivers.opcua_settings import (
+    OpcUaSettings,
+    relative_path,
+    tag_addresses,
+)
+from drivers.opcua_trust import ServerTrust, first_der
 from scada.core.config import DeviceConfig, PlantConfig
 from scada.core.errors import DriverError
 from scada.core.tags import Quality
@@ -60,233 +61,6 @@ log = logging.getLogger(__name__)
 # about this long; it bounds how long an abandoned subscription's monitored items linger.
 SUBSCRIPTION_LIFETIME_MS = 3000
 _NAN = float("nan")
-
-
-class SecuritySettings(BaseModel):
-    """Secure channel and server certificate trust (`[devices.settings.security]`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    policy: Literal["None", "Basic256Sha256"] = "None"
-    mode: Literal["Sign", "SignAndEncrypt"] = "SignAndEncrypt"
-    certificate: str | None = Field(default=None, description="client certificate, DER or PEM")
-    private_key: str | None = Field(default=None, description="client private key, PEM or DER")
-    private_key_password_env: str | None = None
-    # The client's ApplicationUri; must match the URI in the client certificate.
-    application_uri: str = "urn:scada-stream:client"
-    # Trust: server certificates (or CA certificates) in a directory, a pinned certificate
-    # file, or pinned SHA-256 fingerprints (hex, colons optional). At least one when secure.
-    trust_dir: str | None = None
-    pinned_certificate: str | None = None
-    pinned_sha256: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _secure_needs_material(self) -> SecuritySettings:
-        if self.policy != "None" and (self.certificate is None or self.private_key is None):
-            raise ValueError(f"policy {self.policy} needs certificate and private_key")
-        for fp in self.pinned_sha256:
-            if len(_normalise_fingerprint(fp)) != 64:
-                raise ValueError(f"pinned_sha256 {fp!r} is not a SHA-256 fingerprint (64 hex)")
-        return self
-
-    @property
-    def has_trust(self) -> bool:
-        return bool(self.trust_dir or self.pinned_certificate or self.pinned_sha256)
-
-
-class OpcUaSettings(DriverSettings):
-    endpoint: str = Field(default="opc.tcp://127.0.0.1:4840", pattern=r"^opc\.tcp://")
-    mode: Literal["subscription", "read"] = "subscription"
-    sampling_interval_ms: float = Field(default=100.0, ge=0)
-    # Defaults to the sampling interval.
-    publishing_interval_ms: float | None = Field(default=None, gt=0)
-    # Subscription mode: no data or keep-alive for this long means the server is gone. The
-    # keep-alive period is chosen so at least two fit in this window.
-    watchdog_ms: int = Field(default=500, ge=100, le=60_000)
-    request_timeout_ms: int = Field(default=800, ge=50, le=60_000)
-    session_timeout_ms: int = Field(default=10_000, ge=1000)
-    # Tag map. One of node_id / browse_path, a template with {line}, {node} and {ns}.
-    node_id: str | None = None
-    browse_path: str | None = None
-    namespace_uri: str | None = None  # its index replaces {ns}, looked up at connect
-    nodes: dict[str, str] = Field(default_factory=dict)  # tag name → {node}
-    line_keys: dict[str, str] = Field(default_factory=dict)  # line id → {line}
-    # line id → tag → full node id (or full browse path), for tags off the template.
-    overrides: dict[str, dict[str, str]] = Field(default_factory=dict)
-    username: str | None = None
-    password: str | None = None  # prefer password_env: keeps the secret out of the file
-    password_env: str | None = None
-    security: SecuritySettings = SecuritySettings()
-
-    @model_validator(mode="after")
-    def _consistent(self) -> OpcUaSettings:
-        if (self.node_id is None) == (self.browse_path is None):
-            raise ValueError("set exactly one of node_id and browse_path (the tag map template)")
-        template = self.template
-        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-        unknown = fields - {"line", "node", "ns"}
-        if unknown:
-            raise ValueError(f"unknown placeholder(s) {sorted(unknown)} in {template!r}")
-        if "ns" in fields and self.namespace_uri is None:
-            raise ValueError("the template uses {ns}: set namespace_uri")
-        if self.password is not None and self.password_env is not None:
-            raise ValueError("set password or password_env, not both")
-        if (self.password is not None or self.password_env) and self.username is None:
-            raise ValueError("a password needs a username")
-        if self.security.policy != "None" and not self.security.has_trust:
-            raise ValueError(
-                "security: a secure policy needs trust_dir, pinned_certificate or "
-                "pinned_sha256 to validate the server certificate"
-            )
-        if self.username is not None and not self.security.has_trust:
-            raise ValueError(
-                "a username login needs trust_dir, pinned_certificate or pinned_sha256 "
-                "in security: the password must not go to an unverified server"
-            )
-        return self
-
-    @property
-    def template(self) -> str:
-        return self.node_id if self.node_id is not None else (self.browse_path or "")
-
-    @property
-    def publishing_ms(self) -> float:
-        if self.publishing_interval_ms is not None:
-            return self.publishing_interval_ms
-        return max(self.sampling_interval_ms, 10.0)
-
-
-@dataclass(frozen=True)
-class TagAddress:
-    index: int  # schema position
-    line_id: str
-    tag: str
-    address: str | None  # node id or browse path, {ns} not yet resolved; None: unmapped
-
-
-def tag_addresses(
-    settings: OpcUaSettings, line_tags: list[tuple[int, str, str]]
-) -> list[TagAddress]:
-    """Expand the tag map for (schema index, line id, tag name) triples. Pure."""
-    out = []
-    for index, line_id, tag in line_tags:
-        override = settings.overrides.get(line_id, {}).get(tag)
-        if override is not None:
-            out.append(TagAddress(index, line_id, tag, override))
-        elif tag in settings.nodes:
-            key = settings.line_keys.get(line_id, line_id)
-            address = settings.template.format(line=key, node=settings.nodes[tag], ns="{ns}")
-            out.append(TagAddress(index, line_id, tag, address))
-        else:
-            out.append(TagAddress(index, line_id, tag, None))
-    return out
-
-
-def relative_path(path: str, ns: int | None) -> ua.RelativePath:
-    """'0:Objects/2:Plant/2:Line1/2:Diameter' (from the Root folder) → RelativePath."""
-    elements = []
-    for part in path.strip("/").split("/"):
-        name = part.replace("{ns}", str(ns)) if ns is not None else part
-        elements.append(
-            ua.RelativePathElement(
-                ReferenceTypeId=ua.NodeId(ua.Int32(ua.ObjectIds.HierarchicalReferences)),
-                IsInverse=cast(ua.Boolean, False),
-                IncludeSubtypes=cast(ua.Boolean, True),
-                TargetName=ua.QualifiedName.from_string(name),
-            )
-        )
-    return ua.RelativePath(Elements=elements)
-
-
-def _normalise_fingerprint(text: str) -> str:
-    return "".join(ch for ch in text.lower() if ch in "0123456789abcdef")
-
-
-def fingerprint(cert: x509.Certificate) -> str:
-    digest = hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest().upper()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
-
-
-def _load_cert(path: Path) -> x509.Certificate:
-    data = path.read_bytes()
-    if b"-----BEGIN" in data:
-        return x509.load_pem_x509_certificate(data)
-    return x509.load_der_x509_certificate(data)
-
-
-class ServerTrust:
-    """Decides whether a server certificate is trusted. Never trusts by default."""
-
-    def __init__(self, security: SecuritySettings, device: str) -> None:
-        self.security = security
-        self.device = device
-        self.pinned: set[str] = {_normalise_fingerprint(fp) for fp in security.pinned_sha256}
-        self._ca_store: TrustStore | None = None
-        self.last_error: str | None = None
-
-    async def load(self) -> None:
-        sec = self.security
-        try:
-            if sec.pinned_certificate:
-                cert = _load_cert(Path(sec.pinned_certificate))
-                self.pinned.add(_normalise_fingerprint(fingerprint(cert)))
-            if sec.trust_dir:
-                directory = Path(sec.trust_dir)
-                if not directory.is_dir():
-                    raise DriverError(f"device {self.device!r}: trust_dir {directory} is missing")
-                has_ca = False
-                for path in sorted(directory.iterdir()):
-                    if path.suffix.lower() not in (".der", ".pem", ".crt", ".cer"):
-                        continue
-                    cert = _load_cert(path)
-                    self.pinned.add(_normalise_fingerprint(fingerprint(cert)))
-                    has_ca = has_ca or _is_ca(cert)
-                if has_ca:
-                    # CA-signed server certificates: verified by asyncua's trust store.
-                    self._ca_store = TrustStore([directory], [])
-                    await self._ca_store.load()
-        except (OSError, ValueError) as err:
-            raise DriverError(
-                f"device {self.device!r}: cannot load trusted certificates: {err}"
-            ) from err
-
-    def verify(self, cert: x509.Certificate) -> None:
-        """Raise DriverError unless `cert` is pinned, in the trust dir, or signed by a CA there."""
-        now = datetime.now(UTC)
-        fp = fingerprint(cert)
-        who = f"{cert.subject.rfc4514_string()}, SHA-256 {fp}"
-        if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
-            self._fail(f"server certificate outside its validity period ({who})")
-        if _normalise_fingerprint(fp) in self.pinned:
-            return
-        if self._ca_store is not None and self._ca_store.is_trusted(cert):
-            return
-        where = []
-        if self.security.trust_dir:
-            where.append(f"copy it into trust_dir {self.security.trust_dir}")
-        where.append("pin its fingerprint in pinned_sha256")
-        self._fail(
-            f"server certificate not trusted ({who}); if it is the right server, "
-            + " or ".join(where)
-        )
-
-    def _fail(self, message: str) -> None:
-        self.last_error = f"device {self.device!r}: {message}"
-        raise DriverError(self.last_error)
-
-    async def __call__(self, cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
-        """asyncua certificate_validator hook (CreateSession's server certificate)."""
-        try:
-            self.verify(cert)
-        except DriverError as err:
-            raise ServiceError(ua.StatusCodes.BadCertificateUntrusted) from err
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
 
 
 def _epoch(dv: ua.DataValue) -> float:
@@ -453,7 +227,7 @@ class OpcUaDriver(Driver):
             ) from None
         if not ep.ServerCertificate:
             raise DriverError(f"device {self.device.name!r}: server sent no certificate")
-        server_cert = x509.load_der_x509_certificate(_first_der(ep.ServerCertificate))
+        server_cert = x509.load_der_x509_certificate(first_der(ep.ServerCertificate))
         # Checked before any secure channel is opened with it.
         self._trust.verify(server_cert)
         key_password = None
@@ -766,7 +540,8 @@ class OpcUaDriver(Driver):
             "security": f"{s.security.policy}/{s.security.mode}"
             if s.security.policy != "None"
             else "None",
-            "user": s.username,
+            # /ready is open to anyone: say how it logs in, not as whom.
+            "login": "username" if s.username else "anonymous",
             "session": client.uaclient.state.value if client is not None else "closed",
             "subscription_id": self._subscription_id,
             "subscriptions_created": self.subscriptions_created,
@@ -775,15 +550,3 @@ class OpcUaDriver(Driver):
             if s.mode == "subscription" and client is not None
             else None,
         }
-
-
-def _first_der(chain: bytes) -> bytes:
-    """The leaf certificate of a DER chain (servers may send the whole chain)."""
-    if len(chain) < 4 or chain[0] != 0x30:
-        return chain
-    if chain[1] & 0x80:
-        n = chain[1] & 0x7F
-        length = int.from_bytes(chain[2 : 2 + n], "big") + 2 + n
-    else:
-        length = chain[1] + 2
-    return chain[:length]

@@ -222,7 +222,7 @@ async def health(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     rt = runtime_of(request)
-    devices = [p.status.as_dict() for p in rt.pollers]
+    devices = [p.report() for p in rt.pollers]
     ok = rt.ticking() and all(p.status.healthy for p in rt.pollers)
     # A degraded historian is reported, not fatal: the live stream and alarms go on.
     historian = rt.historian.status() if rt.historian is not None else None
@@ -254,7 +254,7 @@ async def websocket_health(request: Request) -> Response:
             "tick_ms_p50": _ms(ticks, 0.5),
             "tick_ms_p99": _ms(ticks, 0.99),
             "batch_interval_ms": rt.config.server.batch_interval_ms,
-            "devices": [p.status.as_dict() for p in rt.pollers],
+            "devices": [p.report() for p in rt.pollers],
         }
     )
 

@@ -85,6 +85,10 @@ class Poller:
         self._connected = False
         self._failures = 0
 
+    def report(self) -> dict[str, Any]:
+        """Status for /ready and /health/websocket, with the driver's own `describe()`."""
+        return {**self.status.as_dict(), "details": self.driver.describe()}
+
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name=f"poll-{self.status.name}")
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import logging
 import math
@@ -40,10 +39,9 @@ from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.internal_server import InternalServer
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from drivers.opcua_trust import der_fingerprint, fingerprint, load_cert
 from scada.core.config import PlantConfig, TagConfig, resolve_data_path
 from simulators.plant import COL, SIM_TAGS
 from simulators.runtime import SimulatedPlant
@@ -103,10 +101,8 @@ def unit_id(code: str) -> int:
     return value
 
 
-def certificate_fingerprint(der: bytes) -> str:
-    """SHA-256 of a DER certificate as colon-separated hex (what `pinned_sha256` expects)."""
-    digest = hashlib.sha256(der).hexdigest().upper()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+# The driver's trust code: the fingerprint the simulator logs is the one `pinned_sha256` takes.
+certificate_fingerprint = der_fingerprint
 
 
 async def ensure_server_certificate(cert_dir: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
@@ -338,13 +334,21 @@ class OpcUaSimulator:
             DisplayName=ua.LocalizedText(unit),
             Description=ua.LocalizedText(tag.description if tag is not None else ""),
         )
+        # Node ids in our namespace, browse names in namespace 0: these are the standard
+        # properties of OPC UA Part 8, and clients look for `0:EngineeringUnits`/`0:EURange`.
         await var.add_property(
-            ns, "EngineeringUnits", eu, datatype=ua.NodeId(ua.Int32(ua.ObjectIds.EUInformation))
+            ua.NodeId(ua.Int32(0), ua.Int16(ns)),
+            ua.QualifiedName("EngineeringUnits", 0),
+            eu,
+            datatype=ua.NodeId(ua.Int32(ua.ObjectIds.EUInformation)),
         )
         if tag is not None and tag.span is not None:
             rng = ua.Range(Low=tag.span[0], High=tag.span[1])
             await var.add_property(
-                ns, "EURange", rng, datatype=ua.NodeId(ua.Int32(ua.ObjectIds.Range))
+                ua.NodeId(ua.Int32(0), ua.Int16(ns)),
+                ua.QualifiedName("EURange", 0),
+                rng,
+                datatype=ua.NodeId(ua.Int32(ua.ObjectIds.Range)),
             )
 
     # -- updates and faults ----------------------------------------------------------------
@@ -490,14 +494,8 @@ async def serve_opcua(
 
 def server_certificate_info(path: Path) -> dict[str, str]:
     """Subject and SHA-256 fingerprint of a DER or PEM certificate (for logs and docs)."""
-    data = path.read_bytes()
-    cert = (
-        x509.load_pem_x509_certificate(data)
-        if data.startswith(b"-----")
-        else x509.load_der_x509_certificate(data)
-    )
-    der = cert.public_bytes(Encoding.DER)
-    return {"subject": cert.subject.rfc4514_string(), "sha256": certificate_fingerprint(der)}
+    cert = load_cert(path)
+    return {"subject": cert.subject.rfc4514_string(), "sha256": fingerprint(cert)}
 
 
 __all__ = [

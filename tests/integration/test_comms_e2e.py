@@ -122,6 +122,8 @@ def test_killed_and_restarted_modbus_device(server_factory: Any, tmp_path: Path)
                 assert ready.status_code == 503
                 device = ready.json()["devices"][0]
                 assert device["state"] == "failed" and device["last_error"]
+                # The driver's describe() is part of it (docs/drivers.md, docs/opcua.md).
+                assert device["details"]["endpoint"] == f"modbus://127.0.0.1:{port}"
                 metrics = httpx.get(f"{server.http}/metrics").text
                 assert 'scada_device_up{device="plc"} 0' in metrics
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 import socket
 import threading
@@ -209,6 +210,47 @@ def test_values_match_the_simulator(
             )
 
     asyncio.run(scenario())
+
+
+def test_engineering_units_and_range_use_namespace_0_browse_names(
+    server: ServerThread, plant_config: PlantConfig
+) -> None:
+    """Standard clients browse for 0:EngineeringUnits and 0:EURange (OPC UA Part 8)."""
+    from asyncua import Client
+
+    from simulators.opcua_server import node_id
+
+    tag = plant_config.lines[0].tags["diameter"]
+
+    async def scenario() -> None:
+        async with Client(server.sim.endpoint) as client:
+            var = client.get_node(node_id(plant_config.lines[0].id, "diameter"))
+            eu = await (await var.get_child("0:EngineeringUnits")).read_value()
+            rng = await (await var.get_child("0:EURange")).read_value()
+            assert eu.DisplayName.Text == tag.unit
+            assert tag.span is not None and (rng.Low, rng.High) == tuple(tag.span)
+
+    asyncio.run(scenario())
+
+
+def test_asyncua_logs_nothing_below_warning(
+    server: ServerThread, plant_config: PlantConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connect, subscription and close through asyncua, with INFO on: no asyncua INFO lines
+    (the endpoint dump with certificate bytes among them)."""
+    driver = make_driver(plant_config, endpoint=server.sim.endpoint)
+
+    async def scenario() -> None:
+        await driver.connect()
+        try:
+            await driver.read()
+        finally:
+            await driver.close()
+
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(scenario())
+    chatty = [r for r in caplog.records if r.name.startswith("asyncua") and r.levelno < 30]
+    assert chatty == []
 
 
 def test_sensor_dropout_is_a_bad_status(server: ServerThread, plant_config: PlantConfig) -> None:
@@ -459,10 +501,10 @@ def test_untrusted_server_certificate_is_refused(
     assert secure_server.call(secure_server.sim.session_count) == 0
 
     # Pinning the right fingerprint instead is accepted.
-    from drivers.opcua import _load_cert, fingerprint
+    from drivers.opcua_trust import fingerprint, load_cert
 
     assert secure_server.sim.server_certificate is not None
-    pin = fingerprint(_load_cert(secure_server.sim.server_certificate))
+    pin = fingerprint(load_cert(secure_server.sim.server_certificate))
     settings = secure_settings(secure_server, client_pki, trusted)
     settings["security"] = {**settings["security"], "trust_dir": None, "pinned_sha256": [pin]}
     pinned = make_driver(plant_config, **settings)
