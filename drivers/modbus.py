@@ -162,6 +162,11 @@ def resolve_points(
     problems: list[tuple[str, str]] = []
     points: list[Point] = []
     p = f"{path}.settings" if path else "settings"
+    if not settings.map and not any(lm.map for lm in settings.lines.values()):
+        # One line, not one per tag and line: the whole map is missing.
+        return [], [
+            (f"{p}.map", "missing: the modbus driver needs a tag map (see docs/drivers.md)")
+        ]
     line_ids = config.device_lines(device)
     all_tags = {name for lid in line_ids for name in _line_tags(config, lid)}
     for name in settings.map:

@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     u = users.add_parser("passwd")
     u.add_argument("name")
     u.add_argument("--password-stdin", action="store_true")
+    for action in users.choices.values():
+        _config_after_action(action)
     p.set_defaults(func=cmd_users)
 
     p = sub.add_parser("tokens", help="long-lived API tokens for kiosks and programs")
@@ -303,8 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_parser("list")
     t = tokens.add_parser("revoke")
     t.add_argument("id", type=int)
+    for action in tokens.choices.values():
+        _config_after_action(action)
     p.set_defaults(func=cmd_tokens)
     return parser
+
+
+def _config_after_action(parser: argparse.ArgumentParser) -> None:
+    """`scada tokens create --config F` works like `scada tokens --config F create`."""
+    parser.add_argument("--config", default=argparse.SUPPRESS, help="plant config (data dir)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -105,6 +105,12 @@ class Runtime:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        # Each data dir has its own users, tokens and journal: say which one this is, so a
+        # switch of config (and so of data dir) is never a silent second admin.
+        log.info(
+            "data directory %s (users, tokens, alarm journal, history)",
+            Path(self.config.server.data_dir).resolve(),
+        )
         for poller in self.pollers:
             poller.start()
         self._task = asyncio.create_task(self._run(), name="broadcast-tick")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 import tomllib
 from collections.abc import Iterator
 from importlib import resources
@@ -362,11 +363,43 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<config>") -> PlantC
     try:
         config = PlantConfig.model_validate(expanded)
     except ValidationError as err:
-        raise ConfigError(source, [_pydantic_problem(e) for e in err.errors()]) from err
+        problems = [_pydantic_problem(e) for e in err.errors()]
+        raise ConfigError(source, _blame_line_defaults(raw, problems)) from err
     problems = list(_semantic_problems(config))
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, _blame_line_defaults(raw, problems))
     return config
+
+
+_LINE_PATH = re.compile(r"lines\[(\d+)\]\.(.+)")
+
+
+def _blame_line_defaults(
+    raw: dict[str, Any], problems: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """A problem at a key whose value a line took from `[line_defaults]` (it does not set the
+    key itself) is reported once, at its `line_defaults.` key, not once per line."""
+    defaults, lines = raw.get("line_defaults"), raw.get("lines")
+    out: list[tuple[str, str]] = []
+    for path, reason in problems:
+        match = _LINE_PATH.fullmatch(path)
+        if match and isinstance(defaults, dict) and isinstance(lines, list):
+            i, rest = int(match.group(1)), match.group(2)
+            keys = rest.split(".")
+            line = lines[i] if i < len(lines) else None
+            if _has_path(defaults, keys) and not _has_path(line, keys):
+                path = f"line_defaults.{rest}"
+        if (path, reason) not in out:
+            out.append((path, reason))
+    return out
+
+
+def _has_path(data: Any, keys: list[str]) -> bool:
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            return False
+        data = data[key]
+    return True
 
 
 def _apply_line_defaults(raw: dict[str, Any]) -> dict[str, Any]:
@@ -432,6 +465,7 @@ def _semantic_problems(config: PlantConfig) -> Iterator[tuple[str, str]]:
                         f"{state!r} is not a state of the line's `state` tag",
                     )
     names = set()
+    fed_by: dict[str, str] = {}  # line id -> the device that feeds it
     for i, device in enumerate(config.devices):
         if device.name in names:
             yield f"devices[{i}].name", f"duplicate device name {device.name!r}"
@@ -440,6 +474,16 @@ def _semantic_problems(config: PlantConfig) -> Iterator[tuple[str, str]]:
             for j, line_id in enumerate(device.lines):
                 if line_id not in seen:
                     yield f"devices[{i}].lines[{j}]", f"no line with id {line_id!r}"
+        lines = [line.id for line in config.lines] if device.lines == "*" else device.lines
+        taken = [(lid, fed_by[lid]) for lid in dict.fromkeys(lines) if lid in fed_by]
+        if taken:
+            which = ", ".join(f"line {lid!r} by {other!r}" for lid, other in taken)
+            yield (
+                f"devices[{i}].lines",
+                f"already fed by another device ({which}): one source per line",
+            )
+        for lid in lines:
+            fed_by.setdefault(lid, device.name)
 
 
 def _tag_problems(path: str, tag: TagConfig) -> Iterator[tuple[str, str]]:

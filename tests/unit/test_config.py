@@ -85,6 +85,57 @@ def test_setpoint_outside_limits_and_state_without_states() -> None:
     assert "lines[0].tags.state.states" in found
 
 
+def test_line_defaults_problems_are_reported_once_at_their_own_key() -> None:
+    found = problems(
+        {"line_defaults": {"tags": {"diameter": {"bogus": 1, "limits": {"hi": 11.0}}}}}
+    )
+    assert ("line_defaults.tags.diameter.bogus", "unknown key") in found
+    assert not [p for p, _ in found if p.startswith("lines[") and p.endswith(".bogus")]
+    # A line that overrides the tag has its own problem at its own key.
+    raw = default_config_dict()
+    raw["line_defaults"]["tags"]["diameter"]["limits"]["hi"] = 11.0
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw)
+    found = info.value.problems
+    at_defaults = [p for p, _ in found if p.startswith("line_defaults.tags.diameter.limits")]
+    assert at_defaults == ["line_defaults.tags.diameter.limits.hi"]  # once, not per line
+    # Lines 5 and 6 set their own diameter limits: their problems (if any) stay theirs.
+    assert all(not p.startswith(("lines[0].", "lines[1].")) for p, _ in found)
+
+
+def test_two_devices_feeding_one_line_are_refused() -> None:
+    found = problems(
+        {
+            "devices": [
+                {"name": "a", "driver": "sim", "lines": ["1", "2"]},
+                {"name": "b", "driver": "sim", "lines": ["2", "3"]},
+                {"name": "c", "driver": "sim"},  # every line
+            ]
+        }
+    )
+    assert (
+        "devices[1].lines",
+        "already fed by another device (line '2' by 'a'): one source per line",
+    ) in found
+    assert [p for p, _ in found if p == "devices[2].lines"] == ["devices[2].lines"]
+
+
+def test_a_modbus_device_without_a_map_is_one_problem() -> None:
+    from drivers.registry import device_problems
+
+    raw = deep_merge(
+        default_config_dict(),
+        {"devices": [{"name": "plc", "driver": "modbus", "settings": {"host": "127.0.0.1"}}]},
+    )
+    found = device_problems(config_from_dict(raw))
+    assert found == [
+        (
+            "devices[0].settings.map",
+            "missing: the modbus driver needs a tag map (see docs/drivers.md)",
+        )
+    ]
+
+
 def scada(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "scada", *args], cwd=cwd, capture_output=True, text=True, timeout=60
@@ -111,8 +162,8 @@ def test_unknown_driver_and_bad_driver_settings(tmp_path: Path) -> None:
         tmp_path / "bad.toml",
         {
             "devices": [
-                {"name": "a", "driver": "profibus"},
-                {"name": "b", "driver": "sim", "settings": {"speed": 3}},
+                {"name": "a", "driver": "profibus", "lines": ["1"]},
+                {"name": "b", "driver": "sim", "lines": ["2"], "settings": {"speed": 3}},
             ]
         },
     )
