@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from scada.notify.config import EmailTarget, RetrySettings, WebhookTarget
 from scada.notify.outbox import Outbox, Row
@@ -28,7 +28,6 @@ from scada.notify.transport import (
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Db = Callable[..., Awaitable[Any]]  # runs an Outbox method in the outbox thread
 
 
