@@ -148,6 +148,9 @@ def _clean(column: Any, decimals: int) -> list[float | None]:
 # -- simulator faults ------------------------------------------------------------------------
 
 
+MAX_FAULT_BODY = 4096  # a fault request is a handful of keys
+
+
 def _plant(request: Request) -> Any:
     return runtime_of(request).plant
 
@@ -163,8 +166,15 @@ async def inject_fault(request: Request) -> Response:
     plant = _plant(request)
     if plant is None:
         return problem(404, "no_simulator", "this plant has no simulated device")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_FAULT_BODY:
+            return problem(
+                413, "body_too_large", f"a fault request is at most {MAX_FAULT_BODY} bytes"
+            )
     try:
-        body = orjson.loads(await request.body())
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as err:
         return problem(400, "invalid_json", f"body is not JSON: {err}")
     try:

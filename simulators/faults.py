@@ -20,6 +20,7 @@ FaultKind = Literal[
     "line_stop",
     "sensor_dropout",
     "source_stop",
+    "step",
     "server_unresponsive",
     "connection_drop",
 ]
@@ -34,27 +35,38 @@ _PARAMS: dict[str, set[str]] = {
     "line_stop": set(),
     "sensor_dropout": {"tag"},
     "source_stop": set(),
+    # The tag's value jumps by `offset` at once (no process dynamics): for tests and demos
+    # that need an alarm now, not after minutes of drift.
+    "step": {"tag", "offset"},
     # Whole-source faults: the device (simulator, Modbus or OPC UA server) stops answering
     # requests, or drops every connection and refuses new ones, until cleared.
     "server_unresponsive": set(),
     "connection_drop": set(),
 }
 SOURCE_KINDS = frozenset({"server_unresponsive", "connection_drop"})
-_OPTIONAL = {"zone", "rate", "tag", "gain"}
+_OPTIONAL = {"zone", "rate", "tag", "gain", "offset"}
+# Parameters a kind cannot do without (a default would hide a forgotten one).
+_REQUIRED: dict[str, set[str]] = {"heater_failure": {"zone"}, "step": {"tag", "offset"}}
+MAX_DURATION_S = 7 * 86_400.0
 
 
 class FaultRequest(BaseModel):
     """A fault to inject: `{"line": "3", "kind": "diameter_drift", "rate": 0.01}`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Every number is finite and bounded: an engineer's typo must not push the model to
+    # overflow (an infinite value) or schedule a fault for centuries.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    line: str | None = None  # every kind but the whole-source ones needs a line
+    line: str | None = Field(default=None, max_length=64)  # all but whole-source kinds need it
     kind: FaultKind
     zone: int = Field(default=1, ge=1, le=ZONES)
-    rate: float = Field(default=0.005, description="mm per second, diameter_drift")
-    tag: str = Field(default="diameter", description="sensor tag, or '*' for every tag")
-    gain: float = Field(default=10.0, gt=0, description="noise multiplier, noise_burst")
-    duration: float | None = Field(default=None, gt=0, description="seconds; ends by itself")
+    rate: float = Field(default=0.005, ge=-1.0, le=1.0, description="mm/s, diameter_drift")
+    tag: str = Field(default="diameter", max_length=64, description="sensor tag, or '*'")
+    gain: float = Field(default=10.0, gt=0, le=1000.0, description="noise multiplier")
+    offset: float = Field(default=0.0, ge=-1000.0, le=1000.0, description="step: added at once")
+    duration: float | None = Field(
+        default=None, gt=0, le=MAX_DURATION_S, description="seconds; ends by itself"
+    )
 
     @model_validator(mode="after")
     def _params_fit_kind(self) -> FaultRequest:
@@ -63,6 +75,13 @@ class FaultRequest(BaseModel):
             raise ValueError(f"{', '.join(sorted(extra))} does not apply to {self.kind}")
         if self.line is None and self.kind not in SOURCE_KINDS:
             raise ValueError(f"{self.kind} needs the line it applies to")
+        missing = _REQUIRED.get(self.kind, set()) - self.model_fields_set
+        if missing:
+            raise ValueError(f"{self.kind} needs {', '.join(sorted(missing))}")
+        if self.line is not None and self.kind in SOURCE_KINDS:
+            raise ValueError(f"{self.kind} applies to the whole source: give no line")
+        if self.kind == "step" and self.tag in ("*", "state"):
+            raise ValueError("step needs one analog tag, not '*' or 'state'")
         if self.tag != "*" and self.tag not in SIM_TAGS:
             raise ValueError(f"unknown tag {self.tag!r}; one of {', '.join(SIM_TAGS)} or '*'")
         return self
@@ -165,3 +184,5 @@ def _apply_one(ov: Overrides, fault: ActiveFault, now: float) -> None:
         ov.dropout[i, cols] = True
     elif req.kind == "source_stop":
         ov.silent[i] = True
+    elif req.kind == "step":
+        ov.offset[i, COL[req.tag]] += req.offset

@@ -83,6 +83,7 @@ class Overrides:
     dropout: np.ndarray  # [L, T] bool: no value (quality bad)
     stopped: np.ndarray  # [L] bool: line_stop
     silent: np.ndarray  # [L] bool: source_stop, the line publishes nothing (goes stale)
+    offset: np.ndarray  # [L, T] added to the reading at once (step)
 
     @classmethod
     def none(cls, n_lines: int) -> Overrides:
@@ -95,6 +96,7 @@ class Overrides:
             dropout=np.zeros((n_lines, t), dtype=bool),
             stopped=np.zeros(n_lines, dtype=bool),
             silent=np.zeros(n_lines, dtype=bool),
+            offset=np.zeros((n_lines, t)),
         )
 
 
@@ -200,6 +202,7 @@ class PlantModel:
         pressure = 40.0 + 7.0 * self.speed * viscosity
         out[:, COL["melt_pressure"]] = pressure + noise[:, 8] * 1.0 * gain[:, 8]
         out[:, COL["state"]] = self.state
+        out += ov.offset
         # A stuck sensor repeats the value it had when it stuck.
         hold = ov.stuck & ~np.isnan(self.held)
         out[hold] = self.held[hold]

@@ -218,6 +218,17 @@ def test_sensor_dropout_turns_line_bad_and_recovers(open_server: ServerProcess) 
             )
             assert isinstance(good["data"][0]["diameter"], float)
             assert "bad_tags" not in good["data"][0]
+            # Fault requests are bounded: a whole-source fault takes no line, a huge body 413.
+            r = httpx.post(
+                f"{server.http}/api/simulator/faults",
+                json={"line": "3", "kind": "server_unresponsive"},
+            )
+            assert r.status_code == 400 and "give no line" in r.json()["message"]
+            r = httpx.post(
+                f"{server.http}/api/simulator/faults",
+                content=b'{"line": "3", "kind": "line_stop", "pad": "' + b"x" * 8192 + b'"}',
+            )
+            assert r.status_code == 413
 
     asyncio.run(main())
 

@@ -130,6 +130,42 @@ def test_fault_validation_names_the_problem() -> None:
         plant.inject(parse_fault({"line": "42", "kind": "line_stop"}))
 
 
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"line": "1", "kind": "server_unresponsive"}, "whole source: give no line"),
+        ({"line": "1", "kind": "connection_drop"}, "whole source: give no line"),
+        ({"line": "1", "kind": "heater_failure"}, "heater_failure needs zone"),
+        ({"line": "1", "kind": "diameter_drift", "rate": 5.0}, "rate: Input should be less"),
+        ({"line": "1", "kind": "diameter_drift", "rate": float("inf")}, "rate: Input should be"),
+        ({"line": "1", "kind": "noise_burst", "tag": "diameter", "gain": 1e9}, "gain: Input"),
+        ({"line": "1", "kind": "line_stop", "duration": 1e12}, "duration: Input should be less"),
+        ({"line": "1", "kind": "step", "tag": "diameter"}, "step needs offset"),
+        ({"line": "1", "kind": "step", "tag": "*", "offset": 1}, "step needs one analog tag"),
+        ({"line": "x" * 100, "kind": "line_stop"}, "line: String should have at most"),
+    ],
+)
+def test_fault_parameters_are_required_and_bounded(request_: dict, message: str) -> None:
+    with pytest.raises(FaultError, match=message):
+        parse_fault(request_)
+
+
+def test_step_fault_moves_the_value_at_once_and_back_when_cleared() -> None:
+    plant = SimulatedPlant(LINES)
+    run(plant, 5)
+    col = COL["diameter"]
+    before = plant.sample()[0][0, col]
+    fault = plant.inject(
+        parse_fault({"line": "1", "kind": "step", "tag": "diameter", "offset": 2.0})
+    )
+    run(plant, 0.1)  # the next sample, no drift physics
+    assert plant.sample()[0][0, col] == pytest.approx(before + 2.0, abs=0.05)
+    assert plant.sample()[0][1, col] == pytest.approx(before, abs=0.05)  # other lines untouched
+    plant.clear(fault.id)
+    run(plant, 0.1)
+    assert plant.sample()[0][0, col] == pytest.approx(before, abs=0.05)
+
+
 def test_scenario_schedules_faults_over_simulated_time() -> None:
     raw = {
         "events": [
