@@ -67,6 +67,14 @@ class Notifier:
                 else EmailWorker(target, *args)
             )
             self.workers[target.name] = worker
+        for name, stats in outbox.stats.items():
+            if name not in self.workers and stats.queued:
+                log.warning(
+                    "notification outbox holds %d notification(s) for %s, which is no longer "
+                    "configured: kept, not sent",
+                    stats.queued,
+                    name,
+                )
         self.feeder = Feeder(self.config, self.source, outbox, self.db, self.clock, self._wake)
         # Subscribe before reading the cursor: a commit in between only wakes the feeder.
         # (A stopped feeder's listener stays subscribed; it only sets an Event.)

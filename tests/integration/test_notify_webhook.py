@@ -185,8 +185,11 @@ def test_unacknowledged_for_n_minutes(tmp_path: Path) -> None:
     assert len(receiver.requests) == 1
 
 
-def test_https_webhook_verifies_the_certificate(tmp_path: Path) -> None:
-    """A private CA given as ca_file is trusted; without it the same receiver is refused."""
+def test_https_webhook_verifies_the_certificate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A private CA given as ca_file is trusted; without it the same receiver is refused.
+    The refused target's notification stays queued, also when the target leaves the config."""
     receiver = WebhookReceiver(free_port(), SECRET, tls=make_certificate(tmp_path / "tls")).start()
     assert receiver.tls is not None
     hooks = {
@@ -217,10 +220,15 @@ def test_https_webhook_verifies_the_certificate(tmp_path: Path) -> None:
         assert untrusted["delivered"] == 0
         assert untrusted["last_error"].startswith("TLS error: CERTIFICATE_VERIFY_FAILED")
         await notifier.stop()
+        hooks["webhooks"] = hooks["webhooks"][:1]
+        hooks["rules"] = [{"targets": ["trusted"]}]
+        notifier = await plant.started(hooks)
+        await notifier.stop()
         await plant.service.close()
 
     run(main(), receiver)
     assert len(receiver.requests) == 1 and receiver.requests[0]["signed"]
+    assert "holds 1 notification(s) for untrusted, which is no longer configured" in caplog.text
 
 
 def test_a_full_outbox_drops_the_oldest_and_says_so_once(
