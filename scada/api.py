@@ -255,6 +255,7 @@ async def websocket_health(request: Request) -> Response:
         {
             "connections_total": stats.connections_total,
             "connections_active": len(rt.broadcaster.clients),
+            "sinks": rt.broadcaster.sink_kinds(),
             "frames_sent": stats.frames_sent,
             "bytes_sent": stats.bytes_sent,
             "slow_clients_dropped": stats.slow_clients_dropped,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from scada.core.timefmt import iso_ms
-from scada.wsserver import (
+from scada.wsframes import (
     PLAIN,
     SHARED_DEFLATE,
     TEXT_DEFLATED,
@@ -271,3 +271,7 @@ class Broadcaster:
 
     def active(self) -> Iterable[Client]:
         return self.clients.values()
+
+    def sink_kinds(self) -> dict[str, int]:
+        """Clients per sink kind: `raw` (the fast path) or `asgi` (the fallback)."""
+        return dict(Counter(client.sink.kind for client in self.clients.values()))

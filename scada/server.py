@@ -1,21 +1,22 @@
-"""Run the app under uvicorn: raw-frame WebSockets, handshake timeout, redacted logs."""
+"""Run the app under uvicorn: the adapter's protocols, request limits, guarded, quiet logs."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
+import resource
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from scada.app import create_app
-from scada.core.config import PlantConfig
-from scada.wsserver import ScadaWebSocketProtocol
+from scada.core.config import PlantConfig, ServerConfig
+from scada.httpguard import GuardMiddleware, own_hosts
+from scada.logfold import Fold
+from scada.uvicorn_adapter import UnsupportedServer, WireSettings, require_uvicorn, uvicorn_options
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,16 @@ HARD_FRAME_LIMIT_FACTOR = 4
 # permessage-deflate for clients that offer it: "off", "per-client" (a compression context
 # per connection, like uvicorn's default) or "shared" (each frame compressed once per tick).
 DEFAULT_COMPRESSION = "shared"
+# File descriptors besides client connections: SQLite files, device sockets, logs, the loop.
+FD_RESERVE = 256
 TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s\"']+", re.IGNORECASE)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# uvicorn's line per handshake (accepted or not), and websockets' per refused handshake.
+HANDSHAKE_LINES = ('%s - "WebSocket %s"', "connection rejected (", "connection open")
+
+
+class StartupRefused(RuntimeError):
+    pass
 
 
 class RedactTokens(logging.Filter):
@@ -42,44 +51,64 @@ class RedactTokens(logging.Filter):
         return True
 
 
-class ScadaHttpProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol with a deadline for the request head (slow-loris guard)."""
+class FoldHandshakeLines(logging.Filter):
+    """uvicorn logs lines per WebSocket handshake; in a reconnect storm that floods the log.
 
-    handshake_timeout: float = 10.0
+    The first of each window passes, the rest become one count (logged by scada.server).
+    """
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
-            self.handshake_timeout, self._head_timed_out
-        )
+    def __init__(self) -> None:
+        super().__init__()
+        self.fold = Fold(log)
 
-    def _head_timed_out(self) -> None:
-        log.info(
-            "closing %s: no complete request within %.0f s", self.client, self.handshake_timeout
-        )
-        self.transport.close()
-
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def on_headers_complete(self) -> None:
-        self._cancel_head_timer()
-        super().on_headers_complete()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
-        super().connection_lost(exc)
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        if not (isinstance(msg, str) and msg.startswith(HANDSHAKE_LINES)):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        return self.fold.admit(msg, args, record.levelno)
 
 
-def install_redaction() -> None:
+def install_log_filters() -> None:
+    # Folding first: it keys on uvicorn's format string, which redaction would replace.
+    logging.getLogger("uvicorn.error").addFilter(FoldHandshakeLines())
     redact = RedactTokens()
     for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.addFilter(redact)
         for handler in logger.handlers:
             handler.addFilter(redact)
+
+
+def check_fd_budget(srv: ServerConfig) -> None:
+    """Every connection the limits allow needs a descriptor; raise the soft limit or refuse."""
+    need = srv.max_connections + srv.max_http_connections + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    if hard == resource.RLIM_INFINITY or hard >= need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+        log.info("open-file limit raised from %d to %d for the connection limits", soft, need)
+        return
+    raise StartupRefused(
+        f"the open-file limit ({hard}) is below the {need} descriptors that "
+        f"server.max_connections ({srv.max_connections}) + server.max_http_connections "
+        f"({srv.max_http_connections}) + {FD_RESERVE} for files and devices need: raise it "
+        "(systemd LimitNOFILE=, ulimit -n) or lower server.max_connections"
+    )
+
+
+def wire_settings(srv: ServerConfig, compression: str | None) -> WireSettings:
+    return WireSettings(
+        compression=compression or DEFAULT_COMPRESSION,
+        send_buffer_bytes=srv.socket_send_buffer,
+        head_timeout=srv.handshake_timeout,
+        body_timeout=srv.request_body_timeout,
+        keepalive_timeout=srv.keepalive_timeout,
+        max_head_bytes=srv.max_request_head_bytes,
+        max_headers=srv.max_request_headers,
+        max_http_connections=srv.max_http_connections,
+    )
 
 
 def build_server(
@@ -94,9 +123,9 @@ def build_server(
     on_fatal: Callable[[str], None] | None = None,
 ) -> uvicorn.Server:
     srv = config.server
-    ScadaWebSocketProtocol.send_buffer_bytes = srv.socket_send_buffer
-    ScadaWebSocketProtocol.compression = compression or DEFAULT_COMPRESSION
-    ScadaHttpProtocol.handshake_timeout = srv.handshake_timeout
+    require_uvicorn()
+    check_fd_budget(srv)
+    bind = host or srv.host
     built: list[uvicorn.Server] = []
 
     def fatal(reason: str) -> None:
@@ -107,18 +136,16 @@ def build_server(
         for server in built:
             server.should_exit = True
 
-    app = create_app(config, scenario=scenario, config_path=config_path, on_fatal=fatal)
+    app = GuardMiddleware(
+        create_app(config, scenario=scenario, config_path=config_path, on_fatal=fatal),
+        hosts=own_hosts(bind, srv.allowed_hosts, srv.allowed_origins),
+        headers=srv.security_headers,
+    )
     options: dict[str, Any] = {
-        "host": host or srv.host,
+        **uvicorn_options(wire_settings(srv, compression)),
+        "host": bind,
         "port": srv.port if port is None else port,
-        "http": ScadaHttpProtocol,
-        "ws": ScadaWebSocketProtocol,
         "ws_max_size": srv.max_message_bytes * HARD_FRAME_LIMIT_FACTOR,
-        # Our protocol negotiates permessage-deflate itself (`compression`); uvicorn's own
-        # per-client deflate costs more CPU than the send. See docs/performance.md.
-        "ws_per_message_deflate": False,
-        # Our own heartbeat frames keep proxies and clients informed; pings add nothing.
-        "ws_ping_interval": None,
         "lifespan": "on",
         "log_level": log_level,
         "access_log": True,
@@ -127,7 +154,7 @@ def build_server(
         "proxy_headers": False,  # the auth middleware trusts only configured proxies
     }
     uv_config = uvicorn.Config(app, **options)
-    install_redaction()
+    install_log_filters()
     built.append(uvicorn.Server(uv_config))
     return built[0]
 
@@ -139,7 +166,11 @@ class ServerFailed(SystemExit):
 def serve(config: PlantConfig, **kwargs: Any) -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     failures: list[str] = []
-    server = build_server(config, on_fatal=failures.append, **kwargs)
+    try:
+        server = build_server(config, on_fatal=failures.append, **kwargs)
+    except (UnsupportedServer, StartupRefused) as err:
+        log.error("not starting: %s", err)
+        raise SystemExit(1) from None
     server.run()
     if failures:
         raise ServerFailed(f"scada: stopped: {failures[0]}")

@@ -27,7 +27,7 @@ from scada.broadcaster import frame_prefix
 from scada.core.config import PlantConfig, load_config
 from scada.core.timefmt import iso_ms
 from scada.runtime import Runtime
-from scada.wsserver import frame_header
+from scada.wsframes import frame_header
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B3A"
 INTERVAL = 0.1

@@ -183,8 +183,21 @@ class ServerConfig(Frozen):
     # errors, and a client that keeps going past twice the burst is closed with 1008.
     messages_per_second: float = Field(default=20.0, gt=0)
     message_burst: int = Field(default=40, ge=1)
-    # A connection must complete its HTTP request / WebSocket handshake within this.
+    # A connection must complete each HTTP request head / WebSocket handshake within this.
     handshake_timeout: float = Field(default=10.0, gt=0)
+    # ... and each request body within this after its head.
+    request_body_timeout: float = Field(default=10.0, gt=0)
+    # An idle keep-alive HTTP connection is closed after this.
+    keepalive_timeout: float = Field(default=5.0, gt=0)
+    # Request heads over these get 431 (websockets' own parser stops at 128 header fields).
+    max_request_head_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    max_request_headers: int = Field(default=100, ge=8, le=128)
+    # Connections not (yet) upgraded to WebSocket; idle keep-alive ones are closed first.
+    max_http_connections: int = Field(default=1_000, ge=1)
+    # Host names the server answers to besides its own (DNS rebinding guard); "*": any.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # CSP, nosniff, frame and referrer policies on every response (nginx adds them too).
+    security_headers: bool = True
     shutdown_grace: float = Field(default=5.0, ge=0)
 
 

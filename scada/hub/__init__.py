@@ -15,6 +15,7 @@ from typing import Any
 from starlette.websockets import WebSocket
 
 from scada import __version__
+from scada.asgisink import AsgiSink
 from scada.auth.audit import Auditor
 from scada.auth.store import Identity
 from scada.broadcaster import Client
@@ -29,7 +30,7 @@ from scada.hub.watch import CLOSE_POLICY, SessionWatch
 from scada.messages import MessageHandler
 from scada.ratelimit import TokenBucket
 from scada.runtime import Runtime
-from scada.wsserver import AsgiSink, FrameSink
+from scada.wsframes import FrameSink
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,9 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    # The server's CSP forbids eval, which wait_for_function's string predicates need; the
+    # dashboard under the real CSP is checked in tests/integration/test_nginx.py.
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda err: errors.append(str(err)))
@@ -91,8 +93,9 @@ def audit_records(server: ServerProcess, token: str, action: str) -> list[dict[s
 
 
 def new_page(browser: Any, width: int = 1400, height: int = 1000) -> Any:
+    # bypass_csp: see the `page` fixture above.
     context = browser.new_context(
-        viewport={"width": width, "height": height}, accept_downloads=True
+        viewport={"width": width, "height": height}, accept_downloads=True, bypass_csp=True
     )
     pg = context.new_page()
     errors: list[str] = []

@@ -10,7 +10,7 @@ import pytest
 from scada.bench.fanout import summarize
 from scada.bench.load import frame_seq, frame_stamp, stamp_epoch
 from scada.broadcaster import frame_prefix
-from scada.wsserver import deflate_prefix, frame_header, frame_payload, stored_tail
+from scada.wsframes import deflate_prefix, frame_header, frame_payload, stored_tail
 
 
 def test_stamp_and_seq_found_without_parsing() -> None:
