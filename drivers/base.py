@@ -89,6 +89,12 @@ class Driver(abc.ABC):
         """Problems a driver finds in the plant config beyond its settings model (tag maps)."""
         return []
 
+    def retry_delay(self, failures: int) -> float | None:
+        """Seconds the poll loop waits before reconnecting after `failures` failures in a
+        row; None: the poll loop's default backoff. The poll loop is the only one that waits
+        (one backoff per connection), the driver only says how long."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """Extra status for /ready and /health/websocket (endpoint, session details)."""
         return {}

@@ -269,8 +269,6 @@ class ModbusDriver(Driver):
         self._decoders = [RequestDecoder(r) for r in self.plan]
         self._client: AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()  # one request in flight per connection
-        self._next_connect = 0.0  # monotonic time before which we do not dial again
-        self._delay = 0.0
         self.connects = 0
         self.exception_responses = 0
 
@@ -295,11 +293,14 @@ class ModbusDriver(Driver):
 
     # -- connection ----------------------------------------------------------------------------
 
+    def retry_delay(self, failures: int) -> float:
+        # reconnect_delay doubling per failed attempt up to reconnect_delay_max; the poll
+        # loop waits it (the driver itself never sleeps before dialling).
+        s = self.settings
+        return min(s.reconnect_delay * 2 ** max(failures - 1, 0), s.reconnect_delay_max)
+
     async def connect(self) -> None:
         await self.close()
-        wait = self._next_connect - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
         s = self.settings
         client = AsyncModbusTcpClient(
             s.host,
@@ -313,22 +314,12 @@ class ModbusDriver(Driver):
         ok = await client.connect()
         if not ok:
             client.close()
-            self._connect_failed()
             raise DriverError(
                 f"device {self.device.name!r}: cannot connect to {s.host}:{s.port} "
                 f"(refused or no answer within {s.timeout:g} s)"
             )
         self._client = client
-        self._delay = 0.0
-        self._next_connect = 0.0
         self.connects += 1
-
-    def _connect_failed(self) -> None:
-        s = self.settings
-        self._delay = (
-            s.reconnect_delay if self._delay == 0 else min(self._delay * 2, s.reconnect_delay_max)
-        )
-        self._next_connect = time.monotonic() + self._delay
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -341,7 +332,6 @@ class ModbusDriver(Driver):
         client = self._client
         if client is None or not client.connected:
             self._client = None
-            self._connect_failed()
             raise DriverError(f"device {self.device.name!r}: not connected")
         parts_idx, parts_val, parts_q, parts_t = [], [], [], []
         reasons: dict[int, str] = {}
@@ -393,7 +383,6 @@ class ModbusDriver(Driver):
         except (ModbusException, OSError, TimeoutError) as err:
             # Timeout or lost connection: the device is gone, not just this request.
             await self.close()
-            self._connect_failed()
             s = self.settings
             raise DriverError(
                 f"device {self.device.name!r} ({s.host}:{s.port}): {request.describe()} "

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from drivers.base import Driver
+from scada.core.fixedrate import FixedRate
 from scada.core.stats import percentile
 from scada.tagstore import TagStore
 
@@ -85,6 +86,14 @@ class Poller:
         self._connected = False
         self._failures = 0
 
+    def retry_delay(self) -> float:
+        """How long to wait before reconnecting: the driver's schedule if it has one, else
+        ours (backoff_initial doubling to backoff_max). This loop is the only one waiting."""
+        own = self.driver.retry_delay(self._failures)
+        if own is not None:
+            return own
+        return min(self.backoff_initial * 2 ** (self._failures - 1), self.backoff_max)
+
     def report(self) -> dict[str, Any]:
         """Status for /ready and /health/websocket, with the driver's own `describe()`."""
         return {**self.status.as_dict(), "details": self.driver.describe()}
@@ -105,19 +114,12 @@ class Poller:
         self.status.state = "stopped"
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time()
+        rate = FixedRate(self.interval)
         while True:
-            ok = await self.poll_once()
-            if ok:
-                deadline += self.interval
-                # Fell behind (slow device): start a fresh schedule rather than burst.
-                if deadline < loop.time():
-                    deadline = loop.time()
+            if await self.poll_once():
+                await rate.sleep()  # a slow device starts a fresh schedule rather than burst
             else:
-                delay = min(self.backoff_initial * 2 ** (self._failures - 1), self.backoff_max)
-                deadline = loop.time() + delay
-            await asyncio.sleep(max(deadline - loop.time(), 0.0))
+                await rate.restart_after(self.retry_delay())
 
     async def poll_once(self) -> bool:
         started = time.perf_counter()

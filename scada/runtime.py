@@ -22,6 +22,7 @@ from drivers.registry import create_driver
 from scada.broadcaster import Broadcaster
 from scada.core.config import PlantConfig
 from scada.core.errors import ScadaError
+from scada.core.fixedrate import FixedRate
 from scada.core.tags import TagSchema
 from scada.core.timefmt import iso_ms
 from scada.history import HistoryRing
@@ -146,11 +147,10 @@ class Runtime:
         loop = asyncio.get_running_loop()
         # Half a period after the pollers start: a device polled at the batch interval then
         # always lands between two ticks, never racing one (which loses ~4% of frames).
-        deadline = loop.time() - self.interval / 2
+        rate = FixedRate(self.interval, phase=-self.interval / 2)
         stats = self.broadcaster.stats
         failing = 0
         while True:
-            deadline += self.interval
             started = loop.time()
             try:
                 await self.tick()
@@ -172,11 +172,8 @@ class Runtime:
             stats.tick_ms.append((finished - started) * 1000)
             stats.tick_seconds_sum += finished - started
             stats.ticks += 1
-            if finished > deadline:
-                # Overran: skip the missed slots instead of bursting to catch up.
+            if await rate.sleep():
                 stats.tick_overruns += 1
-                deadline = finished
-            await asyncio.sleep(deadline - loop.time())
 
     # -- one tick ------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from pymodbus.server import ModbusTcpServer
 from drivers.modbus_codec import DataType, Order, encode_value, to_raw
 from scada.core.config import PlantConfig
 from scada.core.errors import ScadaError
+from scada.core.fixedrate import FixedRate
 from simulators.plant import COL, FAULT, RUNNING, STARTING, STOPPED, ZONES
 from simulators.runtime import SimulatedPlant
 from simulators.scenario import ScheduledFault, load_scenario
@@ -275,16 +276,13 @@ class ModbusSimulator:
             await server.shutdown()
 
     async def _updates(self, interval: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time()
+        rate = FixedRate(interval)
         while True:
             try:
                 await self.tick()
             except Exception:  # keep serving: a bad tick must not kill the simulator
                 log.exception("modbus simulator update failed")
-            deadline += interval
-            deadline = max(deadline, loop.time())
-            await asyncio.sleep(deadline - loop.time())
+            await rate.sleep()
 
     # -- plant -> registers ----------------------------------------------------------------
 

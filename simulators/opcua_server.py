@@ -43,6 +43,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from drivers.opcua_trust import der_fingerprint, fingerprint, load_cert
 from scada.core.config import PlantConfig, TagConfig, resolve_data_path
+from scada.core.fixedrate import FixedRate
 from simulators.plant import COL, SIM_TAGS
 from simulators.runtime import SimulatedPlant
 from simulators.scenario import ScheduledFault, load_scenario
@@ -354,8 +355,7 @@ class OpcUaSimulator:
     # -- updates and faults ----------------------------------------------------------------
 
     async def _update_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time()
+        rate = FixedRate(self.update_interval)
         while True:
             server = self.server
             if server is None:
@@ -364,10 +364,7 @@ class OpcUaSimulator:
                 await self._tick(server)
             except Exception:
                 log.exception("OPC UA simulator update failed")
-            deadline += self.update_interval
-            if deadline < loop.time():
-                deadline = loop.time()
-            await asyncio.sleep(deadline - loop.time())
+            await rate.sleep()
 
     async def _tick(self, server: Server) -> None:
         self._plant.advance_to(time.monotonic())

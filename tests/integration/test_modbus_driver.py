@@ -315,14 +315,22 @@ def test_refused_connection_raises_and_reconnects_are_spaced() -> None:
         await sim.start()
         port = sim.port
         await sim.stop()
-        driver = make_driver(plant_config(port, {"reconnect_delay": 0.2}))
-        start = time.monotonic()
+        config = plant_config(port, {"reconnect_delay": 0.2})
+        driver = make_driver(config)
         with pytest.raises(DriverError, match="cannot connect"):
             await driver.connect()
-        with pytest.raises(DriverError, match="cannot connect"):
-            await driver.connect()  # waits out the reconnect delay first
-        assert time.monotonic() - start >= 0.2
         with pytest.raises(DriverError, match="not connected"):
             await driver.read()
+        # The poll loop spaces the attempts by the driver's schedule (0.2 s, then 0.4 s...):
+        # one backoff, owned by the loop; the driver never sleeps itself.
+        poller = Poller(driver, TagStore(TagSchema(config.lines)), interval=0.05)
+        start = time.monotonic()
+        poller.start()
+        try:
+            await until(lambda: poller.status.errors >= 3, 10)
+        finally:
+            await poller.stop()
+        assert time.monotonic() - start >= 0.2 + 0.4
+        assert "cannot connect" in (poller.status.last_error or "")
 
     run(main)

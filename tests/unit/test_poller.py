@@ -89,3 +89,44 @@ def test_hanging_read_times_out_and_loop_keeps_running() -> None:
         assert driver.closes >= 3  # each failure closed the connection before retrying
 
     asyncio.run(main())
+
+
+def test_one_backoff_owner_the_poll_loop_waits_the_drivers_schedule() -> None:
+    """A Modbus device that refuses connections: the driver dials at once every time (it
+    never sleeps itself) and the poll loop's wait follows reconnect_delay doubling to max."""
+    from drivers.registry import create_driver
+    from scada.core.config import config_from_dict
+    from tests.conftest import default_config_dict, free_port
+
+    raw = default_config_dict()
+    raw["devices"] = [
+        {
+            "name": "plc",
+            "driver": "modbus",
+            "lines": ["1"],
+            "settings": {
+                "port": free_port(),  # nothing listens: refused at once
+                "reconnect_delay": 0.5,
+                "reconnect_delay_max": 2.0,
+                "map": {name: {"table": "holding", "address": i}
+                        for i, name in enumerate(raw["line_defaults"]["tags"])},
+            },
+        }
+    ]  # fmt: skip
+    config = config_from_dict(raw)
+    schema = TagSchema(config.lines)
+    driver = create_driver(config.devices[0], DriverContext(config, schema))
+    poller = Poller(driver, TagStore(schema), interval=0.1)
+
+    async def main() -> list[float]:
+        delays = []
+        for _ in range(4):
+            assert not await poller.poll_once()  # no sleep inside: the loop owns the wait
+            delays.append(poller.retry_delay())
+        return delays
+
+    assert asyncio.run(main()) == [0.5, 1.0, 2.0, 2.0]
+    # Drivers without a schedule get the poll loop's own backoff.
+    flaky = Poller(FlakyDriver(), TagStore(SCHEMA), interval=0.1, backoff_initial=0.25)
+    flaky._failures = 3
+    assert flaky.retry_delay() == 1.0

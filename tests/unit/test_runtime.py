@@ -54,3 +54,25 @@ def test_a_full_journal_stops_the_runtime_with_the_real_cause(
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL] == [
         "alarm journal write failed: database or disk is full; stopping the server"
     ]
+
+
+def test_fixed_rate_keeps_its_grid_and_skips_missed_slots() -> None:
+    from scada.core.fixedrate import FixedRate
+
+    async def main() -> tuple[list[float], bool, bool]:
+        loop = asyncio.get_running_loop()
+        rate = FixedRate(0.05, phase=-0.025)
+        start = rate.deadline
+        slots = []
+        for _ in range(3):
+            await rate.sleep()
+            slots.append(round(rate.deadline - start, 6))
+        await asyncio.sleep(0.2)  # work that overran several slots
+        overran = await rate.sleep()
+        on_time = await rate.sleep()
+        assert rate.deadline <= loop.time() + 0.05
+        return slots, overran, on_time
+
+    slots, overran, on_time = asyncio.run(main())
+    assert slots == [0.05, 0.1, 0.15]  # the work's duration never shifts the grid
+    assert overran and not on_time
