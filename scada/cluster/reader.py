@@ -174,13 +174,16 @@ class BusReader:
             self.cursor = None
         self.epoch, self._epoch_lost = epoch, False
         if latest:
+            # Go on from the newest frame (the latest value is what counts), delivering it
+            # unless it is the one delivered last before the reconnect.
             entry, fields = latest[0]
             assert entry is not None and fields is not None
-            self._frame_cursor = text(entry)
             self._last_read = self._clock()
             async for event in self._live():
                 yield event
-            yield Frames([(self._frame_cursor, _bytes(fields[PAYLOAD]))])
+            if text(entry) != self._frame_cursor:
+                self._frame_cursor = text(entry)
+                yield Frames([(self._frame_cursor, _bytes(fields[PAYLOAD]))])
 
     async def _read(self) -> Any:
         assert self._redis is not None

@@ -165,12 +165,12 @@ def test_a_paused_old_leader_that_wakes_up_publishes_nothing(
             assert time.monotonic() < deadline, old.lines()[-5:]
             await new.renew()
             await asyncio.sleep(0.1)
-        assert old.lines().count("lost") == 1
+        assert "lost" in old.lines()
 
         alarms = await redis.xrange(KEYS.alarms)
         assert event_id(alarms[-1][0]) == top + 1  # nothing after the new leader's entry
-        authors = {decode_event(f[b"e"]).message for _, f in alarms[:-1]}
-        assert authors == {f"node-a/{old.token()}"}
+        authors = {decode_event(f[b"e"]).message.split("/")[0] for _, f in alarms[:-1]}
+        assert authors == {"node-a"}
         frames = await redis.xrange(KEYS.frames)
         assert len(frames) == frames_before and frames[-1][1][b"e"] == b"node-b"
         await redis.aclose()

@@ -19,7 +19,6 @@ from tests.integration.cluster_redis import RedisServer, redis_server
 from tests.integration.test_cluster_bus import JOURNAL_EPOCH, KEYS, make_journal
 
 redis_server = redis_server  # the fixture, shared by the cluster tests
-FAST_LEASE = {"ttl": 1.5, "renew_every": 0.3, "retry_every": 0.2, "safety": 0.3}
 
 
 class Plant:
@@ -52,7 +51,6 @@ def start(
         plant,
         apply_command=no_command,
         lookup_command=lambda _: None,
-        lease_options=FAST_LEASE,
     )
     return node, asyncio.create_task(node.run())
 
