@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import socket
@@ -71,17 +72,23 @@ def eventually(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
 
 
 async def eventually_async(
-    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
 ) -> Any:
-    """`eventually` inside an event loop: yields to the loop between checks."""
+    """`eventually` inside an event loop: yields to the loop between checks. The predicate
+    may return an awaitable."""
     limit = scaled(timeout)
     deadline = time.monotonic() + limit
     while True:
         value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {limit:g} s")
+            raise AssertionError(f"{what} not met within {limit:g} s")
         await asyncio.sleep(interval)
 
 
@@ -102,6 +109,28 @@ class ServerProcess:
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / f"server-{self.port}.log"
+        self._tokens: dict[tuple[str, str], str] = {}
+
+    def cli(self, *args: str, stdin: str = "") -> str:
+        """`scada ARGS --config <this server's config>` in its working directory; stdout."""
+        result = subprocess.run(
+            [sys.executable, "-m", "scada", *args, "--config", str(self.config_path)],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=scaled(60),
+            cwd=self.workdir,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def token(self, role: str, name: str = "t") -> str:
+        """An API token of `role`, minted once per server and name (a CLI run costs ~1 s)."""
+        key = (role, name)
+        if key not in self._tokens:
+            out = self.cli("tokens", "create", "--name", name, "--role", role)
+            self._tokens[key] = out.strip().splitlines()[-1]
+        return self._tokens[key]
 
     @property
     def http(self) -> str:
@@ -134,7 +163,7 @@ class ServerProcess:
             env=env,
         )
         if wait_ready:
-            wait_until(self._ready, timeout=30)
+            eventually(self._ready, timeout=30)
         return self
 
     def _ready(self) -> bool:
@@ -154,7 +183,7 @@ class ServerProcess:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait(5)

@@ -12,7 +12,6 @@ import pytest
 
 from scada.core.config import deep_merge
 from tests.conftest import ServerProcess, write_config
-from tests.integration.test_security import cli
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -78,8 +77,7 @@ def module_servers(
 
 
 def admin_token(server: ServerProcess) -> str:
-    out = cli(server, "tokens", "create", "--name", "test-admin", "--role", "admin")
-    return out.strip().splitlines()[-1]
+    return server.token("admin", "test-admin")  # minted once per server
 
 
 def audit_records(server: ServerProcess, token: str, action: str) -> list[dict[str, Any]]:

@@ -12,8 +12,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from tests.conftest import OPEN_PLANT, ServerProcess
 from tests.integration.test_websocket import recv, until
 
-# hi (12.2 mm) about 5 s after injection, hihi (12.4 mm) about 10 s: time to act on hi.
-DRIFT = {"line": "2", "kind": "diameter_drift", "rate": 0.04}
+# The diameter steps at once to between hi and hihi (line 2: 12.3 mm between 12.2 and 12.4),
+# so hi raises after its on-delay, with no drift physics to wait for.
+DRIFT = {"line": "2", "kind": "step", "tag": "diameter", "offset": 0.3}
 
 
 def inject(server: ServerProcess, body: dict[str, Any]) -> int:
@@ -103,7 +104,7 @@ def test_concurrent_acks_exactly_one_wins(open_server: ServerProcess) -> None:
 
     async def main() -> None:
         async with connect(server.ws) as a, connect(server.ws) as b:
-            inject(server, {"line": "6", "kind": "diameter_drift", "rate": 0.04})
+            inject(server, {"line": "6", "kind": "step", "tag": "diameter", "offset": 0.35})
             raised = await until(a, is_raised("line6.diameter.hi"))
             occurrence = raised["data"]["id"]
             await until(b, is_raised("line6.diameter.hi"))
@@ -179,7 +180,7 @@ def test_sigkill_keeps_alarms_and_resume_replays_exactly_the_missed_events(
 
     occurrence, cursor, raised_at = asyncio.run(before_kill())
     # Events the client misses while it is away: a second alarm raised and acknowledged.
-    inject(server, {"line": "7", "kind": "diameter_drift", "rate": 0.04})
+    inject(server, {"line": "7", "kind": "step", "tag": "diameter", "offset": 0.2})
 
     def raised_7() -> Any:
         alarms = httpx.get(f"{server.http}/api/alarms").json()["alarms"]

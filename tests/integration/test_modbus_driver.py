@@ -28,6 +28,7 @@ from scada.tagstore import TagStore
 from simulators.faults import parse_fault
 from simulators.modbus_server import ModbusSimulator
 from simulators.plant import COL, RUNNING
+from tests.conftest import eventually_async
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW = tomllib.loads((ROOT / "config" / "modbus.toml").read_text("utf-8"))
@@ -65,12 +66,9 @@ def make_driver(config: PlantConfig) -> ModbusDriver:
 
 
 async def until(predicate: Callable[[], bool], timeout: float) -> float:
-    """Poll `predicate` until true; return the seconds it took, fail at the deadline."""
+    """Poll `predicate` until true (conftest's eventually); return the seconds it took."""
     start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.005)
+    await eventually_async(predicate, timeout, interval=0.005)
     return time.monotonic() - start
 
 

@@ -25,6 +25,7 @@ from tests.integration.nginx_helpers import (
     NginxProcess,
     client_ssl_context,
     make_certificate,
+    nginx_binary,
 )
 from tests.integration.test_security import audit, token
 from tests.integration.test_websocket import (
@@ -72,6 +73,7 @@ def stack_factory(
     started: list[NginxProcess] = []
 
     def make(overrides: dict[str, Any] | None = None, ws_read_timeout: str = "3s") -> Stack:
+        nginx_binary()  # skip (or fail) before starting a server nginx could not front
         server = server_factory(deep_merge(BEHIND_NGINX, overrides or {}))
         nginx = NginxProcess(
             tmp_path / f"nginx{len(started)}",

@@ -34,6 +34,7 @@ from scada.tagstore import TagStore
 from simulators.faults import FaultRequest
 from simulators.opcua_server import OpcUaSimulator
 from simulators.plant import COL
+from tests.conftest import eventually_async
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_URI = "urn:scada-stream:client"
@@ -139,17 +140,10 @@ def make_driver(config: PlantConfig, **settings: Any) -> OpcUaDriver:
 async def until(
     predicate: Callable[[], bool | Awaitable[bool]], timeout: float, what: str
 ) -> float:
-    """Poll `predicate` every 10 ms until true; return the seconds it took."""
+    """Poll `predicate` every 10 ms until true (conftest's eventually); the seconds it took."""
     start = time.monotonic()
-    while True:
-        result = predicate()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.01)
+    await eventually_async(predicate, timeout, interval=0.01, what=what)
+    return time.monotonic() - start
 
 
 # Per-tag tolerance between a value read through OPC UA and the simulator's current value:

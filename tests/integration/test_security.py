@@ -6,8 +6,6 @@ import asyncio
 import json
 import re
 import signal
-import subprocess
-import sys
 from typing import Any
 
 import httpx
@@ -22,30 +20,11 @@ ADMIN_LINE = re.compile(r"Created the first user: admin / (\S+)")
 
 
 def cli(server: ServerProcess, *args: str, stdin: str = "") -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "scada", *args, "--config", str(server.config_path)]
-        if args[0] not in ("users", "tokens")
-        else [
-            sys.executable,
-            "-m",
-            "scada",
-            args[0],
-            "--config",
-            str(server.config_path),
-            *args[1:],
-        ],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=server.workdir,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return server.cli(*args, stdin=stdin)
 
 
 def token(server: ServerProcess, role: str, name: str = "t") -> str:
-    return cli(server, "tokens", "create", "--name", name, "--role", role).strip().splitlines()[-1]
+    return server.token(role, name)
 
 
 def admin_password(server: ServerProcess) -> str:
