@@ -371,8 +371,10 @@ def render(doc: dict[str, Any]) -> str:
         n = naive_.get(key)
         naive_cell = f"{n['p50_ms']} / {n['p95_ms']} ms" if n else ""
         target = f"p95 < {TARGETS[key]:g} ms" if key in TARGETS else ""
+        shape = f" ({q['buckets']} x {q['tier']})" if "tier" in q else ""
         lines.append(
-            f"| {key}, p50 / p95 | {q['p50_ms']} / {q['p95_ms']} ms | {naive_cell} | {target} |"
+            f"| {key}{shape}, p50 / p95 | {q['p50_ms']} / {q['p95_ms']} ms "
+            f"| {naive_cell} | {target} |"
         )
     lines.append(
         f"| bytes per raw value (rollups included) | {plant['bytes_per_value']} "
