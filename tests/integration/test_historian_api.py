@@ -6,7 +6,6 @@ import csv
 import io
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -81,7 +80,7 @@ def test_csv_export_round_trips(server: ServerProcess) -> None:
     for k, s in enumerate(doc["series"]):
         base = 2 + 6 * k
         assert head[base] == f"{s['tag']}.min [{s['unit']}]"
-        back = {f: [] for f in ("min", "max", "first", "last", "mean")}  # type: dict[str, list[Any]]
+        back: dict[str, list[Any]] = {f: [] for f in ("min", "max", "first", "last", "mean")}
         for row in rows[1:]:
             for j, f in enumerate(back):
                 back[f].append(float(row[base + j]) if row[base + j] else None)
@@ -127,7 +126,7 @@ def test_line_history_keeps_its_shape_and_comes_from_the_historian(server: Serve
     assert r.status_code == 200 and len(r.json()["t"]) == 100
 
 
-def test_ready_and_metrics_report_the_historian(server: ServerProcess, tmp_path: Path) -> None:
+def test_ready_and_metrics_report_the_historian(server: ServerProcess) -> None:
     ready = httpx.get(f"{server.http}/ready").json()
     assert ready["historian"]["state"] == "ok" and ready["historian"]["disk_bytes"] > 0
     text = httpx.get(f"{server.http}/metrics").text
