@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.conftest import ROOT, ServerProcess, free_port, wait_until, write_config
+from tests.conftest import ROOT, ServerProcess, eventually, free_port, write_config
 from tests.integration.test_websocket import recv, ts
 
 COMMS = "device.plc.comms"
@@ -98,6 +98,9 @@ def test_killed_and_restarted_modbus_device(server_factory: Any, tmp_path: Path)
     port = free_port()
     sim = Simulator(tmp_path, port)
     sim.start()
+    # Listening before the server dials: a first connect that races the simulator's start
+    # would be an outage of its own in the log.
+    eventually(sim.listening, 30)
     server = modbus_server(server_factory, tmp_path, port)
     server.start()
     try:
@@ -129,12 +132,12 @@ def test_killed_and_restarted_modbus_device(server_factory: Any, tmp_path: Path)
 
                 sim.start()
                 # The device is back once it listens again (process start-up is not the driver's).
-                await asyncio.to_thread(wait_until, sim.listening, 30)
+                await asyncio.to_thread(eventually, sim.listening, 30)
                 restarted_at = time.time()
                 good, cleared = await both(ws, all_good, comms("cleared"), limit=200)
                 assert ts(good) - restarted_at < 3.0 and ts(cleared) - restarted_at < 3.0
                 assert isinstance(good["data"][0]["diameter"], float)
-            wait_until(lambda: httpx.get(f"{server.http}/ready").status_code == 200)
+            eventually(lambda: httpx.get(f"{server.http}/ready").status_code == 200)
             status = httpx.get(f"{server.http}/health/websocket").json()["devices"][0]
             assert status["reconnects"] >= 1 and status["errors"] >= 1
             metrics = httpx.get(f"{server.http}/metrics").text
@@ -156,6 +159,9 @@ def test_modbus_server_that_never_answers(server_factory: Any, tmp_path: Path) -
     port = free_port()
     sim = Simulator(tmp_path, port, scenario)
     sim.start()
+    # Listening before the server dials: a first connect that races the simulator's start
+    # would be an outage of its own in the log.
+    eventually(sim.listening, 30)
     server = modbus_server(server_factory, tmp_path, port)
     server.start()
     try:
