@@ -191,7 +191,11 @@ class Checks:
         self.quality = Bank([s.def_id for s in q], [s.delay for s in q], _zeros(len(q)))
         self.quality_tag = np.asarray([s.tag_index for s in q], dtype=np.intp)
         self.comms = Bank(defs.comms, _zeros(len(defs.comms)), _zeros(len(defs.comms)))
-        self._banks = [self.comms, self.states, self.limits, self.deviation, self.quality]
+        lq = defs.line_quality
+        self.line_quality = Bank([s.def_id for s in lq], [s.delay for s in lq], _zeros(len(lq)))
+        self.line_tags = [np.asarray(s.tag_indices, dtype=np.intp) for s in lq]
+        self._banks = [self.comms, self.line_quality, self.states, self.limits]
+        self._banks += [self.deviation, self.quality]
         self._banks += [self.frozen.bank, *(g.bank for g in self.rates)]
         # Where each def's debounced condition lives, for supersession and restore.
         self._slot: dict[int, tuple[Bank, int]] = {}
@@ -218,6 +222,11 @@ class Checks:
             n for n, on in zip(self.device_names, self.comms.active.tolist(), strict=True) if on
         ]
 
+    def line_quality_active(self) -> list[int]:
+        """Definition ids of the line quality alarms whose condition is active now."""
+        active: list[int] = self.line_quality.def_ids[self.line_quality.active].tolist()
+        return active
+
     def step(
         self, now: float, values: np.ndarray, quality: np.ndarray, device_ok: dict[str, bool]
     ) -> list[Flip]:
@@ -228,6 +237,10 @@ class Checks:
             raw = np.array([not device_ok.get(n, True) for n in self.device_names], dtype=bool)
             known = np.array([n in device_ok for n in self.device_names], dtype=bool)
             self._collect(self.comms, self.comms.step(now, raw, known), None, flips)
+        if self.line_tags:
+            raw = np.array([bool((quality[t] >= Quality.STALE).all()) for t in self.line_tags])
+            slots = self.line_quality.step(now, raw, None)
+            self._collect(self.line_quality, slots, None, flips)
         s_tag = self.state_tag
         slots = self.states.step(now, values[s_tag] == self.state_value, trusted[s_tag])
         self._collect(self.states, slots, None, flips)

@@ -6,7 +6,8 @@ configuration does not change: `line1.diameter.hi`, `line1.diameter.frozen`,
 
 Designed suppression is part of a definition: `suppressors` names, in order, the conditions
 under which the alarm is suppressed (`device.<name>.comms` for the quality alarms of every tag
-that device feeds, `line<id>.state.<state>` for a tag's `suppress_when`).
+that device feeds, `line<id>.quality` for those of a line with `quality_alarm`,
+`line<id>.state.<state>` for a tag's `suppress_when`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from scada.alarms.model import Condition
+from scada.alarms.model import SEVERITY_RANK, Condition
 from scada.core.config import (
     DEFAULT_SEVERITY,
     LimitsConfig,
+    LineConfig,
     PlantConfig,
     Severity,
     TagConfig,
@@ -81,6 +83,13 @@ class QualitySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class LineQualitySpec:
+    def_id: int
+    tag_indices: tuple[int, ...]
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
 class FrozenSpec:
     def_id: int
     tag_index: int
@@ -113,6 +122,7 @@ class Definitions:
     limits: list[LimitSpec] = field(default_factory=list)
     rates: list[RateSpec] = field(default_factory=list)
     quality: list[QualitySpec] = field(default_factory=list)
+    line_quality: list[LineQualitySpec] = field(default_factory=list)
     comms: list[int] = field(default_factory=list)  # def ids, in device order
     frozen: list[FrozenSpec] = field(default_factory=list)
     states: list[StateSpec] = field(default_factory=list)
@@ -128,6 +138,9 @@ def build(config: PlantConfig, schema: TagSchema, device_names: list[str]) -> De
         state = line.tags.get("state")
         if state is not None and state.kind == "state" and state.states:
             out.line_states[line.id] = (schema.index(line.id, "state"), list(state.states))
+    for line in config.lines:
+        if line.quality_alarm:
+            _add_line_quality(out, line, schema, feeds.get(line.id))
     for ref in schema.refs:
         _add_tag(out, config, ref, feeds.get(ref.line_id))
     for name in device_names:
@@ -232,10 +245,36 @@ def _add_tag(out: Definitions, config: PlantConfig, ref: TagRef, device: str | N
         d = alarms.add(state, "state", severity, f"{title}: {state}", None)
         out.states.append(StateSpec(d.id, i, float((tag.states or []).index(state))))
     if tag.quality_delay is not None:
-        comms = (f"device.{device}.comms",) if device is not None else ()
+        by: tuple[str, ...] = (f"device.{device}.comms",) if device is not None else ()
+        if config.line(ref.line_id).quality_alarm:
+            by += (f"line{ref.line_id}.quality",)
         message = f"{title} value bad or stale"
-        d = alarms.add("quality", "quality", tag.quality_severity, message, None, suppressors=comms)
+        d = alarms.add("quality", "quality", tag.quality_severity, message, None, suppressors=by)
         out.quality.append(QualitySpec(d.id, i, tag.quality_delay))
+
+
+def _add_line_quality(
+    out: Definitions, line: LineConfig, schema: TagSchema, device: str | None
+) -> None:
+    delays = [t.quality_delay for t in line.tags.values() if t.quality_delay is not None]
+    d = AlarmDef(
+        id=len(out.defs),
+        name=f"line{line.id}.quality",
+        line_id=line.id,
+        tag=None,
+        tag_index=-1,
+        condition="quality",
+        severity=max(
+            (t.quality_severity for t in line.tags.values()), key=SEVERITY_RANK.__getitem__
+        ),
+        message=f"{line.title}: no good value from any tag",
+        limit=None,
+        suppressed=False,
+        suppressors=(f"device.{device}.comms",) if device is not None else (),
+    )
+    out.defs.append(d)
+    indices = range(schema.line_slices[line.id].start, schema.line_slices[line.id].stop)
+    out.line_quality.append(LineQualitySpec(d.id, tuple(indices), min(delays, default=2.0)))
 
 
 def _add_limits(out: Definitions, alarms: _TagAlarms, limits: LimitsConfig) -> None:

@@ -162,17 +162,22 @@ class AlarmEngine:
         self._apply_fixups(stamp, out)
         self._expire_shelves(stamp, mono, out)
         flips = self._checks.step(mono, values, quality, device_ok)
-        roots = [f for f in flips if self.defs[f[0]].condition in _ROOT_CAUSES]
-        for flip in roots:
-            self._on_flip(flip, stamp, values, out)
+        for flip in flips:
+            if self._is_root(self.defs[flip[0]]):
+                self._on_flip(flip, stamp, values, out)
         conditions = self._active_conditions(values)
         if conditions != self._conditions:
             self._conditions = conditions
             self._resuppress(conditions, stamp, values, out)
         for flip in flips:
-            if self.defs[flip[0]].condition not in _ROOT_CAUSES:
+            if not self._is_root(self.defs[flip[0]]):
                 self._on_flip(flip, stamp, values, out)
         return out
+
+    @staticmethod
+    def _is_root(d: AlarmDef) -> bool:
+        """Device, line-quality and line-state alarms: what may suppress the others."""
+        return d.condition in _ROOT_CAUSES or (d.condition == "quality" and d.tag is None)
 
     def _on_flip(self, flip: Flip, stamp: float, values: np.ndarray, out: list[AlarmEvent]) -> None:
         def_id, active, value = flip
@@ -190,6 +195,7 @@ class AlarmEngine:
     def _active_conditions(self, values: np.ndarray) -> frozenset[str]:
         """Every suppressing condition active now: device comms, line states."""
         names = [f"device.{n}.comms" for n in self._checks.comms_active()]
+        names += [self.defs[i].name for i in self._checks.line_quality_active()]
         names += [n for n, index, value in self._state_conditions if values[index] == value]
         return frozenset(names)
 

@@ -57,7 +57,9 @@ _COLUMNS = {"state": "TEXT", "severity": "TEXT", "raised_at": "REAL"}
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS events_raised ON events(at, alarm, state, severity)
     WHERE event = 'raised';
-CREATE INDEX IF NOT EXISTS events_acked ON events(at) WHERE event = 'acknowledged';
+DROP INDEX IF EXISTS events_acked;
+CREATE INDEX IF NOT EXISTS events_ack_delay ON events(at, raised_at)
+    WHERE event = 'acknowledged';
 """
 _OCC_HIGH = "occurrence_high"
 

@@ -135,6 +135,9 @@ class LineConfig(Frozen):
     id: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
     name: str = ""
     stale_after: float = Field(default=1.0, gt=0)
+    # One alarm `line<id>.quality` when every tag of the line is bad or stale (a silent
+    # source), standing for the tags' own quality alarms, which it suppresses meanwhile.
+    quality_alarm: bool = False
     tags: dict[str, TagConfig]
 
     @property

@@ -208,3 +208,29 @@ def test_restore_keeps_designed_suppression() -> None:
     rig.quality[:] = Quality.GOOD
     events = fresh.evaluate(rig.now + 0.2, rig.values, rig.quality, {"sim": True})
     assert sorted(e.event for e in events) == ["cleared"] + ["unsuppressed"] * 3
+
+
+def test_a_line_quality_alarm_stands_for_its_tags_when_configured() -> None:
+    config = line_plant(lines=2)
+    raw = config.model_dump()
+    raw["lines"][0]["quality_alarm"] = True  # line 1 only
+    rig = Rig(type(config).model_validate(raw))
+    rig.set("state", RUNNING)
+    rig.set("state", RUNNING, line="2")
+    for tag in ("diameter", "line_speed", "state"):  # line 1's source goes silent
+        rig.set(tag, 0.0, quality=Quality.BAD)
+    rig.set("diameter", 12.0, line="2", quality=Quality.BAD)  # one bad gauge on line 2
+    events = rig.run(1.5)
+    raised = [e.alarm for e in events if e.event == "raised"]
+    assert raised == ["line1.quality", "line2.diameter.quality"]
+    silent = {e.alarm: e.suppressed_by for e in events if e.event == "suppressed"}
+    assert silent == {f"line1.{t}.quality": "line1.quality" for t in ("diameter", "line_speed",
+                                                                       "state")}  # fmt: skip
+    # One tag of line 1 comes back: the line alarm clears, the still-bad tags raise alone.
+    rig.set("state", RUNNING, quality=Quality.GOOD)
+    events = rig.tick()
+    assert [(e.alarm, e.event) for e in events if e.event in ("raised", "cleared")] == [
+        ("line1.quality", "cleared"),
+        ("line1.diameter.quality", "raised"),
+        ("line1.line_speed.quality", "raised"),
+    ]

@@ -468,3 +468,31 @@ def test_live_flood_state_matches_the_kpi_episode(tmp_path: Path) -> None:
         await service.close()
 
     asyncio.run(main())
+
+
+def test_heavy_reads_never_wait_for_the_journal_writer(tmp_path: Path) -> None:
+    """Issue #9 defect 1: the KPI read held the lock the tick's commit uses. Reads now run
+    on connections of their own: with the writer's lock held (a commit in progress) KPIs,
+    history, replay and export still answer; with a read snapshot open, commits go on."""
+
+    async def main() -> None:
+        rig, clock = Rig(diameter_plant()), Clock()
+        service = make_service(rig, tmp_path / "j.sqlite", clock)
+        await service.start()
+        for value in (12.3, 12.0):
+            rig.set("diameter", value)
+            await tick(service, rig, clock)
+        with service.journal._lock:  # the writer is busy for as long as this block lasts
+            report = await asyncio.wait_for(service.kpi(1.0), 30)
+            assert report["raised"] == 1
+            assert len(await asyncio.wait_for(service.history(), 30)) == 2
+            assert len(await asyncio.wait_for(service.replay(0) or [], 30)) == 2  # type: ignore[arg-type]
+        with service.journal.reader() as db:  # a long read keeps its snapshot open ...
+            assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 2
+            rig.set("diameter", 12.3)
+            (raised,) = await asyncio.wait_for(tick(service, rig, clock), 30)  # ... commits go on
+            assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 2
+        assert raised["event_id"] == 3
+        await service.close()
+
+    asyncio.run(main())
