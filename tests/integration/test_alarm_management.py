@@ -15,7 +15,7 @@ import httpx
 from websockets.asyncio.client import connect
 
 from scada.core.timefmt import iso_ms
-from tests.conftest import OPEN_PLANT, ServerProcess, free_port, wait_until
+from tests.conftest import OPEN_PLANT, ServerProcess, eventually, free_port
 from tests.integration.test_comms_e2e import Simulator, all_good, modbus_server, next_matching
 from tests.integration.test_websocket import recv, until
 
@@ -45,6 +45,7 @@ def test_a_dead_modbus_device_raises_one_alarm_and_comms_return_raises_the_bad_t
     port = free_port()
     sim = Simulator(tmp_path, port)
     sim.start()
+    eventually(sim.listening, 30)  # before the server dials, so one outage is one outage
     server = modbus_server(server_factory, tmp_path, port)
     server.start()
     try:
@@ -56,7 +57,7 @@ def test_a_dead_modbus_device_raises_one_alarm_and_comms_return_raises_the_bad_t
                 # Every tag's quality alarm is journaled as suppressed by the comms alarm.
                 tags = 80  # config/modbus.toml: 8 lines of 10 tags, each with a quality alarm
                 silent = await asyncio.to_thread(
-                    wait_until,
+                    eventually,
                     lambda: (
                         (
                             len(s := [e for e in history(server) if e["event"] == "suppressed"])
@@ -89,7 +90,7 @@ def test_a_dead_modbus_device_raises_one_alarm_and_comms_return_raises_the_bad_t
                 restarted.start()
                 sim.proc = restarted.proc  # killed in `finally`
                 await asyncio.to_thread(
-                    wait_until,
+                    eventually,
                     lambda: any(
                         e["alarm"] == "line3.diameter.quality" and e["event"] == "raised"
                         for e in history(server)
@@ -149,7 +150,7 @@ def test_stuck_sensor_line_stop_and_heater_failure(
             assert (frozen["data"]["event"], frozen["data"]["condition"]) == ("raised", "frozen")
             # The stopped line's speed falls below its low limit: suppressed, not raised.
             silent = await asyncio.to_thread(
-                wait_until, lambda: events_of("line4.line_speed.lo"), 30
+                eventually, lambda: events_of("line4.line_speed.lo"), 30
             )
             assert [(e["event"], e["suppressed_by"]) for e in silent] == [
                 ("suppressed", "line4.state.stopped")
