@@ -55,7 +55,7 @@ __all__ = ["AlarmDef", "AlarmEngine", "AlarmRequestError"]
 # Closed, acknowledged occurrences remembered so a late second ack answers
 # already_acknowledged rather than unknown_alarm. Bounded: an ack that late is a stale UI.
 _CLOSED_MEMORY = 100_000
-_ROOT_CAUSES = ("comms", "state")
+_ROOT_CAUSES = ("comms", "state")  # processed first in a tick: they suppress others
 # The fields of an event that belongs to no occurrence.
 _NO_OCCURRENCE: dict[str, Any] = {
     "occurrence_id": NO_OCCURRENCE,
@@ -65,7 +65,7 @@ _NO_OCCURRENCE: dict[str, Any] = {
     "acked_by": None,
     "comment": None,
     "first_out": False,
-}  # processed first in a tick: they suppress others
+}
 
 
 @dataclass(slots=True)
@@ -235,6 +235,9 @@ class AlarmEngine:
             lesser = self._alarm_by_name[a.defn.supersedes]
             if lesser.last.alarm_state != "normal":
                 self._escalate(lesser, a, now, _tag_value(lesser.defn, values), out)
+            elif lesser.last.suppressed_by is not None:  # listed silently: the greater stands
+                self._emit(lesser, "unsuppressed", now, out, suppressed_by=None,
+                           note=f"superseded by {a.defn.name}")  # fmt: skip
 
     def _on_fall(
         self,
@@ -475,7 +478,7 @@ class AlarmEngine:
         fields: dict[str, Any] = {"user": None, "note": None, "severity": a.defn.severity}
         fields.update(changes)
         ev = dataclasses.replace(base, event_id=None, event=kind, at=now, **fields)
-        if ev.alarm_state == "normal" and kind != "suppressed":
+        if ev.alarm_state == "normal" and kind in ("acknowledged", "cleared", "escalated"):
             ev.suppressed_by = None  # only a present condition stays listed as suppressed
         ev.state = _wire_state(a.defn, ev)
         return ev
