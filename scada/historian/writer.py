@@ -285,9 +285,11 @@ class Writer:
     def _close_minute(self) -> None:
         assert self._minute is not None
         n = self._n
-        closed = self.encode(
-            self._minute, self._t[:n].copy(), self._v[:n].copy(), self._q[:n].copy(), self.series
-        )
+        t, v, q = self._t[:n].copy(), self._v[:n].copy(), self._q[:n].copy()
+        if self.series:
+            closed = self.encode(self._minute, t, v, q, self.series)
+        else:  # the file was never opened: no series ids yet, encode once it is
+            closed = Closed(self._minute, [], [], (t, v, q), [])
         with self._lock:
             self._closed.append(closed)
             self._n = 0
@@ -386,6 +388,8 @@ class Writer:
         self._flushed = n
 
     def _write_closed(self, database: sqlite3.Connection, c: Closed) -> None:
+        if not c.series:
+            c = self.encode(c.minute, *c.samples, self.series)
         if c.minute in self._merge_minutes:
             c = self._merged(database, c)
         database.executemany(
@@ -449,6 +453,7 @@ class Writer:
         )
         self.status.moved_aside = str(aside)
         self._merge_minutes.clear()
+        self._flushed = 0  # the open minute goes into the new file's `pending` from its start
         try:
             self._open()
         except (sqlite3.Error, OSError) as again:

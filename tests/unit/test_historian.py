@@ -16,6 +16,7 @@ from scada.historian import codec, compress, query
 from scada.historian.db import CHUNK_MS, HOUR_MS
 from scada.historian.service import Historian
 from scada.historian.writer import Retention, Writer
+from tests.conftest import wait_until
 
 LINES = load_config().lines[:2]  # 20 tags
 SCHEMA = TagSchema(LINES)
@@ -289,5 +290,28 @@ def test_compression_keeps_its_error_bound(method: str, tmp_path: Path) -> None:
         for t0, vmax in m1.fetchall():
             in_minute = good & (t >= t0) & (t < t0 + CHUNK_MS)
             assert vmax == v[in_minute].max()  # from every sample, not the kept ones
+    finally:
+        h.stop()
+
+
+def test_a_file_that_cannot_be_opened_degrades_then_recovers_with_every_sample(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "history"  # a file where the directory should be
+    blocker.write_text("in the way")
+    h = open_historian(blocker / "history.sqlite")
+    try:
+        assert h.status()["state"] == "degraded"
+        values, quality = signals(700, SCHEMA.size)  # a minute closes while it cannot write
+        times = feed(h, BASE, values, quality)
+        assert h.status()["state"] == "degraded"
+        blocker.unlink()
+        wait_until(lambda: h.writer.sync() and h.status()["state"] == "ok", timeout=10)
+        spec = h.spec(SCHEMA.refs[4].path)
+        assert spec is not None
+        got = h.samples(spec, BASE, int(times[-1]) + 1)
+        np.testing.assert_array_equal(got.v, values[:, 4])
+        assert caplog.text.count("historian cannot write") == 1
+        assert "historian recovered" in caplog.text
     finally:
         h.stop()
