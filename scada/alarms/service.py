@@ -118,11 +118,15 @@ class AlarmService:
             elif open_ is None and ended is not None:
                 log.warning("alarm flood ended: %d alarms", ended.count)
             self._flood_state = data
-            for listener in self._flood_listeners:
-                try:
-                    listener(dict(data))
-                except Exception:
-                    log.exception("alarm flood listener %r failed", listener)
+            # After this tick's alarm frames: the caller publishes them once tick() returns.
+            asyncio.get_running_loop().call_soon(self._tell_flood, data)
+
+    def _tell_flood(self, data: dict[str, Any]) -> None:
+        for listener in self._flood_listeners:
+            try:
+                listener(dict(data))
+            except Exception:
+                log.exception("alarm flood listener %r failed", listener)
 
     async def _write(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)

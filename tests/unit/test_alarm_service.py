@@ -446,6 +446,7 @@ def test_live_flood_state_matches_the_kpi_episode(tmp_path: Path) -> None:
         async def step() -> None:
             clock.advance(0.5)
             await service.tick(clock.wall, rig.values, rig.quality, rig.devices)
+            await asyncio.sleep(0)  # flood listeners are called after the tick's frames
 
         start = clock.wall
         for i in range(5):  # one alarm every 0.5 s: the 4th (at +2.0 s) starts the flood
