@@ -13,6 +13,7 @@ from scada.bench.fanout import FanoutResult, default_workers, measure, stderr_pr
 from scada.bench.history import add_arguments as history_arguments
 from scada.bench.report import FANOUT_ROWS, fanout_ratios, ratio_lines, table
 from scada.bench.servers import ServerUnderTest
+from scada.bench.stall import add_arguments as stall_arguments
 
 COMPRESSION_MODES = ("off", "per-client", "shared")
 
@@ -41,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--history", action="store_true", help="run the historian benchmark instead")
     history_arguments(p)
+    stall_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--config", help="plant config for the servers (default: the 8-line plant)")
@@ -48,6 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     progress = None if args.quiet else stderr_progress
+    if args.stall:
+        from scada.bench import stall
+
+        return emit(args, progress, stall.run(args, progress), stall.render)
     if args.history:
         from scada.bench import history
 
