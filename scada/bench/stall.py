@@ -20,18 +20,16 @@ import multiprocessing
 import statistics
 import tempfile
 import time
-import tomllib
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
-
-import httpx
-import tomli_w
 
 from scada.alarms.journal import Journal
 from scada.alarms.model import AlarmEvent
 from scada.auth.store import AuditRecord, AuthStore
 from scada.bench.servers import ServerUnderTest, rss_kb
-from scada.core.config import deep_merge, default_config_text
+from scada.core.config import default_config_text
 
 CONCURRENCY = 10
 GAP_TARGET_MS = 200.0
@@ -141,26 +139,29 @@ def _watch(url: str, seconds: float, out: Any) -> None:
     out.put(arrivals)
 
 
-async def _client(http: str, token: str, until: float, results: list[dict[str, Any]]) -> None:
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=http, headers=headers, timeout=120) as client:
-        i = 0
-        while time.monotonic() < until:
-            path = READS[(hash(token) + i) % len(READS)]
-            i += 1
-            started = time.monotonic()
-            response = await client.get(path)
-            size = len(response.content)
-            results.append(
-                {
-                    "path": path.split("?")[0],
-                    "status": response.status_code,
-                    "bytes": size,
-                    "ms": (time.monotonic() - started) * 1000,
-                }
-            )
-            if response.status_code == 429:
-                await asyncio.sleep(0.05)
+def _get(url: str, token: str) -> tuple[int, int]:
+    """(status, body bytes) of one GET (stdlib only: the bench needs no test extras)."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return int(response.status), len(response.read())
+    except urllib.error.HTTPError as err:
+        return int(err.code), len(err.read())
+
+
+async def _client(
+    http: str, token: str, index: int, until: float, results: list[dict[str, Any]]
+) -> None:
+    i = index
+    while time.monotonic() < until:
+        path = READS[i % len(READS)]
+        i += 1
+        started = time.monotonic()
+        status, size = await asyncio.to_thread(_get, http + path, token)
+        ms = (time.monotonic() - started) * 1000
+        results.append({"path": path.split("?")[0], "status": status, "bytes": size, "ms": ms})
+        if status == 429:
+            await asyncio.sleep(0.05)
 
 
 async def _load(server: ServerUnderTest, tokens: list[str], seconds: float) -> dict[str, Any]:
@@ -174,8 +175,21 @@ async def _load(server: ServerUnderTest, tokens: list[str], seconds: float) -> d
             peak = max(peak, rss_kb(server.pid))
             await asyncio.sleep(0.1)
 
-    await asyncio.gather(sample(), *(_client(server.http, t, until, results) for t in tokens))
+    clients = [_client(server.http, t, i, until, results) for i, t in enumerate(tokens)]
+    await asyncio.gather(sample(), *clients)
     return {"results": results, "rss_peak_kb": peak}
+
+
+def _config_text(data: Path, lifted: bool) -> str:
+    """The default plant on `data`; lifted: every heavy-read limit at CONCURRENCY."""
+    text = default_config_text().replace('data_dir = "data"', f"data_dir = {str(data)!r}", 1)
+    if lifted:
+        roles = ", ".join(f"{role} = {n}" for role, n in LIFTED.items())
+        text += (
+            f"\n[auth]\nheavy_reads_per_client = {CONCURRENCY}\n"
+            f"heavy_reads_per_role = {{{roles}}}\n"
+        )
+    return text
 
 
 def _gaps(arrivals: list[float], start: float, end: float) -> list[float]:
@@ -184,11 +198,8 @@ def _gaps(arrivals: list[float], start: float, end: float) -> list[float]:
 
 
 def measure(tokens: list[str], data: Path, seconds: float, lifted: bool) -> dict[str, Any]:
-    auth: dict[str, Any] = {"heavy_reads_per_role": LIFTED, "heavy_reads_per_client": 10}
-    config = {"server": {"data_dir": str(data)}, "auth": auth if lifted else {}}
     config_path = data.parent / ("lifted.toml" if lifted else "default.toml")
-    base = tomllib.loads(default_config_text())
-    config_path.write_text(tomli_w.dumps(deep_merge(base, config)))
+    config_path.write_text(_config_text(data, lifted))
     server = ServerUnderTest("scada", config=str(config_path))
     server.start(timeout=120)
     try:
