@@ -7,8 +7,9 @@ process while ten clients at a time ask for KPIs (31 days), alarm history, histo
 audit log and the alarm export, for `--seconds`. Reported: the largest gap between two
 `production_data` frames before and during the load (the tick is 100 ms; the target is no gap
 over 200 ms), how many heavy reads were served or refused (429) and how fast, and the
-server's RSS. Two runs: the configured limits, and the limits lifted so all ten run at once
-(what the off-loop reads alone achieve).
+server's RSS. Three runs: the configured limits; the limits lifted so all ten run at once
+(what the off-loop reads alone achieve); and 300 failed logins from 300 addresses (issue #9
+defect 9: password checks have their own executor and a global budget).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from scada.bench.servers import ServerUnderTest, rss_kb
 from scada.core.config import default_config_text
 
 CONCURRENCY = 10
+LOGIN_FLOOD = 300
 GAP_TARGET_MS = 200.0
 READS = [
     "/api/alarms/kpi?hours=744",
@@ -180,10 +182,13 @@ async def _load(server: ServerUnderTest, tokens: list[str], seconds: float) -> d
     return {"results": results, "rss_peak_kb": peak}
 
 
-def _config_text(data: Path, lifted: bool) -> str:
-    """The default plant on `data`; lifted: every heavy-read limit at CONCURRENCY."""
+def _config_text(data: Path, mode: str) -> str:
+    """The default plant on `data`; lifted: every heavy-read limit at CONCURRENCY; logins:
+    the bench's X-Forwarded-For believed, so each login comes from its own address."""
     text = default_config_text().replace('data_dir = "data"', f"data_dir = {str(data)!r}", 1)
-    if lifted:
+    if mode == "logins":
+        text += '\n[auth]\ntrusted_proxies = ["127.0.0.1"]\n'
+    if mode == "lifted":
         roles = ", ".join(f"{role} = {n}" for role, n in LIFTED.items())
         text += (
             f"\n[auth]\nheavy_reads_per_client = {CONCURRENCY}\n"
@@ -197,9 +202,39 @@ def _gaps(arrivals: list[float], start: float, end: float) -> list[float]:
     return [(b - a) * 1000 for a, b in itertools.pairwise(inside)]
 
 
-def measure(tokens: list[str], data: Path, seconds: float, lifted: bool) -> dict[str, Any]:
-    config_path = data.parent / ("lifted.toml" if lifted else "default.toml")
-    config_path.write_text(_config_text(data, lifted))
+def _post_login(url: str, address: str) -> tuple[int, int]:
+    body = b'{"username": "admin", "password": "not the password"}'
+    headers = {"Content-Type": "application/json", "X-Forwarded-For": address}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return int(response.status), len(response.read())
+    except urllib.error.HTTPError as err:
+        return int(err.code), len(err.read())
+
+
+async def _login_flood(server: ServerUnderTest, seconds: float) -> dict[str, Any]:
+    """LOGIN_FLOOD failed logins, each from its own address, 30 at a time."""
+    results: list[dict[str, Any]] = []
+    addresses = iter(f"198.18.{i // 250}.{i % 250 + 1}" for i in range(LOGIN_FLOOD))
+    peak = rss_kb(server.pid)
+
+    async def worker() -> None:
+        nonlocal peak
+        for address in addresses:
+            started = time.monotonic()
+            status, size = await asyncio.to_thread(_post_login, f"{server.http}/api/login", address)
+            ms = (time.monotonic() - started) * 1000
+            results.append({"path": "/api/login", "status": status, "bytes": size, "ms": ms})
+            peak = max(peak, rss_kb(server.pid))
+
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(30))), seconds + 60)
+    return {"results": results, "rss_peak_kb": peak}
+
+
+def measure(tokens: list[str], data: Path, seconds: float, mode: str) -> dict[str, Any]:
+    config_path = data.parent / f"{mode}.toml"
+    config_path.write_text(_config_text(data, mode))
     server = ServerUnderTest("scada", config=str(config_path))
     server.start(timeout=120)
     try:
@@ -213,7 +248,10 @@ def measure(tokens: list[str], data: Path, seconds: float, lifted: bool) -> dict
         watcher.start()
         time.sleep(1.0 + baseline_s)
         load_start = time.monotonic()
-        load = asyncio.run(_load(server, tokens, seconds))
+        if mode == "logins":
+            load = asyncio.run(_login_flood(server, seconds))
+        else:
+            load = asyncio.run(_load(server, tokens, seconds))
         load_end = time.monotonic()
         arrivals: list[float] = queue.get(timeout=60)
         watcher.join(10)
@@ -221,11 +259,18 @@ def measure(tokens: list[str], data: Path, seconds: float, lifted: bool) -> dict
         server.stop()
     before = _gaps(arrivals, load_start - baseline_s, load_start)
     during = _gaps(arrivals, load_start, load_end)
-    return summarize(load, before, during, rss_before, lifted)
+    return summarize(load, before, during, rss_before, mode)
+
+
+MODES = {
+    "defaults": "heavy reads, configured limits",
+    "lifted": "heavy reads, limits lifted (10 per role and client)",
+    "logins": "300 failed logins from 300 addresses",
+}
 
 
 def summarize(
-    load: dict[str, Any], before: list[float], during: list[float], rss: int, lifted: bool
+    load: dict[str, Any], before: list[float], during: list[float], rss: int, mode: str
 ) -> dict[str, Any]:
     results = load["results"]
     served = [r for r in results if r["status"] == 200]
@@ -236,7 +281,7 @@ def summarize(
         entry["ms"].append(r["ms"])
         entry["bytes"] = max(entry["bytes"], r["bytes"])
     return {
-        "limits": "lifted (10 per role and client)" if lifted else "defaults",
+        "load": MODES[mode],
         "gap_ms_max_before": round(max(before, default=0.0), 1),
         "gap_ms_max_during": round(max(during, default=0.0), 1),
         "gap_ms_p99_during": round(_p(during, 0.99), 1),
@@ -245,7 +290,10 @@ def summarize(
         "requests": len(results),
         "served": len(served),
         "refused_429": sum(1 for r in results if r["status"] == 429),
-        "other_status": sorted({r["status"] for r in results} - {200, 429}),
+        "status_counts": {
+            str(k): sum(1 for r in results if r["status"] == k)
+            for k in sorted({r["status"] for r in results})
+        },
         "per_route": {
             p: {
                 "n": e["n"],
@@ -276,10 +324,10 @@ def run(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
         tokens = build_data_dir(data, args.events)
         built_s = time.monotonic() - started
         runs = []
-        for lifted in (False, True):
+        for mode in MODES:
             if progress:
-                progress(f"stall run, limits {'lifted' if lifted else 'default'}")
-            runs.append(measure(tokens, data, args.seconds, lifted))
+                progress(f"stall run: {MODES[mode]}")
+            runs.append(measure(tokens, data, args.seconds, mode))
     return {
         "events": args.events,
         "audit_records": args.events // 10,
@@ -297,10 +345,10 @@ def render(doc: dict[str, Any]) -> str:
     ]
     for r in doc["runs"]:
         lines.append(
-            f"  limits {r['limits']}: production_data gap max {r['gap_ms_max_during']} ms "
+            f"  {r['load']}: production_data gap max {r['gap_ms_max_during']} ms "
             f"(before load {r['gap_ms_max_before']} ms, p99 {r['gap_ms_p99_during']} ms, "
-            f"{r['gaps_over_200ms']} over 200 ms); {r['served']} served, "
-            f"{r['refused_429']} refused (429), other {r['other_status']}; "
+            f"{r['gaps_over_200ms']} over 200 ms); {r['requests']} requests, "
+            f"status counts {r['status_counts']}; "
             f"RSS {r['rss_mb_before']} -> {r['rss_mb_peak']} MB"
         )
         for path, e in r["per_route"].items():
