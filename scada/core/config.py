@@ -277,14 +277,14 @@ class AuthSettings(Frozen):
     password_hash_queue: int = Field(default=4, ge=1)
     # Heavy reads (KPIs, alarm history, history, audit, exports, resume): how many may run
     # at once per client address, and in total per role; more get 429 with Retry-After.
-    heavy_reads_per_client: int = Field(default=1, ge=1)
+    heavy_reads_per_client: int = Field(default=2, ge=1)
     heavy_reads_per_role: PerAudience = Field(
         default_factory=lambda: {
-            "anonymous": 1,
-            "viewer": 2,
-            "operator": 3,
-            "engineer": 3,
-            "admin": 3,
+            "anonymous": 2,
+            "viewer": 4,
+            "operator": 4,
+            "engineer": 4,
+            "admin": 4,
         }
     )
     # Alarm events a `resume` may replay, per role; further behind gets a fresh snapshot.

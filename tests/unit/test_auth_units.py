@@ -121,7 +121,9 @@ def test_heavy_reads_limit_per_client_and_per_role() -> None:
     from scada.core.errors import Refused
     from scada.heavy import HeavyReads
 
-    settings = AuthSettings(heavy_reads_per_role={"anonymous": 1, "viewer": 2})
+    settings = AuthSettings(
+        heavy_reads_per_client=1, heavy_reads_per_role={"anonymous": 1, "viewer": 2}
+    )
     heavy = HeavyReads(lambda: settings)
     held = heavy.acquire("a|olga", "viewer", False)
     with pytest.raises(Refused) as again:
@@ -157,3 +159,18 @@ def test_login_gate_counts_every_address_against_one_budget() -> None:
         gate.admit("10.0.0.99")
     assert refused.value.status == 429
     gate.close()
+
+
+def test_auth_routes_do_not_import_the_app() -> None:
+    """The old circle scada.app <-> scada.auth.routes is gone: routes import no app."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys; import scada.auth.routes; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('scada.'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout))
+    assert "scada.app" not in loaded and "scada.hub" not in loaded
