@@ -15,15 +15,17 @@ from typing import Any
 from drivers.registry import device_problems
 from scada.alarms.engine import AlarmEngine
 from scada.core.config import PlantConfig, load_config
-from scada.core.errors import ConfigError
+from scada.core.errors import ConfigError, Refused
 from scada.core.tags import TagSchema
 from scada.runtime import Runtime
 
 
-class ReloadRefused(Exception):
+class ReloadRefused(Refused):
+    """A reload refused, with the problems found (the one refusal type, plus `problems`)."""
+
     def __init__(self, status: int, error: str, message: str, problems: list[str]) -> None:
-        super().__init__(message)
-        self.status, self.error, self.problems = status, error, problems
+        super().__init__(error, message, status)
+        self.error, self.problems = error, problems
 
 
 def _structure(config: PlantConfig) -> list[tuple[str, list[tuple[str, str, str | None]]]]:
