@@ -64,7 +64,8 @@ class Snapshots:
             return
         client.resuming = True
         try:
-            async with self.heavy.slot(client.address, client.role, client.anonymous):
+            key = f"{client.address}|{client.user}"  # as the HTTP routes key a client
+            async with self.heavy.slot(key, client.role, client.anonymous):
                 missed = await alarms.replay(cursor, upto)
         finally:
             client.resuming = False
