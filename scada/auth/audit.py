@@ -93,10 +93,12 @@ class Auditor:
         await self._write(record)
 
     async def record(self, record: AuditRecord) -> None:
-        """Write an outcome or a refusal. Refusals are folded and never raise; outcomes raise
-        AuditUnavailable when the trail cannot be written."""
+        """Write an outcome or a refusal; never raises. The action it follows already has its
+        `requested` record (or was refused), so a failure here is logged, not answered as a
+        refusal of something that has happened. Refusals are folded."""
         if record.result not in REFUSALS:
-            await self._write(record)
+            with contextlib.suppress(AuditUnavailable):
+                await self._write(record)
             return
         skipped = self._fold(record.address, record.action, record.result)
         if skipped is None:

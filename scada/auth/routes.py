@@ -102,7 +102,7 @@ async def _open_session(request: Request, identity: Identity, address: str) -> R
     config: PlantConfig = request.app.state.config
     record = AuditRecord(identity.name, identity.role, address, "login", identity.name, "ok")
     try:
-        await auditor_of(request).record(record)
+        await auditor_of(request).action_record(record)
     except Refused as err:
         return refused(err)  # no session the audit trail does not show
     secret, expires = await asyncio.to_thread(
