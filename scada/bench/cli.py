@@ -41,6 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sizes", help="--ingest plant sizes in lines, comma list (default 8,50,100,200,500)"
     )
     p.add_argument("--history", action="store_true", help="run the historian benchmark instead")
+    p.add_argument(
+        "--churn",
+        type=int,
+        metavar="ROUNDS",
+        help="run the connection-churn memory benchmark instead: ROUNDS x --clients, tracemalloc",
+    )
     history_arguments(p)
     stall_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -58,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
         from scada.bench import history
 
         return emit(args, progress, history.run(args, progress), history.render)
+    if args.churn:
+        from scada.bench import churn
+
+        return emit(args, progress, churn.run(args, progress), churn.render)
     if args.ingest:
         from scada.bench.ingest import run_ingest
 

@@ -84,3 +84,13 @@ def test_shared_deflate_frames_decode_in_a_standard_client() -> None:
     finally:
         server.stop()
     time.sleep(0.1)
+
+
+def test_churn_rounds_report_memory_and_growth_sites() -> None:
+    from scada.bench.churn import render, run_churn
+
+    doc = run_churn(clients=4, rounds=3).as_dict()
+    assert [r["failed"] for r in doc["rounds"]] == [0, 0, 0]
+    assert all(r["rss_mb"] > 10 and r["traced_mb"] > 0 for r in doc["rounds"])
+    assert doc["top_growth"]  # round 2 against the last, by allocation site
+    assert "round" in render(doc)
