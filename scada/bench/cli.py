@@ -12,7 +12,7 @@ import orjson
 from scada.bench.fanout import FanoutResult, default_workers, measure, stderr_progress
 from scada.bench.history import add_arguments as history_arguments
 from scada.bench.report import FANOUT_ROWS, fanout_ratios, ratio_lines, table
-from scada.bench.servers import ServerUnderTest
+from scada.bench.servers import ServerUnderTest, bare_reference
 from scada.bench.stall import add_arguments as stall_arguments
 
 COMPRESSION_MODES = ("off", "per-client", "shared")
@@ -128,6 +128,7 @@ def run_fanout(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
         "clients": args.clients,
         "seconds": args.seconds,
         "workers": workers,
+        "bare_reference": bare_reference() if "bare" in results else None,
         "results": {k: v.as_dict() for k, v in results.items()},
         "ratios": fanout_ratios(results),
         "compression": {k: v.as_dict() for k, v in compression.items()},
@@ -156,7 +157,8 @@ def render_fanout(doc: dict[str, Any]) -> str:
     results = [FanoutResult(**v) for v in doc["results"].values()]
     out = [
         f"scada bench: {doc['clients']} clients, {doc['seconds']:.0f} s window, "
-        f"{doc['workers']} client process(es)",
+        f"{doc['workers']} client process(es)"
+        + (f"; bare = {doc['bare_reference']}" if doc.get("bare_reference") else ""),
         "",
         table(FANOUT_ROWS, results),
         "",

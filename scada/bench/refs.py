@@ -2,13 +2,15 @@
 
 - `naive`: the tutorial design. A starlette app under uvicorn; every client's handler waits
   for the next frame and does `await websocket.send_text(json.dumps(frame))`.
-- `bare`: the floor. A minimal asyncio server that does the WebSocket handshake and writes
-  one pre-built frame to every transport every 100 ms; nothing else.
+- `bare`: the floor. A picows broadcaster (the fastest Python WebSocket server we know:
+  handshake, framing and reads in C) that sends one pre-built payload to every client every
+  100 ms; nothing else. Without picows installed (`pip install 'scada-stream[bench]'`), a
+  minimal asyncio server that writes one pre-built frame to every transport.
 
 Both serve the same plant data as the real server (the simulator and the sample encoder),
 built once per 100 ms tick on a fixed-rate schedule.
 
-    python -m scada.bench.refs naive|bare --port PORT
+    python -m scada.bench.refs naive|bare|bare-asyncio --port PORT
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
+from scada.bench.servers import bare_reference
 from scada.broadcaster import frame_prefix
 from scada.core.config import PlantConfig, load_config
 from scada.core.timefmt import iso_ms
@@ -164,6 +167,18 @@ async def run_bare_async(config: PlantConfig, port: int) -> None:
     server = await loop.create_server(
         lambda: BareProtocol(clients), "127.0.0.1", port, backlog=4096
     )
+
+    def deliver(payload: bytes) -> None:
+        frame = frame_header(len(payload)) + payload
+        for transport in list(clients):
+            transport.write(frame)
+
+    async with server:
+        await broadcast(config, deliver)
+
+
+async def broadcast(config: PlantConfig, deliver: Callable[[bytes], None]) -> None:
+    """Every 100 ms, one production_data payload built once and handed to `deliver`."""
     source = FrameSource(config)
     seq = 0
 
@@ -171,31 +186,66 @@ async def run_bare_async(config: PlantConfig, port: int) -> None:
         nonlocal seq
         seq += 1
         stamp, records = await source.next_records()
-        payload = frame_prefix("production_data", records, stamp) + b"%d}" % seq
-        frame = frame_header(len(payload)) + payload
+        deliver(frame_prefix("production_data", records, stamp) + b"%d}" % seq)
+
+    await fixed_rate(tick)
+
+
+async def run_picows_async(config: PlantConfig, port: int) -> None:
+    from picows import (
+        WSListener,
+        WSMsgType,
+        WSTransport,
+        WSUpgradeRequest,
+        WSUpgradeResponse,
+        WSUpgradeResponseWithListener,
+        ws_create_server,
+    )
+
+    clients: set[WSTransport] = set()
+
+    class Listener(WSListener):
+        def on_ws_connected(self, transport: WSTransport) -> None:
+            clients.add(transport)
+
+        def on_ws_disconnected(self, transport: WSTransport) -> None:
+            clients.discard(transport)
+
+    def route(request: WSUpgradeRequest) -> Any:
+        if request.path == b"/ready":
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_ok_response(b"ok"), None)
+        return Listener()  # client frames (pongs, requests) are ignored; pings answered
+
+    server = await ws_create_server(route, "127.0.0.1", port, backlog=4096)
+
+    def deliver(payload: bytes) -> None:
         for transport in list(clients):
-            transport.write(frame)
+            transport.send(WSMsgType.TEXT, payload)
 
     async with server:
-        await fixed_rate(tick)
+        await broadcast(config, deliver)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m scada.bench.refs")
-    parser.add_argument("kind", choices=["naive", "bare"])
+    parser.add_argument("kind", choices=["naive", "bare", "bare-asyncio"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--config")
     args = parser.parse_args()
     config = load_config(args.config)
     if args.kind == "naive":
         run_naive(config, args.port)
+        return
+    if args.kind == "bare" and bare_reference() != "asyncio":
+        serve: Callable[[PlantConfig, int], Coroutine[Any, Any, None]] = run_picows_async
     else:
-        try:
-            import uvloop
+        serve = run_bare_async
+    try:
+        import uvloop
 
-            uvloop.run(run_bare_async(config, args.port))
-        except ImportError:
-            asyncio.run(run_bare_async(config, args.port))
+        uvloop.run(serve(config, args.port))
+    except ImportError:
+        asyncio.run(serve(config, args.port))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,14 @@ def rss_kb(pid: int | None) -> int:
     if pid is None:
         return 0
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KB
+
+
+def bare_reference() -> str:
+    """What the `bare` reference runs here: `picows <version>`, or `asyncio` without picows."""
+    try:
+        return f"picows {metadata.version('picows')}"
+    except metadata.PackageNotFoundError:
+        return "asyncio"
 
 
 def get_json(url: str, timeout: float = 2.0) -> Any:

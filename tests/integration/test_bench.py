@@ -52,6 +52,7 @@ def test_cli_json_schema() -> None:
     )
     doc = json.loads(out.stdout)
     assert doc["clients"] == 4
+    assert doc["bare_reference"].startswith("picows ")  # the floor is the fastest we know
     bare = doc["results"]["bare"]
     for key in (
         "rate_min",

@@ -16,6 +16,8 @@ from tests.conftest import ROOT
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 RUNTIME = [Requirement(r) for r in PROJECT["dependencies"]]
 TEST = [Requirement(r) for r in PROJECT["optional-dependencies"]["test"]]
+# Optional features a user installs on purpose (`pip install 'scada-stream[bench]'`).
+OPTIONAL = [Requirement(r) for r in PROJECT["optional-dependencies"]["bench"]]
 
 
 def pins(path: str) -> dict[str, str]:
@@ -46,7 +48,7 @@ def imported_top_level(package: str) -> set[str]:
 def test_every_imported_package_is_declared() -> None:
     ours = {"scada", "drivers", "simulators", "tests", "__future__"}
     dists = packages_distributions()
-    declared = {canonicalize_name(r.name) for r in RUNTIME}
+    declared = {canonicalize_name(r.name) for r in RUNTIME + OPTIONAL}
     missing = []
     for package in ("scada", "drivers", "simulators"):
         for name in imported_top_level(package) - ours - set(sys.stdlib_module_names):
