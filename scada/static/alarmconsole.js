@@ -3,7 +3,7 @@
 // history of occurrences with quick ranges and CSV export.
 import {
   $, $$, el, fmtDateTime, fmtDuration, fmtNum, fmtTime, priorityIcon, priorityOf,
-  PRIORITY_NAMES, isUnacked, downloadCsv,
+  PRIORITY_NAMES, isUnacked, downloadCsv, heavyFetch,
 } from "/static/util.js";
 
 const STATE_TEXT = {
@@ -197,7 +197,8 @@ export class AlarmConsole {
     tr.append(td("Priority", priorityIcon(a.priority, true)));
     tr.append(td("State", el("span", { class: "stt" }, STATE_TEXT[a.state] || a.state)));
     tr.append(td("Line", a.production_line_id ?? "—"));
-    tr.append(td("Alarm", el("span", { class: "mono" }, a.alarm)));
+    tr.append(td("Alarm", el("span", { class: "mono" }, a.alarm),
+      a.first_out ? el("span", { class: "first-out", title: "first out: this alarm opened a burst on its line" }, "FIRST OUT") : null));
     tr.append(td("Message", a.message));
     const dec = this.decimals(a);
     const unit = this.unit(a);
@@ -215,7 +216,7 @@ export class AlarmConsole {
     } else {
       tr.append(td("At raise", `${fmtNum(a.value, dec)} ${unit}`));
       const lv = this.liveOf(a);
-      const liveCell = td("Live", lv ? `${fmtNum(lv.value, dec)} ${unit}` : "—");
+      const liveCell = td("Live", lv ? `${fmtNum(lv.value, dec)} ${unit}`.trim() : "—");
       liveCell.classList.add("live-value");
       if (!live || (lv && lv.quality !== "good")) liveCell.classList.add("q-stale");
       tr.append(liveCell);
@@ -427,7 +428,7 @@ export class AlarmConsole {
     let before = null;
     for (let page = 0; page < 20; page++) {
       if (before) params.set("before", before);
-      const r = await fetch(`/api/alarms/history?${params}`);
+      const r = await heavyFetch(`/api/alarms/history?${params}`);
       if (!r.ok) { $("#history-status").textContent = `history failed (HTTP ${r.status})`; return; }
       const body = await r.json();
       events.push(...(body.events || []));

@@ -1,8 +1,8 @@
 // The operator console: overview tiles, device status, alarm console, annunciation, line
 // detail with trend. Truth first: without live data the whole page says so (docs/console.md).
 import { PlantConnection, defaultUrl } from "/static/ws.js";
-import { $, $$, el, fmtDateTime, fmtTime, tzName, priorityIcon, PRIORITY_NAMES } from "/static/util.js";
-import { buildTile, renderTile, drawSpark, extendSpark, loadSpark, tagQuality } from "/static/tiles.js";
+import { $, $$, el, fmtDateTime, fmtNum, fmtTime, heavyFetch, tzName, priorityIcon, PRIORITY_NAMES } from "/static/util.js";
+import { buildTile, renderTile, drawSpark, extendSpark, loadSparks, tagQuality } from "/static/tiles.js";
 import { AlarmConsole } from "/static/alarmconsole.js";
 import { Horn } from "/static/horn.js";
 import { LineDetail } from "/static/detail.js";
@@ -174,7 +174,7 @@ function route() {
 
 async function loadKpi() {
   const hours = $("#kpi-form").hours.value;
-  const r = await fetch(`/api/alarms/kpi?hours=${hours}`);
+  const r = await heavyFetch(`/api/alarms/kpi?hours=${hours}`);
   if (!r.ok) return;
   const k = await r.json();
   const card = (title, big, extra) => el("div", { class: "card" }, el("h3", {}, title), el("div", { class: "big" }, big), extra);
@@ -199,7 +199,7 @@ async function loadAudit(more = false) {
   if (form.user.value) params.set("user", form.user.value.trim());
   if (form.action.value) params.set("action", form.action.value.trim());
   if (more && state.auditBefore) params.set("before", state.auditBefore);
-  const r = await fetch(`/api/audit?${params}`);
+  const r = await heavyFetch(`/api/audit?${params}`);
   if (!r.ok) return;
   const body = await r.json();
   const rows = body.records.map((a) => el("tr", {}, ...[a.id, fmtDateTime(a.at), a.user, a.role, a.address, a.action, a.target, a.result, a.detail].map((c) => el("td", {}, String(c ?? "")))));
@@ -223,7 +223,7 @@ function connect() {
     if (s === "reconnecting") label = `reconnecting (attempt ${detail.attempt})`;
     if (s === "disconnected" && detail.reason) label = `disconnected: ${detail.reason}`;
     $(".label", node).textContent = label;
-    if (s === "disconnected" && detail.code === 1008 && !session.switching) sessionEnded(detail.reason);
+    if (s === "disconnected" && detail.code === 1008) sessionEnded(detail.reason);
     // A refused handshake looks like any failed connection: ask who we are now.
     if (s === "reconnecting" && detail.attempt >= 1 && session.kind === "session") session.check().then((ok) => { if (!ok) sessionEnded("session no longer valid"); });
     checkLive();
@@ -248,7 +248,6 @@ function connect() {
       extendSpark(entry, s);
     }
     if (state.detail) state.detail.render();
-    if (alarms.tab === "active" && alarms.sort.key === "live") return;
     updateLiveCells();
   });
   conn.on("alarm", (f) => {
@@ -266,7 +265,7 @@ function updateLiveCells() {
     const cell = tr.querySelector(".live-value");
     if (!a || !cell) continue;
     const lv = alarms.liveOf(a);
-    cell.textContent = lv ? `${lv.value == null ? "—" : Number(lv.value).toFixed(alarms.decimals(a))} ${alarms.unit(a)}` : "—";
+    cell.textContent = lv ? `${fmtNum(lv.value, alarms.decimals(a))} ${alarms.unit(a)}`.trim() : "—";
     cell.classList.toggle("q-stale", !state.live || (lv && lv.quality !== "good"));
   }
 }
@@ -304,14 +303,16 @@ async function main() {
   buildLegend();
   renderUser();
   renderAll();
-  Promise.all([...state.lines.values()].map(loadSpark));
+  loadSparks([...state.lines.values()]);
 
   horn.onChange(renderSound);
   alarms.wire();
   $("#sound").addEventListener("click", () => horn.setSound(!horn.soundOn));
+  // Browsers start audio only after a gesture on the page: any click unlocks the horn.
+  document.addEventListener("pointerdown", () => horn.unlock());
   $("#silence").addEventListener("click", () => horn.silence());
   $("#notice-close").addEventListener("click", () => showNotice(""));
-  $("#logout").addEventListener("click", async () => { await session.logout(); location.reload(); });
+  $("#logout").addEventListener("click", async () => { state.conn.stop(); await session.logout(); location.reload(); });
   $("#switch-user").addEventListener("click", () => {
     $("#switch-form").reset();
     $("#switch-error").textContent = "";
@@ -321,12 +322,13 @@ async function main() {
     if (ev.submitter && ev.submitter.value === "cancel") return;
     ev.preventDefault();
     const f = ev.target;
+    state.conn.stop(); // the old session's socket ends here, not as a surprise 1008
     const err = await session.switchUser(f.username.value, f.password.value);
+    renderUser();
+    connect();
     if (err) { $("#switch-error").textContent = err; return; }
     $("#login-dialog").close();
     showNotice("");
-    renderUser();
-    connect();
   });
   for (const t of $$(".tab")) t.addEventListener("click", () => {
     if (t.dataset.tab === "kpi") loadKpi();

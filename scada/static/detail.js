@@ -69,7 +69,8 @@ export class LineDetail {
     st.textContent = known ? sample.state : "unknown";
     st.dataset.state = st.textContent;
     const lq = $('.detail-head [data-role="quality"]', this.root);
-    lq.textContent = !live ? "no data" : sample ? sample.quality : "bad";
+    const q = !live ? "no data" : sample ? sample.quality : "bad";
+    lq.textContent = q === "good" ? "" : q;
     for (const [tag, m] of Object.entries(meta.tags)) {
       const row = this.root.querySelector(`[data-tag-row="${tag}"]`);
       const lv = this.ctx.liveValue(meta.id, tag);

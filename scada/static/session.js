@@ -22,7 +22,6 @@ export class Session {
     this.kind = null; // session | token | anonymous
     this.ended = null;
     this.notice = null;
-    this.switching = false;
   }
 
   set(body) {
@@ -72,7 +71,6 @@ export class Session {
 
   // After the server ended our session: "viewer" (continued anonymously) or "login".
   async recover(reason) {
-    if (this.switching) return "viewer";
     this.ended = reason || "session ended";
     await clearCookie();
     try {
@@ -83,31 +81,24 @@ export class Session {
   }
 
   async logout() {
-    this.switching = true;
     await clearCookie();
   }
 
-  // Shift change in one step: end the current session, log the next user in.
+  // Shift change in one step: end the current session, log the next user in. The caller
+  // stops its WebSocket first, so the server closing the old session is not news.
   async switchUser(username, password) {
-    this.switching = true;
-    try {
-      if (this.kind === "session") await clearCookie();
-      const r = await fetch("/api/login", {
-        method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ username, password }),
-      });
-      if (!r.ok) {
-        const err = await r.json().catch(() => ({}));
-        const me = await getMe().catch(() => null);
-        if (me && me.status === 200) this.set(me.body);
-        return err.message || `login failed (${r.status})`;
-      }
-      const me = await getMe();
-      if (me.status === 200) this.set(me.body);
-      this.ended = null;
-      return null;
-    } finally {
-      setTimeout(() => { this.switching = false; }, 2000);
+    if (this.kind === "session") await clearCookie();
+    const r = await fetch("/api/login", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ username, password }),
+    });
+    const me = await getMe().catch(() => null);
+    if (me && me.status === 200) this.set(me.body);
+    if (!r.ok) {
+      const err = await r.json().catch(() => ({}));
+      return err.message || `login failed (${r.status})`;
     }
+    this.ended = null;
+    return null;
   }
 }

@@ -1,7 +1,7 @@
 // Overview tiles, ISA-101 style: grey when normal, colour only where something is abnormal
 // (alarm priority colour + icon + limit text), quality shown for every value, state unknown
 // when the line's data are stale or bad or no live data arrive at all.
-import { $, el, fmtNum, limitState, LIMIT_LABEL, priorityIcon } from "/static/util.js";
+import { $, el, fmtNum, heavyFetch, limitState, LIMIT_LABEL, priorityIcon } from "/static/util.js";
 
 const SPARK_SECONDS = 300;
 const OTHER_TAGS = [["line_speed", "Speed"], ["motor_current", "Motor"], ["melt_pressure", "Melt"]];
@@ -170,12 +170,19 @@ export function extendSpark(entry, sample) {
   while (sp.t.length && sp.t[0] < cutoff) { sp.t.shift(); sp.v.shift(); }
 }
 
-export async function loadSpark(entry) {
+// One history request for every tile (heavy reads are rate-limited per client).
+export async function loadSparks(entries) {
+  const byTag = new Map(entries.filter((e) => e.meta.tags.diameter).map((e) => [`line${e.meta.id}.diameter`, e]));
+  if (!byTag.size) return;
+  const q = new URLSearchParams({ tags: [...byTag.keys()].join(","), from: `-${SPARK_SECONDS / 60}m`, to: "now", points: "300" });
   try {
-    const r = await fetch(`/api/lines/${encodeURIComponent(entry.meta.id)}/history?seconds=${SPARK_SECONDS}&points=300`);
+    const r = await heavyFetch(`/api/history?${q}`);
     if (!r.ok) return;
-    const h = await r.json();
-    if (h.series.diameter) entry.spark = { t: h.t.slice(), v: h.series.diameter.mean.slice() };
+    const body = await r.json();
+    for (const s of body.series || []) {
+      const entry = byTag.get(s.tag);
+      if (entry) entry.spark = { t: s.t.slice(), v: s.mean.slice() };
+    }
   } catch (err) {
     console.warn("spark history failed", err);
   }

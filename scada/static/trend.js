@@ -1,7 +1,7 @@
 // Multi-pen trend on uPlot (vendored, static/vendor/): history from GET /api/history (docs/
 // protocol contract 1), min/max band per bucket, limits drawn, gaps left as gaps, zoom by
 // dragging, pan and range buttons, a cursor read-out, and live points at the right edge.
-import { $, el, fmtDateTime, fmtNum } from "/static/util.js";
+import { $, el, fmtDateTime, fmtNum, heavyFetch } from "/static/util.js";
 
 export const RANGES = [["15m", 15 * 60], ["1h", 3600], ["8h", 8 * 3600], ["24h", 86400], ["7d", 7 * 86400], ["30d", 30 * 86400]];
 const COLOURS = ["#6cb6ff", "#56d4dd", "#d2a8ff", "#e6edf3", "#a5d6a7", "#ff9bce"];
@@ -123,7 +123,7 @@ export class Trend {
       to: this.range.name ? "now" : new Date(to * 1000).toISOString(),
       points: String(points),
     });
-    const r = await fetch(`/api/history?${q}`);
+    const r = await heavyFetch(`/api/history?${q}`);
     if (r.ok) { this.source = "history"; return r.json(); }
     if (r.status !== 404) {
       const body = await r.json().catch(() => ({}));
@@ -142,7 +142,7 @@ export class Trend {
     }
     const seconds = Math.max(1, Math.min(900, Math.round(Date.now() / 1000 - from)));
     await Promise.all([...byLine.keys()].map(async (line) => {
-      const r = await fetch(`/api/lines/${encodeURIComponent(line)}/history?seconds=${seconds}&points=${Math.min(points, 5000)}`);
+      const r = await heavyFetch(`/api/lines/${encodeURIComponent(line)}/history?seconds=${seconds}&points=${Math.min(points, 5000)}`);
       byLine.set(line, r.ok ? await r.json() : null);
     }));
     const series = this.pens.map((p) => {
@@ -236,7 +236,18 @@ export class Trend {
       };
     }
     const axisStyle = { stroke: "#9aa4af", grid: { stroke: "#2c333b", width: 1 }, ticks: { stroke: "#2c333b" } };
-    const axes = [{ ...axisStyle }];
+    // Time axis in the console's one format (24 h clock, ISO dates), not the browser's.
+    const pad = (n) => String(n).padStart(2, "0");
+    const span = to - from;
+    const tick = (sec) => {
+      const d = new Date(sec * 1000);
+      const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+      const md = `${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+      if (span <= 3600) return `${hm}:${pad(d.getSeconds())}`;
+      if (span <= 86400 * 1.5) return hm;
+      return span <= 86400 * 8 ? `${md} ${hm}` : md;
+    };
+    const axes = [{ ...axisStyle, values: (u, splits) => splits.map(tick) }];
     units.slice(0, 2).forEach((u, i) => axes.push({ ...axisStyle, scale: u, side: i === 0 ? 3 : 1, label: u, size: 56, grid: i === 0 ? axisStyle.grid : { show: false } }));
     const opts = {
       ...this.size(),

@@ -137,3 +137,21 @@ export function downloadCsv(name, rows) {
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
+
+// Heavy reads (history, alarm history, KPIs, audit) run one at a time per client on the
+// server, which answers 429 + Retry-After beyond that: queue them here, retry a 429 a few times.
+let heavyChain = Promise.resolve();
+
+export function heavyFetch(url, tries = 8) {
+  const run = async () => {
+    for (let i = 0; ; i++) {
+      const r = await fetch(url);
+      if (r.status !== 429 || i >= tries) return r;
+      const wait = Number(r.headers.get("Retry-After")) || 1;
+      await new Promise((res) => setTimeout(res, wait * 1000 * (0.5 + Math.random())));
+    }
+  };
+  const p = heavyChain.then(run, run);
+  heavyChain = p.catch(() => {});
+  return p;
+}

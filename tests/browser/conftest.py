@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -62,11 +63,17 @@ def module_servers(
     servers: list[ServerProcess] = []
 
     def make(
-        overrides: dict[str, Any] | None = None, base: dict[str, Any] | None = None
+        overrides: dict[str, Any] | None = None,
+        base: dict[str, Any] | None = None,
+        before_start: Callable[[Path, Path], None] | None = None,
     ) -> ServerProcess:
+        """before_start(config_path, data_dir) runs before the server starts."""
         workdir = tmp_path_factory.mktemp("plant")
         here = {"server": {"data_dir": str(workdir / "data")}}
         config = write_config(workdir / "plant.toml", deep_merge(here, overrides or {}), base=base)
+        if before_start is not None:
+            (workdir / "data").mkdir(exist_ok=True)
+            before_start(config, workdir / "data")
         server = ServerProcess(config, workdir)
         servers.append(server)
         return server.start()

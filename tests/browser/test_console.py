@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.browser.conftest import admin_token, audit_records, new_page, wait_live
+from tests.browser.history_fixture import write_history
 from tests.conftest import ServerProcess, default_config_dict, wait_until
 
 
@@ -40,9 +41,14 @@ def plant_config() -> dict[str, Any]:
     return base
 
 
+def history_with_a_gap(config: Path, data_dir: Path) -> None:
+    # Three hours of history with the server "down" from 1.5 h to 1 h ago.
+    write_history(config, data_dir / "history.sqlite", [(3.0, 1.5), (1.0, 0.01)])
+
+
 @pytest.fixture(scope="module")
 def plant(module_servers: Callable[..., ServerProcess]) -> ServerProcess:
-    return module_servers(base=plant_config())
+    return module_servers(base=plant_config(), before_start=history_with_a_gap)
 
 
 def fault(server: ServerProcess, **body: Any) -> None:
@@ -249,16 +255,30 @@ def test_line_detail_has_every_tag_its_alarms_and_a_live_multi_pen_trend(
     ).count()
     trend = '[data-testid="trend-box"]'
     page.wait_for_selector(f"{trend}[data-loaded='1'] canvas")
+    # 8 hours of history: the outage 1.5-1 h ago is a gap, with data on both sides.
+    page.click(f'{trend} button[data-range="8h"]')
+    page.wait_for_selector(f"{trend}[data-loaded='2']")
+    gap = page.evaluate(
+        """() => {
+          const s = window.consoleState.state.detail.trend.series[0];
+          const now = Date.now(), h = 3600e3;
+          const pick = (a, b) => s.t.map((t, i) => [t, s.mean[i]])
+            .filter(([t]) => t > now - a * h && t < now - b * h).map(([, v]) => v);
+          return { inside: pick(1.4, 1.1), before: pick(2.5, 2.0), after: pick(0.8, 0.3) };
+        }"""
+    )
+    assert gap["inside"] and all(v is None for v in gap["inside"]), gap["inside"][:5]
+    assert any(v is not None for v in gap["before"]) and any(v is not None for v in gap["after"])
     page.wait_for_function(
         "+document.querySelector('[data-testid=trend-box]').dataset.liveTicks >= 2"
     )
     assert int(page.get_attribute(trend, "data-limits-drawn") or 0) >= 1
     page.select_option(f'{trend} select[data-role="pen-picker"]', "line3.line_speed")
-    page.wait_for_selector(f"{trend}[data-loaded='2']")
+    page.wait_for_selector(f"{trend}[data-loaded='3']")
     assert page.locator(f"{trend} .pen").count() == 2
     assert "pens=line2.diameter,line3.line_speed" in page.url
     page.click(f'{trend} button[data-range="15m"]')
-    page.wait_for_selector(f"{trend}[data-loaded='3']")
+    page.wait_for_selector(f"{trend}[data-loaded='4']")
     box = page.locator(f"{trend} .chart canvas").bounding_box()
     assert box is not None
     page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
@@ -270,7 +290,7 @@ def test_line_detail_has_every_tag_its_alarms_and_a_live_multi_pen_trend(
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + 40, steps=5)
     page.mouse.up()
-    page.wait_for_selector(f"{trend}[data-loaded='4']")
+    page.wait_for_selector(f"{trend}[data-loaded='5']")
     assert re.search(r"range=\d+-\d+", page.url)
     assert page.js_errors == []
     page.context.close()
