@@ -67,6 +67,9 @@ function checkLive() {
     renderAll();
   }
   const banner = $("#nodata");
+  // The pill never says "connected" over frozen values.
+  const pill = $("#conn .label");
+  if (state.conn && state.conn.state === "connected") pill.textContent = live ? "connected" : "connected — no data";
   if (live) { banner.classList.add("hidden"); return; }
   const since = state.lastFrameAt ? `since ${fmtTime(state.lastFrameAt)}` : "yet";
   const c = state.conn;
