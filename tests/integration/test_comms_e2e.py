@@ -155,7 +155,7 @@ def test_killed_and_restarted_modbus_device(server_factory: Any, tmp_path: Path)
 
 def test_modbus_server_that_never_answers(server_factory: Any, tmp_path: Path) -> None:
     scenario = tmp_path / "hang.toml"
-    scenario.write_text('[[events]]\nat = 4\nkind = "server_unresponsive"\nduration = 4\n')
+    scenario.write_text('[[events]]\nat = 4\nkind = "server_unresponsive"\nduration = 2\n')
     port = free_port()
     sim = Simulator(tmp_path, port, scenario)
     sim.start()
