@@ -33,6 +33,9 @@ HEAVY_PATHS = re.compile(
     r"|lines/[^/]+/history"
     r")$"
 )
+# Exports stream a whole range (tens of MB) and encode every row in Python: besides the
+# limits above, at most `auth.max_exports` run in the whole server at once.
+EXPORT_PATHS = re.compile(r"^/api/(alarms/export.*|export.*)$")
 RETRY_AFTER_S = 1
 
 
@@ -45,6 +48,7 @@ class HeavyReads:
         self._settings = settings  # follows a config reload
         self._per_client: dict[str, int] = {}
         self._per_audience: dict[str, int] = {}
+        self._exports = 0
 
     def running(self) -> int:
         return sum(self._per_audience.values())
@@ -67,6 +71,17 @@ class HeavyReads:
         _bump(self._per_client, client, 1)
         _bump(self._per_audience, who, 1)
         return who
+
+    def acquire_export(self) -> None:
+        limit = self._settings().max_exports
+        if self._exports >= limit:
+            raise Refused(
+                "too_many_requests", f"{limit} export(s) at a time on this server; try again", 429
+            )
+        self._exports += 1
+
+    def release_export(self) -> None:
+        self._exports -= 1
 
     def release(self, client: str, who: str) -> None:
         _bump(self._per_client, client, -1)
@@ -109,8 +124,15 @@ class HeavyReadLimit:
         if anonymous:
             name, role = ANONYMOUS, self.config().auth.anonymous_role
         key = f"{state.get('client_address', '')}|{name}"
+        export = bool(EXPORT_PATHS.match(scope.get("path", "")))
         try:
             who = self.heavy.acquire(key, str(role), anonymous)
+            if export:
+                try:
+                    self.heavy.acquire_export()
+                except Refused:
+                    self.heavy.release(key, who)
+                    raise
         except Refused as err:
             log.debug("heavy read refused for %s: %s", key, err.message)
             response = JSONResponse(
@@ -124,3 +146,5 @@ class HeavyReadLimit:
             await self.app(scope, receive, send)
         finally:
             self.heavy.release(key, who)
+            if export:
+                self.heavy.release_export()

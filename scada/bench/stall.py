@@ -191,7 +191,7 @@ def _config_text(data: Path, mode: str) -> str:
     if mode == "lifted":
         roles = ", ".join(f"{role} = {n}" for role, n in LIFTED.items())
         text += (
-            f"\n[auth]\nheavy_reads_per_client = {CONCURRENCY}\n"
+            f"\n[auth]\nheavy_reads_per_client = {CONCURRENCY}\nmax_exports = {CONCURRENCY}\n"
             f"heavy_reads_per_role = {{{roles}}}\n"
         )
     return text
@@ -264,7 +264,7 @@ def measure(tokens: list[str], data: Path, seconds: float, mode: str) -> dict[st
 
 MODES = {
     "defaults": "heavy reads, configured limits",
-    "lifted": "heavy reads, limits lifted (10 per role and client)",
+    "lifted": "heavy reads, limits lifted (10 per role, client and exports)",
     "logins": "300 failed logins from 300 addresses",
 }
 

@@ -287,6 +287,8 @@ class AuthSettings(Frozen):
             "admin": 4,
         }
     )
+    # Exports (whole ranges streamed as CSV/JSONL) running at once in the whole server.
+    max_exports: int = Field(default=1, ge=1)
     # Alarm events a `resume` may replay, per role; further behind gets a fresh snapshot.
     resume_events: PerAudience = Field(
         default_factory=lambda: {

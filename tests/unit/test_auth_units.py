@@ -136,6 +136,11 @@ def test_heavy_reads_limit_per_client_and_per_role() -> None:
     heavy.release("a|olga", held)
     heavy.acquire("c|petr", "viewer", False)
     assert heavy.running() == 3
+    heavy.acquire_export()
+    with pytest.raises(Refused):
+        heavy.acquire_export()  # one export at a time in the whole server
+    heavy.release_export()
+    heavy.acquire_export()
 
 
 def test_login_gate_counts_every_address_against_one_budget() -> None:
