@@ -7,6 +7,7 @@ import { AlarmConsole } from "/static/alarmconsole.js";
 import { Horn } from "/static/horn.js";
 import { LineDetail } from "/static/detail.js";
 import { Session } from "/static/session.js";
+import { KpiPanel } from "/static/kpi.js";
 
 const state = {
   lines: new Map(), // id -> {meta, sample, tile, spark}
@@ -21,6 +22,7 @@ const state = {
 
 const session = new Session();
 const horn = new Horn();
+const kpi = new KpiPanel();
 
 export function liveValue(lineId, tag) {
   const entry = state.lines.get(lineId);
@@ -173,28 +175,7 @@ function route() {
   document.title = `${name || "Plant overview"} · SCADA`;
 }
 
-// ---------------------------------------------------------------- KPI & audit tabs
-
-async function loadKpi() {
-  const hours = $("#kpi-form").hours.value;
-  const r = await heavyFetch(`/api/alarms/kpi?hours=${hours}`);
-  if (!r.ok) return;
-  const k = await r.json();
-  const card = (title, big, extra) => el("div", { class: "card" }, el("h3", {}, title), el("div", { class: "big" }, big), extra);
-  const list = (items, f) => el("ol", {}, ...(items || []).map((it) => el("li", {}, f(it))));
-  const num = (v, d = 1) => (v == null ? "—" : Number(v).toFixed(d));
-  const rate = k.rate || {};
-  const ack = k.ack_time || {};
-  $("#kpi").replaceChildren(
-    card(`Alarms raised (${k.window ? k.window.hours : "?"} h)`, String(k.raised ?? 0)),
-    card("Alarms per 10 min (avg / max)", `${num(rate.average_per_10min)} / ${num(rate.max_per_10min, 0)}`),
-    card("Time in flood (>10 per 10 min)", `${num((rate.flood_share ?? 0) * 100)} %`),
-    card("Acknowledge time p50 / p90", `${num(ack.p50_seconds, 0)} s / ${num(ack.p90_seconds, 0)} s`),
-    card("Top alarms", "", list(k.top, (it) => `${it.alarm} — ${it.count}`)),
-    card("Chattering (≥3 per minute)", String((k.chattering || []).length), list(k.chattering, (it) => `${it.alarm} — ${it.max_per_minute}/min`)),
-    card("Standing (> 24 h)", String((k.standing || []).length), list(k.standing, (it) => it.alarm || String(it))),
-  );
-}
+// ---------------------------------------------------------------- audit tab (KPIs: kpi.js)
 
 async function loadAudit(more = false) {
   const form = $("#audit-form");
@@ -334,10 +315,10 @@ async function main() {
     showNotice("");
   });
   for (const t of $$(".tab")) t.addEventListener("click", () => {
-    if (t.dataset.tab === "kpi") loadKpi();
+    if (t.dataset.tab === "kpi") kpi.load();
     if (t.dataset.tab === "audit") loadAudit();
   });
-  $("#kpi-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadKpi(); });
+  kpi.wire();
   $("#audit-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadAudit(); });
   $("#audit-more").addEventListener("click", () => loadAudit(true));
   window.addEventListener("hashchange", route);
@@ -352,7 +333,7 @@ async function main() {
   loadDevices();
   setInterval(loadDevices, 3000);
   if (session.notice) showNotice(session.notice);
-  window.consoleState = { state, alarms, horn, session };
+  window.consoleState = { state, alarms, horn, session, kpi };
 }
 
 main().catch((err) => {

@@ -7,6 +7,7 @@ pressure); faults add more. The server-stop test runs last: it restarts the serv
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -328,6 +329,134 @@ def test_phone_width_has_no_sideways_scroll_and_every_control_is_reachable(
     page.wait_for_selector('[data-testid="trend-box"][data-loaded="1"]')
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.context.close()
+
+
+def kpi_json(server: ServerProcess) -> dict[str, Any] | None:
+    r = httpx.get(f"{server.http}/api/alarms/kpi", params={"hours": "24"}, timeout=30)
+    return r.json() if r.status_code == 200 else None  # 429: the page holds the slot
+
+
+ACTIVE = {"unacked_active", "acked_active"}
+
+
+def alarm_state(server: ServerProcess, name: str) -> str | None:
+    alarms = httpx.get(f"{server.http}/api/alarms").json()["alarms"]
+    return next((a["state"] for a in alarms if a["alarm"] == name), None)
+
+
+def shown(page: Any, selector: str) -> str:
+    return (page.text_content(selector) or "").strip()
+
+
+def test_kpi_panel_shows_every_figure_of_the_endpoint(plant: ServerProcess, browser: Any) -> None:
+    r = httpx.post(
+        f"{plant.http}/api/simulator/faults",
+        json={"line": "4", "kind": "step", "tag": "die_temperature", "offset": 30.0},
+    )
+    assert r.status_code == 201, r.text
+    die_fault = r.json()["id"]
+    chatter = "line5.line_speed.hi"
+    # Eight raises within a minute or two: a chattering alarm, and with the two standing
+    # alarms and the step above more than 10 in 10 minutes, a flood episode.
+    for _ in range(8):
+        r = httpx.post(
+            f"{plant.http}/api/simulator/faults",
+            json={"line": "5", "kind": "step", "tag": "line_speed", "offset": 30.0},
+        )
+        assert r.status_code == 201, r.text
+        wait_until(lambda: alarm_state(plant, chatter) in ACTIVE)
+        httpx.delete(f"{plant.http}/api/simulator/faults/{r.json()['id']}")
+        wait_until(lambda: alarm_state(plant, chatter) not in ACTIVE)
+    wanted = {"line4.die_temperature.hihi", chatter}
+    wait_until(
+        lambda: (
+            (k := kpi_json(plant))
+            and wanted <= {t["alarm"] for t in k["top"]}
+            and chatter in {c["alarm"] for c in k["chattering"]}
+            and k["floods"]["count"] >= 1
+        )
+    )
+
+    page = open_console(browser, plant, 1600, 1000)
+    with page.expect_response(lambda r: "/api/alarms/kpi?hours=720" in r.url):
+        page.click('.tab[data-tab="kpi"]')
+    page.wait_for_selector('#kpi[data-loaded="yes"][data-hours="720"]')
+    with page.expect_response(lambda r: "/api/alarms/kpi?hours=24" in r.url) as answer:
+        page.click('#kpi-window button[data-hours="24"]')
+    k = answer.value.json()  # exactly what the panel was given
+    page.wait_for_selector('#kpi[data-loaded="yes"][data-hours="24"]')
+    assert page.get_attribute('#kpi-window button[data-hours="24"]', "aria-pressed") == "true"
+    assert wanted <= {t["alarm"] for t in k["top"]}
+
+    fig = '#kpi [data-kpi="{}"] .big .v'
+    assert shown(page, fig.format("raised")) == str(k["raised"])
+    assert shown(page, fig.format("average_per_10min")) == f"{k['rate']['average_per_10min']:.3f}"
+    assert shown(page, fig.format("max_per_10min")) == str(k["rate"]["max_per_10min"])
+    flood = float(shown(page, fig.format("flood_share")).removesuffix(" %"))
+    assert abs(flood - 100 * k["rate"]["flood_share"]) <= 0.005
+    assert shown(page, fig.format("flood_count")) == str(k["floods"]["count"])
+    assert shown(page, fig.format("chattering_count")) == str(len(k["chattering"]))
+    assert shown(page, fig.format("stale_count")) == str(len(k["stale"]))
+
+    names = page.eval_on_selector_all(".kpi-top tbody .name", "els => els.map(e => e.textContent)")
+    counts = page.eval_on_selector_all(
+        ".kpi-top tbody .count", "els => els.map(e => e.textContent)"
+    )
+    assert names == [t["alarm"] for t in k["top"]]  # the top contributor first
+    assert counts == [str(t["count"]) for t in k["top"]]
+    chattering = page.eval_on_selector_all(
+        ".kpi-chatter tbody tr", "els => els.map(e => [...e.cells].map(c => c.textContent))"
+    )
+    assert [row[0] for row in chattering] == [c["alarm"] for c in k["chattering"]]
+    for row, c in zip(chattering, k["chattering"], strict=True):
+        assert row[1:4] == [
+            str(c["max_per_minute"]),
+            str(c["activations"]),
+            f"{c['suggested_off_delay_s']:.0f} s",
+        ]
+        if "suggested_deadband_percent" in c:
+            assert row[4].startswith(f"{c['suggested_deadband_percent']:g} % of span"), row
+    floods = page.eval_on_selector_all(
+        ".kpi-floods tbody tr", "els => els.map(e => [...e.cells].map(c => c.textContent))"
+    )
+    newest = k["floods"]["episodes"][-1]
+    assert len(floods) == len(k["floods"]["episodes"]) and floods[0][3] == str(newest["count"])
+    assert floods[0][4].startswith(f"{newest['top'][0]['alarm']} ({newest['top'][0]['count']})")
+    top_share = float(shown(page, '#kpi b[data-kpi="top_share"]').removesuffix(" %"))
+    assert abs(top_share - 100 * k["top_share"]) <= 0.05
+    for severity, p in k["priority"].items():
+        row = f'.kpi-prio tr[data-severity="{severity}"]'
+        assert shown(page, f"{row} .count") == str(p["count"])
+        share = float(shown(page, f"{row} .share").removesuffix(" %"))
+        assert abs(share - 100 * p["share"]) <= 0.05, (severity, share, p)
+    assert sum(p["count"] for p in k["priority"].values()) == k["raised"]
+    # Colour only where a figure is off target: here the mix of priorities is.
+    assert page.get_attribute('#kpi [data-kpi="max_per_10min"]', "data-off") == (
+        "yes" if k["rate"]["max_per_10min"] > 10 else "no"
+    )
+    low = k["priority"]["low"]
+    assert (page.get_attribute('.kpi-prio tr[data-severity="low"]', "class") or "").count(
+        "off"
+    ) == (1 if low["share"] < 0.75 * low["target_share"] else 0)
+
+    out = os.environ.get("SCADA_KPI_SCREENSHOTS")
+    if out:
+        page.locator("#tab-kpi").screenshot(path=str(Path(out) / "console-kpi.png"))
+    phone = open_console(browser, plant, 390, 844)
+    phone.click('.tab[data-tab="kpi"]')
+    phone.click('#kpi-window button[data-hours="24"]')
+    phone.wait_for_selector('#kpi[data-loaded="yes"][data-hours="24"]')
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    names_phone = phone.eval_on_selector_all(
+        ".kpi-top tbody .name", "els => els.map(e => e.textContent)"
+    )
+    assert names_phone  # the top list is there, as cards
+    if out:
+        phone.locator("#tab-kpi").screenshot(path=str(Path(out) / "console-kpi-phone.png"))
+    httpx.delete(f"{plant.http}/api/simulator/faults/{die_fault}")
+    assert page.js_errors == [] and phone.js_errors == []
+    page.context.close()
+    phone.context.close()
 
 
 def test_stopping_the_server_shows_no_live_data_everywhere_and_recovers(
