@@ -35,6 +35,7 @@ from scada.hub import Hub
 from scada.notify.config import notifications_of
 from scada.notify.routes import routes as notify_routes
 from scada.notify.service import build_notifier
+from scada.offload import Offload
 from scada.pages import STATIC, page
 from scada.runtime import Runtime
 
@@ -43,7 +44,9 @@ log = logging.getLogger(__name__)
 __all__ = ["STATIC", "create_app", "ensure_admin", "open_auth_store"]
 
 
-def build_alarm_service(config: PlantConfig, clock: Clock = SYSTEM_CLOCK) -> AlarmService:
+def build_alarm_service(
+    config: PlantConfig, clock: Clock = SYSTEM_CLOCK, offload: Offload | None = None
+) -> AlarmService:
     path = private_file(resolve_data_path(config, config.alarms.journal_path, "journal.sqlite"))
     journal = Journal(
         path,
@@ -51,7 +54,7 @@ def build_alarm_service(config: PlantConfig, clock: Clock = SYSTEM_CLOCK) -> Ala
         retention_events=config.alarms.retention_events,
     )
     engine = AlarmEngine(config, TagSchema(config.lines), [d.name for d in config.devices])
-    return AlarmService(engine, journal, clock=clock.wall, mono=clock.monotonic)
+    return AlarmService(engine, journal, clock=clock.wall, mono=clock.monotonic, offload=offload)
 
 
 def open_auth_store(config: PlantConfig) -> AuthStore:
@@ -80,7 +83,8 @@ def create_app(
 ) -> Starlette:
     # First: a second server on this data dir stops here, before it touches any file.
     data_lock = lock_data_dir(Path(config.server.data_dir))
-    alarms = build_alarm_service(config, clock)
+    offload = Offload()  # heavy reads' worker processes, started at the first one
+    alarms = build_alarm_service(config, clock, offload)
     historian = None
     if config.historian.enabled:
         private_file(resolve_data_path(config, config.historian.path, "history.sqlite"))
@@ -129,6 +133,7 @@ def create_app(
             if notifier is not None:
                 await notifier.stop()  # the outbox keeps what is undelivered
             await alarms.close()
+            await offload.close()
             gate.close()
             auth.close()
             data_lock.close()
@@ -163,6 +168,7 @@ def create_app(
     app.state.auditor = auditor
     app.state.login_gate = gate
     app.state.heavy = heavy
+    app.state.offload = offload
     app.state.clock = clock
     app.state.alarms = None
     app.state.historian = None

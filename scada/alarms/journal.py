@@ -23,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -242,43 +242,21 @@ class Journal:
         before_id: int | None = None,
     ) -> list[AlarmEvent]:
         """Events matching the filters, newest first; page with before_id = last id seen."""
-        where, args = _filters(since, until, line, alarm)
-        if before_id is not None:
-            where.append("id < ?")
-            args.append(before_id)
-        sql = "SELECT id, body FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(limit)
         with self.reader() as db:
-            rows = db.execute(sql, args).fetchall()
-        return [_event(r) for r in rows]
+            return query_history(db, since, until, line, alarm, limit, before_id)
 
     def range_page(self, since: float, until: float, after_id: int, limit: int) -> list[AlarmEvent]:
         """Events with since <= at <= until and id > after_id, oldest first, at most `limit`
         (an export reads the range page by page, each on its own read connection)."""
         with self.reader() as db:
-            rows = db.execute(
-                "SELECT id, body FROM events WHERE id > ? AND at >= ? AND at <= ?"
-                " ORDER BY id LIMIT ?",
-                (after_id, since, until, limit),
-            ).fetchall()
-        return [_event(r) for r in rows]
+            return query_range(db, since, until, after_id, limit)
 
-    @contextmanager
-    def reader(self) -> Iterator[sqlite3.Connection]:
+    def reader(self) -> AbstractContextManager[sqlite3.Connection]:
         """A connection of its own for one read (call it in a worker thread), closed after.
 
         WAL gives it a consistent snapshot without taking the writer's lock.
         """
-        db = sqlite3.connect(self.path, isolation_level=None)
-        try:
-            db.execute("PRAGMA query_only = ON")
-            db.execute("BEGIN")  # one snapshot for every statement of this read
-            yield db
-        finally:
-            db.close()
+        return read_connection(self.path)
 
     def restore_events(self, recent: int = 10_000) -> list[AlarmEvent]:
         """What a restart needs, oldest first, without reading the whole journal.
@@ -346,3 +324,47 @@ def _event(row: tuple[int, bytes]) -> AlarmEvent:
     record = orjson.loads(row[1])
     record["event_id"] = row[0]
     return AlarmEvent.from_record(record)
+
+
+@contextmanager
+def read_connection(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection on one snapshot, closed after: what every read uses, in a
+    thread of the server or in a heavy-read worker process (scada.offload)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA query_only = ON")
+        db.execute("BEGIN")  # one snapshot for every statement of this read
+        yield db
+    finally:
+        db.close()
+
+
+def query_history(
+    db: sqlite3.Connection,
+    since: float | None,
+    until: float | None,
+    line: str | None,
+    alarm: str | None,
+    limit: int,
+    before_id: int | None,
+) -> list[AlarmEvent]:
+    where, args = _filters(since, until, line, alarm)
+    if before_id is not None:
+        where.append("id < ?")
+        args.append(before_id)
+    sql = "SELECT id, body FROM events"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id DESC LIMIT ?"
+    args.append(limit)
+    return [_event(r) for r in db.execute(sql, args).fetchall()]
+
+
+def query_range(
+    db: sqlite3.Connection, since: float, until: float, after_id: int, limit: int
+) -> list[AlarmEvent]:
+    rows = db.execute(
+        "SELECT id, body FROM events WHERE id > ? AND at >= ? AND at <= ? ORDER BY id LIMIT ?",
+        (after_id, since, until, limit),
+    ).fetchall()
+    return [_event(r) for r in rows]

@@ -243,7 +243,9 @@ async def export(request: Request) -> StreamingResponse | JSONResponse:
         return _bad("bad query parameter 'from': after 'to'")
     name = f"alarms-{int(since)}-{int(until)}.{fmt}"
     return StreamingResponse(
-        export_mod.stream(service.journal, since, until, fmt),
+        export_mod.stream(
+            lambda after, limit: service.export_page(since, until, after, limit, fmt), fmt
+        ),
         media_type=export_mod.FORMATS[fmt],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )

@@ -4,8 +4,10 @@ Single writer: one asyncio.Lock covers "engine mutation + journal commit", so ev
 journal in the order the engine made them and two concurrent acks of one occurrence cannot
 both pass (the second sees the first's result). Commits run on one dedicated thread (no other
 work queues in front of an fsync, and the event loop never waits for one); reads (history,
-replay, KPIs, export) run in other worker threads on connections of their own and never take
-the writer's lock. Every method that returns events returns them committed.
+replay) run in other worker threads on connections of their own and never take the writer's
+lock; the heavy ones (KPIs, history pages, export pages) run in the heavy-read worker process
+(`offload`, scada.offload) when the app gives one, so their Python work never holds the GIL the
+tick needs. Every method that returns events returns them committed.
 
 Operator requests are planned by the engine, committed, and only then applied: a request whose
 commit fails changes nothing and is refused with `journal_unavailable`.
@@ -25,12 +27,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from scada.alarms import kpi as kpi_mod
+from scada.alarms import reads
 from scada.alarms.engine import AlarmEngine
 from scada.alarms.flood import Episode, FloodDetector
 from scada.alarms.journal import Journal
 from scada.alarms.model import AlarmEvent, AlarmRequestError
 from scada.core.timefmt import iso_or_none
+from scada.offload import Offload, run_off
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +54,11 @@ class AlarmService:
         *,
         clock: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
+        offload: Offload | None = None,
     ) -> None:
         self.engine = engine
         self.journal = journal
+        self.offload = offload  # None: heavy reads in a thread of this process
         self._clock = clock  # wall clock: event times are shown to people and stored
         self._mono = mono  # what every delay and expiry is measured on
         self._lock = asyncio.Lock()
@@ -302,27 +307,37 @@ class AlarmService:
         limit: int = 100,
         before: int | None = None,
     ) -> list[dict[str, Any]]:
-        events = await asyncio.to_thread(
-            self.journal.history, since, until, line, alarm, limit, before
+        return await run_off(
+            self.offload,
+            reads.history_page,
+            self.journal.path,
+            since,
+            until,
+            line,
+            alarm,
+            limit,
+            before,
         )
-        return [e.to_wire() for e in events]
 
     async def kpi(self, hours: float = 720.0, *, end: float | None = None) -> dict[str, object]:
         """KPIs over the last `hours` (default 30 days), aggregated in SQL on a read
-        connection in a worker thread: never the writer's lock or thread."""
+        connection off the event loop (the worker process): never the writer's lock."""
         end = self._clock() if end is None else end
         start = end - hours * 3600.0
         current = list(self._committed)
         info = self.engine.kpi_info()
         detector = self._new_detector(self.engine)
+        return await run_off(
+            self.offload, reads.kpi_figures, self.journal.path, start, end, current, info, detector
+        )
 
-        def run() -> dict[str, object]:
-            with self.journal.reader() as db:
-                return kpi_mod.compute(
-                    db, start=start, end=end, current=current, info=info, flood=detector
-                )
-
-        return await asyncio.to_thread(run)
+    async def export_page(
+        self, since: float, until: float, after_id: int, limit: int, fmt: str
+    ) -> tuple[bytes, int, int]:
+        """One export page read and encoded off the server process: (bytes, events, last id)."""
+        return await run_off(
+            self.offload, reads.export_page, self.journal.path, since, until, after_id, limit, fmt
+        )
 
     async def prune(self) -> int:
         """Apply retention; call it now and then (e.g. hourly)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -12,7 +13,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from scada.auth.audit import Auditor
-from scada.auth.store import AuditRecord, AuthStore, Identity, check_name, check_role
+from scada.auth.store import (
+    AuditRecord,
+    AuthStore,
+    Identity,
+    audit_query,
+    check_name,
+    check_role,
+)
 from scada.auth.throttle import LoginGate
 from scada.auth.web import (
     COOKIE,
@@ -27,6 +35,7 @@ from scada.auth.web import (
 from scada.core.config import PlantConfig
 from scada.core.errors import Refused
 from scada.core.timefmt import parse_time
+from scada.offload import run_off
 from scada.pages import page
 
 MAX_BODY = 16_384  # logins, users and tokens are small; nothing unauthenticated reads more
@@ -227,9 +236,10 @@ def _audit_params(request: Request) -> dict[str, Any]:
     }
 
 
-def _audit_page(store: AuthStore, params: dict[str, Any]) -> bytes:
-    """Query and encode in the worker thread: nothing of an audit page runs on the loop."""
-    records = store.audit_query(**params)
+def audit_page(path: Path, params: dict[str, Any]) -> bytes:
+    """Query and encode in a heavy-read worker process (scada.offload): nothing of an audit
+    page runs in the server's Python, only the finished JSON comes back."""
+    records = audit_query(path, **params)
     full = len(records) == params["limit"]
     return orjson.dumps(
         {
@@ -241,7 +251,8 @@ def _audit_page(store: AuthStore, params: dict[str, Any]) -> bytes:
 
 async def audit_log(request: Request) -> Response:
     params = _audit_params(request)
-    body = await asyncio.to_thread(_audit_page, _store(request), params)
+    offload = getattr(request.app.state, "offload", None)
+    body = await run_off(offload, audit_page, _store(request).path, params)
     return Response(body, media_type="application/json")
 
 

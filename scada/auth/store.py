@@ -357,34 +357,37 @@ class AuthStore:
             record.detail,
         )
 
-    def audit_query(
-        self,
-        *,
-        since: float | None = None,
-        until: float | None = None,
-        user: str | None = None,
-        action: str | None = None,
-        limit: int = 100,
-        before: int | None = None,
-    ) -> list[AuditRecord]:
-        where, args = [], []
-        for clause, value in (
-            ("at >= ?", since),
-            ("at < ?", until),
-            ("user = ?", user),
-            ("action = ?", action),
-            ("id < ?", before),
-        ):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
-        sql = f"SELECT {AUDIT_COLUMNS} FROM audit"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        # Its own connection: a long scan never holds up identity look-ups or audit writes.
-        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-        try:
-            return [_audit_row(row) for row in db.execute(sql, (*args, limit))]
-        finally:
-            db.close()
+
+def audit_query(
+    path: str | Path,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    user: str | None = None,
+    action: str | None = None,
+    limit: int = 100,
+    before: int | None = None,
+) -> list[AuditRecord]:
+    """Audit records, newest first, on a connection of its own (a heavy-read worker process
+    or thread may call it: it needs only the path)."""
+    where, args = [], []
+    for clause, value in (
+        ("at >= ?", since),
+        ("at < ?", until),
+        ("user = ?", user),
+        ("action = ?", action),
+        ("id < ?", before),
+    ):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    sql = f"SELECT {AUDIT_COLUMNS} FROM audit"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id DESC LIMIT ?"
+    # Its own connection: a long scan never holds up identity look-ups or audit writes.
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [_audit_row(row) for row in db.execute(sql, (*args, limit))]
+    finally:
+        db.close()

@@ -42,6 +42,25 @@ def rss_kb(pid: int | None) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KB
 
 
+def descendants_rss_kb(pid: int | None) -> int:
+    """RSS of every process below `pid` (a server's heavy-read workers and their fork
+    server); 0 for one that has none or has just gone."""
+    if pid is None:
+        return 0
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            try:
+                total += rss_kb(child) + descendants_rss_kb(child)
+            except OSError:
+                continue
+    return total
+
+
 def bare_reference() -> str:
     """What the `bare` reference runs here: `picows <version>`, or `asyncio` without picows."""
     try:

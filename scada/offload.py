@@ -1,0 +1,118 @@
+"""Heavy reads in a separate process, so their Python CPU work never holds the tick's GIL.
+
+KPIs, alarm history and export pages and audit pages are SQLite scans plus Python work
+(decoding, the flood scan, CSV encoding). In a thread of the server process they compete
+with the 100 ms tick for the GIL, and on two cores that showed as gaps of up to 310 ms in
+`production_data` (bench --stall). Here they run in a small process pool instead: module-level
+functions that take the SQLite path and parameters and return a compact result (aggregated
+in the worker, never every row).
+
+The pool is started lazily (forkserver: the children do not inherit the server's threads,
+sockets or locks), its workers run at a lower OS priority (`os.nice`) so the tick wins the
+CPU, a worker that dies is replaced (the pool is rebuilt and the call retried once), and the
+app's lifespan shuts it down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Final, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+WORKERS: Final = 2
+NICE: Final = 10  # added to the server's niceness: under contention the tick runs first
+
+
+PRELOAD: Final = ("scada.alarms.reads", "scada.auth.routes")
+
+
+def _start_worker(nice: int) -> None:
+    # Not permitted here: the work still runs, only at normal priority.
+    with contextlib.suppress(OSError):
+        os.nice(nice)
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    # Imported once in the fork server, so a new worker starts in milliseconds; and not the
+    # server's __main__ (the default), which a worker has no use for.
+    ctx.set_forkserver_preload(list(PRELOAD))
+    return ctx
+
+
+def worker_pid() -> int:
+    """The pid of the process that runs it (tests prove the work leaves the server)."""
+    return os.getpid()
+
+
+class Offload:
+    """One process pool for heavy reads; `run` awaits a function's result in a worker."""
+
+    def __init__(self, workers: int = WORKERS, nice: int = NICE) -> None:
+        self.workers = workers
+        self.nice = nice
+        self._pool: ProcessPoolExecutor | None = None
+        self.restarts = 0
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            method = (
+                "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            )
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context(method),
+                initializer=_start_worker,
+                initargs=(self.nice,),
+            )
+        return self._pool
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """fn(*args) in a worker process. A broken pool (a worker died) is replaced and the
+        call tried once more; a second failure is raised."""
+        for attempt in (1, 2):
+            pool = self._executor()
+            try:
+                return await asyncio.wrap_future(pool.submit(fn, *args))
+            except BrokenProcessPool:
+                self._discard(pool)
+                if attempt == 2:
+                    raise
+                log.warning("heavy-read worker died; starting a new one")
+        raise AssertionError("unreachable")
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        if self._pool is pool:
+            self._pool = None
+            self.restarts += 1
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def pids(self) -> list[int]:
+        """The pids of the running workers (none before the first heavy read)."""
+        pool = self._pool
+        processes = getattr(pool, "_processes", None) or {}
+        return sorted(processes)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
+
+
+async def run_off(offload: Offload | None, fn: Callable[..., T], *args: object) -> T:
+    """In the pool when there is one, else in a thread (a service used without an app)."""
+    if offload is None:
+        return await asyncio.to_thread(fn, *args)
+    return await offload.run(fn, *args)
