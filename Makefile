@@ -44,9 +44,10 @@ lint: $(STAMP_TEST)
 typecheck: $(STAMP_TEST)
 	$(BIN)/mypy
 
-# JOBS=2 runs the suite on two pytest-xdist workers (whole files per worker): about half the
-# wall time on two cores; the default stays one process, the steadiest for timing tests.
-JOBS ?= 1
+# The suite runs on two pytest-xdist workers (whole files per worker): most of a test's time
+# is spent waiting on real servers, so two workers halve the wall time on two cores. JOBS=1
+# runs it in one process (for a debugger or a profile).
+JOBS ?= 2
 PYTEST_JOBS := $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadfile)
 
 test: $(STAMP_TEST) lint typecheck

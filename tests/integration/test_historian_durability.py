@@ -87,14 +87,15 @@ def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
 
 
 def fill(directory: Path) -> Path:
+    """Write zeros until the file system is full (closing the file can be what hits ENOSPC)."""
     filler = directory / "filler"
-    with filler.open("wb") as f:
-        try:
+    try:
+        with filler.open("wb") as f:
             while True:
                 f.write(b"\0" * 65536)
                 f.flush()
-        except OSError as err:
-            assert err.errno == errno.ENOSPC
+    except OSError as err:
+        assert err.errno == errno.ENOSPC
     return filler
 
 
