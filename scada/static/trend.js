@@ -290,6 +290,9 @@ export class Trend {
         ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(left + width, y); ctx.stroke();
         ctx.fillStyle = "#b0b8c1";
         ctx.font = `${11 * devicePixelRatio}px system-ui`;
+        // uPlot leaves the y axis's right alignment on the context: labels would sit on its ticks.
+        ctx.textAlign = "left";
+        ctx.textBaseline = "alphabetic";
         ctx.fillText(`${k} ${v}`, left + 4 * devicePixelRatio, y - 3 * devicePixelRatio);
         drawn += 1;
       }
