@@ -33,7 +33,7 @@ WORKERS: Final = 2
 NICE: Final = 10  # added to the server's niceness: under contention the tick runs first
 
 
-PRELOAD: Final = ("scada.alarms.reads", "scada.auth.routes")
+PRELOAD: Final = ("scada.alarms.reads", "scada.auth.store")
 
 
 def _start_worker(nice: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -17,7 +16,7 @@ from scada.auth.store import (
     AuditRecord,
     AuthStore,
     Identity,
-    audit_query,
+    audit_page,
     check_name,
     check_role,
 )
@@ -234,19 +233,6 @@ def _audit_params(request: Request) -> dict[str, Any]:
         "limit": min(max(limit, 1), 1000),
         "before": before,
     }
-
-
-def audit_page(path: Path, params: dict[str, Any]) -> bytes:
-    """Query and encode in a heavy-read worker process (scada.offload): nothing of an audit
-    page runs in the server's Python, only the finished JSON comes back."""
-    records = audit_query(path, **params)
-    full = len(records) == params["limit"]
-    return orjson.dumps(
-        {
-            "records": [r.as_dict() for r in records],
-            "next_before": records[-1].id if full else None,
-        }
-    )
 
 
 async def audit_log(request: Request) -> Response:

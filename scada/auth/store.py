@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from scada.auth.passwords import (
     hash_password,
     needs_rehash,
@@ -391,3 +393,16 @@ def audit_query(
         return [_audit_row(row) for row in db.execute(sql, (*args, limit))]
     finally:
         db.close()
+
+
+def audit_page(path: str | Path, params: dict[str, Any]) -> bytes:
+    """Query and encode in a heavy-read worker process (scada.offload): nothing of an audit
+    page runs in the server's Python, only the finished JSON comes back."""
+    records = audit_query(path, **params)
+    full = len(records) == params["limit"]
+    return orjson.dumps(
+        {
+            "records": [r.as_dict() for r in records],
+            "next_before": records[-1].id if full else None,
+        }
+    )

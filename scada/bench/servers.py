@@ -42,8 +42,17 @@ def rss_kb(pid: int | None) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KB
 
 
-def descendants_rss_kb(pid: int | None) -> int:
-    """RSS of every process below `pid` (a server's heavy-read workers and their fork
+def pss_kb(pid: int) -> int:
+    """Proportional set size: pages shared between processes (a fork server's children)
+    counted once in total, not once per process as RSS does."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def descendants_pss_kb(pid: int | None) -> int:
+    """PSS of every process below `pid` (a server's heavy-read workers and their fork
     server); 0 for one that has none or has just gone."""
     if pid is None:
         return 0
@@ -55,7 +64,7 @@ def descendants_rss_kb(pid: int | None) -> int:
             continue
         for child in map(int, children):
             try:
-                total += rss_kb(child) + descendants_rss_kb(child)
+                total += pss_kb(child) + descendants_pss_kb(child)
             except OSError:
                 continue
     return total

@@ -29,7 +29,7 @@ from typing import Any
 from scada.alarms.journal import Journal
 from scada.alarms.model import AlarmEvent
 from scada.auth.store import AuditRecord, AuthStore
-from scada.bench.servers import ServerUnderTest, descendants_rss_kb, rss_kb
+from scada.bench.servers import ServerUnderTest, descendants_pss_kb, rss_kb
 from scada.core.config import default_config_text
 
 CONCURRENCY = 10
@@ -176,12 +176,12 @@ async def _load(server: ServerUnderTest, tokens: list[str], seconds: float) -> d
         nonlocal peak, workers
         while time.monotonic() < until:
             peak = max(peak, rss_kb(server.pid))
-            workers = max(workers, descendants_rss_kb(server.pid))
+            workers = max(workers, descendants_pss_kb(server.pid))
             await asyncio.sleep(0.1)
 
     clients = [_client(server.http, t, i, until, results) for i, t in enumerate(tokens)]
     await asyncio.gather(sample(), *clients)
-    return {"results": results, "rss_peak_kb": peak, "workers_rss_peak_kb": workers}
+    return {"results": results, "rss_peak_kb": peak, "workers_pss_peak_kb": workers}
 
 
 def _config_text(data: Path, mode: str) -> str:
@@ -231,7 +231,7 @@ async def _login_flood(server: ServerUnderTest, seconds: float) -> dict[str, Any
             peak = max(peak, rss_kb(server.pid))
 
     await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(30))), seconds + 60)
-    return {"results": results, "rss_peak_kb": peak, "workers_rss_peak_kb": 0}
+    return {"results": results, "rss_peak_kb": peak, "workers_pss_peak_kb": 0}
 
 
 def measure(tokens: list[str], data: Path, seconds: float, mode: str) -> dict[str, Any]:
@@ -308,7 +308,7 @@ def summarize(
         "rss_mb_before": round(rss / 1024, 1),
         "rss_mb_peak": round(load["rss_peak_kb"] / 1024, 1),
         # The heavy-read worker processes (scada.offload) and their fork server.
-        "workers_rss_mb_peak": round(load.get("workers_rss_peak_kb", 0) / 1024, 1),
+        "workers_pss_mb_peak": round(load.get("workers_pss_peak_kb", 0) / 1024, 1),
     }
 
 
@@ -354,7 +354,7 @@ def render(doc: dict[str, Any]) -> str:
             f"{r['gaps_over_200ms']} over 200 ms); {r['requests']} requests, "
             f"status counts {r['status_counts']}; "
             f"RSS {r['rss_mb_before']} -> {r['rss_mb_peak']} MB "
-            f"(+ {r['workers_rss_mb_peak']} MB heavy-read workers)"
+            f"(+ {r['workers_pss_mb_peak']} MB PSS of the heavy-read workers)"
         )
         for path, e in r["per_route"].items():
             lines.append(
