@@ -33,23 +33,10 @@ WORKERS: Final = 2
 NICE: Final = 10  # added to the server's niceness: under contention the tick runs first
 
 
-PRELOAD: Final = ("scada.alarms.reads", "scada.auth.store")
-
-
 def _start_worker(nice: int) -> None:
     # Not permitted here: the work still runs, only at normal priority.
     with contextlib.suppress(OSError):
         os.nice(nice)
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    # Imported once in the fork server, so a new worker starts in milliseconds; and not the
-    # server's __main__ (the default), which a worker has no use for.
-    ctx.set_forkserver_preload(list(PRELOAD))
-    return ctx
 
 
 def worker_pid() -> int:
