@@ -189,7 +189,9 @@ def test_idle_connection_outlives_the_read_timeout_thanks_to_heartbeats(stack: S
     kinds = {f["type"] for f in frames}
     assert "production_data" not in kinds
     heartbeats = [f for f in frames if f["type"] == "heartbeat"]
-    assert len(heartbeats) >= 4, frames  # ~8 expected; 4 already span more than the timeout
+    # Idle clients are scanned once per housekeeping second, so two heartbeats are 1 to 2 s
+    # apart: 8 s idle hold at least 3, and any 2 already span more than the 3 s read timeout.
+    assert len(heartbeats) >= 3, frames
 
 
 def test_control_without_heartbeats_in_time_nginx_closes_the_idle_connection(
