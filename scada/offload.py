@@ -10,7 +10,8 @@ in the worker, never every row).
 The pool is started lazily (forkserver: the children do not inherit the server's threads,
 sockets or locks), its workers run at a lower OS priority (`os.nice`) so the tick wins the
 CPU, a worker that dies is replaced (the pool is rebuilt and the call retried once), and the
-app's lifespan shuts it down.
+app's lifespan shuts it down. A worker also ends by itself when the server process is gone
+(SIGKILL gives the lifespan no chance): it waits on a pidfd of the server in a daemon thread.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import select
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -33,10 +37,40 @@ WORKERS: Final = 2
 NICE: Final = 10  # added to the server's niceness: under contention the tick runs first
 
 
-def _start_worker(nice: int) -> None:
+def _start_worker(nice: int, server_pid: int) -> None:
     # Not permitted here: the work still runs, only at normal priority.
     with contextlib.suppress(OSError):
         os.nice(nice)
+    threading.Thread(
+        target=_exit_with_server, args=(server_pid,), name="server-watch", daemon=True
+    ).start()
+
+
+def _exit_with_server(server_pid: int) -> None:
+    """Return never; end this worker once the server process has exited.
+
+    A worker's parent is the fork server, not the server, so a killed server would otherwise
+    leave it blocked on its call queue for good."""
+    try:
+        pidfd = os.pidfd_open(server_pid)
+    except ProcessLookupError:
+        os._exit(0)
+    except (AttributeError, OSError):  # no pidfd (old kernel): look once a second
+        while _alive(server_pid):
+            time.sleep(1.0)
+        os._exit(0)
+    select.select([pidfd], [], [])  # readable once the process has exited
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def worker_pid() -> int:
@@ -62,7 +96,7 @@ class Offload:
                 self.workers,
                 mp_context=multiprocessing.get_context(method),
                 initializer=_start_worker,
-                initargs=(self.nice,),
+                initargs=(self.nice, os.getpid()),
             )
         return self._pool
 
