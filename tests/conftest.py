@@ -92,9 +92,6 @@ async def eventually_async(
         await asyncio.sleep(interval)
 
 
-wait_until = eventually  # the older name, still used by some tests
-
-
 class ServerProcess:
     """`scada serve` in a subprocess: the real CLI, uvicorn, port and SQLite files."""
 

@@ -18,7 +18,7 @@ import pytest
 
 from tests.browser.conftest import admin_token, audit_records, new_page, wait_live
 from tests.browser.history_fixture import write_history
-from tests.conftest import ServerProcess, default_config_dict, wait_until
+from tests.conftest import ServerProcess, default_config_dict, eventually
 
 
 def plant_config() -> dict[str, Any]:
@@ -229,7 +229,7 @@ def test_horn_sounds_for_a_new_high_alarm_until_silenced_and_silence_is_audited(
     page.click('[data-testid="silence"]')
     page.wait_for_selector('body[data-horn="quiet"]')
     token = admin_token(plant)
-    records = wait_until(
+    records = eventually(
         lambda: (
             len(audit_records(plant, token, "horn_silence")) == 2
             and audit_records(plant, token, "horn_silence")
@@ -364,11 +364,11 @@ def test_kpi_panel_shows_every_figure_of_the_endpoint(plant: ServerProcess, brow
             json={"line": "5", "kind": "step", "tag": "line_speed", "offset": 30.0},
         )
         assert r.status_code == 201, r.text
-        wait_until(lambda: alarm_state(plant, chatter) in ACTIVE)
+        eventually(lambda: alarm_state(plant, chatter) in ACTIVE)
         httpx.delete(f"{plant.http}/api/simulator/faults/{r.json()['id']}")
-        wait_until(lambda: alarm_state(plant, chatter) not in ACTIVE)
+        eventually(lambda: alarm_state(plant, chatter) not in ACTIVE)
     wanted = {"line4.die_temperature.hihi", chatter}
-    wait_until(
+    eventually(
         lambda: (
             (k := kpi_json(plant))
             and wanted <= {t["alarm"] for t in k["top"]}

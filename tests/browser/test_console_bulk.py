@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.browser.conftest import admin_token, audit_records, new_page, wait_live
-from tests.conftest import ServerProcess, default_config_dict, wait_until
+from tests.conftest import ServerProcess, default_config_dict, eventually
 
 COMMENT = "shift start: all standing alarms reviewed"
 
@@ -48,7 +48,7 @@ def test_ack_of_50_selected_alarms_with_one_comment(fifty: ServerProcess, browse
     acked = [e for e in events if e["event"] == "acknowledged" and e["comment"] == COMMENT]
     assert len(acked) == 50 and len({e["alarm"] for e in acked}) == 50
     token = admin_token(fifty)
-    audits = wait_until(
+    audits = eventually(
         lambda: [a for a in audit_records(fifty, token, "ack") if a["detail"] == COMMENT]
     )
     assert len(audits) == 50 and all(a["result"] == "ok" for a in audits)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, wait_until
+from tests.conftest import eventually, free_port
 
 
 def redis_server_binary() -> str:
@@ -61,7 +61,7 @@ class RedisServer:
         else:
             args += ["--appendonly", "no"]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
-        wait_until(self._answers, timeout=10)
+        eventually(self._answers, timeout=10)
         return self
 
     def _answers(self) -> bool:

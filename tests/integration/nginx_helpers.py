@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.conftest import ROOT, free_port, wait_until
+from tests.conftest import ROOT, eventually, free_port
 
 SHIPPED_CONF = ROOT / "nginx" / "scada.conf"
 
@@ -221,7 +221,7 @@ class NginxProcess:
         self.proc = subprocess.Popen(
             self._cmd("-g", "daemon off;"), stdout=out, stderr=subprocess.STDOUT
         )
-        wait_until(self._listening, timeout=15)
+        eventually(self._listening, timeout=15)
         return self
 
     def _listening(self) -> bool:

@@ -186,9 +186,9 @@ def test_sigkill_keeps_alarms_and_resume_replays_exactly_the_missed_events(
         alarms = httpx.get(f"{server.http}/api/alarms").json()["alarms"]
         return [a for a in alarms if a["alarm"] == "line7.diameter.hi"]
 
-    from tests.conftest import wait_until
+    from tests.conftest import eventually
 
-    occ7 = wait_until(raised_7, timeout=20)[0]["id"]
+    occ7 = eventually(raised_7, timeout=20)[0]["id"]
     assert (
         httpx.post(f"{server.http}/api/alarms/{occ7}/ack", json={"comment": "x"}).status_code == 200
     )

@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 
 from scada.app import create_app
 from scada.core.config import load_config
-from tests.conftest import free_port, wait_until, write_config
+from tests.conftest import eventually, free_port, write_config
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def stock_uvicorn(tmp_path: Path) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    wait_until(lambda: server.started, timeout=30)
+    eventually(lambda: server.started, timeout=30)
     yield f"127.0.0.1:{port}"
     server.should_exit = True
     thread.join(15)

@@ -20,7 +20,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import ServerProcess, wait_until, write_config
+from tests.conftest import ServerProcess, eventually, write_config
 from tests.integration.test_security import admin_password, cli, login, token
 from tests.integration.test_websocket import close_code, recv, until
 
@@ -167,7 +167,7 @@ def test_resume_is_bounded_per_role(plant: ServerProcess) -> None:
         headers=engineer,
     )
     assert r.status_code == 201, r.text
-    wait_until(lambda: httpx.get(f"{plant.http}/api/alarms").json()["alarm_cursor"] > 0, 20)
+    eventually(lambda: httpx.get(f"{plant.http}/api/alarms").json()["alarm_cursor"] > 0, 20)
     operator = bearer(token(plant, "operator", "op-resume"))
 
     async def resume(headers: dict[str, str] | None) -> tuple[int, bool]:
@@ -288,7 +288,7 @@ def test_wall_clock_step_back_delays_no_revocation_and_no_expiry(shifted: Server
             await until(ws, lambda f: f["type"] == "production_data")
         assert shifted.proc is not None
         shifted.proc.send_signal(signal.SIGUSR1)  # the server's wall clock: 120 s back
-        await asyncio.to_thread(wait_until, lambda: "wall clock now -120" in shifted.log())
+        await asyncio.to_thread(eventually, lambda: "wall clock now -120" in shifted.log())
         # Revoked by another process: only the periodic re-check can notice.
         await asyncio.to_thread(cli, shifted, "tokens", "revoke", token_id)
         # Both within the re-check period / the session's 10.8 s, not 120 s later.

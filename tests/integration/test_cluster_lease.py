@@ -25,7 +25,7 @@ from scada.cluster.keys import BusKeys, event_id
 from scada.cluster.lease import Lease, LeaseLost
 from scada.cluster.outbox import decode_event
 from scada.cluster.publish import Fenced, FencedPublisher
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, eventually
 from tests.integration.cluster_redis import RedisServer, redis_server
 
 KEYS = BusKeys("test")
@@ -84,7 +84,7 @@ def test_standby_takes_over_within_5_s_of_the_holders_death_with_a_higher_token(
     redis_server: RedisServer, tmp_path: Path, nodes: list[Node]
 ) -> None:
     nodes.append(active := Node(redis_server, "node-a", tmp_path))
-    wait_until(lambda: active.count("published") >= 3, timeout=20)
+    eventually(lambda: active.count("published") >= 3, timeout=20)
 
     async def main() -> float:
         redis = connect(redis_server.url)
@@ -140,7 +140,7 @@ def test_a_paused_old_leader_that_wakes_up_publishes_nothing(
     redis_server: RedisServer, tmp_path: Path, nodes: list[Node]
 ) -> None:
     nodes.append(old := Node(redis_server, "node-a", tmp_path))
-    wait_until(lambda: old.count("published") >= 5, timeout=20)
+    eventually(lambda: old.count("published") >= 5, timeout=20)
     old.signal(signal.SIGSTOP)
 
     async def main() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, deep_merge, default_config_dict, wait_until, write_config
+from tests.conftest import ServerProcess, deep_merge, default_config_dict, eventually, write_config
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_history_answers_in_the_contract_shape(server: ServerProcess) -> None:
         doc = get(server, tags="line1.diameter,line1.body_temperature_2", **{"from": "-3s"}).json()
         return doc if len(doc["series"][0]["t"]) >= 20 else None
 
-    doc = wait_until(enough, timeout=15)
+    doc = eventually(enough, timeout=15)
     assert doc["tier"] == "raw" and doc["bucket_ms"] is None
     diameter, temp = doc["series"]
     assert diameter["tag"] == "line1.diameter" and diameter["unit"] == "mm"
@@ -58,7 +58,7 @@ def test_history_answers_in_the_contract_shape(server: ServerProcess) -> None:
 
 
 def test_csv_export_round_trips(server: ServerProcess) -> None:
-    wait_until(
+    eventually(
         lambda: (
             len(get(server, tags="line2.diameter", **{"from": "-2s"}).json()["series"][0]["t"]) > 5
         )

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import OPEN_PLANT, ServerProcess, deep_merge, wait_until
+from tests.conftest import OPEN_PLANT, ServerProcess, deep_merge, eventually
 
 TAG = "line1.diameter"
 
@@ -44,7 +44,7 @@ def test_sigkill_loses_at_most_a_second_and_restarts_show_gaps_of_the_right_leng
 ) -> None:
     server = server_factory()
     began = time.time()
-    wait_until(lambda: len(raw(server, began)["t"]) >= 30, timeout=20)
+    eventually(lambda: len(raw(server, began)["t"]) >= 30, timeout=20)
     killed_at = time.time()
     server.kill()
     db = tmp_path / "data" / "history.sqlite"
@@ -52,12 +52,12 @@ def test_sigkill_loses_at_most_a_second_and_restarts_show_gaps_of_the_right_leng
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     server.start()
     back_at = time.time()
-    wait_until(lambda: raw(server, back_at)["t"], timeout=10)
+    eventually(lambda: raw(server, back_at)["t"], timeout=10)
     stop_at = time.time()
     server.stop()  # SIGTERM: everything recorded is flushed
     server.start()
     again_at = time.time()
-    series = wait_until(lambda: (s := raw(server, began)) and s["t"][-1] > again_at * 1000 and s)
+    series = eventually(lambda: (s := raw(server, began)) and s["t"][-1] > again_at * 1000 and s)
     found = gaps(series)  # a loaded box may add short ones (ticks held up > 0.3 s)
     kill_before, kill_after = next(g for g in found if g[0] <= killed_at * 1000 <= g[1])
     stop_before, stop_after = next(g for g in found if g[1] >= stop_at * 1000)
@@ -110,9 +110,9 @@ def test_a_full_disk_degrades_history_only_and_history_resumes_when_space_return
         overrides = deep_merge(OPEN_PLANT, {"historian": {"path": str(small / "history.sqlite")}})
         server = server_factory(overrides)
         began = time.time()
-        wait_until(lambda: len(raw(server, began)["t"]) >= 10, timeout=20)
+        eventually(lambda: len(raw(server, began)["t"]) >= 10, timeout=20)
         filler = fill(small)
-        wait_until(lambda: historian_state(server) == "degraded", timeout=30)
+        eventually(lambda: historian_state(server) == "degraded", timeout=30)
         assert "scada_historian_degraded 1.0" in httpx.get(f"{server.http}/metrics").text
         # The live stream and the alarms go on.
         with connect(server.ws) as ws:
@@ -128,12 +128,12 @@ def test_a_full_disk_degrades_history_only_and_history_resumes_when_space_return
             alarms = httpx.get(f"{server.http}/api/alarms").json()["alarms"]
             return any(a["alarm"] == "line4.diameter.hi" for a in alarms)
 
-        wait_until(alarm_raised, timeout=30)
+        eventually(alarm_raised, timeout=30)
         # Space returns: history resumes by itself.
         filler.unlink()
-        wait_until(lambda: historian_state(server) == "ok", timeout=30)
+        eventually(lambda: historian_state(server) == "ok", timeout=30)
         resumed = time.time()
-        wait_until(lambda: raw(server, resumed)["t"], timeout=10)
+        eventually(lambda: raw(server, resumed)["t"], timeout=10)
         log = server.log()
         assert log.count("historian cannot write") == 1  # logged once, not every retry
         assert "historian recovered" in log

@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import ServerProcess, deep_merge, wait_until
+from tests.conftest import ServerProcess, deep_merge, eventually
 from tests.integration.nginx_helpers import (
     SHIPPED_CONF,
     NginxProcess,
@@ -247,7 +247,7 @@ def test_audit_log_shows_the_clients_own_address(stack: Stack) -> None:
         login = [x for x in found if x["action"] == "login" and x["target"] == "mallory"]
         return ack + login if ack and login else []
 
-    found = wait_until(records, timeout=10)
+    found = eventually(records, timeout=10)
     assert {x["address"] for x in found} == {CLIENT_ADDRESS}, found
     # Why nginx overwrites X-Forwarded-For instead of appending: the service believes the
     # header from 127.0.0.1 (a trusted proxy), so whatever a proxy passes on is what is recorded.
@@ -258,7 +258,7 @@ def test_audit_log_shows_the_clients_own_address(stack: Stack) -> None:
         headers={"X-Forwarded-For": "10.9.9.9"},
     )
     assert r.status_code == 401
-    direct = wait_until(lambda: [x for x in audit(stack.server) if x["target"] == "direct"])
+    direct = eventually(lambda: [x for x in audit(stack.server) if x["target"] == "direct"])
     assert direct[0]["address"] == "10.9.9.9"
 
 
@@ -299,13 +299,13 @@ def test_query_token_stays_out_of_the_nginx_logs(stack: Stack) -> None:
         return int(info.value.response.status_code)
 
     assert asyncio.run(user()) == "kiosk"
-    wait_until(lambda: "/ws" in stack.nginx.access_log())
+    eventually(lambda: "/ws" in stack.nginx.access_log())
     stack.server.stop()
     assert asyncio.run(status(f"?token={secret}")) == 502
     assert asyncio.run(status("?other=1")) == 502
     # The error log does record failed upstream connections (so the check below is not
     # vacuous), just not the one that carried a token.
-    wait_until(lambda: stack.nginx.logs().count("connect() failed") == 1)
+    eventually(lambda: stack.nginx.logs().count("connect() failed") == 1)
     assert "?other=1" in stack.nginx.logs()
     assert secret not in stack.nginx.logs()
     assert secret not in stack.server.log()
@@ -385,7 +385,7 @@ def test_dashboard_runs_under_the_csp_through_nginx(stack: Stack) -> None:
             assert page.evaluate("location.protocol") == "https:"
             # The other pages load their own module scripts and the stylesheet under the CSP.
             for path in ("/login", "/diagnostics"):
-                page.goto(stack.nginx.https + path, wait_until="load")
+                page.goto(stack.nginx.https + path, eventually="load")
                 assert page.evaluate("window.__csp") == [], path
             assert not [m for m in console if "Content Security Policy" in m], console
             assert errors == [], errors

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import OPEN_PLANT, ServerProcess, free_port, wait_until
+from tests.conftest import OPEN_PLANT, ServerProcess, eventually, free_port
 from tests.integration.notify_receivers import WebhookReceiver
 
 SECRET = "e2e-webhook-secret-0123456789abcdef"
@@ -49,8 +49,8 @@ def test_webhook_delivery_survives_a_dead_receiver_and_a_server_restart(
         json={"line": "3", "kind": "sensor_dropout", "tag": "*"},
     )
     assert r.status_code == 201
-    wait_until(lambda: routed_events(server), timeout=20)
-    state = wait_until(
+    eventually(lambda: routed_events(server), timeout=20)
+    state = eventually(
         lambda: (s := target_state(server))["failed_attempts"] >= 2 and s, timeout=20
     )
     assert state["queued"] >= 1 and state["delivered"] == 0
@@ -71,8 +71,8 @@ def test_webhook_delivery_survives_a_dead_receiver_and_a_server_restart(
             got = [b["alarm"]["event_id"] for b in receiver.unique()]
             return "cleared" in {e["event"] for e in receiver.unique()} and got == want
 
-        wait_until(all_delivered, timeout=30)
-        wait_until(lambda: target_state(server)["queued"] == 0, timeout=10)
+        eventually(all_delivered, timeout=30)
+        eventually(lambda: target_state(server)["queued"] == 0, timeout=10)
     finally:
         receiver.stop()
     bodies = receiver.unique()

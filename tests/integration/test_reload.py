@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import OPEN_PLANT, deep_merge, wait_until, write_config
+from tests.conftest import OPEN_PLANT, deep_merge, eventually, write_config
 
 
 def test_reload_applies_new_limits_and_refuses_the_rest(server_factory: Any) -> None:
@@ -36,7 +36,7 @@ def test_reload_applies_new_limits_and_refuses_the_rest(server_factory: Any) -> 
     r = httpx.post(url)
     assert r.status_code == 200, r.text
     assert r.json()["changed_tags"] == ["line1.diameter"]
-    raised = wait_until(lambda: alarms().get("line1.diameter.hi"), timeout=10)
+    raised = eventually(lambda: alarms().get("line1.diameter.hi"), timeout=10)
     assert raised["limit"] == 11.9 and raised["state"] == "unacked_active"
     meta = httpx.get(f"{server.http}/api/lines").json()["lines"][0]["tags"]["diameter"]
     assert meta["limits"]["hi"] == 11.9  # the dashboard's band follows

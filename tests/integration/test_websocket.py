@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import ServerProcess, wait_until
+from tests.conftest import ServerProcess, eventually
 
 ALL_LINES = [str(i) for i in range(1, 9)]
 
@@ -290,7 +290,7 @@ def test_http_endpoints(server: ServerProcess) -> None:
     assert httpx.get(f"{server.http}/api/lines/42").status_code == 404
     one = httpx.get(f"{server.http}/api/lines/2").json()
     assert one["latest"]["production_line_id"] == "2"
-    wait_until(
+    eventually(
         lambda: (
             httpx.get(f"{server.http}/api/lines/1/history?seconds=60&points=5").json()["samples"]
             >= 10

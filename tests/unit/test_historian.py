@@ -16,7 +16,7 @@ from scada.historian import codec, compress, query
 from scada.historian.db import CHUNK_MS, HOUR_MS
 from scada.historian.service import Historian
 from scada.historian.writer import Retention, Writer
-from tests.conftest import wait_until
+from tests.conftest import eventually
 
 LINES = load_config().lines[:2]  # 20 tags
 SCHEMA = TagSchema(LINES)
@@ -306,7 +306,7 @@ def test_a_file_that_cannot_be_opened_degrades_then_recovers_with_every_sample(
         times = feed(h, BASE, values, quality)
         assert h.status()["state"] == "degraded"
         blocker.unlink()
-        wait_until(lambda: h.writer.sync() and h.status()["state"] == "ok", timeout=10)
+        eventually(lambda: h.writer.sync() and h.status()["state"] == "ok", timeout=10)
         spec = h.spec(SCHEMA.refs[4].path)
         assert spec is not None
         got = h.samples(spec, BASE, int(times[-1]) + 1)
