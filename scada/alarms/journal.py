@@ -245,12 +245,6 @@ class Journal:
         with self.reader() as db:
             return query_history(db, since, until, line, alarm, limit, before_id)
 
-    def range_page(self, since: float, until: float, after_id: int, limit: int) -> list[AlarmEvent]:
-        """Events with since <= at <= until and id > after_id, oldest first, at most `limit`
-        (an export reads the range page by page, each on its own read connection)."""
-        with self.reader() as db:
-            return query_range(db, since, until, after_id, limit)
-
     def reader(self) -> AbstractContextManager[sqlite3.Connection]:
         """A connection of its own for one read (call it in a worker thread), closed after.
 

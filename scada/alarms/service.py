@@ -258,9 +258,6 @@ class AlarmService:
         as of the newest committed event (`cursor()`)."""
         return list(self._committed_wire)
 
-    def current_events(self) -> list[AlarmEvent]:
-        return list(self._committed)
-
     def cursor(self) -> int:
         """Journal id of the newest committed event (the snapshot's alarm_cursor)."""
         return self._cursor
