@@ -385,7 +385,7 @@ def test_dashboard_runs_under_the_csp_through_nginx(stack: Stack) -> None:
             assert page.evaluate("location.protocol") == "https:"
             # The other pages load their own module scripts and the stylesheet under the CSP.
             for path in ("/login", "/diagnostics"):
-                page.goto(stack.nginx.https + path, eventually="load")
+                page.goto(stack.nginx.https + path, wait_until="load")
                 assert page.evaluate("window.__csp") == [], path
             assert not [m for m in console if "Content Security Policy" in m], console
             assert errors == [], errors
