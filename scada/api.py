@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from scada.auth.web import audit_request, audited, requires
 from scada.core.errors import FaultError
-from scada.core.stats import percentile
+from scada.core.stats import percentile_rounded
 from scada.history import downsample
 from scada.runtime import Runtime
 from simulators.faults import parse_fault
@@ -242,11 +242,6 @@ async def ready(request: Request) -> Response:
     )
 
 
-def _ms(values: list[float], q: float) -> float | None:
-    value = percentile(values, q)
-    return None if value is None else round(value, 3)
-
-
 async def websocket_health(request: Request) -> Response:
     rt = runtime_of(request)
     stats = rt.broadcaster.stats
@@ -262,8 +257,8 @@ async def websocket_health(request: Request) -> Response:
             "errors": stats.errors,
             "ticks": stats.ticks,
             "tick_overruns": stats.tick_overruns,
-            "tick_ms_p50": _ms(ticks, 0.5),
-            "tick_ms_p99": _ms(ticks, 0.99),
+            "tick_ms_p50": percentile_rounded(ticks, 0.5),
+            "tick_ms_p99": percentile_rounded(ticks, 0.99),
             "batch_interval_ms": rt.config.server.batch_interval_ms,
             "devices": [p.report() for p in rt.pollers],
         }

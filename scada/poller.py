@@ -17,7 +17,7 @@ import numpy as np
 
 from drivers.base import Driver
 from scada.core.fixedrate import FixedRate
-from scada.core.stats import percentile
+from scada.core.stats import percentile_rounded
 from scada.tagstore import TagStore
 
 log = logging.getLogger(__name__)
@@ -53,14 +53,9 @@ class DeviceStatus:
             "last_ok": self.last_ok,
             "connected_since": self.connected_since,
             "state_since": self.state_since,
-            "poll_ms_p50": _pct(lat, 0.5),
-            "poll_ms_p99": _pct(lat, 0.99),
+            "poll_ms_p50": percentile_rounded(lat, 0.5),
+            "poll_ms_p99": percentile_rounded(lat, 0.99),
         }
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    value = percentile(values, q)
-    return None if value is None else round(value, 3)
 
 
 class Poller:

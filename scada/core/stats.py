@@ -16,6 +16,12 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     return ordered[nearest_rank(len(ordered), q) - 1]
 
 
+def percentile_rounded(values: Iterable[float], q: float, digits: int = 3) -> float | None:
+    """`percentile`, rounded for a JSON status page (None stays None)."""
+    value = percentile(values, q)
+    return None if value is None else round(value, digits)
+
+
 def nearest_rank(n: int, q: float) -> int:
     """The 1-based rank of the q-percentile among n > 0 sorted values (for SQL OFFSETs)."""
     # Rounded first: 0.07 * 100 is 7.000000000000001 in floats, and must be rank 7.
