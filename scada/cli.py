@@ -66,9 +66,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
     from scada.core.errors import ScadaError
 
+    if args.role != "all" and (args.node or args.redis_url):
+        update = {k: v for k, v in (("node", args.node), ("redis_url", args.redis_url)) if v}
+        try:
+            cluster = type(config.cluster).model_validate({**config.cluster.model_dump(), **update})
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+        config = config.model_copy(update={"cluster": cluster})
     try:
         serve(
             config,
+            role=args.role,
             host=args.host,
             port=args.port,
             scenario=args.scenario,
@@ -234,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="permessage-deflate for clients that offer it (default: shared; see docs/performance.md)",
     )
+    p.add_argument(
+        "--role",
+        choices=["all", "ingest", "gateway"],
+        default="all",
+        help="all: the whole plant in one process (default); ingest or gateway: one part of a "
+        "cluster on Redis (docs/cluster.md)",
+    )
+    p.add_argument("--node", help="this process's name in the cluster (default from [cluster])")
+    p.add_argument("--redis-url", help="Redis of the cluster (default from [cluster] redis_url)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check-config", help="validate a config file; exit 2 listing problems")

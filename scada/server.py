@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import re
 import resource
+import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote
 
 import uvicorn
+from starlette.types import ASGIApp
 
-from scada.app import create_app
 from scada.core.config import PlantConfig, ServerConfig
 from scada.httpguard import GuardMiddleware, own_hosts
 from scada.logfold import Fold
@@ -36,6 +37,46 @@ HANDSHAKE_LINES = ('%s - "WebSocket %s"', "connection rejected (", "connection o
 
 class StartupRefused(RuntimeError):
     pass
+
+
+ServeRole = Literal["all", "ingest", "gateway"]
+ROLES: tuple[ServeRole, ...] = ("all", "ingest", "gateway")
+
+
+class AppFactory(Protocol):
+    def __call__(
+        self,
+        config: PlantConfig,
+        *,
+        scenario: str | Path | None = ...,
+        config_path: str | Path | None = ...,
+        on_fatal: Callable[[str], None] | None = ...,
+    ) -> ASGIApp: ...
+
+
+def app_factory(role: ServeRole) -> AppFactory:
+    """The application of a role, imported only when that role runs: a gateway process never
+    imports the alarm engine, the drivers or the historian (tests/unit/test_layers.py)."""
+    if role == "ingest":
+        from scada.ingest.app import create_ingest_app
+
+        return create_ingest_app
+    if role == "gateway":
+        from scada.gateway.app import create_gateway_app
+
+        return create_gateway_app
+    from scada.app import create_app
+
+    return create_app
+
+
+def with_node_name(config: PlantConfig, role: ServeRole, port: int) -> PlantConfig:
+    """`[cluster] node` defaults to "<role>-<hostname>-<port>": unique per process on a host."""
+    if role == "all" or config.cluster.node:
+        return config
+    name = f"{role}-{socket.gethostname()}-{port}".replace(":", "-")
+    cluster = config.cluster.model_copy(update={"node": name})
+    return config.model_copy(update={"cluster": cluster})
 
 
 class RedactTokens(logging.Filter):
@@ -121,11 +162,15 @@ def build_server(
     compression: str | None = None,
     config_path: str | Path | None = None,
     on_fatal: Callable[[str], None] | None = None,
+    role: ServeRole = "all",
 ) -> uvicorn.Server:
     srv = config.server
     require_uvicorn()
     check_fd_budget(srv)
     bind = host or srv.host
+    listen_port = srv.port if port is None else port
+    config = with_node_name(config, role, listen_port)
+    create_app = app_factory(role)
     built: list[uvicorn.Server] = []
 
     def fatal(reason: str) -> None:
@@ -144,7 +189,7 @@ def build_server(
     options: dict[str, Any] = {
         **uvicorn_options(wire_settings(srv, compression)),
         "host": bind,
-        "port": srv.port if port is None else port,
+        "port": listen_port,
         "ws_max_size": srv.max_message_bytes * HARD_FRAME_LIMIT_FACTOR,
         "lifespan": "on",
         "log_level": log_level,

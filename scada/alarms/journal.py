@@ -13,6 +13,11 @@ Occurrence ids come from one durable counter, `meta.occurrence_high` (the highes
 journaled), advanced in the same transaction as the events that use an id: whatever later
 happens to `alarm_last` or to pruned events, a restart never hands an id out twice.
 
+The journal's epoch (`meta.epoch`, a random 64-bit id minted when the file is created) names
+this lineage of ids: a client's resume cursor means something only to a journal of the same
+epoch (`snapshot.epoch` on the wire). A cluster standby that mirrors another node's journal
+adopts that journal's epoch (`adopt_epoch`), since it holds the same events under the same ids.
+
 Writes go through one connection (the service calls them from its dedicated journal thread).
 Reads (history, replay, KPIs, exports) each open their own connection: with WAL they never
 wait for the writer's lock nor it for them, and a slow read cannot delay a commit.
@@ -20,6 +25,7 @@ wait for the writer's lock nor it for them, and a slow read cannot delay a commi
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -62,6 +68,7 @@ CREATE INDEX IF NOT EXISTS events_ack_delay ON events(at, raised_at)
     WHERE event = 'acknowledged';
 """
 _OCC_HIGH = "occurrence_high"
+_EPOCH = "epoch"
 
 
 class Journal:
@@ -102,6 +109,21 @@ class Journal:
             self._db.execute(
                 "INSERT INTO meta(key, value) VALUES (?, ?)", (_OCC_HIGH, int(high or 0))
             )
+        if self._meta(_EPOCH) is None:
+            # 63 bits: SQLite integers are signed.
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?)", (_EPOCH, secrets.randbits(63))
+            )
+        self.epoch = _epoch_text(self._meta(_EPOCH) or 0)
+
+    def adopt_epoch(self, epoch: str) -> None:
+        """Take another journal's epoch (a standby mirroring it under the same ids)."""
+        value = int(epoch, 16)
+        if not 0 <= value < 2**63 or _epoch_text(value) != epoch:
+            raise ValueError(f"not a journal epoch: {epoch!r}")
+        with self._lock:
+            self._db.execute("UPDATE meta SET value = ? WHERE key = ?", (value, _EPOCH))
+        self.epoch = epoch
 
     def _meta(self, key: str) -> int | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -289,6 +311,10 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _epoch_text(value: int) -> str:
+    return f"{value:016x}"
 
 
 def _filters(

@@ -258,6 +258,10 @@ class AlarmService:
         as of the newest committed event (`cursor()`)."""
         return list(self._committed_wire)
 
+    def epoch(self) -> str:
+        """The journal's epoch: what a resume cursor is relative to (`snapshot.epoch`)."""
+        return self.journal.epoch
+
     def cursor(self) -> int:
         """Journal id of the newest committed event (the snapshot's alarm_cursor)."""
         return self._cursor

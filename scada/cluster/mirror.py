@@ -21,12 +21,12 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
-from scada.alarms.model import AlarmEvent
 from scada.cluster.keys import BusKeys, entry_id, event_id
 from scada.cluster.outbox import JournalSource, decode_event
 from scada.cluster.publish import PAYLOAD
 from scada.cluster.reader import AlarmEntries, BusReader, EpochChanged, Gap
 from scada.cluster.ring import contiguous
+from scada.core.alarmevent import AlarmEvent
 
 log = logging.getLogger("scada.cluster.mirror")
 

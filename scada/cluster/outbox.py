@@ -24,12 +24,12 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from scada.alarms.model import AlarmEvent
 from scada.cluster.conn import raise_if_cancelled
 from scada.cluster.epoch import ensure_epoch, seed_state
 from scada.cluster.keys import BusKeys, entry_id
 from scada.cluster.lease import Lease, LeaseLost
 from scada.cluster.publish import EpochChanged, Fenced, FencedPublisher
+from scada.core.alarmevent import AlarmEvent
 
 log = logging.getLogger("scada.cluster.outbox")
 

@@ -16,7 +16,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from scada.core.errors import ConfigError
 from scada.core.roles import AUDIENCES, Role
@@ -311,6 +319,35 @@ class ConsoleSettings(Frozen):
     no_data_after: float | None = Field(default=None, gt=0)
 
 
+class ClusterSettings(Frozen):
+    """`scada serve --role ingest|gateway` (docs/cluster.md); role `all` ignores it."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # This process's name on the bus (lease holder, command replies): unique per process.
+    # Empty: "<role>-<hostname>-<port>".
+    node: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")
+    prefix: str = Field(default="scada", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+    # Lease: held for lease_ttl s, renewed every renew_every s; a standby takes over at most
+    # lease_ttl + 0.5 s after the holder's last renewal.
+    lease_ttl: float = Field(default=3.0, ge=1.0, le=60.0)
+    renew_every: float = Field(default=1.0, gt=0, le=20.0)
+    # A gateway that reads nothing from the bus for this long marks its clients' data stale.
+    read_deadline: float = Field(default=2.0, gt=0, le=60.0)
+    # Alarm events a gateway keeps for resumes; entries kept in the alarm and frame streams.
+    ring_size: int = Field(default=10_000, ge=100)
+    alarms_maxlen: int = Field(default=100_000, ge=1000)
+    frames_maxlen: int = Field(default=100, ge=10)
+    # How long a gateway waits for the active ingest node to answer a command (it retries
+    # with the same request id within this time, so a failover in between applies it once).
+    command_timeout: float = Field(default=10.0, gt=0, le=120.0)
+
+    @model_validator(mode="after")
+    def _renew_within_ttl(self) -> ClusterSettings:
+        if not self.renew_every < self.lease_ttl - 0.5:
+            raise ValueError("renew_every must be shorter than lease_ttl - 0.5")
+        return self
+
+
 class PlantConfig(Frozen):
     server: ServerConfig = ServerConfig()
     auth: AuthSettings = AuthSettings()
@@ -318,6 +355,7 @@ class PlantConfig(Frozen):
     simulator: SimulatorConfig = SimulatorConfig()
     alarms: AlarmSettings = AlarmSettings()
     historian: HistorianSettings = HistorianSettings()
+    cluster: ClusterSettings = ClusterSettings()
     # Validated by scada.notify.config, as drivers validate their settings (core imports
     # nothing of ours).
     notifications: dict[str, Any] = Field(default_factory=dict)

@@ -191,3 +191,24 @@ def test_an_old_journal_gets_its_counter_from_every_id_it_holds(tmp_path: Path) 
     j = open_journal(path)
     assert j.max_occurrence_id() == 7
     j.close()
+
+
+def test_epoch_is_minted_once_kept_across_reopen_and_can_be_adopted(tmp_path: Path) -> None:
+    first = Journal(tmp_path / "a.sqlite", retention_days=90, retention_events=1000)
+    other = Journal(tmp_path / "b.sqlite", retention_days=90, retention_events=1000)
+    epoch = first.epoch
+    assert len(epoch) == 16 and int(epoch, 16) >= 0
+    assert other.epoch != epoch  # each journal its own lineage of ids
+    first.close()
+    reopened = Journal(tmp_path / "a.sqlite", retention_days=90, retention_events=1000)
+    assert reopened.epoch == epoch
+    other.adopt_epoch(epoch)  # a standby mirroring `first`
+    other.close()
+    assert Journal(tmp_path / "b.sqlite", retention_days=90, retention_events=1000).epoch == epoch
+    for bad in ("xyz", "ffffffffffffffff", "12"):
+        try:
+            reopened.adopt_epoch(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} was adopted")
+    assert reopened.epoch == epoch
