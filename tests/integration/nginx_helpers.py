@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from scada.cluster.nginxconf import main_conf
 from tests.conftest import ROOT, eventually, free_port
 
 SHIPPED_CONF = ROOT / "nginx" / "scada.conf"
@@ -134,23 +135,6 @@ def render_conf(
     return text
 
 
-MAIN_CONF = """\
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/logs/main.error.log info;
-events {{ worker_connections 512; }}
-http {{
-    access_log {d}/logs/main.access.log;
-    client_body_temp_path {d}/tmp/client_body;
-    proxy_temp_path {d}/tmp/proxy;
-    fastcgi_temp_path {d}/tmp/fastcgi;
-    uwsgi_temp_path {d}/tmp/uwsgi;
-    scgi_temp_path {d}/tmp/scgi;
-    include {d}/scada.conf;
-}}
-"""
-
-
 class NginxProcess:
     """nginx in the foreground (`daemon off`) with a wrapper main config in `directory`."""
 
@@ -188,7 +172,7 @@ class NginxProcess:
             )
         )
         self.main = directory / "main.conf"
-        self.main.write_text(MAIN_CONF.format(d=directory))
+        self.main.write_text(main_conf(directory, "scada.conf", connections=512, level="info"))
         self.output = directory / "logs" / "nginx.out"
 
     @property
