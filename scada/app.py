@@ -31,7 +31,7 @@ from scada.datadir import lock_data_dir, private_file
 from scada.heavy import HeavyReadLimit, HeavyReads
 from scada.historian.routes import history as history_route
 from scada.historian.service import Historian
-from scada.hub import Hub
+from scada.hub import Hub, RuntimeSource
 from scada.notify.config import notifications_of
 from scada.notify.routes import routes as notify_routes
 from scada.notify.service import build_notifier
@@ -97,7 +97,7 @@ def create_app(
     auth = open_auth_store(config)
     auditor = Auditor(auth, clock)
     heavy = HeavyReads(lambda: runtime.config.auth)
-    hub = Hub(runtime, auditor, heavy=heavy, clock=clock)
+    hub = Hub(RuntimeSource(runtime), auditor, heavy=heavy, clock=clock)
     gate = LoginGate(config.auth, clock)
     notifications = notifications_of(config)  # ConfigError now, not at the first alarm
 

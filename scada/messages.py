@@ -90,8 +90,11 @@ class Unshelve(_Msg):
 
 
 class ResumeData(BaseModel):
+    """`epoch`: the one the cursor belongs to (`snapshot.epoch`); None: the server's own."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     alarm_cursor: int = Field(ge=0)
+    epoch: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class Resume(_Msg):
@@ -124,7 +127,7 @@ class Services(Protocol):
 
     async def unshelve(self, client: Client, data: UnshelveData) -> Any: ...
 
-    async def resume(self, client: Client, cursor: int) -> None: ...
+    async def resume(self, client: Client, cursor: int, epoch: str | None = None) -> None: ...
 
     async def audit_refusal(self, client: Client, action: str, target: str) -> None: ...
 
@@ -199,7 +202,7 @@ class MessageHandler:
         if isinstance(request, Heartbeat):
             return {}
         if isinstance(request, Resume):
-            await self.services.resume(client, request.data.alarm_cursor)
+            await self.services.resume(client, request.data.alarm_cursor, request.data.epoch)
             return {"resumed_from": request.data.alarm_cursor}
         if isinstance(request, Ack):
             return await self.services.ack(client, request.data)

@@ -26,13 +26,15 @@ from scada.heavy import HeavyReads
 from scada.hub.admission import Admission
 from scada.hub.commands import AlarmCommands
 from scada.hub.replay import Snapshots
+from scada.hub.source import CommandPort, CredentialStore, PlantSource, RuntimeSource
 from scada.hub.watch import CLOSE_POLICY, SessionWatch
 from scada.messages import MessageHandler
 from scada.ratelimit import TokenBucket
-from scada.runtime import Runtime
 from scada.wsframes import FrameSink
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Hub", "PlantSource", "RuntimeSource"]
 
 PROTOCOL_VERSION = 1
 CLOSE_ERROR = 1011
@@ -41,24 +43,29 @@ CLOSE_ERROR = 1011
 class Hub:
     def __init__(
         self,
-        runtime: Runtime,
+        source: PlantSource,
         auditor: Auditor | None = None,
         *,
         heavy: HeavyReads | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        commands: CommandPort | None = None,
+        credentials: CredentialStore | None = None,
     ) -> None:
-        self.runtime = runtime
-        self.broadcaster = runtime.broadcaster
+        """`commands`: where ack/shelve/unshelve go (default: the source's alarm service);
+        `credentials`: what open sockets are re-checked against (default: the auditor's
+        store)."""
+        self.source = source
+        self.broadcaster = source.broadcaster
         self.clock = clock
         self.heavy = heavy or HeavyReads(lambda: self.config.auth)
         self.admission = Admission(lambda: self.config, self.broadcaster, auditor)
-        self.watch = SessionWatch(
-            self.broadcaster, auditor.store if auditor is not None else None, clock
-        )
-        self.snapshots = Snapshots(runtime, self.heavy)
-        self.commands = AlarmCommands(runtime, self.broadcaster, auditor)
+        if credentials is None and auditor is not None:
+            credentials = auditor.store
+        self.watch = SessionWatch(self.broadcaster, credentials, clock)
+        self.snapshots = Snapshots(source, self.heavy)
+        self.commands: CommandPort = commands or AlarmCommands(source, self.broadcaster, auditor)
         self.handler = MessageHandler(self, max_bytes=self.config.server.max_message_bytes)
-        runtime.on_tick(self.watch.on_tick)
+        source.on_tick(self.watch.on_tick)
         # The names the rest of the server uses.
         self.close_session = self.watch.close_session
         self.close_user = self.watch.close_user
@@ -74,11 +81,11 @@ class Hub:
 
     @property
     def config(self) -> PlantConfig:
-        return self.runtime.config  # follows a config reload
+        return self.source.config  # follows a config reload
 
     @property
     def line_ids(self) -> list[str]:
-        return self.runtime.schema.line_ids
+        return self.source.line_ids
 
     def resubscribe(
         self, client: Client, lines: frozenset[str] | None, types: frozenset[str]

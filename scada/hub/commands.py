@@ -17,8 +17,8 @@ from scada.auth.store import AuditRecord
 from scada.broadcaster import Broadcaster, Client
 from scada.core.errors import Refused
 from scada.core.timefmt import iso_ms
+from scada.hub.source import PlantSource
 from scada.messages import AckData, ShelveData, UnshelveData
-from scada.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -26,19 +26,19 @@ Events = list[dict[str, Any]]
 
 
 class AlarmCommands:
-    def __init__(self, runtime: Runtime, broadcaster: Broadcaster, auditor: Auditor | None):
-        self.runtime = runtime
+    def __init__(self, source: PlantSource, broadcaster: Broadcaster, auditor: Auditor | None):
+        self.source = source
         self.broadcaster = broadcaster
         self.auditor = auditor
 
     def _service(self) -> Any:
-        alarms = self.runtime.alarms
+        alarms = self.source.alarms
         if alarms is None:
             raise Refused("unavailable", "the alarm service is not running")
         return alarms
 
     def actor(self, client: Client) -> str:
-        return self.runtime.config.alarms.default_user if client.anonymous else client.user
+        return self.source.config.alarms.default_user if client.anonymous else client.user
 
     async def ack(self, client: Client, data: AckData) -> dict[str, Any]:
         service = self._service()

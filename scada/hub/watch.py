@@ -11,9 +11,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from scada.auth.store import AuthStore
 from scada.broadcaster import Broadcaster, Client
 from scada.core.clock import Clock
+from scada.hub.source import CredentialStore
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,9 @@ RECHECK_S = 5.0  # open sockets' credentials are re-checked this often
 
 
 class SessionWatch:
-    def __init__(self, broadcaster: Broadcaster, store: AuthStore | None, clock: Clock) -> None:
+    def __init__(
+        self, broadcaster: Broadcaster, store: CredentialStore | None, clock: Clock
+    ) -> None:
         self.broadcaster = broadcaster
         self.store = store
         self.clock = clock

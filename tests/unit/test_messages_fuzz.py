@@ -48,7 +48,7 @@ class Services:
     async def alarm_request(self, client: Client, kind: str, data: BaseModel) -> Any:
         raise RequestError("unknown_alarm", "no such alarm")
 
-    async def resume(self, client: Client, cursor: int) -> None:
+    async def resume(self, client: Client, cursor: int, epoch: str | None = None) -> None:
         client.send("snapshot", {"lines": [], "alarms": [], "alarm_cursor": cursor})
 
     async def audit_refusal(self, client: Client, action: str, target: str) -> None:
