@@ -19,7 +19,7 @@ FLOORS_TESTS ?= tests/unit tests/integration/test_modbus_driver.py \
 SERVE_ARGS := $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) \
 	$(if $(CONFIG),--config $(CONFIG))
 
-.PHONY: run test test-floors lint typecheck check lock clean
+.PHONY: run cluster test test-floors lint typecheck check lock clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,13 @@ $(STAMP_TEST): pyproject.toml $(LOCK) | $(BIN)/python
 
 run: $(STAMP_RUN)
 	$(BIN)/scada serve $(SERVE_ARGS)
+
+# A local cluster (Redis, two ingest nodes, two gateways, nginx) in the foreground; needs
+# redis-server and nginx. `make cluster CLUSTER_PORT=9443 CLUSTER_DIR=/tmp/c CONFIG=FILE`
+CLUSTER_PORT ?= 8443
+CLUSTER_DIR ?= scada-cluster
+cluster: $(STAMP_RUN)
+	$(BIN)/scada cluster --dir $(CLUSTER_DIR) --port $(CLUSTER_PORT) $(if $(CONFIG),--config $(CONFIG))
 
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check .

@@ -90,6 +90,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from scada.cluster.local import run_cluster
+
+    if args.config:
+        _load(args.config)  # exit 2 with the problems before starting anything
+    return run_cluster(args)
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from scada.watch import watch
 
@@ -253,6 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", help="this process's name in the cluster (default from [cluster])")
     p.add_argument("--redis-url", help="Redis of the cluster (default from [cluster] redis_url)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "cluster", help="run a local cluster (Redis, 2 ingest, 2 gateways, nginx) to try it"
+    )
+    p.add_argument("--dir", default="scada-cluster", help="data and logs (default ./scada-cluster)")
+    p.add_argument("--port", type=int, default=8443, help="nginx https port (default 8443)")
+    p.add_argument("--config", help="plant config for every node (default: the built-in plant)")
+    p.add_argument("--redis-server", help="redis-server executable (default: found on PATH)")
+    p.add_argument("--nginx", help="nginx executable (default: found on PATH or in /usr/sbin)")
+    p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("check-config", help="validate a config file; exit 2 listing problems")
     p.add_argument("file")

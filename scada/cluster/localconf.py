@@ -1,0 +1,82 @@
+"""Config files for the processes of a local cluster (`scada cluster`): the plant config the
+user gave (or the default), with each process's own data dir, node name and Redis URL.
+
+TOML is written with inline tables only (one `key = {...}` line per top-level table), which
+round-trips every value a plant config holds: strings, numbers, booleans, arrays, tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from scada.core.config import deep_merge, default_config_text
+
+# Paths that default to a file under data_dir: removed, so nodes never share a store.
+PER_NODE_PATHS = (("alarms", "journal_path"), ("historian", "path"), ("auth", "database"))
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"a config value is not finite: {value}")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{" + ", ".join(f"{json.dumps(str(k))} = {_value(v)}" for k, v in value.items()) + "}"
+        )
+    raise ValueError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dumps_inline(data: dict[str, Any]) -> str:
+    """A TOML document of `data`: one `key = value` line per top-level key."""
+    return "".join(f"{json.dumps(str(k))} = {_value(v)}\n" for k, v in data.items())
+
+
+def base_config(path: Path | None) -> dict[str, Any]:
+    """The user's plant config as a dict (relative scenario made absolute), or the default."""
+    if path is None:
+        return tomllib.loads(default_config_text())
+    raw = tomllib.loads(path.read_text("utf-8"))
+    scenario = raw.get("simulator", {}).get("scenario")
+    if scenario and not Path(scenario).is_absolute():
+        raw["simulator"]["scenario"] = str(path.resolve().parent / scenario)
+    return raw
+
+
+def node_config(
+    base: dict[str, Any], *, directory: Path, node: str, redis_url: str
+) -> dict[str, Any]:
+    """`base` for one process: data under `directory/data`, loopback only, nginx trusted."""
+    out = deep_merge(base, {})
+    for table, key in PER_NODE_PATHS:
+        out.get(table, {}).pop(key, None)
+    proxies = list(out.get("auth", {}).get("trusted_proxies", []))
+    return deep_merge(
+        out,
+        {
+            "server": {"data_dir": str(directory / "data"), "host": "127.0.0.1"},
+            "auth": {"trusted_proxies": sorted({*proxies, "127.0.0.1"})},
+            "cluster": {"node": node, "redis_url": redis_url},
+        },
+    )
+
+
+def write_node_config(base: dict[str, Any], *, directory: Path, node: str, redis_url: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "plant.toml"
+    data = node_config(base, directory=directory, node=node, redis_url=redis_url)
+    header = f"# Written by `scada cluster` for node {node}; rewritten at each start.\n"
+    path.write_text(header + dumps_inline(data), "utf-8")
+    return path
