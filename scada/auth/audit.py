@@ -49,9 +49,14 @@ class AuditUnavailable(Refused):
 
 
 class Auditor:
-    """Writes audit records off the event loop (each is an fsync'ed insert)."""
+    """Writes audit records off the event loop (each is an fsync'ed insert).
 
-    def __init__(self, store: AuthStore, clock: Clock = SYSTEM_CLOCK) -> None:
+    Without a store (a cluster gateway's `BusAuditor`) a subclass says where records go by
+    overriding `_append` (an action's record: it must be written before the action) and
+    `_append_outcome` (outcomes and refusals: may be sent without waiting).
+    """
+
+    def __init__(self, store: AuthStore | None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.store = store
         self.clock = clock
         self._folded: dict[tuple[str, str, str], tuple[float, int]] = {}
@@ -70,9 +75,16 @@ class Auditor:
         self._folded[key] = (now, 0)
         return skipped
 
-    async def _write(self, record: AuditRecord) -> None:
+    async def _append(self, record: AuditRecord) -> None:
+        assert self.store is not None
+        await asyncio.to_thread(self.store.audit, record)
+
+    async def _append_outcome(self, record: AuditRecord) -> None:
+        await self._append(record)
+
+    async def _write(self, record: AuditRecord, *, outcome: bool = False) -> None:
         try:
-            await asyncio.to_thread(self.store.audit, record)
+            await (self._append_outcome if outcome else self._append)(record)
         except Exception as err:
             if not self._failing:
                 log.error(
@@ -98,7 +110,7 @@ class Auditor:
         refusal of something that has happened. Refusals are folded."""
         if record.result not in REFUSALS:
             with contextlib.suppress(AuditUnavailable):
-                await self._write(record)
+                await self._write(record, outcome=True)
             return
         skipped = self._fold(record.address, record.action, record.result)
         if skipped is None:
@@ -107,7 +119,7 @@ class Auditor:
             detail = f"{record.detail} (+{skipped} identical refusals folded)".strip()
             record = AuditRecord(**{**record.__dict__, "detail": detail})
         with contextlib.suppress(AuditUnavailable):
-            await self._write(record)  # if not, the refusal stands; the failure is logged
+            await self._write(record, outcome=True)  # if not, the refusal stands (logged)
 
     async def request(
         self, conn: HTTPConnection, action: str, target: str, result: str, detail: str = ""

@@ -11,14 +11,17 @@ is created 0600 in a 0700 directory.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import sqlite3
 import threading
 import time
 import unicodedata
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -34,7 +37,16 @@ from scada.core.roles import ROLES
 from scada.core.timefmt import iso_ms
 from scada.datadir import private_file
 
+log = logging.getLogger(__name__)
+
 MAX_NAME = 64  # user and token names
+
+ChangeKind = Literal["user", "token", "session"]
+# Called after each committed change: ("user", name), ("token", digest), ("session", digest).
+ChangeHook = Callable[[ChangeKind, str], None]
+# Every user, token and session row, for replication: kind → key (name or digest) → row.
+AuthRows = dict[str, dict[str, dict[str, Any]]]
+ROW_KINDS = ("users", "tokens", "sessions")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -71,6 +83,11 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+-- Audit records that came with a request id (from a gateway, over the bus): written once.
+CREATE TABLE IF NOT EXISTS audit_requests (
+    request_id TEXT PRIMARY KEY,
+    audit_id INTEGER NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
@@ -88,6 +105,11 @@ class AuthError(Refused):
 
     def __init__(self, message: str, code: str = "invalid", status: int = 400) -> None:
         super().__init__(code, message, status)
+
+
+class IdentityUnavailable(Exception):
+    """An identity source cannot tell now (a cluster gateway whose replica of the auth rows
+    is stale does not know this secret): refused as "try again", a session cookie is kept."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +183,20 @@ class AuthStore:
         self._lock = threading.Lock()
         self._reader = self._connect()
         self._read_lock = threading.Lock()
+        self._hooks: list[ChangeHook] = []
+
+    def on_change(self, hook: ChangeHook) -> None:
+        """Call `hook(kind, key)` after each committed change of a user, token or session
+        (from the thread that made it; keep it short and thread-safe)."""
+        self._hooks.append(hook)
+
+    def _changed(self, kind: ChangeKind, keys: list[str]) -> None:
+        for key in keys:
+            for hook in self._hooks:
+                try:
+                    hook(kind, key)
+                except Exception:
+                    log.exception("auth change hook failed")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -183,6 +219,24 @@ class AuthStore:
     def _write(self, sql: str, *args: Any) -> sqlite3.Cursor:
         with self._lock:
             return self._db.execute(sql, args)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Several writes committed together (or none)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _end_sessions(self, db: sqlite3.Connection, where: str, *args: Any) -> list[str]:
+        """Delete the sessions matching `where`; returns their digests (inside a transaction)."""
+        digests = [r[0] for r in db.execute(f"SELECT digest FROM sessions WHERE {where}", args)]
+        db.execute(f"DELETE FROM sessions WHERE {where}", args)
+        return digests
 
     # -- users ---------------------------------------------------------------------------
 
@@ -210,23 +264,28 @@ class AuthStore:
             )
         except sqlite3.IntegrityError:
             raise AuthError(f"user {name!r} already exists") from None
+        self._changed("user", [name])
 
     def set_password(self, name: str, password: str) -> None:
         if len(password) < 8:
             raise AuthError("a password needs at least 8 characters")
-        cur = self._write(
-            "UPDATE users SET password = ? WHERE name = ?", hash_password(password), name
-        )
-        if cur.rowcount == 0:
-            raise AuthError(f"no user {name!r}")
-        self._write("DELETE FROM sessions WHERE user = ?", name)  # log in again everywhere
+        hashed = hash_password(password)
+        with self._transaction() as db:
+            cur = db.execute("UPDATE users SET password = ? WHERE name = ?", (hashed, name))
+            if cur.rowcount == 0:
+                raise AuthError(f"no user {name!r}")
+            ended = self._end_sessions(db, "user = ?", name)  # log in again everywhere
+        self._changed("user", [name])
+        self._changed("session", ended)
 
     def set_disabled(self, name: str, disabled: bool = True) -> None:
-        cur = self._write("UPDATE users SET disabled = ? WHERE name = ?", int(disabled), name)
-        if cur.rowcount == 0:
-            raise AuthError(f"no user {name!r}")
-        if disabled:
-            self._write("DELETE FROM sessions WHERE user = ?", name)
+        with self._transaction() as db:
+            cur = db.execute("UPDATE users SET disabled = ? WHERE name = ?", (int(disabled), name))
+            if cur.rowcount == 0:
+                raise AuthError(f"no user {name!r}")
+            ended = self._end_sessions(db, "user = ?", name) if disabled else []
+        self._changed("user", [name])
+        self._changed("session", ended)
 
     def list_users(self) -> list[dict[str, Any]]:
         rows = self._all("SELECT name, role, disabled, created FROM users ORDER BY name")
@@ -250,6 +309,7 @@ class AuthStore:
                 name,
                 stored,
             )
+            self._changed("user", [name])
         return Identity(name, role, "session")
 
     def password_hash(self, name: str) -> str | None:
@@ -260,15 +320,16 @@ class AuthStore:
 
     def create_session(self, name: str, hours: float) -> tuple[str, float]:
         secret = new_secret()
-        expires = time.time() + hours * 3600
-        self._write("DELETE FROM sessions WHERE expires < ?", time.time())
-        self._write(
-            "INSERT INTO sessions(digest, user, created, expires) VALUES (?, ?, ?, ?)",
-            token_digest(secret),
-            name,
-            time.time(),
-            expires,
-        )
+        now = time.time()
+        expires = now + hours * 3600
+        digest = token_digest(secret)
+        with self._transaction() as db:
+            expired = self._end_sessions(db, "expires < ?", now)
+            db.execute(
+                "INSERT INTO sessions(digest, user, created, expires) VALUES (?, ?, ?, ?)",
+                (digest, name, now, expires),
+            )
+        self._changed("session", [*expired, digest])
         return secret, expires
 
     def session_identity(self, secret: str) -> Identity | None:
@@ -285,7 +346,8 @@ class AuthStore:
 
     def delete_session(self, secret: str) -> str:
         digest = token_digest(secret)
-        self._write("DELETE FROM sessions WHERE digest = ?", digest)
+        if self._write("DELETE FROM sessions WHERE digest = ?", digest).rowcount:
+            self._changed("session", [digest])
         return digest
 
     # -- tokens --------------------------------------------------------------------------
@@ -294,14 +356,16 @@ class AuthStore:
         check_role(role)
         check_name(name, "token")
         secret = "scada_" + new_secret()
+        digest = token_digest(secret)
         cur = self._write(
             "INSERT INTO tokens(name, role, digest, created, created_by) VALUES (?, ?, ?, ?, ?)",
             name,
             role,
-            token_digest(secret),
+            digest,
             time.time(),
             created_by,
         )
+        self._changed("token", [digest])
         return int(cur.lastrowid or 0), secret
 
     def revoke_token(self, token_id: int) -> str:
@@ -310,6 +374,7 @@ class AuthStore:
         if row is None:
             raise AuthError(f"no active token with id {token_id}")
         self._write("UPDATE tokens SET revoked = ? WHERE id = ?", time.time(), token_id)
+        self._changed("token", [str(row[0])])
         return str(row[0])
 
     def list_tokens(self) -> list[dict[str, Any]]:
@@ -344,20 +409,123 @@ class AuthStore:
         )
         return {row[0] for row in sessions} | {row[0] for row in tokens}
 
-    def audit(self, record: AuditRecord) -> None:
-        """Append one record; raises if it cannot be written (the caller refuses the action)."""
-        self._write(
-            "INSERT INTO audit(at, user, role, address, action, target, result, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            time.time() if record.at is None else record.at,
-            record.user,
-            record.role,
-            record.address,
-            record.action,
-            record.target,
-            record.result,
-            record.detail,
-        )
+    def audit(self, record: AuditRecord, request_id: str | None = None) -> bool:
+        """Append one record; raises if it cannot be written (the caller refuses the action).
+        With a `request_id` (a record sent over the bus) it is written once: a second delivery
+        of the same request writes nothing and returns False."""
+        with self._transaction() as db:
+            if (
+                request_id is not None
+                and db.execute(
+                    "SELECT 1 FROM audit_requests WHERE request_id = ?", (request_id,)
+                ).fetchone()
+            ):
+                return False
+            cur = db.execute(
+                "INSERT INTO audit(at, user, role, address, action, target, result, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    time.time() if record.at is None else record.at,
+                    record.user,
+                    record.role,
+                    record.address,
+                    record.action,
+                    record.target,
+                    record.result,
+                    record.detail,
+                ),
+            )
+            if request_id is not None:
+                db.execute(
+                    "INSERT INTO audit_requests(request_id, audit_id) VALUES (?, ?)",
+                    (request_id, cur.lastrowid),
+                )
+        return True
+
+    # -- replication (cluster: scada.cluster.authsync) -------------------------------------
+
+    def rows(self) -> AuthRows:
+        """Every user, token and session row, read in one transaction."""
+        with self._read_lock:
+            db = self._reader
+            db.execute("BEGIN")
+            try:
+                users = db.execute("SELECT name, role, password, disabled, created FROM users")
+                rows: AuthRows = {
+                    "users": {
+                        n: {"role": r, "password": p, "disabled": bool(d), "created": c}
+                        for n, r, p, d, c in users
+                    }
+                }
+                tokens = db.execute(
+                    "SELECT digest, id, name, role, created, created_by, revoked FROM tokens"
+                )
+                rows["tokens"] = {
+                    dg: {"id": i, "name": n, "role": r, "created": c, "created_by": b, "revoked": v}
+                    for dg, i, n, r, c, b, v in tokens
+                }
+                sessions = db.execute("SELECT digest, user, created, expires FROM sessions")
+                rows["sessions"] = {
+                    dg: {"user": u, "created": c, "expires": e} for dg, u, c, e in sessions
+                }
+            finally:
+                db.execute("COMMIT")
+        return rows
+
+    def merge_rows(self, rows: AuthRows) -> dict[str, int]:
+        """Take over the rows another node published (a takeover: they are the cluster's
+        newest state). Their rows win; local users and tokens they lack are kept (made here
+        by the CLI meanwhile); local sessions they lack are deleted (a session is only made
+        by a login on the active node, so one it no longer has was ended there). Returns
+        how many rows of each kind changed."""
+        counts = {kind: 0 for kind in ROW_KINDS}
+        with self._transaction() as db:
+            for name, u in rows.get("users", {}).items():
+                cur = db.execute(
+                    "INSERT INTO users(name, role, password, disabled, created) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET role = excluded.role, "
+                    "password = excluded.password, disabled = excluded.disabled "
+                    "WHERE (role, password, disabled) IS NOT "
+                    "(excluded.role, excluded.password, excluded.disabled)",
+                    (name, u["role"], u["password"], int(u["disabled"]), u["created"]),
+                )
+                counts["users"] += cur.rowcount
+            for digest, t in rows.get("tokens", {}).items():
+                counts["tokens"] += self._merge_token(db, digest, t)
+            theirs = rows.get("sessions", {})
+            mine = {r[0] for r in db.execute("SELECT digest FROM sessions")}
+            for digest in mine - theirs.keys():
+                db.execute("DELETE FROM sessions WHERE digest = ?", (digest,))
+                counts["sessions"] += 1
+            for digest, s in theirs.items():
+                if digest not in mine:
+                    db.execute(
+                        "INSERT INTO sessions(digest, user, created, expires) VALUES (?, ?, ?, ?)",
+                        (digest, s["user"], s["created"], s["expires"]),
+                    )
+                    counts["sessions"] += 1
+        return counts
+
+    @staticmethod
+    def _merge_token(db: sqlite3.Connection, digest: str, t: dict[str, Any]) -> int:
+        row = db.execute("SELECT revoked, role FROM tokens WHERE digest = ?", (digest,)).fetchone()
+        if row is not None:
+            if row == (t["revoked"], t["role"]):
+                return 0
+            db.execute(
+                "UPDATE tokens SET revoked = ?, role = ? WHERE digest = ?",
+                (t["revoked"], t["role"], digest),
+            )
+            return 1
+        taken = db.execute("SELECT 1 FROM tokens WHERE id = ?", (t["id"],)).fetchone()
+        db.execute(
+            "INSERT INTO tokens(id, name, role, digest, created, created_by, revoked) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            # Its id where free (what the admin knows it by), else a new one.
+            (None if taken else t["id"], t["name"], t["role"], digest, t["created"],
+             t["created_by"], t["revoked"]),
+        )  # fmt: skip
+        return 1
 
 
 def audit_query(

@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from starlette.requests import HTTPConnection, Request
@@ -20,10 +20,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scada.auth.audit import Auditor
-from scada.auth.store import AuditRecord, AuthStore, Identity
+from scada.auth.store import AuditRecord, Identity, IdentityUnavailable
 from scada.core.config import PlantConfig
 from scada.core.errors import Refused
 from scada.core.roles import ANONYMOUS, role_allows
+
+if TYPE_CHECKING:  # scada.hub imports this module
+    from scada.hub.source import CredentialStore
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +113,8 @@ def origin_allowed(origin: str | None, allowed: list[str], own: str) -> bool:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, *, store: AuthStore, config: PlantConfig) -> None:
+    def __init__(self, app: ASGIApp, *, store: CredentialStore, config: PlantConfig) -> None:
+        """`store`: the AuthStore, or a cluster gateway's replica of it (RedisAuthView)."""
         self.app = app
         self.store = store
         self.config = config
@@ -131,6 +135,12 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
     def identify(self, scope: Scope, headers: dict[str, str]) -> Identity | Invalid | None:
+        try:
+            return self._identify(scope, headers)
+        except IdentityUnavailable as err:
+            return Invalid(f"cannot check credentials now ({err}); try again")
+
+    def _identify(self, scope: Scope, headers: dict[str, str]) -> Identity | Invalid | None:
         auth = headers.get("authorization", "")
         if auth:
             kind, _, secret = auth.partition(" ")
