@@ -36,6 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also compare permessage-deflate: off, per-client, shared (clients offer deflate)",
     )
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="bus latency and gateway CPU per frame: two gateways behind nginx vs the all-in-one",
+    )
     p.add_argument("--ingest", action="store_true", help="run the ingest benchmark instead")
     p.add_argument(
         "--sizes", help="--ingest plant sizes in lines, comma list (default 8,50,100,200,500)"
@@ -68,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         from scada.bench import churn
 
         return emit(args, progress, churn.run(args, progress), churn.render)
+    if args.cluster:
+        from scada.bench import cluster
+
+        return emit(args, progress, cluster.run(args, progress), cluster.render)
     if args.ingest:
         from scada.bench.ingest import run_ingest
 

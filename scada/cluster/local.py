@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from scada.cluster.localconf import base_config, write_node_config
-from scada.cluster.nginxconf import main_conf, render_cluster_conf
+from scada.cluster.nginxconf import main_conf, render_cluster_conf, render_plain_conf
 from scada.cluster.selfsigned import make_certificate
 
 PR_SET_PDEATHSIG = 1
@@ -114,6 +114,47 @@ def port_listens(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def nginx_child(
+    binary: str,
+    directory: Path,
+    *,
+    gateways: list[int],
+    ingests: list[int],
+    port: int,
+    tls: bool = True,
+) -> Child:
+    """nginx with nginx/cluster.conf rendered into `directory` (https on `port` with a
+    self-signed certificate, or plain http), checked with `nginx -t`; not started."""
+    logs = directory / "logs"
+    for sub in ("logs/acme", "tmp"):
+        (directory / sub).mkdir(parents=True, exist_ok=True)
+    if tls:
+        cert, key = make_certificate(directory / "tls")
+        conf = render_cluster_conf(
+            gateways=gateways,
+            ingests=ingests,
+            http_port=free_port(),
+            https_port=port,
+            cert=cert,
+            key=key,
+            log_dir=logs,
+        )
+    else:
+        conf = render_plain_conf(gateways=gateways, ingests=ingests, port=port, log_dir=logs)
+    (directory / "cluster.conf").write_text(conf)
+    (directory / "nginx.conf").write_text(main_conf(directory, "cluster.conf"))
+    base = [
+        binary,
+        "-p", f"{directory}/",
+        "-e", str(logs / "nginx.startup.log"),
+        "-c", str(directory / "nginx.conf"),
+    ]  # fmt: skip
+    check = subprocess.run([*base, "-t"], capture_output=True, text=True, check=False)
+    if check.returncode != 0:
+        raise Refused(f"nginx -t refused the generated config:\n{check.stderr}")
+    return Child("nginx", [*base, "-g", "daemon off;"], logs / "nginx.log", directory)
+
+
 @dataclass
 class Child:
     """One supervised process."""
@@ -180,8 +221,10 @@ class LocalCluster:
         config: Path | None = None,
         redis_server: str | None = None,
         nginx: str | None = None,
+        tls: bool = True,
     ) -> None:
         self.dir = directory.resolve()
+        self.tls = tls
         self.port = port
         self.config = config
         self.redis_bin = find_binary("redis-server", redis_server)
@@ -198,7 +241,7 @@ class LocalCluster:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}/"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/"
 
     @property
     def redis_url(self) -> str:
@@ -211,7 +254,7 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ plan
     def prepare(self) -> None:
-        for sub in ("logs", "tmp", "redis", "logs/acme"):
+        for sub in ("logs", "redis"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         base = base_config(self.config)
         redis = [
@@ -235,29 +278,14 @@ class LocalCluster:
         self.nginx = self._nginx_child()
 
     def _nginx_child(self) -> Child:
-        cert, key = make_certificate(self.dir / "tls")
-        (self.dir / "cluster.conf").write_text(
-            render_cluster_conf(
-                gateways=[self.ports[g] for g in GATEWAYS],
-                ingests=[self.ports[i] for i in INGESTS],
-                http_port=free_port(),
-                https_port=self.port,
-                cert=cert,
-                key=key,
-                log_dir=self.logs,
-            )
-        )
-        (self.dir / "nginx.conf").write_text(main_conf(self.dir, "cluster.conf"))
-        base = [
+        return nginx_child(
             self.nginx_bin,
-            "-p", f"{self.dir}/",
-            "-e", str(self.logs / "nginx.startup.log"),
-            "-c", str(self.dir / "nginx.conf"),
-        ]  # fmt: skip
-        check = subprocess.run([*base, "-t"], capture_output=True, text=True, check=False)
-        if check.returncode != 0:
-            raise Refused(f"nginx -t refused the generated config:\n{check.stderr}")
-        return Child("nginx", [*base, "-g", "daemon off;"], self.logs / "nginx.log", self.dir)
+            self.dir,
+            gateways=[self.ports[g] for g in GATEWAYS],
+            ingests=[self.ports[i] for i in INGESTS],
+            port=self.port,
+            tls=self.tls,
+        )
 
     # ------------------------------------------------------------------ run
     def _wait(self, what: str, predicate: Callable[[], bool], children: list[Child]) -> None:

@@ -67,16 +67,35 @@ def render_cluster_conf(
 ) -> str:
     """nginx/cluster.conf for loopback: IPv4 listens on the given ports, the upstreams' servers
     on 127.0.0.1 with the given ports, certificate and key paths, logs in `log_dir`."""
-    text = template_text() if text is None else text
-    text = _sub(r"^\s*listen\s+\[::\]:\d+[^;]*;\n", "", text, expected=2)
+    text = _common(template_text() if text is None else text, gateways, ingests, log_dir)
     text = _sub(r"^(\s*listen\s+)80\b", rf"\g<1>127.0.0.1:{http_port}", text, expected=1)
     text = _sub(r"^(\s*listen\s+)443\b", rf"\g<1>127.0.0.1:{https_port}", text, expected=1)
-    text = _servers(text, "scada_gateways", gateways)
-    text = _servers(text, "scada_ingest", ingests)
     text = _sub(r"^(\s*ssl_certificate\s+)\S+;", rf"\g<1>{cert};", text, expected=1)
     text = _sub(r"^(\s*ssl_certificate_key\s+)\S+;", rf"\g<1>{key};", text, expected=1)
+    return _no_system_paths(text)
+
+
+def render_plain_conf(
+    *, gateways: list[int], ingests: list[int], port: int, log_dir: Path, text: str | None = None
+) -> str:
+    """The same, served over plain http on `port` only (no TLS, no redirect server): for
+    `scada bench --cluster`, whose clients speak ws://, so TLS is not what it measures."""
+    text = _common(template_text() if text is None else text, gateways, ingests, log_dir)
+    text = _sub(r"(?s)^server \{\n    listen 80;.*?^\}\n", "", text, expected=1)
+    text = _sub(r"^(\s*listen\s+)443 ssl http2;", rf"\g<1>127.0.0.1:{port};", text, expected=1)
+    text = _sub(r"^\s*ssl_\w+ .*;\n", "", text)
+    return _no_system_paths(text)
+
+
+def _common(text: str, gateways: list[int], ingests: list[int], log_dir: Path) -> str:
+    text = _sub(r"^\s*listen\s+\[::\]:\d+[^;]*;\n", "", text, expected=2)
+    text = _servers(text, "scada_gateways", gateways)
+    text = _servers(text, "scada_ingest", ingests)
     text = _sub(r"/var/log/nginx/", f"{log_dir}/", text)
-    text = _sub(r"/var/www/letsencrypt", f"{log_dir}/acme", text, expected=1)
+    return re.sub(r"/var/www/letsencrypt", f"{log_dir}/acme", text)
+
+
+def _no_system_paths(text: str) -> str:
     live = re.sub(r"#.*", "", text)
     if "/var/" in live or "/etc/" in live:
         raise TemplateError("nginx/cluster.conf: a system path is left in the rendered config")

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from scada.cluster.nginxconf import render_cluster_conf, template_text
+from scada.cluster.nginxconf import render_cluster_conf, render_plain_conf, template_text
 from tests.conftest import eventually, free_port
 from tests.integration.cluster_procs import Cluster, running_cluster
 from tests.integration.nginx_helpers import NginxProcess, client_ssl_context
@@ -58,6 +58,14 @@ def test_cluster_conf_renders_and_nginx_accepts_it(tmp_path: Path) -> None:
     nginx.check()
     for port in ports:
         assert f"server 127.0.0.1:{port} " in rendered
+    # The bench's plain-http variant: one listen, no TLS, nginx accepts it too.
+    plain = render_plain_conf(
+        gateways=ports[:2], ingests=ports[3:], port=nginx.https_port, log_dir=tmp_path / "logs"
+    )
+    assert "ssl" not in re.sub(r"#.*", "", plain)
+    assert re.findall(r"listen\s+(\S+);", plain) == [f"127.0.0.1:{nginx.https_port}"]
+    nginx.conf.write_text(plain)
+    nginx.check()
 
 
 @pytest.fixture(scope="module")
