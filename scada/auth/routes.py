@@ -116,6 +116,9 @@ async def _open_session(request: Request, identity: Identity, address: str) -> R
     secret, expires = await asyncio.to_thread(
         _store(request).create_session, identity.name, config.auth.session_hours
     )
+    flush = getattr(request.app.state, "auth_flush", None)
+    if flush is not None:
+        await flush()  # a cluster's ingest node: the session is in Redis for every gateway
     response = JSONResponse(
         {"ok": True, "user": identity.name, "role": identity.role, "expires": expires}
     )

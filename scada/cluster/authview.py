@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from redis.exceptions import RedisError
 
@@ -267,32 +267,56 @@ class RedisAuthView:
         self.live, self.problem = False, problem
 
 
-class BusAuditor(Auditor):
-    """A gateway's Auditor: records go to the active ingest node as "audit" commands.
+class AuditChannel(Protocol):
+    """How a gateway's audit records reach the active ingest node (as "audit" commands)."""
 
-    An action's record (`action_record`) waits for the ingest's answer: no answer within
-    `timeout`, no action (AuditUnavailable, as when the local file cannot be written).
-    Outcomes and refusals are sent without waiting (folded as the Auditor folds them).
-    """
+    async def call(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Send a command and return its reply's result; raise if no reply comes in time."""
+        ...
 
-    def __init__(
-        self, sender: CommandSender, *, timeout: float = 3.0, clock: Clock = SYSTEM_CLOCK
-    ) -> None:
-        super().__init__(None, clock)
+    async def post(self, kind: str, body: dict[str, Any]) -> None:
+        """Send a command without waiting for its reply."""
+        ...
+
+
+class SenderChannel:
+    """An AuditChannel on a CommandSender of its own."""
+
+    def __init__(self, sender: CommandSender, timeout: float = 3.0) -> None:
         self.sender = sender
         self.timeout = timeout
 
+    async def call(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        return (await self.sender.request(kind, body, timeout=self.timeout)).result
+
+    async def post(self, kind: str, body: dict[str, Any]) -> None:
+        await self.sender.send(kind, body)
+
+
+class BusAuditor(Auditor):
+    """A gateway's Auditor: records go to the active ingest node as "audit" commands, which
+    it writes once (request ids), with the client address the gateway saw.
+
+    An action's record (`action_record`) waits for the ingest's answer: no answer, no action
+    (AuditUnavailable, as when the local file cannot be written). Outcomes and refusals are
+    sent without waiting (and folded as the Auditor folds them).
+    """
+
+    def __init__(self, channel: AuditChannel, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(None, clock)
+        self.channel = channel
+
     @staticmethod
-    def _body(record: AuditRecord) -> dict[str, Any]:
+    def body(record: AuditRecord) -> dict[str, Any]:
+        """The "audit" command body: {"record": AuditRecord.as_dict()} (contract 3)."""
         if record.at is None:  # when it happened here, not when the ingest wrote it
             record = AuditRecord(**{**record.__dict__, "at": time.time()})
         return {"record": record.as_dict()}
 
     async def _append(self, record: AuditRecord) -> None:
-        reply = await self.sender.request("audit", self._body(record), timeout=self.timeout)
-        error = reply.result.get("error")
+        error = (await self.channel.call("audit", self.body(record))).get("error")
         if error:
             raise AuditUnavailable(f"{record.action} ({error.get('code')})")
 
     async def _append_outcome(self, record: AuditRecord) -> None:
-        await self.sender.send("audit", self._body(record))
+        await self.channel.post("audit", self.body(record))

@@ -22,7 +22,7 @@ from scada.auth.audit import AuditUnavailable
 from scada.auth.passwords import token_digest
 from scada.auth.store import AuditRecord, AuthStore, IdentityUnavailable, audit_query
 from scada.cluster.authsync import AuthPublisher
-from scada.cluster.authview import BusAuditor, RedisAuthView
+from scada.cluster.authview import BusAuditor, RedisAuthView, SenderChannel
 from scada.cluster.commands import Command, CommandConsumer, CommandSender
 from scada.cluster.conn import connect
 from scada.cluster.keys import BusKeys
@@ -288,7 +288,7 @@ def test_gateway_audit_records_are_written_once_by_the_ingest(
     async def main() -> None:
         redis = connect(redis_server.url)
         sender = CommandSender(connect(redis_server.url), KEYS, "gw-1")
-        auditor = BusAuditor(sender, timeout=1.0)
+        auditor = BusAuditor(SenderChannel(sender, timeout=1.0))
         record = AuditRecord("op1", "operator", "203.0.113.9", "ack", "17", "requested")
         # No active ingest node answers: the action is refused (fail closed).
         with pytest.raises(AuditUnavailable):
@@ -312,7 +312,7 @@ def test_gateway_audit_records_are_written_once_by_the_ingest(
             ("ws_connect", "198.51.100.7"),
         ]
         # A redelivery of the same request id writes nothing.
-        again = Command("dup", "audit", BusAuditor._body(record), "gw-1", "0-1")
+        again = Command("dup", "audit", BusAuditor.body(record), "gw-1", "0-1")
         await apply(again)
         await apply(again)
         assert len(audit_query(store.path)) == 4
