@@ -91,6 +91,11 @@ async def login(request: Request) -> Response:
         return refused(err)
     name, password = str(body.get("username", "")), str(body.get("password", ""))
     address = request.state.client_address
+    ready = getattr(request.app.state, "auth_ready", None)
+    if ready is not None and not ready():
+        # A cluster's ingest node taking over: its users and sessions are being merged.
+        starting = Refused("starting", "this node is taking over; try again in a moment", 503)
+        return refused(starting, headers={"Retry-After": "1"})
     gate = _gate(request)
     try:
         gate.admit(address)

@@ -121,6 +121,7 @@ class AuthPublisher:
         self._requested = 0  # flush tracking: passes asked for, and done
         self._done = 0
         self._done_cond = asyncio.Condition()
+        self._merged = False  # in this activation: logins may start
         self.seeds = 0
         self.changes = 0
         store.on_change(self._on_change)
@@ -141,6 +142,7 @@ class AuthPublisher:
         await self.stand_by()
         self._loop = asyncio.get_running_loop()
         self._published = None
+        self._merged = False
         self._task = asyncio.create_task(self._run(), name="auth-publisher")
         if not await self.flush(settle):
             log.warning("auth rows not seeded within %.1f s of activation; still trying", settle)
@@ -151,6 +153,11 @@ class AuthPublisher:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def ready(self) -> bool:
+        """Whether this node has taken the cluster's rows over (since its activation): no
+        login before, or the merge could end a session made meanwhile."""
+        return self._task is not None and self._merged
 
     async def flush(self, timeout: float = 2.0) -> bool:
         """Wait until what the store holds now is in Redis; False if not within `timeout`
@@ -231,6 +238,7 @@ class AuthPublisher:
         new_seed = secrets.token_hex(8)
         await self._write(fence, "seed", new_seed, all_changes(rows))
         self._seed, self._published = new_seed, rows
+        self._merged = True
         self.seeds += 1
         log.info(
             "auth rows seeded (seed %s): %s",

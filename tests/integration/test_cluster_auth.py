@@ -322,3 +322,23 @@ def test_gateway_audit_records_are_written_once_by_the_ingest(
         await redis.aclose()
 
     run(main)
+
+
+def test_logins_wait_for_the_takeover_merge(redis_server: RedisServer, tmp_path: Path) -> None:
+    store = AuthStore(tmp_path / "auth.sqlite")
+
+    async def main() -> None:
+        redis = connect(redis_server.url)
+        lease = Lease(redis, KEYS, "ingest-a")
+        publisher = AuthPublisher(redis, KEYS, lease, store)
+        assert not publisher.ready()  # not active: no login may count on its rows
+        await publisher.activate(settle=0.5)  # no lease yet: cannot take over
+        assert not publisher.ready()
+        assert await lease.try_acquire()
+        assert await publisher.flush(5.0)
+        assert publisher.ready()
+        await publisher.stand_by()
+        assert not publisher.ready()
+        await redis.aclose()
+
+    run(main)
