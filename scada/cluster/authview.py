@@ -267,6 +267,26 @@ class RedisAuthView:
         self.live, self.problem = False, problem
 
 
+class SocketCloser(Protocol):
+    """What closes a gateway's sockets (the Hub)."""
+
+    def close_session(self, session: str, reason: str) -> None: ...
+
+    def close_user(self, user: str, reason: str) -> None: ...
+
+
+def close_sockets(hub: SocketCloser) -> Revoked:
+    """An `on_revoked` callback that closes the sockets of what ended (close code 1008)."""
+
+    def revoked(kind: RevokedKind, key: str) -> None:
+        if kind == "user":
+            hub.close_user(key, "account disabled")
+        else:
+            hub.close_session(key, "credentials revoked")
+
+    return revoked
+
+
 class AuditChannel(Protocol):
     """How a gateway's audit records reach the active ingest node (as "audit" commands)."""
 
