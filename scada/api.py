@@ -230,16 +230,18 @@ async def health(request: Request) -> Response:
     return OrjsonResponse({"status": "alive"})
 
 
-async def ready(request: Request) -> Response:
-    rt = runtime_of(request)
+def readiness(rt: Runtime) -> tuple[bool, dict[str, Any]]:
+    """(ready, the /ready body): ticking and every device healthy."""
     devices = [p.report() for p in rt.pollers]
     ok = rt.ticking() and all(p.status.healthy for p in rt.pollers)
     # A degraded historian is reported, not fatal: the live stream and alarms go on.
     historian = rt.historian.status() if rt.historian is not None else None
-    return OrjsonResponse(
-        {"ready": ok, "ticking": rt.ticking(), "devices": devices, "historian": historian},
-        status_code=200 if ok else 503,
-    )
+    return ok, {"ready": ok, "ticking": rt.ticking(), "devices": devices, "historian": historian}
+
+
+async def ready(request: Request) -> Response:
+    ok, body = readiness(runtime_of(request))
+    return OrjsonResponse(body, status_code=200 if ok else 503)
 
 
 async def websocket_health(request: Request) -> Response:

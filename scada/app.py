@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -32,16 +35,16 @@ from scada.heavy import HeavyReadLimit, HeavyReads
 from scada.historian.routes import history as history_route
 from scada.historian.service import Historian
 from scada.hub import Hub, RuntimeSource
-from scada.notify.config import notifications_of
+from scada.notify.config import NotificationsConfig, notifications_of
 from scada.notify.routes import routes as notify_routes
-from scada.notify.service import build_notifier
+from scada.notify.service import Notifier, build_notifier
 from scada.offload import Offload
 from scada.pages import STATIC, page
 from scada.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STATIC", "create_app", "ensure_admin", "open_auth_store"]
+__all__ = ["STATIC", "Plant", "build_plant", "create_app", "ensure_admin", "open_auth_store"]
 
 
 def build_alarm_service(
@@ -73,14 +76,32 @@ def _guard(route: BaseRoute) -> BaseRoute:
     return Route(route.path, endpoint, methods=list(methods), name=route.name)
 
 
-def create_app(
+@dataclass
+class Plant:
+    """The building blocks every role that runs the plant shares (all-in-one and ingest)."""
+
+    config: PlantConfig
+    clock: Clock
+    data_lock: IO[str]
+    offload: Offload
+    alarms: AlarmService
+    historian: Historian | None
+    runtime: Runtime
+    auth: AuthStore
+    auditor: Auditor
+    heavy: HeavyReads
+    hub: Hub
+    gate: LoginGate
+    notifications: NotificationsConfig
+
+
+def build_plant(
     config: PlantConfig,
     *,
     scenario: str | Path | None = None,
-    config_path: str | Path | None = None,
     clock: Clock = SYSTEM_CLOCK,
     on_fatal: Callable[[str], None] | None = None,
-) -> Starlette:
+) -> Plant:
     # First: a second server on this data dir stops here, before it touches any file.
     data_lock = lock_data_dir(Path(config.server.data_dir))
     offload = Offload()  # heavy reads' worker processes, started at the first one
@@ -100,49 +121,64 @@ def create_app(
     hub = Hub(RuntimeSource(runtime), auditor, heavy=heavy, clock=clock)
     gate = LoginGate(config.auth, clock)
     notifications = notifications_of(config)  # ConfigError now, not at the first alarm
+    return Plant(
+        config, clock, data_lock, offload, alarms, historian, runtime, auth, auditor, heavy, hub,
+        gate, notifications,
+    )  # fmt: skip
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        ensure_admin(auth)
-        await alarms.start()
-        app.state.alarms = alarms
-        alarms.on_flood(hub.announce_flood)
-        log.info(
-            "alarm journal: %d alarm(s) not normal, cursor %d",
-            len(alarms.current()),
-            alarms.cursor(),
-        )
-        if historian is not None:
-            await asyncio.to_thread(historian.start)
-            app.state.historian = historian
-            runtime.metric_sources.append(historian.metrics)
-        notifier = build_notifier(config, notifications, alarms)
-        if notifier is not None:
-            await notifier.start()
-            runtime.metric_sources.append(notifier.metrics)
-        app.state.notifier = notifier
-        await runtime.start()
-        try:
-            yield
-        finally:
-            # uvicorn has already sent close 1012 to every socket; this catches stragglers.
-            runtime.broadcaster.close_all(1012, "server restart")
-            await runtime.stop()
-            if historian is not None:
-                await asyncio.to_thread(historian.stop)
-            if notifier is not None:
-                await notifier.stop()  # the outbox keeps what is undelivered
-            await alarms.close()
-            await offload.close()
-            gate.close()
-            auth.close()
-            data_lock.close()
-            log.info("stopped: journal and audit closed, drivers disconnected")
 
-    routes = [
+async def open_plant(app: Starlette, plant: Plant) -> None:
+    """The lifespan's start before the notifier and the runtime: admin, journal, historian."""
+    ensure_admin(plant.auth)
+    alarms = plant.alarms
+    await alarms.start()
+    app.state.alarms = alarms
+    alarms.on_flood(plant.hub.announce_flood)
+    log.info(
+        "alarm journal: %d alarm(s) not normal, cursor %d",
+        len(alarms.current()),
+        alarms.cursor(),
+    )
+    if plant.historian is not None:
+        await asyncio.to_thread(plant.historian.start)
+        app.state.historian = plant.historian
+        plant.runtime.metric_sources.append(plant.historian.metrics)
+
+
+async def start_notifier(app: Starlette, plant: Plant, skip_through: int = 0) -> Notifier | None:
+    """Notifications of committed alarm events (None: no rule routes anywhere)."""
+    notifier = build_notifier(plant.config, plant.notifications, plant.alarms)
+    if notifier is not None:
+        await notifier.start(skip_through=skip_through)
+        plant.runtime.metric_sources.append(notifier.metrics)
+    app.state.notifier = notifier
+    return notifier
+
+
+async def stop_notifier(app: Starlette, plant: Plant, notifier: Notifier | None) -> None:
+    if notifier is not None:
+        await notifier.stop()  # the outbox keeps what is undelivered
+        with contextlib.suppress(ValueError):
+            plant.runtime.metric_sources.remove(notifier.metrics)
+    app.state.notifier = None
+
+
+async def close_plant(plant: Plant) -> None:
+    """The lifespan's end after the runtime and notifier stopped: every file closed."""
+    if plant.historian is not None:
+        await asyncio.to_thread(plant.historian.stop)
+    await plant.alarms.close()
+    await plant.offload.close()
+    plant.gate.close()
+    plant.auth.close()
+    plant.data_lock.close()
+
+
+def plant_routes(plant: Plant) -> list[BaseRoute]:
+    return [
         Route("/", page("index.html")),
         Route("/diagnostics", page("diagnostics.html")),
-        WebSocketRoute("/ws", hub.endpoint),
+        WebSocketRoute("/ws", plant.hub.endpoint),
         *api.routes,
         Route("/api/history", requires("viewer", history_route)),
         *console_api.routes,
@@ -151,27 +187,66 @@ def create_app(
         *auth_routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+
+
+def plant_app(
+    plant: Plant,
+    routes: list[BaseRoute],
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]],
+    config_path: str | Path | None,
+) -> Starlette:
+    """The Starlette app around a plant: auth and heavy-read middleware, app.state."""
+    runtime = plant.runtime
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[
-            Middleware(AuthMiddleware, store=auth, config=config),
+            Middleware(AuthMiddleware, store=plant.auth, config=plant.config),
             # After auth (it reads the identity); before any route, whoever defines it.
-            Middleware(HeavyReadLimit, heavy=heavy, config=lambda: runtime.config),
+            Middleware(HeavyReadLimit, heavy=plant.heavy, config=lambda: runtime.config),
         ],
     )
     app.state.runtime = runtime
-    app.state.config = config
+    app.state.config = plant.config
     app.state.config_path = config_path  # None: the packaged default (re-read on reload)
-    app.state.hub = hub
-    app.state.auth = auth
-    app.state.auditor = auditor
-    app.state.login_gate = gate
-    app.state.heavy = heavy
-    app.state.offload = offload
-    app.state.clock = clock
+    app.state.hub = plant.hub
+    app.state.auth = plant.auth
+    app.state.auditor = plant.auditor
+    app.state.login_gate = plant.gate
+    app.state.heavy = plant.heavy
+    app.state.offload = plant.offload
+    app.state.clock = plant.clock
     app.state.alarms = None
     app.state.historian = None
     app.state.notifier = None
-    app.state.announce_alarms = hub.announce
+    app.state.announce_alarms = plant.hub.announce
     return app
+
+
+def create_app(
+    config: PlantConfig,
+    *,
+    scenario: str | Path | None = None,
+    config_path: str | Path | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    on_fatal: Callable[[str], None] | None = None,
+) -> Starlette:
+    plant = build_plant(config, scenario=scenario, clock=clock, on_fatal=on_fatal)
+    runtime = plant.runtime
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await open_plant(app, plant)
+        notifier = await start_notifier(app, plant)
+        await runtime.start()
+        try:
+            yield
+        finally:
+            # uvicorn has already sent close 1012 to every socket; this catches stragglers.
+            runtime.broadcaster.close_all(1012, "server restart")
+            await runtime.stop()
+            await stop_notifier(app, plant, notifier)
+            await close_plant(plant)
+            log.info("stopped: journal and audit closed, drivers disconnected")
+
+    return plant_app(plant, plant_routes(plant), lifespan, config_path)

@@ -21,7 +21,7 @@ from drivers.base import DriverContext
 from drivers.registry import create_driver
 from scada.broadcaster import Broadcaster
 from scada.core.config import PlantConfig
-from scada.core.errors import ScadaError
+from scada.core.errors import ScadaError, WriteFenced
 from scada.core.fixedrate import FixedRate
 from scada.core.tags import TagSchema
 from scada.core.timefmt import iso_ms
@@ -36,11 +36,18 @@ if TYPE_CHECKING:
     from scada.alarms.service import AlarmService
     from scada.historian.service import Historian
 
+# Told after every tick: (the tick's stamp, the records of the lines that changed).
+FrameTap = Callable[[str, list[dict[str, Any]]], None]
+
 log = logging.getLogger(__name__)
 
 
 class JournalFailure(ScadaError):
     """The alarm service could not evaluate or commit a tick's events."""
+
+
+class AlarmsFenced(ScadaError):
+    """The alarm journal refused this process as its writer (a deposed cluster node)."""
 
 
 def _cause(err: BaseException) -> str:
@@ -100,6 +107,10 @@ class Runtime:
         self.started_at = time.time()
         self._task: asyncio.Task[None] | None = None
         self._tick_listeners: list[Callable[[], None]] = []
+        self._frame_taps: list[FrameTap] = []
+        # Set when the journal refused this process as its writer: the tick goes on without
+        # alarm evaluation until `resume_alarms` (after the engine was restored).
+        self.alarms_fenced = False
         # Per-runtime extras for /metrics (scada.metrics.MetricSource), read at scrape time.
         self.metric_sources: list[Callable[[], Iterable[Metric]]] = []
 
@@ -114,6 +125,7 @@ class Runtime:
         )
         for poller in self.pollers:
             poller.start()
+        self.last_tick = None
         self._task = asyncio.create_task(self._run(), name="broadcast-tick")
         log.info(
             "plant started: %d lines, %d tags, %d device(s), tick %d ms",
@@ -158,6 +170,9 @@ class Runtime:
                     failing = 0
             except asyncio.CancelledError:
                 raise
+            except AlarmsFenced as err:
+                self.alarms_fenced = True
+                log.warning("alarm evaluation stopped: %s", _cause(err))
             except JournalFailure as err:
                 # Going on would announce alarms that are on no record: stop instead.
                 self._fail(f"alarm journal write failed: {_cause(err)}")
@@ -185,19 +200,24 @@ class Runtime:
         store = self.store
         store.refresh(mono)
         stamp = iso_ms(now)
-        if self.alarms is not None:
+        if self.alarms is not None and not self.alarms_fenced:
             # Committed to the journal before anyone is told, and sent before production data.
             try:
                 events = await self.alarms.tick(
                     now, store.values, store.quality, self.device_ok(), mono=mono
                 )
+            except WriteFenced as err:
+                raise AlarmsFenced(str(err)) from err
             except Exception as err:
                 raise JournalFailure from err
             if events:
                 self.broadcaster.publish_alarms(events, stamp)
         dirty = store.take_dirty()
-        if len(dirty):
-            self.broadcaster.publish_production(self.encoder.encode(store, dirty), stamp)
+        samples = self.encoder.encode(store, dirty) if len(dirty) else []
+        if samples:
+            self.broadcaster.publish_production(samples, stamp)
+        for tap in self._frame_taps:
+            tap(stamp, samples)
         self.history.append(now, store.history_row())
         if self.historian is not None:
             self.historian.record(now, store.values, store.quality)  # a copy; no disk I/O
@@ -214,6 +234,10 @@ class Runtime:
 
     def on_tick(self, listener: Callable[[], None]) -> None:
         self._tick_listeners.append(listener)
+
+    def on_frame(self, tap: FrameTap) -> None:
+        """Call `tap(stamp, changed records)` after every tick's production data (even none)."""
+        self._frame_taps.append(tap)
 
     # -- views ---------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,11 @@ from typing import Any
 import orjson
 
 from scada.alarms.model import AlarmEvent
+from scada.cluster import ledger
+
+# The result a command's ledger row stores, made from the committed events (with their ids).
+CommandResult = Callable[[list[AlarmEvent]], dict[str, Any]]
+LEDGER_KEEP_S = 86400.0  # request ids are remembered this long (a retry comes within seconds)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -85,6 +90,7 @@ class Journal:
             # FULL: the WAL is fsynced at every commit, so a commit survives power loss.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            ledger.create(self._db)
             self._migrate()
 
     def _migrate(self) -> None:
@@ -131,8 +137,20 @@ class Journal:
 
     # ------------------------------------------------------------------ writing
 
-    def append(self, events: Iterable[AlarmEvent]) -> list[AlarmEvent]:
-        """Store events in one transaction; sets and returns them with their event_id."""
+    def append(
+        self,
+        events: Iterable[AlarmEvent],
+        *,
+        request_id: str | None = None,
+        result: CommandResult | None = None,
+        at: float = 0.0,
+    ) -> list[AlarmEvent]:
+        """Store events in one transaction; sets and returns them with their event_id.
+
+        With `request_id`, the command that planned them is remembered in the same
+        transaction with `result(events)` (scada.cluster.ledger): a second command with that
+        id raises sqlite3.IntegrityError and stores nothing.
+        """
         batch = list(events)
         if not batch:
             return batch
@@ -166,6 +184,9 @@ class Journal:
                     "UPDATE meta SET value = max(value, ?) WHERE key = ?",
                     (max(ev.occurrence_id for ev in batch), _OCC_HIGH),
                 )
+                if request_id is not None:
+                    done = result(batch) if result is not None else {}
+                    ledger.record(cur, request_id, done, at)
                 cur.execute("COMMIT")
             except BaseException:
                 # SQLite already rolled back on some errors (SQLITE_FULL): a second ROLLBACK
@@ -176,6 +197,17 @@ class Journal:
                     ev.event_id = None
                 raise
         return batch
+
+    def remember(self, request_id: str, result: dict[str, Any], at: float) -> None:
+        """Remember a command that journaled no event (its effect is elsewhere)."""
+        with self._lock:
+            cur = self._db.cursor()
+            ledger.record(cur, request_id, result, at)
+
+    def command_result(self, request_id: str) -> dict[str, Any] | None:
+        """The stored result of the command with this request id, None if never applied."""
+        with self._lock:
+            return ledger.result(self._db, request_id)
 
     def prune(self, now: float) -> int:
         """Delete events older than retention_days or beyond the newest retention_events.
@@ -205,6 +237,7 @@ class Journal:
                     f"DELETE FROM events WHERE id <= ? AND id NOT IN ({keep})", (cutoff_id,)
                 )
                 deleted = cur.rowcount
+                ledger.prune(self._db, now - LEDGER_KEEP_S)
                 if top is not None:
                     cur.execute(
                         "INSERT INTO meta(key, value) VALUES ('pruned_through', ?)"

@@ -32,6 +32,7 @@ from scada.alarms.engine import AlarmEngine
 from scada.alarms.flood import Episode, FloodDetector
 from scada.alarms.journal import Journal
 from scada.alarms.model import AlarmEvent, AlarmRequestError
+from scada.core.errors import WriteFenced
 from scada.core.timefmt import iso_or_none
 from scada.offload import Offload, run_off
 
@@ -42,6 +43,9 @@ REPLAY_PAGE = 10_000
 CommitListener = Callable[[Sequence[AlarmEvent]], None]
 # Called with the flood state (the `alarm_flood` frame's data) whenever it changes.
 FloodListener = Callable[[dict[str, Any]], None]
+# Called right before every journal write; raises if this process may not write (a cluster
+# node that is not the active one, scada.cluster.node.IngestNode.fence).
+Fence = Callable[[], object]
 ANNUNCIATED_HIDDEN = ("shelved", "suppressed")
 _T = TypeVar("_T")
 
@@ -73,6 +77,29 @@ class AlarmService:
         # while a commit is in flight; a snapshot taken then must not show those events.
         self._committed: list[AlarmEvent] = []
         self._committed_wire: list[dict[str, Any]] = []
+        self._fence: Fence | None = None
+
+    def set_fence(self, fence: Fence | None) -> None:
+        """Ask `fence()` right before every journal write (ticks and operator requests); when
+        it raises, nothing is committed: a tick raises WriteFenced, a request is refused."""
+        self._fence = fence
+
+    def _fenced(self) -> None:
+        if self._fence is None:
+            return
+        try:
+            self._fence()
+        except Exception as err:
+            raise WriteFenced(str(err)) from err
+
+    def _append(
+        self, events: list[AlarmEvent], request_id: str | None, result: Any
+    ) -> list[AlarmEvent]:
+        """On the journal's thread: the fence, then the commit, nothing in between."""
+        self._fenced()
+        if request_id is None:
+            return self.journal.append(events)
+        return self.journal.append(events, request_id=request_id, result=result, at=self._clock())
 
     def on_committed(self, listener: CommitListener) -> None:
         """Call `listener(events)` after every commit, with the committed AlarmEvents (each
@@ -163,21 +190,30 @@ class AlarmService:
         A failed commit propagates: the engine already moved on, so the caller must stop.
         """
         async with self._lock:
+            self._fenced()  # a deposed node does not even evaluate
             mono = self._mono() if mono is None else mono
             events = self.engine.evaluate(now, values, quality, device_ok, mono=mono)
             if events:
-                await self._write(self.journal.append, events)
+                await self._write(self._append, events, None, None)
             wire = self._committed_batch(events)
             self._track_flood(events, now, mono)
             return wire
 
-    async def ack(self, occurrence_id: int, user: str, comment: str) -> list[dict[str, Any]]:
+    async def ack(
+        self, occurrence_id: int, user: str, comment: str, *, request_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """`request_id` (a cluster command's): remembered with the commit (the ledger)."""
         async with self._lock:
             events = self.engine.acknowledge(occurrence_id, user, comment, self._clock())
-            return await self._commit_request(events)
+            return await self._commit_request(events, request_id)
 
     async def ack_many(
-        self, occurrence_ids: list[int], user: str, comment: str
+        self,
+        occurrence_ids: list[int],
+        user: str,
+        comment: str,
+        *,
+        request_id: str | None = None,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Acknowledge several occurrences with one comment: each gets its own event, and
         each its own result, in request order: `{"alarm_id": n, "ok": true}` or
@@ -202,7 +238,9 @@ class AlarmService:
             if not planned:
                 return results, []
             try:
-                wire = await self._commit_request(planned)
+                wire = await self._commit_request(
+                    planned, request_id, lambda _events: {"results": results}
+                )
             except AlarmRequestError as err:
                 failed = {e.occurrence_id for e in planned}
                 results = [_refused(r["alarm_id"], err) if r["alarm_id"] in failed and r["ok"]
@@ -211,23 +249,46 @@ class AlarmService:
             return results, wire
 
     async def shelve(
-        self, alarm: str, minutes: float, user: str, comment: str
+        self,
+        alarm: str,
+        minutes: float,
+        user: str,
+        comment: str,
+        *,
+        request_id: str | None = None,
     ) -> list[dict[str, Any]]:
         async with self._lock:
             events = self.engine.shelve(
                 alarm, minutes, user, comment, self._clock(), mono=self._mono()
             )
-            return await self._commit_request(events)
+            return await self._commit_request(events, request_id)
 
-    async def unshelve(self, alarm: str, user: str, comment: str = "") -> list[dict[str, Any]]:
+    async def unshelve(
+        self, alarm: str, user: str, comment: str = "", *, request_id: str | None = None
+    ) -> list[dict[str, Any]]:
         async with self._lock:
             events = self.engine.unshelve(alarm, user, comment, self._clock())
-            return await self._commit_request(events)
+            return await self._commit_request(events, request_id)
 
-    async def _commit_request(self, events: list[AlarmEvent]) -> list[dict[str, Any]]:
-        """Commit an operator request's planned events, then apply them; nothing on failure."""
+    async def _commit_request(
+        self,
+        events: list[AlarmEvent],
+        request_id: str | None = None,
+        result: Callable[[list[AlarmEvent]], dict[str, Any]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Commit an operator request's planned events, then apply them; nothing on failure.
+
+        With `request_id` the ledger remembers the request in the same commit, with
+        `result(events)` (default: the reply to a single command, {"events": [...]})."""
+        if result is None:
+            result = _events_result
         try:
-            await self._write(self.journal.append, events)
+            await self._write(self._append, events, request_id, result)
+        except WriteFenced as err:
+            raise AlarmRequestError(
+                "not_active",
+                "this server is not the active alarm node; nothing was changed",
+            ) from err
         except Exception as err:
             log.error("alarm journal refused an operator action (%s); nothing changed", err)
             raise AlarmRequestError(
@@ -359,6 +420,10 @@ def _flood_data(
         "started_at": iso_or_none(started_at),
         "ended_at": iso_or_none(ended_at),
     }
+
+
+def _events_result(events: list[AlarmEvent]) -> dict[str, Any]:
+    return {"events": [e.to_wire() for e in events]}
 
 
 def _refused(occurrence: int, err: AlarmRequestError) -> dict[str, Any]:

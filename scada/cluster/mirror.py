@@ -47,6 +47,7 @@ class Mirror:
         self.keys = keys
         self.fit = True  # False after a hole: this journal cannot serve a takeover
         self.mirrored = 0
+        self.mirrored_through = 0  # the newest journal id this mirror wrote
 
     def apply(self, entries: list[tuple[int, bytes]]) -> int:
         """Journal the entries the journal does not have yet; returns how many."""
@@ -63,11 +64,13 @@ class Mirror:
             self.fit = False
             raise MirrorHole("the journal numbered mirrored events differently")
         self.mirrored += len(stored)
+        self.mirrored_through = fresh[-1][0]
         return len(stored)
 
     async def run(self, url: str) -> None:
         """Mirror until cancelled (while standing by); returns when the journal is unfit."""
-        reader = BusReader(url, self.keys, cursor=self.journal.newest_id(), frames=False)
+        # Frames too: they are the active node's heartbeat, so "stale" means it is gone.
+        reader = BusReader(url, self.keys, cursor=self.journal.newest_id(), frames=True)
         async for event in reader.events():
             if isinstance(event, EpochChanged):
                 # The new epoch's stream starts with a backfill the journal mostly has.

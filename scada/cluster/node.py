@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal, Protocol
 
 from redis.exceptions import RedisError
 
 from scada.cluster.commands import Apply, CommandConsumer, Lookup
 from scada.cluster.conn import connect
+from scada.cluster.epoch import read_epoch
 from scada.cluster.frames import FramePublisher
 from scada.cluster.keys import BusKeys, entry_id
 from scada.cluster.lease import Lease, LeaseLost
@@ -58,14 +60,22 @@ class IngestNode:
         lookup_command: Lookup,
         lease_options: dict[str, Any] | None = None,
         frames_maxlen: int = 100,
+        alarms_maxlen: int = 100_000,
+        adopt_epoch: Callable[[str], None] | None = None,
     ) -> None:
+        """`adopt_epoch(journal_epoch)`: make the journal's epoch the bus's (a standby that
+        mirrors the active node's journal; Journal.adopt_epoch), so a takeover keeps the
+        epoch and clients resume without a snapshot. None: the epoch stays `journal_epoch`."""
         self.url = url
         self.keys = keys
         self.journal = journal
         self.process = process
         self.redis = connect(url, name=f"scada-ingest-{node}")
         self.lease = Lease(self.redis, keys, node, **(lease_options or {}))
-        self.outbox = Outbox(self.redis, keys, self.lease, journal, journal_epoch)
+        self.outbox = Outbox(
+            self.redis, keys, self.lease, journal, journal_epoch, maxlen=alarms_maxlen
+        )
+        self._adopt_epoch = adopt_epoch
         self.frames = FramePublisher(self.redis, keys, self.lease, maxlen=frames_maxlen)
         self.commands = CommandConsumer(
             self.redis, keys, self.lease, apply=apply_command, lookup=lookup_command
@@ -118,13 +128,46 @@ class IngestNode:
         finally:
             self._lease_task.cancel()
             await self._stop_tasks()
+            if self.state == "active":
+                await self._flush()
             await self._release()
             await self.redis.aclose()
+
+    @property
+    def name(self) -> str:
+        return self.lease.node
+
+    async def active_node(self) -> str | None:
+        """The name of the node holding the lease now (None: nobody, or Redis unreachable)."""
+        try:
+            holder = await self.lease.holder()
+        except (RedisError, OSError):
+            return None
+        return holder[1] if holder else None
+
+    async def _adopt_bus_epoch(self) -> None:
+        """A journal that follows the stream (same ids, same events) takes the bus's journal
+        epoch: after a takeover clients resume with their cursors, no snapshot needed."""
+        if self._adopt_epoch is None:
+            return
+        try:
+            epoch = await read_epoch(self.redis, self.keys)
+        except (RedisError, OSError):
+            return
+        journal_epoch = (epoch or "").partition("/")[0]
+        if not journal_epoch or journal_epoch == self.outbox.journal_epoch:
+            return
+        if await self._diverged() is not None:
+            return  # another journal's stream: this one mints its own epoch on takeover
+        await asyncio.to_thread(self._adopt_epoch, journal_epoch)
+        self.outbox.journal_epoch = journal_epoch
+        log.info("%s follows journal epoch %s", self.lease.node, journal_epoch)
 
     async def _activate(self) -> None:
         await self._stop_tasks()
         try:
             caught_up = await self.mirror.catch_up(self.redis)
+            await self._adopt_bus_epoch()
             await self.outbox.start()
         except MirrorHole as err:
             await self._unfit(str(err))
@@ -135,12 +178,13 @@ class IngestNode:
             await self._release()
             await self._stand_by(was_active=False)
             return
-        await self.process.activate()
+        # Active before the process starts its tick: its first journal write asks fence().
         self.state = "active"
+        await self.process.activate()
         await self.commands.ensure_group()
         self._tasks = [
-            asyncio.create_task(self.outbox.run()),
-            asyncio.create_task(self._run_commands()),
+            self._spawn(self.outbox.run(), "outbox"),
+            self._spawn(self._run_commands(), "commands"),
         ]
         log.info(
             "%s active with fencing token %s (caught up %d events, journal at %d)",
@@ -159,7 +203,8 @@ class IngestNode:
         if problem:
             await self._unfit(problem)
             return
-        self._tasks = [asyncio.create_task(self._run_mirror())]
+        await self._adopt_bus_epoch()
+        self._tasks = [self._spawn(self._run_mirror(), "mirror")]
         log.info("%s standing by (journal at %d)", self.lease.node, self.journal.newest_id())
 
     async def _diverged(self) -> str | None:
@@ -191,6 +236,16 @@ class IngestNode:
         await self._release()
         self._changes.put_nowait(None)
 
+    async def _flush(self) -> None:
+        """On a clean stop: publish what is committed, so the standby's journal has it."""
+        try:
+            added = await asyncio.wait_for(self.outbox.flush(), 2.0)
+        except Exception as err:  # stopping anyway; unpublished events stay in this journal
+            log.warning("%s: outbox not flushed at stop: %r", self.lease.node, err)
+        else:
+            if added:
+                log.info("%s published %d event(s) at stop", self.lease.node, added)
+
     async def _release(self) -> None:
         if self.lease.token is not None:
             with contextlib.suppress(RedisError, OSError):
@@ -209,6 +264,15 @@ class IngestNode:
             except (RedisError, OSError) as err:
                 log.warning("commands: %s", err)
                 await asyncio.sleep(1.0)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, name=f"{self.lease.node}-{what}")
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (err := task.exception()) is not None:
+            log.error("%s: %s stopped: %r", self.lease.node, task.get_name(), err, exc_info=err)
 
     async def _stop_tasks(self) -> None:
         tasks, self._tasks = self._tasks, []

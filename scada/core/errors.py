@@ -37,3 +37,8 @@ class Refused(ScadaError):
         self.code = code
         self.message = message or code
         self.status = status
+
+
+class WriteFenced(ScadaError):
+    """This process may no longer write the alarm journal (a cluster node that lost its lease,
+    scada.cluster.node): nothing was committed."""

@@ -58,10 +58,21 @@ class Feeder:
         self.cursor = 0
         self._full: set[str] = set()  # targets whose outbox is dropping rows
 
-    async def open(self) -> None:
-        """Read the stored cursor; a new outbox starts at the journal's newest event."""
+    async def open(self, skip_through: int = 0) -> None:
+        """Read the stored cursor; a new outbox starts at the journal's newest event.
+
+        Events up to `skip_through` are passed over (another node notified them)."""
         stored = await self.db(self.outbox.cursor)
         newest = self.source.cursor()
+        if stored is not None and stored < skip_through <= newest:
+            log.info(
+                "notifications skip alarm events %d..%d (mirrored: notified by the node that "
+                "committed them)",
+                stored + 1,
+                skip_through,
+            )
+            await self.db(self.outbox.commit, [], now=self.clock(), cursor=skip_through)
+            stored = skip_through
         if stored is None:
             self.cursor = newest
             await self.db(self.outbox.commit, [], now=self.clock(), cursor=newest)

@@ -55,7 +55,9 @@ class Notifier:
         call = functools.partial(fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._thread, call)
 
-    async def start(self) -> None:
+    async def start(self, skip_through: int = 0) -> None:
+        """`skip_through`: events up to this journal id were notified elsewhere (a cluster
+        standby mirrored them from the active node, which notified them): never route them."""
         outbox = await self.db(Outbox, self.outbox_path, max_queued=self.config.max_queued)
         self.outbox = outbox
         retry = self.config.retry
@@ -79,7 +81,7 @@ class Notifier:
         # Subscribe before reading the cursor: a commit in between only wakes the feeder.
         # (A stopped feeder's listener stays subscribed; it only sets an Event.)
         self.source.on_committed(self.feeder.committed)
-        await self.feeder.open()
+        await self.feeder.open(skip_through)
         self._tasks = [self._spawn(self.feeder.run, "feeder")]
         self._tasks += [self._spawn(w.run, w.name) for w in self.workers.values()]
         log.info(

@@ -1,0 +1,240 @@
+"""Two real `scada serve --role ingest` processes on a real redis-server with the simulated
+plant: one active, one standing by (503, no device connections, mirroring the journal); alarm
+events on the stream under their journal ids; commands applied once; `kill -9` of the active
+one: the standby takes over with the same events, ids and epoch, and the ids go on.
+
+The tests of this module run in order on one cluster (the last one kills the active node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import websockets
+
+from scada.cluster.commands import CommandSender
+from scada.cluster.conn import connect
+from scada.cluster.keys import BusKeys, event_id
+from tests.conftest import OPEN_PLANT, ServerProcess, eventually, write_config
+from tests.integration.cluster_redis import RedisServer
+
+KEYS = BusKeys("scada")
+ACTOR = {
+    "user": "op1",
+    "role": "operator",
+    "address": "203.0.113.7",
+    "anonymous": False,
+    "session": None,
+}
+STEP_6 = {"line": "6", "kind": "step", "tag": "diameter", "offset": 0.35}
+STEP_7 = {"line": "7", "kind": "step", "tag": "diameter", "offset": 0.35}
+
+
+class Cluster:
+    def __init__(self, root: Path) -> None:
+        self.redis = RedisServer(root / "redis").start()
+        self.nodes: dict[str, ServerProcess] = {}
+        for name in ("a", "b"):
+            here = root / name
+            here.mkdir()
+            config = write_config(
+                here / "plant.toml", {**OPEN_PLANT, "server": {"data_dir": str(here / "data")}}
+            )
+            args = ["--role", "ingest", "--node", f"ingest-{name}", "--redis-url", self.redis.url]
+            self.nodes[name] = ServerProcess(config, here, args)
+
+    def data(self, name: str) -> Path:
+        return self.nodes[name].workdir / "data"
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+        self.redis.kill()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path_factory.mktemp("ingest"))
+    try:
+        cluster.nodes["a"].start()  # waits for /ready 200: active
+        cluster.nodes["b"].start(wait_ready=False)
+        eventually(lambda: ready(cluster.nodes["b"])[1]["cluster"]["state"] == "standby", 30)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def ready(node: ServerProcess) -> tuple[int, dict[str, Any]]:
+    r = httpx.get(f"{node.http}/ready", timeout=2)
+    return r.status_code, r.json()
+
+
+def journal(path: Path) -> list[tuple[int, str, str]]:
+    """(id, alarm, event) of every journaled event, read beside the running server."""
+    db = sqlite3.connect(f"file:{path / 'journal.sqlite'}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT id, alarm, event FROM events ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def journal_epoch(path: Path) -> str:
+    db = sqlite3.connect(f"file:{path / 'journal.sqlite'}?mode=ro", uri=True)
+    try:
+        (value,) = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        return f"{value:016x}"
+    finally:
+        db.close()
+
+
+def bus_epoch(url: str) -> str:
+    async def read() -> str:
+        redis = connect(url)
+        try:
+            return str((await redis.get(KEYS.epoch)).decode())
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(read())
+
+
+def stream(url: str) -> list[dict[str, Any]]:
+    """The alarm stream's events, each with its entry's id as `entry`."""
+
+    async def read() -> list[dict[str, Any]]:
+        redis = connect(url)
+        try:
+            entries: Any = await redis.xrange(KEYS.alarms)
+        finally:
+            await redis.aclose()
+        return [{**orjson.loads(f[b"e"]), "entry": event_id(e)} for e, f in entries]
+
+    return asyncio.run(read())
+
+
+def inject(node: ServerProcess, body: dict[str, Any]) -> None:
+    r = httpx.post(f"{node.http}/api/simulator/faults", json=body)
+    assert r.status_code == 201, r.text
+
+
+def raised(url: str, prefix: str) -> dict[str, Any] | None:
+    """The first `raised` event on the stream of an alarm whose name starts with `prefix`."""
+    events = stream(url)
+    return next(
+        (e for e in events if e["alarm"].startswith(prefix) and e["event"] == "raised"), None
+    )
+
+
+def test_one_node_is_active_the_other_stands_by_without_devices(cluster: Cluster) -> None:
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    status, body = ready(a)
+    assert status == 200
+    assert body["cluster"] == {"role": "ingest", "node": "ingest-a", "state": "active", "token": 1}
+    status, body = ready(b)
+    assert status == 503
+    assert body["cluster"]["state"] == "standby" and body["cluster"]["token"] is None
+
+    r = httpx.get(f"{b.http}/api/lines")
+    assert (r.status_code, r.json()) == (503, {"error": "standby", "active": "ingest-a"})
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        asyncio.run(websockets.connect(b.ws).__aenter__())
+    assert refused.value.response.status_code == 503
+    assert httpx.get(f"{b.http}/health").status_code == 200
+    assert httpx.get(f"{a.http}/api/lines").status_code == 200
+
+    # The standby never polled its device; the active node does.
+    (device,) = httpx.get(f"{b.http}/health/websocket").json()["devices"]
+    assert device["polls"] == 0 and device["state"] != "connected"
+    (device,) = httpx.get(f"{a.http}/health/websocket").json()["devices"]
+    assert device["polls"] > 0
+
+    metrics = httpx.get(f"{a.http}/metrics").text
+    assert 'scada_cluster_state{state="active"} 1.0' in metrics
+    assert "scada_cluster_fencing_token 1.0" in metrics
+    metrics = httpx.get(f"{b.http}/metrics").text
+    assert 'scada_cluster_state{state="standby"} 1.0' in metrics
+
+
+def test_alarm_events_reach_the_stream_under_their_journal_ids(cluster: Cluster) -> None:
+    inject(cluster.nodes["a"], STEP_6)
+    event = eventually(lambda: raised(cluster.redis.url, "line6.diameter.hi"))
+    assert event["entry"] == event["event_id"]
+    journaled = journal(cluster.data("a"))
+    assert (event["event_id"], "line6.diameter.hi", "raised") in journaled
+    entries = stream(cluster.redis.url)
+    assert [e["entry"] for e in entries] == [row[0] for row in journaled]
+    # The standby mirrors every event under the same id.
+    eventually(lambda: journal(cluster.data("b")) == journal(cluster.data("a")))
+
+
+def test_an_ack_command_is_journaled_once_and_its_retry_answers_from_the_ledger(
+    cluster: Cluster,
+) -> None:
+    event = raised(cluster.redis.url, "line6.diameter.hi")
+    assert event is not None
+    ack = {"data": {"alarm_id": event["occurrence_id"], "comment": "seen"}, "actor": ACTOR}
+
+    async def send() -> tuple[Any, Any, Any]:
+        sender = CommandSender(connect(cluster.redis.url), KEYS, "gateway-test")
+        try:
+            first = await sender.request("ack", ack, request_id="req-ack-1", timeout=10)
+            retry = await sender.request("ack", ack, request_id="req-ack-1", timeout=10)
+            other = await sender.request("ack", ack, timeout=10)
+        finally:
+            await sender.redis.aclose()
+        return first, retry, other
+
+    first, retry, other = asyncio.run(send())
+    (acked,) = first.result["events"]
+    assert acked["event"] == "acknowledged" and acked["acked_by"] == "op1"
+    assert not first.duplicate
+    assert retry.duplicate and retry.result == first.result
+    assert other.result["error"]["code"] == "already_acknowledged"
+    acks = [r for r in journal(cluster.data("a")) if r[2] == "acknowledged"]
+    assert acks == [(acked["event_id"], "line6.diameter.hi", "acknowledged")]
+    eventually(lambda: acked["event_id"] in [e["entry"] for e in stream(cluster.redis.url)])
+
+    db = sqlite3.connect(f"file:{cluster.data('a') / 'auth.sqlite'}?mode=ro", uri=True)
+    audit = db.execute(
+        "SELECT user, address, action, result FROM audit WHERE action = 'ack' ORDER BY id"
+    ).fetchall()
+    db.close()
+    assert audit == [
+        ("op1", "203.0.113.7", "ack", "requested"),
+        ("op1", "203.0.113.7", "ack", "ok"),
+        ("op1", "203.0.113.7", "ack", "requested"),
+        ("op1", "203.0.113.7", "ack", "already_acknowledged"),
+    ]
+
+
+def test_the_standby_takes_over_a_killed_active_node_and_continues_the_ids(
+    cluster: Cluster,
+) -> None:
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    eventually(lambda: journal(cluster.data("b")) == journal(cluster.data("a")))
+    before = journal(cluster.data("a"))
+    epoch = journal_epoch(cluster.data("a"))
+    assert journal_epoch(cluster.data("b")) == epoch
+    bus = bus_epoch(cluster.redis.url)
+    assert bus.startswith(f"{epoch}/")
+
+    a.kill()
+    eventually(lambda: ready(b)[0] == 200, timeout=5)
+    assert ready(b)[1]["cluster"]["token"] == 2
+    assert journal(cluster.data("b"))[: len(before)] == before
+    assert journal_epoch(cluster.data("b")) == epoch
+    assert bus_epoch(cluster.redis.url) == bus  # the same epoch: clients resume, no snapshot
+
+    inject(b, STEP_7)
+    event = eventually(lambda: raised(cluster.redis.url, "line7.diameter."))
+    assert event["event_id"] > before[-1][0]
+    ids = [e["entry"] for e in stream(cluster.redis.url)]
+    assert ids == list(range(1, len(ids) + 1))  # no id skipped, none twice
+    assert [row[0] for row in journal(cluster.data("b"))] == ids
