@@ -198,12 +198,6 @@ class Journal:
                 raise
         return batch
 
-    def remember(self, request_id: str, result: dict[str, Any], at: float) -> None:
-        """Remember a command that journaled no event (its effect is elsewhere)."""
-        with self._lock:
-            cur = self._db.cursor()
-            ledger.record(cur, request_id, result, at)
-
     def command_result(self, request_id: str) -> dict[str, Any] | None:
         """The stored result of the command with this request id, None if never applied."""
         with self._lock:

@@ -40,6 +40,7 @@ def build_node(plant: Plant, process: IngestProcess) -> IngestNode:
     commands = CommandApplier(
         alarms,
         plant.auditor,
+        plant.auth,
         lambda: plant.runtime.config.alarms.default_user,
         plant.hub.announce,
     )

@@ -20,9 +20,10 @@ from pydantic import ValidationError
 
 from scada.alarms.service import AlarmService
 from scada.auth.audit import Auditor
-from scada.auth.store import AuditRecord
+from scada.auth.store import AuditRecord, AuthStore
 from scada.cluster.commands import Command
 from scada.core.errors import Refused
+from scada.core.timefmt import parse_time
 from scada.messages import AckData, ShelveData, UnshelveData
 
 log = logging.getLogger(__name__)
@@ -59,11 +60,13 @@ class CommandApplier:
         self,
         alarms: AlarmService,
         auditor: Auditor,
+        store: AuthStore,
         default_user: Callable[[], str],
         announce: Callable[[Events], None],
     ) -> None:
         self.alarms = alarms
         self.auditor = auditor
+        self.store = store  # where "audit" commands' records go
         self.default_user = default_user  # who anonymous clients act as in the journal
         self.announce = announce  # the committed events to this node's own /ws clients
 
@@ -152,17 +155,16 @@ class CommandApplier:
         return {"events": events}
 
     async def _audit(self, command: Command) -> dict[str, Any]:
+        """Write a gateway's record as it is, once per request id (AuthStore.audit)."""
         raw = command.body["record"]
-        user, role, address, action, target, result_, detail = (
+        user, role, address, action, target, result, detail = (
             str(raw.get(name) or "") for name in AUDIT_FIELDS
         )
-        record = AuditRecord(user, role, address, action, target, result_, detail)
+        at = parse_time(raw["at"]) if raw.get("at") else None
+        record = AuditRecord(user, role, address, action, target, result, detail, at=at)
         try:
-            await asyncio.to_thread(self.auditor.store.audit, record)
+            await asyncio.to_thread(self.store.audit, record, command.request_id)
         except Exception as err:
             log.error("audit record from %s not written: %s", command.reply_to, err)
             return refusal("audit_unavailable", "the audit log could not record this")
-        result: dict[str, Any] = {"ok": True}
-        journal = self.alarms.journal
-        await asyncio.to_thread(journal.remember, command.request_id, result, self.alarms.now())
-        return result
+        return {"ok": True}
