@@ -36,6 +36,9 @@ PR_SET_PDEATHSIG = 1
 START_TIMEOUT = 90.0  # a cold start on a busy 2-core box: imports, SQLite, the first lease
 STOP_TIMEOUT = 20.0
 RESTART_DELAYS = (2.0, 30.0)  # first delay, cap
+# A killed ingest node comes back only after its lease expired ([cluster] lease_ttl 3 s + the
+# standby's 0.5 s retry), so the standby takes over first, as it would on another machine.
+INGEST_FIRST_DELAY = 5.0
 STEADY_AFTER = 60.0  # a process that ran this long starts again after the first delay
 INGESTS = ("ingest-a", "ingest-b")
 GATEWAYS = ("gateway-1", "gateway-2")
@@ -168,6 +171,7 @@ class Child:
     started_at: float = 0.0
     failures: int = 0
     restart_at: float | None = None
+    first_delay: float = RESTART_DELAYS[0]
 
     def start(self) -> None:
         with self.log.open("ab") as out:
@@ -274,6 +278,8 @@ class LocalCluster:
                 "--config", str(config), "--port", str(self.ports[name]),
             ]  # fmt: skip
             child = Child(name, argv, self.logs / f"{name}.log", home, {"PYTHONUNBUFFERED": "1"})
+            if role == "ingest":
+                child.first_delay = INGEST_FIRST_DELAY
             (self.ingests if role == "ingest" else self.gateways).append(child)
         self.nginx = self._nginx_child()
 
@@ -345,7 +351,7 @@ class LocalCluster:
                     ran = now - child.started_at
                     child.failures = 0 if ran >= STEADY_AFTER else child.failures + 1
                     delay = min(
-                        RESTART_DELAYS[0] * 2 ** max(child.failures - 1, 0), RESTART_DELAYS[1]
+                        child.first_delay * 2 ** max(child.failures - 1, 0), RESTART_DELAYS[1]
                     )
                     code = child.proc.returncode if child.proc else None
                     say(f"{child.name} exited ({code}); starting it again in {delay:g} s")
@@ -397,7 +403,12 @@ class LocalCluster:
             say("stopped")
 
     def _print_hints(self) -> None:
-        password = self.dir / "ingest-a" / "data" / "initial-admin-password"
+        active = [
+            c.name
+            for c in self.ingests
+            if http_status(f"http://127.0.0.1:{self.ports[c.name]}/ready") == 200
+        ]
+        password = self.dir / (active or ["ingest-a"])[0] / "data" / "initial-admin-password"
         hints: list[str] = [
             f"wss://127.0.0.1:{self.port}/ws  (scada watch needs SSL_CERT_FILE={self.dir / 'tls' / 'fullchain.pem'})",
         ]
