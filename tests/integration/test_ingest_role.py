@@ -9,6 +9,7 @@ The tests of this module run in order on one cluster (the last one kills the act
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,6 +161,30 @@ def test_one_node_is_active_the_other_stands_by_without_devices(cluster: Cluster
     assert "scada_cluster_fencing_token 1.0" in metrics
     metrics = httpx.get(f"{b.http}/metrics").text
     assert 'scada_cluster_state{state="standby"} 1.0' in metrics
+
+
+def test_every_tick_publishes_a_frame_and_every_tenth_is_full(cluster: Cluster) -> None:
+    async def newest(count: int) -> list[dict[str, Any]]:
+        redis = connect(cluster.redis.url)
+        try:
+            entries: Any = await redis.xrevrange(KEYS.frames, count=count)
+        finally:
+            await redis.aclose()
+        return [orjson.loads(fields[b"e"]) for _, fields in reversed(entries)]
+
+    frames = eventually(lambda: (got := asyncio.run(newest(40))) and len(got) == 40 and got)
+    line_ids = {
+        line["id"] for line in httpx.get(f"{cluster.nodes['a'].http}/api/lines").json()["lines"]
+    }
+    fulls = [i for i, f in enumerate(frames) if f["full"]]
+    assert len(fulls) == 4 and all(b - a == 10 for a, b in itertools.pairwise(fulls))
+    for frame in frames:
+        assert set(frame) == {"ts", "lines", "full", "flood"}
+        assert set(frame["flood"]) == {"active", "count", "started_at", "ended_at"}
+        ids = [line["production_line_id"] for line in frame["lines"]]
+        assert (set(ids) == line_ids) if frame["full"] else set(ids) <= line_ids
+    stamps = [f["ts"] for f in frames]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)  # one per tick
 
 
 def test_alarm_events_reach_the_stream_under_their_journal_ids(cluster: Cluster) -> None:
