@@ -89,7 +89,7 @@ def create_ingest_app(
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await close_plant(plant)
-            log.info("stopped: journal and audit closed, lease released")
+            log.info("stopped: journal and audit closed, node off the bus")
 
     def stopped(task: asyncio.Task[None]) -> None:
         reason = "ingest node stopped" if task.cancelled() else f"{task.exception()!r}"

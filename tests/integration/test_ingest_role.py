@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -263,3 +265,31 @@ def test_the_standby_takes_over_a_killed_active_node_and_continues_the_ids(
     ids = [e["entry"] for e in stream(cluster.redis.url)]
     assert ids == list(range(1, len(ids) + 1))  # no id skipped, none twice
     assert [row[0] for row in journal(cluster.data("b"))] == ids
+
+
+def test_a_paused_active_node_that_wakes_up_publishes_nothing(cluster: Cluster) -> None:
+    a, b = cluster.nodes["a"], cluster.nodes["b"]  # a was killed: it rejoins as the standby
+    a.start(wait_ready=False)
+    eventually(lambda: ready(a)[1]["cluster"]["state"] == "standby", 30)
+    eventually(lambda: journal(cluster.data("a")) == journal(cluster.data("b")))
+    inject(b, {"line": "3", "kind": "step", "tag": "diameter", "offset": 0.35})
+    eventually(lambda: raised(cluster.redis.url, "line3.diameter."))
+    assert b.proc is not None
+
+    os.kill(b.proc.pid, signal.SIGSTOP)
+    try:
+        eventually(lambda: ready(a)[0] == 200, timeout=5)
+        inject(a, {"line": "5", "kind": "step", "tag": "diameter", "offset": 0.35})
+        eventually(lambda: raised(cluster.redis.url, "line5.diameter."))
+    finally:
+        os.kill(b.proc.pid, signal.SIGCONT)
+    eventually(lambda: ready(b)[1]["cluster"]["state"] != "active")
+    metrics = httpx.get(f"{b.http}/metrics").text
+    assert 'scada_cluster_state{state="active"} 0.0' in metrics
+
+    ids = [e["entry"] for e in stream(cluster.redis.url)]
+    assert ids == list(range(1, len(ids) + 1))
+    assert [row[0] for row in journal(cluster.data("a"))] == ids
+    # The woken node journaled at most the one event it had in flight, and published none.
+    extra = [row for row in journal(cluster.data("b")) if row[0] > ids[-1] or row[0] not in ids]
+    assert len(extra) <= 1
