@@ -49,9 +49,10 @@ async def open_ws(gateway: RoleProcess, cookie: str) -> ClientConnection:
     return ws
 
 
-async def closed_within(ws: ClientConnection, timeout: float) -> tuple[int | None, float]:
-    """(close code, seconds until the close) of a socket that is expected to be closed."""
-    started = time.monotonic()
+async def closed_within(
+    ws: ClientConnection, timeout: float, started: float
+) -> tuple[int | None, float]:
+    """(close code, seconds from `started` to the close) of a socket that is to be closed."""
     try:
         async with asyncio.timeout(timeout):
             while True:
@@ -93,6 +94,7 @@ def test_one_login_for_all_gateways(tmp_path: Path) -> None:
         async def sockets() -> None:
             cookie = login(active)
             one, two = await open_ws(gw1, cookie), await open_ws(gw2, cookie)
+            started = time.monotonic()
             r = httpx.post(
                 f"{active.http}/api/logout",
                 cookies={"scada_session": cookie},
@@ -100,9 +102,9 @@ def test_one_login_for_all_gateways(tmp_path: Path) -> None:
             )
             assert r.status_code == 200
             ends = await asyncio.gather(
-                closed_within(one, scaled(5)), closed_within(two, scaled(5))
+                closed_within(one, scaled(5), started), closed_within(two, scaled(5), started)
             )
-            print(f"logout → sockets closed on both gateways: {[f'{s:.3f}s' for _, s in ends]}")
+            print(f"logout → sockets closed on both gateways: {[f'{s:.3f} s' for _, s in ends]}")
             assert [code for code, _ in ends] == [1008, 1008]
             # The ended session is refused at a gateway, which has the ingest audit it.
             assert await refused(gw2, cookie) == 401
