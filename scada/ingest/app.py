@@ -21,6 +21,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
 from scada.app import Plant, build_plant, close_plant, open_plant, plant_app, plant_routes
+from scada.cluster.authsync import AuthPublisher
 from scada.cluster.keys import BusKeys
 from scada.cluster.node import IngestNode
 from scada.core.config import PlantConfig
@@ -102,11 +103,17 @@ def create_ingest_app(
     process = IngestProcess(app, plant, frames, lambda: node.mirror.mirrored_through)
     node = build_node(plant, process)
     node_ref.append(node)
+    # One login for all gateways: the active node's users, tokens and sessions in Redis.
+    auth_rows = AuthPublisher(node.redis, node.keys, node.lease, plant.auth)
+    process.on_activate.append(auth_rows.activate)
+    process.on_stand_by.append(auth_rows.stand_by)
     plant.alarms.set_fence(node.fence)
     plant.alarms.on_committed(lambda _events: node.committed())
     runtime.on_frame(frames)
     runtime.metric_sources.append(lambda: web.node_metrics(node, frames))
     app.user_middleware.insert(0, Middleware(web.StandbyGate, node=node))
     app.state.node = node
+    app.state.auth_flush = auth_rows.flush  # a login answers once its session is in Redis
+    app.state.auth_ready = auth_rows.ready  # and waits for a takeover's merge
     app.state.ingest = process  # `on_activate` / `on_stand_by`: hooks of other parts
     return app

@@ -153,6 +153,7 @@ def test_a_takeover_keeps_every_row_of_the_old_active_node(
                 session, _ = await thread(a.create_session, "op2", 8)
                 tid, token = await thread(a.create_token, "bi", "viewer", "admin")
                 revoked_id, old_token = await thread(a.create_token, "old", "viewer", "admin")
+                await eventually_async(lambda: view.token_identity(old_token), what="token")
                 await thread(a.revoke_token, revoked_id)
                 gone = ("session", token_digest(old_token))
                 await eventually_async(lambda: gone in revoked, what="revocation on A")
