@@ -16,17 +16,25 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from scada.auth.audit import AuditUnavailable
+from scada.auth.audit import Auditor, AuditUnavailable
 from scada.auth.passwords import token_digest
 from scada.auth.store import AuditRecord, AuthStore, IdentityUnavailable, audit_query
+from scada.auth.web import COOKIE, AuthMiddleware, requires
 from scada.cluster.authsync import AuthPublisher
 from scada.cluster.authview import BusAuditor, RedisAuthView, SenderChannel
 from scada.cluster.commands import Command, CommandConsumer, CommandSender
 from scada.cluster.conn import connect
 from scada.cluster.keys import BusKeys
 from scada.cluster.lease import Lease
+from scada.core.config import load_config
 from scada.core.timefmt import parse_time
 from tests.conftest import eventually_async
 from tests.integration.cluster_redis import RedisServer, redis_server
@@ -341,5 +349,49 @@ def test_logins_wait_for_the_takeover_merge(redis_server: RedisServer, tmp_path:
         await publisher.stand_by()
         assert not publisher.ready()
         await redis.aclose()
+
+    run(main)
+
+
+def test_a_stale_replica_answers_try_again_and_keeps_the_cookie(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Over HTTP through AuthMiddleware: an unknown session while the replica cannot tell is
+    refused without clearing the browser's cookie; once live, an unknown one clears it."""
+    store = AuthStore(tmp_path / "auth.sqlite")
+    store.add_user("op1", "operator", PASSWORD)
+    config = load_config(None)
+
+    async def me(request: Request) -> Response:
+        return JSONResponse({"name": request.state.user.name})
+
+    async def ask(view: RedisAuthView, cookie: str) -> httpx.Response:
+        app = Starlette(
+            routes=[Route("/api/me", requires("viewer", me))],
+            middleware=[Middleware(AuthMiddleware, store=view, config=config)],
+        )
+        app.state.config = config
+        app.state.auditor = Auditor(store)
+        transport = httpx.ASGITransport(app=app)
+        cookies = {COOKIE: cookie}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gw", cookies=cookies
+        ) as c:
+            return await c.get("/api/me")
+
+    async def main() -> None:
+        unseeded = RedisAuthView(redis_server.url, KEYS, node="gw-early", block=0.2)
+        assert not await unseeded.start(wait=0.3)  # no ingest node has seeded yet
+        secret, _ = await thread(store.create_session, "op1", 8)
+        early = await ask(unseeded, secret)
+        assert early.status_code == 401 and "try again" in early.json()["message"]
+        assert "set-cookie" not in early.headers
+        async with active_node(redis_server.url, store, "ingest-a"):
+            await eventually_async(lambda: unseeded.live, what="view live")
+            ok = await ask(unseeded, secret)
+            assert ok.status_code == 200 and ok.json() == {"name": "op1"}
+            wrong = await ask(unseeded, "y" * 43)
+            assert wrong.status_code == 401 and COOKIE in wrong.headers["set-cookie"]
+        await unseeded.stop()
 
     run(main)
