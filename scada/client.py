@@ -9,7 +9,10 @@ async with PlantClient("ws://127.0.0.1:8000/ws") as client:
 
 Same reconnect policy as the dashboard (1 s growing ×1.3 to 10 s, with jitter; no reconnect
 after close 1008), and after a reconnect it sends `resume` with the newest alarm `event_id`
-it saw, so no alarm event is missed across a dropped connection.
+it saw and the epoch that id counts in, so no alarm event is missed across a dropped
+connection, and none of another journal is taken for a missed one (a server with another epoch
+answers with a fresh snapshot, `recovered: false`). `data_live` tells whether the server says
+its plant data are live (`data_status` frames, `snapshot.data_live`; True where it says nothing).
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ class PlantClient:
         self.extra_headers = dict(extra_headers or {})
         self.open_timeout = open_timeout
         self.alarm_cursor: int | None = None
+        self.epoch: str | None = None  # what alarm_cursor counts in; None: the server has none
+        self.data_status: dict[str, Any] | None = None  # the server's last word while not live
         self.last_seq = 0
         self.gaps = 0
         self.connects = 0
@@ -87,7 +92,9 @@ class PlantClient:
         await self.close()
 
     async def connect(self) -> None:
-        """Connect, retrying with backoff when `reconnect` is on."""
+        """Connect, retrying with backoff when `reconnect` is on (again after `close` too: the
+        cursor and epoch are kept, so the new connection resumes where the old one ended)."""
+        self._closed = False
         attempt = 0
         while True:
             self.state = "connecting" if attempt == 0 else "reconnecting"
@@ -119,12 +126,26 @@ class PlantClient:
         )
         self.last_seq = 0
         self.connects += 1
+        self.data_status = None  # this server speaks for itself (its snapshot follows)
         self.state = "connected"
         if self.connects > 1:
             if self._subscription is not None:
                 await self._send("subscribe", self._subscription)
             if self.alarm_cursor is not None:
-                await self._send("resume", {"alarm_cursor": self.alarm_cursor})
+                await self._send("resume", self.resume_data())
+
+    def resume_data(self) -> dict[str, Any]:
+        """What a `resume` sends: the cursor, and its epoch where the server gave one (a server
+        without epochs refuses unknown keys)."""
+        data: dict[str, Any] = {"alarm_cursor": self.alarm_cursor}
+        if self.epoch is not None:
+            data["epoch"] = self.epoch
+        return data
+
+    @property
+    def data_live(self) -> bool:
+        """False while the server says its plant data are not live (its socket may be fine)."""
+        return self.data_status is None
 
     async def close(self) -> None:
         self._closed = True
@@ -206,6 +227,14 @@ class PlantClient:
             if isinstance(cursor, int):
                 # As given: after a journal reset the server's cursor may be lower than ours.
                 self.alarm_cursor = cursor
+            epoch = data.get("epoch")
+            self.epoch = epoch if isinstance(epoch, str) else None
+            if data.get("data_live") is True:
+                self.data_status = None
+            elif data.get("data_live") is False and self.data_status is None:
+                self.data_status = {"live": False, "reason": "", "since": None}
+        elif kind == "data_status" and isinstance(data, dict):
+            self.data_status = None if data.get("live") is not False else dict(data)
         elif kind == "reply" and isinstance(data, dict):
             future = self._pending.get(data.get("id"))
             if future is not None and not future.done():

@@ -3,6 +3,9 @@
 Truth first: the screen is redrawn on a timer, not per frame, so when frames stop (server
 stopped, socket dead, gateway starved) it says "NO LIVE DATA since hh:mm:ss", dims every value
 and shows line states as unknown; when it cannot connect it says so and why, with the attempt.
+A server that says its plant data stopped (a cluster gateway whose bus went quiet: `data_status`
+live false) gets the same screen with its reason, though its heartbeats still arrive. One
+client serves every reconnect, so each new connection resumes with the alarm cursor and epoch.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -37,12 +41,15 @@ class WatchState:
     connected: bool = False
     attempt: int = 0
     last_frame: float | None = None  # wall-clock seconds of the last frame
+    last_data: float | None = None  # wall-clock seconds of the last plant data
+    data_status: dict[str, Any] | None = None  # the server's word while its data are not live
     last_error: str | None = None
     fatal: str | None = None
 
     def live(self, now: float, no_data_after: float = NO_DATA_AFTER_S) -> bool:
         return (
             self.connected
+            and self.data_status is None
             and self.last_frame is not None
             and now - self.last_frame <= no_data_after
         )
@@ -52,18 +59,31 @@ class WatchState:
             return f"STOPPED: {self.fatal}"
         if self.live(now, no_data_after):
             return f"live {self.url}"
-        since = (
-            time.strftime("%H:%M:%S", time.localtime(self.last_frame))
-            if self.last_frame is not None
-            else "start"
-        )
-        if self.connected:
+        since_at = self.last_frame
+        if self.connected and self.data_status is not None:
+            reason = self.data_status.get("reason") or ""
+            what = "plant data not reaching the server" + (f" ({reason})" if reason else "")
+            since_at = _epoch_seconds(self.data_status.get("since")) or self.last_data
+        elif self.connected:
             what = "connected but no frames"
         elif self.last_frame is None:
             what = f"cannot connect to {self.url}: {self.last_error or 'connecting'}"
         else:
             what = f"reconnecting to {self.url}: {self.last_error or 'connection lost'}"
-        return f"NO LIVE DATA since {since} — {what} (attempt {self.attempt})"
+        since = (
+            time.strftime("%H:%M:%S", time.localtime(since_at)) if since_at is not None else "start"
+        )
+        attempt = "" if self.connected else f" (attempt {self.attempt})"
+        return f"NO LIVE DATA since {since} — {what}{attempt}"
+
+
+def _epoch_seconds(iso: Any) -> float | None:
+    if not isinstance(iso, str):
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _num(value: Any, width: int, decimals: int) -> str:
@@ -121,8 +141,13 @@ def _apply(st: WatchState, frame: dict[str, Any], only: list[str] | None) -> Non
         st.lines = {s["production_line_id"]: s for s in data["lines"]}
         if only:
             st.lines = {k: v for k, v in st.lines.items() if k in only}
+        # The truth, whole: also after a resume the server could not serve (recovered: false),
+        # whose events before it may belong to another epoch.
         st.alarms = {a["alarm"]: a for a in data.get("alarms", [])}
+        if data.get("data_live") is not False:
+            st.last_data = time.time()
     elif kind == "production_data":
+        st.last_data = time.time()
         for s in data:
             st.lines[s["production_line_id"]] = s
     elif kind == "alarm":
@@ -131,18 +156,19 @@ def _apply(st: WatchState, frame: dict[str, Any], only: list[str] | None) -> Non
 
 async def receive(st: WatchState, *, lines: list[str] | None, token: str | None) -> None:
     """Connect, stream into `st`, and reconnect with backoff; stops on 401/403 and 1008."""
+    client = PlantClient(st.url, token=token, reconnect=False)  # keeps cursor and epoch
     while True:
-        client = PlantClient(st.url, token=token, reconnect=False)
         try:
             await client.connect()
             st.connected = True
             st.last_error = None
-            if lines:
+            if lines and client.connects == 1:  # a reconnect sends it again by itself
                 await client.subscribe(lines=lines)
             while True:
                 frame = await client.recv()  # raises ConnectionClosed with the close code
                 st.last_frame = time.time()
                 st.attempt = 0
+                st.data_status = client.data_status
                 _apply(st, frame, lines)
         except InvalidStatus as err:
             code = err.response.status_code
@@ -163,6 +189,7 @@ async def receive(st: WatchState, *, lines: list[str] | None, token: str | None)
             st.last_error = str(err) or type(err).__name__
         finally:
             st.connected = False
+            st.data_status = None
             with contextlib.suppress(Exception):
                 await client.close()
         await asyncio.sleep(backoff_delay(st.attempt))

@@ -31,6 +31,14 @@ export class AlarmConsole {
     for (const a of list || []) this.apply(a, false);
   }
 
+  // The server's alarm ids now count in another journal: a selection or an open dialog made
+  // under the old ids would act on other occurrences.
+  forgetOccurrences() {
+    this.selected.clear();
+    const dialog = $("#ack-dialog");
+    if (dialog.open) dialog.close();
+  }
+
   apply(a) {
     const rec = { ...a, priority: priorityOf(a) };
     if (a.state === "normal") this.alarms.delete(a.alarm);

@@ -13,6 +13,7 @@ const state = {
   lines: new Map(), // id -> {meta, sample, tile, spark}
   conn: null,
   lastFrameAt: null, // ms, wall clock of the last frame of any kind
+  lastDataAt: null, // ms, wall clock of the last plant data (snapshot or production_data)
   startedAt: Date.now(),
   noDataAfterMs: 1000,
   live: false,
@@ -58,10 +59,17 @@ function renderAll() {
 
 // ---------------------------------------------------------------- truth: is the data live?
 
+// Live needs all three: a connected socket, a frame within no_data_after, and a server that
+// does not say its plant data stopped (a cluster gateway whose bus went quiet keeps sending
+// heartbeats: `data_status` live:false holds the page at NO LIVE DATA until live:true or a
+// snapshot with data_live true).
 function checkLive() {
   const now = Date.now();
   const fresh = state.lastFrameAt !== null && now - state.lastFrameAt <= state.noDataAfterMs;
-  const live = !!state.conn && state.conn.state === "connected" && fresh;
+  const c = state.conn;
+  const connected = !!c && c.state === "connected";
+  const serverSaysLive = !c || c.dataLive();
+  const live = connected && fresh && serverSaysLive;
   if (live !== state.live) {
     state.live = live;
     document.body.classList.toggle("nolive", !live);
@@ -73,15 +81,20 @@ function checkLive() {
   const pill = $("#conn .label");
   if (state.conn && state.conn.state === "connected") pill.textContent = live ? "connected" : "connected — no data";
   if (live) { banner.classList.add("hidden"); return; }
-  const since = state.lastFrameAt ? `since ${fmtTime(state.lastFrameAt)}` : "yet";
-  const c = state.conn;
+  let sinceAt = state.lastFrameAt;
   let what;
   if (!c || c.state === "connecting") what = "connecting";
   else if (c.state === "reconnecting") what = `reconnecting (attempt ${c.attempt})`;
-  else if (c.state === "connected") what = "connected, but no data arriving";
+  else if (connected && !serverSaysLive) {
+    const r = c.dataStatus.reason;
+    what = `plant data not reaching the server${r ? ` (${r})` : ""}`;
+    const said = Date.parse(c.dataStatus.since || "");
+    sinceAt = Number.isNaN(said) ? state.lastDataAt : said;
+  } else if (connected) what = "connected, but no data arriving";
   else what = session.ended ? `disconnected: ${session.ended}` : "disconnected";
-  // Give the first connection its timeout before crying wolf.
-  if (!state.lastFrameAt && now - state.startedAt <= state.noDataAfterMs) return;
+  const since = sinceAt ? `since ${fmtTime(sinceAt)}` : "yet";
+  // Give the first connection its timeout before crying wolf (the server's word is news now).
+  if (serverSaysLive && !state.lastFrameAt && now - state.startedAt <= state.noDataAfterMs) return;
   banner.textContent = `no live data ${since} — ${what}`;
   banner.classList.remove("hidden");
 }
@@ -215,15 +228,26 @@ function connect() {
   conn.on("*", () => { state.lastFrameAt = Date.now(); if (!state.live) checkLive(); });
   conn.on("connected", (f) => { session.fromConnected(f.data); renderUser(); });
   conn.on("snapshot", (f) => {
+    if (f.data.data_live !== false) state.lastDataAt = Date.now();
     for (const s of f.data.lines) {
       const entry = state.lines.get(s.production_line_id);
       if (entry) entry.sample = s;
+    }
+    // The snapshot is the truth: the alarm list is replaced whole (also after a resume the
+    // server could not serve, recovered: false). Ids of another journal name other
+    // occurrences: what was selected or open in a dialog under the old ids goes.
+    if (f.idsChanged) {
+      alarms.forgetOccurrences();
+      horn.forget();
+      showNotice("The server's alarm journal changed (new epoch): the alarm list was reloaded from the server.");
     }
     alarms.reset(f.data.alarms);
     if (f.data.flood) alarms.flood = f.data.flood;
     renderAll();
   });
+  conn.on("data_status", () => checkLive());
   conn.on("production_data", (f) => {
+    state.lastDataAt = Date.now();
     for (const s of f.data) {
       const entry = state.lines.get(s.production_line_id);
       if (!entry) continue;

@@ -64,6 +64,12 @@ export class Horn {
     this.update();
   }
 
+  // Occurrence ids of another journal: announce what is unacknowledged now, as on opening.
+  forget() {
+    this.known.clear();
+    this.pending.clear();
+  }
+
   async silence() {
     const alarms = [...new Set(this.pending.values())];
     this.pending.clear();

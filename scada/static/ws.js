@@ -1,6 +1,10 @@
 // Dashboard side of the wire protocol (docs/protocol.md): one connection, automatic
 // reconnect with exponential backoff and jitter (1 s growing x1.3 to 10 s), requests with
-// replies, seq-gap detection and alarm resume after a reconnect.
+// replies, seq-gap detection and alarm resume after a reconnect. The resume carries the epoch
+// of the alarm ids it counts in (a cluster gateway answers a different epoch with a fresh
+// snapshot, `recovered: false`), and the connection keeps what the server says about the
+// plant data behind it (`data_status`, `snapshot.data_live`): a socket can be alive while the
+// data behind it are not.
 
 export const BACKOFF = { initialMs: 1000, factor: 1.3, maxMs: 10000, jitter: 0.2 };
 
@@ -18,6 +22,8 @@ export class PlantConnection {
     this.attempt = 0;
     this.lastSeq = 0;
     this.alarmCursor = null;
+    this.epoch = null; // the epoch alarmCursor counts in; servers before the cluster send none
+    this.dataStatus = null; // {live: false, reason, since} while the server says data are not live
     this.handlers = new Map();
     this.statusListeners = [];
     this.pending = new Map();
@@ -107,14 +113,32 @@ export class PlantConnection {
       const wasReconnect = this.attempt > 0;
       this.attempt = 0;
       this.setState("connected");
+      this.dataStatus = null; // this server speaks for itself (its snapshot follows)
       if (wasReconnect && this.alarmCursor !== null) {
-        this.send("resume", { alarm_cursor: this.alarmCursor });
+        // Sent before this connection's snapshot is read: cursor and epoch are the old ones.
+        const data = { alarm_cursor: this.alarmCursor };
+        if (this.epoch !== null) data.epoch = this.epoch; // an old server refuses unknown keys
+        this.send("resume", data);
       }
     } else if (frame.type === "snapshot") {
-      if (frame.data && typeof frame.data.alarm_cursor === "number") {
+      const d = frame.data || {};
+      if (typeof d.alarm_cursor === "number") {
         // The server's cursor as given: after a journal reset it may be lower than ours.
-        this.alarmCursor = frame.data.alarm_cursor;
+        this.alarmCursor = d.alarm_cursor;
       }
+      if (typeof d.epoch === "string") {
+        // Alarm ids of another journal mean other occurrences (the part before "/" of a
+        // gateway's bus epoch is the journal's; only the bus changed when that part stays).
+        frame.idsChanged = this.epoch !== null && journalEpoch(this.epoch) !== journalEpoch(d.epoch);
+        this.epoch = d.epoch;
+      } else {
+        this.epoch = null; // a server without epochs: its resume takes the cursor alone
+      }
+      if (d.data_live === true) this.dataStatus = null;
+      else if (d.data_live === false && !this.dataStatus) this.dataStatus = { live: false, reason: "", since: null };
+    } else if (frame.type === "data_status") {
+      const d = frame.data || {};
+      this.dataStatus = d.live === false ? { live: false, reason: String(d.reason || ""), since: d.since || null } : null;
     } else if (frame.type === "alarm") {
       if (frame.data && typeof frame.data.event_id === "number") {
         this.alarmCursor = Math.max(this.alarmCursor ?? 0, frame.data.event_id);
@@ -128,6 +152,11 @@ export class PlantConnection {
     }
     this.emit(frame.type, frame);
     this.emit("*", frame);
+  }
+
+  // false while the server says the plant data behind this socket are not live.
+  dataLive() {
+    return !this.dataStatus;
   }
 
   emit(type, frame) {
@@ -167,6 +196,10 @@ export class PlantConnection {
       }, timeoutMs);
     });
   }
+}
+
+export function journalEpoch(epoch) {
+  return String(epoch).split("/")[0];
 }
 
 export function defaultUrl() {

@@ -111,3 +111,18 @@ def new_page(browser: Any, width: int = 1400, height: int = 1000) -> Any:
 
 def wait_live(page: Any, timeout: float = 15_000) -> None:
     page.wait_for_selector('body[data-live="yes"]', timeout=timeout)
+
+
+def assert_nothing_shown_as_live(page: Any) -> None:
+    """NO LIVE DATA on the page: every value struck (stale), every line state unknown, every
+    alarm action disabled."""
+    qualities = page.eval_on_selector_all(".tile .val", "els => els.map(e => e.dataset.quality)")
+    assert qualities and set(qualities) == {"stale"}
+    states = page.eval_on_selector_all(
+        '.tile [data-role="state"]', "els => els.map(e => e.textContent)"
+    )
+    assert set(states) == {"unknown"}
+    buttons = page.eval_on_selector_all(
+        "#alarm-table button[data-action]", "els => els.map(e => e.disabled)"
+    )
+    assert buttons and all(buttons)

@@ -16,7 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import admin_token, audit_records, new_page, wait_live
+from tests.browser.conftest import (
+    admin_token,
+    assert_nothing_shown_as_live,
+    audit_records,
+    new_page,
+    wait_live,
+)
 from tests.browser.history_fixture import write_history
 from tests.conftest import ServerProcess, default_config_dict, eventually
 
@@ -468,16 +474,7 @@ def test_stopping_the_server_shows_no_live_data_everywhere_and_recovers(
     page.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=10_000)
     text = page.text_content('[data-testid="no-data"]') or ""
     assert re.match(r"no live data since \d\d:\d\d:\d\d — reconnecting \(attempt \d+\)", text), text
-    qualities = page.eval_on_selector_all(".tile .val", "els => els.map(e => e.dataset.quality)")
-    assert set(qualities) == {"stale"}
-    states = page.eval_on_selector_all(
-        '.tile [data-role="state"]', "els => els.map(e => e.textContent)"
-    )
-    assert set(states) == {"unknown"}
-    buttons = page.eval_on_selector_all(
-        "#alarm-table button[data-action]", "els => els.map(e => e.disabled)"
-    )
-    assert buttons and all(buttons)
+    assert_nothing_shown_as_live(page)
     plant.start()
     page.wait_for_selector('[data-testid="no-data"]', state="hidden", timeout=30_000)
     wait_live(page)

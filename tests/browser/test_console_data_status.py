@@ -1,0 +1,121 @@
+"""The console believes the server's word about its plant data (docs/protocol.md, `data_status`).
+
+A cluster gateway whose bus went quiet keeps its sockets and heartbeats alive; it says so with
+`data_status` live:false, and the console must show NO LIVE DATA exactly as when frames stop,
+while frames still arrive, until `data_status` live:true or a snapshot with data_live true.
+
+Here the frames come from a real all-in-one server (which never sends `data_status`); the
+server's word is handed to the page's connection the way its socket hands it every frame
+(`PlantConnection.receive`), while the real frames keep arriving.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.browser.conftest import assert_nothing_shown_as_live, wait_live
+from tests.conftest import OPEN_PLANT, ServerProcess
+
+SINCE = "2026-11-30T10:21:05.000Z"  # shown as 10:21:05: the pages run in UTC
+
+
+@pytest.fixture(scope="module")
+def plant(module_servers: Callable[..., ServerProcess]) -> ServerProcess:
+    server = module_servers(OPEN_PLANT)
+    r = httpx.post(
+        f"{server.http}/api/simulator/faults",
+        json={"line": "1", "kind": "sensor_dropout", "tag": "diameter"},
+    )
+    assert r.status_code == 201, r.text  # an active alarm: Ack and Shelve buttons to check
+    return server
+
+
+def console(browser: Any, server: ServerProcess, width: int, height: int) -> Any:
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, bypass_csp=True, timezone_id="UTC"
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.js_errors = errors
+    page.goto(server.http + "/")
+    wait_live(page)
+    page.wait_for_selector('#alarm-table button[data-action="shelve"]:not([disabled])')
+    return page
+
+
+def server_says(page: Any, data: dict[str, Any]) -> None:
+    page.evaluate(
+        "d => window.plant.receive(JSON.stringify({type: 'data_status',"
+        " timestamp: new Date().toISOString(), data: d}))",
+        data,
+    )
+
+
+def frames_after(page: Any, count: int) -> None:
+    """Wait until `count` more real frames have arrived."""
+    start = page.evaluate("window.plant.framesReceived")
+    page.wait_for_function(f"window.plant.framesReceived >= {start + count}")
+
+
+def assert_no_live_data(page: Any) -> None:
+    text = page.text_content('[data-testid="no-data"]') or ""
+    assert text == (
+        "no live data since 10:21:05 — plant data not reaching the server (bus stale)"
+    ), text
+    assert page.get_attribute("body", "data-live") == "no"
+    assert_nothing_shown_as_live(page)
+    assert page.text_content("#conn .label") == "connected — no data"
+
+
+def test_data_status_not_live_holds_no_live_data_while_frames_arrive(
+    plant: ServerProcess, browser: Any
+) -> None:
+    shots = os.environ.get("SCADA_SCREENSHOTS")
+    pages = {"": console(browser, plant, 1400, 1000), "-phone": console(browser, plant, 390, 844)}
+    for suffix, page in pages.items():
+        server_says(page, {"live": False, "reason": "bus stale", "since": SINCE})
+        page.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=5_000)
+        # Real frames keep coming (every one restarts the frame watchdog): still not live.
+        frames_after(page, 20)
+        assert_no_live_data(page)
+        if shots:
+            page.screenshot(path=str(Path(shots) / f"console-bus-stale{suffix}.png"))
+
+    desk = pages[""]
+    server_says(desk, {"live": True, "reason": "", "since": SINCE})
+    desk.wait_for_selector('[data-testid="no-data"]', state="hidden", timeout=5_000)
+    wait_live(desk, timeout=5_000)
+    desk.wait_for_selector('#alarm-table button[data-action="shelve"]:not([disabled])')
+
+    # A snapshot with data_live true clears it too; one without the field (an older
+    # server's, as this one's resume answer) does not.
+    server_says(desk, {"live": False, "reason": "bus stale", "since": SINCE})
+    desk.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=5_000)
+    desk.evaluate("window.plant.on('snapshot', (f) => { window.lastSnapshot = f; })")
+    desk.evaluate("window.plant.request('resume', {alarm_cursor: window.plant.alarmCursor})")
+    desk.wait_for_function("window.lastSnapshot !== undefined")
+    frames_after(desk, 5)
+    assert_no_live_data(desk)
+    desk.evaluate(
+        "window.plant.receive(JSON.stringify({...window.lastSnapshot,"
+        " data: {...window.lastSnapshot.data, data_live: true}}))"
+    )
+    desk.wait_for_selector('[data-testid="no-data"]', state="hidden", timeout=5_000)
+    wait_live(desk, timeout=5_000)
+
+    # A new connection starts from its own word: the old socket's data_status goes with it.
+    phone = pages["-phone"]
+    phone.evaluate("window.plant.ws.close()")
+    phone.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=5_000)
+    wait_live(phone, timeout=15_000)
+    assert phone.text_content("#conn .label") == "connected"
+    for page in pages.values():
+        assert page.js_errors == []
+        page.context.close()
