@@ -11,6 +11,7 @@ import httpx
 from scada.client import MAX_DELAY_S, PlantClient, backoff_delay
 from scada.watch import render
 from tests.conftest import ServerProcess
+from tests.integration.test_alarms_live import DRIFT, inject, is_raised
 
 
 def test_backoff_grows_by_1_3_from_1_s_to_10_s_with_jitter() -> None:
@@ -114,3 +115,68 @@ def test_watch_render_shows_lines_quality_and_alarms() -> None:
     assert "connected" in text and "running" in text and "bad" in text
     assert "—" in text  # missing values are shown as missing, not as numbers
     assert "alarms: 1" in text and "Line 1: diameter bad" in text
+
+
+async def resumed_frames(client: PlantClient) -> tuple[list[int], dict[str, Any]]:
+    """Reconnect (the client sends its resume); the replayed alarm event ids, and the resume's
+    snapshot. Replayed: up to the connection's own snapshot's cursor (later ones are live)."""
+    await client.connect()
+    replayed: list[int] = []
+    upto = None
+    async for frame in client:
+        if frame["type"] == "alarm" and (upto is None or frame["data"]["event_id"] <= upto):
+            replayed.append(frame["data"]["event_id"])
+        elif frame["type"] == "snapshot" and "recovered" not in frame["data"]:
+            upto = frame["data"]["alarm_cursor"]
+        elif frame["type"] == "snapshot":
+            return replayed, frame["data"]
+    raise AssertionError("connection ended")
+
+
+def test_client_resumes_in_its_epoch_and_takes_a_new_journals_snapshot_as_the_truth(
+    open_server: ServerProcess,
+) -> None:
+    """Away during an alarm: the resume (cursor + epoch) brings exactly that event. Back to a
+    server with a new journal (new epoch): recovered false, the new epoch, no replay."""
+    server = open_server
+
+    async def main() -> None:
+        client = PlantClient(server.ws, reconnect=False)  # reconnects when the test says
+        await client.connect()
+        async for frame in client:
+            if frame["type"] == "snapshot":
+                break
+        epoch, cursor = client.epoch, client.alarm_cursor
+        assert epoch is not None and epoch == frame["data"]["epoch"] and client.data_live
+        await client.close()
+        async with PlantClient(server.ws) as observer:  # sees the alarm while we are away
+            inject(server, DRIFT)
+            async for frame in observer:
+                if is_raised("line2.diameter.hi")(frame):
+                    break
+        missed = frame["data"]["event_id"]
+        replayed, snapshot = await resumed_frames(client)
+        assert snapshot["recovered"] is True and client.epoch == epoch
+        assert missed in replayed and all(cursor < i for i in replayed)
+        assert client.alarm_cursor == snapshot["alarm_cursor"]
+
+        # A new journal behind the same address: nothing of it is taken for a missed event.
+        await client.close()
+        await asyncio.to_thread(server.stop)
+        (server.workdir / "data" / "journal.sqlite").unlink()
+        await asyncio.to_thread(server.start)
+        async with PlantClient(server.ws) as observer:
+            # Its ids reach past our cursor, so a resume by cursor alone would replay them.
+            line = 0
+            async for frame in observer:
+                if (observer.alarm_cursor or 0) > (client.alarm_cursor or 0):
+                    break
+                if frame["type"] in ("snapshot", "alarm"):
+                    line += 1
+                    inject(server, {"line": str(line), "kind": "sensor_dropout", "tag": "diameter"})
+        replayed, snapshot = await resumed_frames(client)
+        assert snapshot["recovered"] is False and replayed == []
+        assert client.epoch == snapshot["epoch"] != epoch
+        await client.close()
+
+    asyncio.run(main())
