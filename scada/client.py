@@ -77,6 +77,7 @@ class PlantClient:
         self._ids = itertools.count(1)
         self._pending: dict[Any, asyncio.Future[dict[str, Any]]] = {}
         self._subscription: dict[str, Any] | None = None
+        self._first_snapshot = True
         self._closed = False
 
     async def __aenter__(self) -> PlantClient:
@@ -126,7 +127,7 @@ class PlantClient:
         )
         self.last_seq = 0
         self.connects += 1
-        self.data_status = None  # this server speaks for itself (its snapshot follows)
+        self._first_snapshot = True
         self.state = "connected"
         if self.connects > 1:
             if self._subscription is not None:
@@ -229,9 +230,13 @@ class PlantClient:
                 self.alarm_cursor = cursor
             epoch = data.get("epoch")
             self.epoch = epoch if isinstance(epoch, str) else None
-            if data.get("data_live") is True:
+            # A connection's first snapshot speaks for its server (without data_live: an
+            # older server, live by its frames alone); later ones change it only by saying so.
+            first, self._first_snapshot = self._first_snapshot, False
+            live = data.get("data_live")
+            if live is True or (first and live is None):
                 self.data_status = None
-            elif data.get("data_live") is False and self.data_status is None:
+            elif live is False and self.data_status is None:
                 self.data_status = {"live": False, "reason": "", "since": None}
         elif kind == "data_status" and isinstance(data, dict):
             self.data_status = None if data.get("live") is not False else dict(data)

@@ -244,6 +244,7 @@ function connect() {
     alarms.reset(f.data.alarms);
     if (f.data.flood) alarms.flood = f.data.flood;
     renderAll();
+    checkLive(); // a snapshot may say the data are (not) live
   });
   conn.on("data_status", () => checkLive());
   conn.on("production_data", (f) => {

@@ -24,6 +24,7 @@ export class PlantConnection {
     this.alarmCursor = null;
     this.epoch = null; // the epoch alarmCursor counts in; servers before the cluster send none
     this.dataStatus = null; // {live: false, reason, since} while the server says data are not live
+    this.firstSnapshot = true; // the next snapshot is this connection's first
     this.handlers = new Map();
     this.statusListeners = [];
     this.pending = new Map();
@@ -113,7 +114,7 @@ export class PlantConnection {
       const wasReconnect = this.attempt > 0;
       this.attempt = 0;
       this.setState("connected");
-      this.dataStatus = null; // this server speaks for itself (its snapshot follows)
+      this.firstSnapshot = true;
       if (wasReconnect && this.alarmCursor !== null) {
         // Sent before this connection's snapshot is read: cursor and epoch are the old ones.
         const data = { alarm_cursor: this.alarmCursor };
@@ -134,7 +135,11 @@ export class PlantConnection {
       } else {
         this.epoch = null; // a server without epochs: its resume takes the cursor alone
       }
-      if (d.data_live === true) this.dataStatus = null;
+      // A connection's first snapshot speaks for its server (without data_live: an older
+      // server, live by its frames alone); later ones change it only by saying so.
+      const first = this.firstSnapshot;
+      this.firstSnapshot = false;
+      if (d.data_live === true || (first && d.data_live === undefined)) this.dataStatus = null;
       else if (d.data_live === false && !this.dataStatus) this.dataStatus = { live: false, reason: "", since: null };
     } else if (frame.type === "data_status") {
       const d = frame.data || {};

@@ -4,9 +4,10 @@ A cluster gateway whose bus went quiet keeps its sockets and heartbeats alive; i
 `data_status` live:false, and the console must show NO LIVE DATA exactly as when frames stop,
 while frames still arrive, until `data_status` live:true or a snapshot with data_live true.
 
-Here the frames come from a real all-in-one server (which never sends `data_status`); the
-server's word is handed to the page's connection the way its socket hands it every frame
-(`PlantConnection.receive`), while the real frames keep arriving.
+Here the frames come from a real all-in-one server (which never sends `data_status`; its
+snapshots say data_live true); the server's word is handed to the page's connection the way
+its socket hands it every frame (`PlantConnection.receive`), while the real frames keep
+arriving. tests/browser/test_console_cluster.py has the real thing: a gateway whose Redis stops.
 """
 
 from __future__ import annotations
@@ -94,19 +95,22 @@ def test_data_status_not_live_holds_no_live_data_while_frames_arrive(
     wait_live(desk, timeout=5_000)
     desk.wait_for_selector('#alarm-table button[data-action="shelve"]:not([disabled])')
 
-    # A snapshot with data_live true clears it too; one without the field (an older
-    # server's, as this one's resume answer) does not.
+    # A snapshot with data_live true clears it too (this server's answer to a resume); one
+    # without the field (an older server's) does not.
     server_says(desk, {"live": False, "reason": "bus stale", "since": SINCE})
     desk.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=5_000)
     desk.evaluate("window.plant.on('snapshot', (f) => { window.lastSnapshot = f; })")
-    desk.evaluate("window.plant.request('resume', {alarm_cursor: window.plant.alarmCursor})")
-    desk.wait_for_function("window.lastSnapshot !== undefined")
+    desk.evaluate(
+        "(() => { const c = window.consoleState;"
+        " const lines = [...c.state.lines.values()].map((e) => e.sample);"
+        " window.plant.receive(JSON.stringify({type: 'snapshot', data: {lines,"
+        " alarms: c.alarms.all(), alarm_cursor: window.plant.alarmCursor,"
+        " epoch: window.plant.epoch}})); })()"
+    )
     frames_after(desk, 5)
     assert_no_live_data(desk)
-    desk.evaluate(
-        "window.plant.receive(JSON.stringify({...window.lastSnapshot,"
-        " data: {...window.lastSnapshot.data, data_live: true}}))"
-    )
+    desk.evaluate("window.plant.request('resume', {alarm_cursor: window.plant.alarmCursor})")
+    assert desk.evaluate("window.lastSnapshot.data.data_live") is True
     desk.wait_for_selector('[data-testid="no-data"]', state="hidden", timeout=5_000)
     wait_live(desk, timeout=5_000)
 

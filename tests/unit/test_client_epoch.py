@@ -42,6 +42,10 @@ def test_data_status_holds_not_live_until_live_or_a_snapshot_says_live() -> None
     client._track(frame("heartbeat", {}))
     client._track(snapshot(1, [], epoch="e"))  # says nothing about the data: no change
     assert not client.data_live
+    client._first_snapshot = True  # a new connection's first snapshot: an older server's
+    client._track(snapshot(1, []))
+    assert client.data_live
+    client._track(frame("data_status", stale))
     client._track(frame("data_status", {"live": True, "reason": "", "since": "x"}))
     assert client.data_live
     client._track(snapshot(1, [], epoch="e", data_live=False))

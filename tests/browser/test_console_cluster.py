@@ -1,0 +1,132 @@
+"""The console on a cluster gateway whose bus goes quiet (issue #12, liveness not TCP).
+
+Real processes (tests/integration/cluster_procs.py): redis-server, one ingest node, one gateway,
+nginx in front (the console's /api/* goes to the ingest node, / and /ws to the gateway). Redis
+is stopped with SIGSTOP: its connections stay open and nothing answers. The gateway reads
+nothing for `[cluster] read_deadline` and says so (`data_status` live false); the page shows
+NO LIVE DATA with that reason while its socket stays open and heartbeats keep arriving, and is
+live again after SIGCONT, on the same socket. `scada watch` on the gateway says it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from scada.watch import WatchState, receive
+from tests.browser.conftest import assert_nothing_shown_as_live, wait_live
+from tests.conftest import eventually
+from tests.integration.cluster_procs import Cluster, cluster_factory
+
+__all__ = ["cluster_factory"]  # the fixture, for this module's tests
+
+# Idle heartbeats every second: they must not make a quiet bus look live.
+OVERRIDES = {"auth": {"anonymous_role": "engineer"}, "server": {"heartbeat_interval_ms": 1000}}
+BANNER = re.compile(
+    r"no live data since \d\d:\d\d:\d\d — plant data not reaching the server \(.+\)"
+)
+
+
+def console(browser: Any, url: str, width: int, height: int) -> Any:
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, bypass_csp=True, ignore_https_errors=True
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.js_errors = errors
+    page.goto(url + "/")
+    wait_live(page, timeout=30_000)
+    page.wait_for_selector('#alarm-table button[data-action="shelve"]:not([disabled])')
+    # Every close of the socket is counted: the socket must outlive the stale bus.
+    page.evaluate("window.closes = 0; window.plant.on('closed', () => { window.closes += 1; })")
+    return page
+
+
+class Watch:
+    """`scada watch`'s receive loop on its own thread and event loop (Playwright's sync API
+    holds this thread's)."""
+
+    def __init__(self, url: str) -> None:
+        self.st = WatchState(url)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
+        self.thread.start()
+
+    async def _main(self) -> None:
+        task = asyncio.create_task(receive(self.st, lines=None, token=None))
+        while not self.stopping.is_set():
+            await asyncio.sleep(0.05)
+        task.cancel()
+
+    def status(self) -> str:
+        return self.st.status(time.time())
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+
+
+def test_quiet_bus_shows_no_live_data_on_an_open_socket_and_recovers(
+    cluster_factory: Callable[..., Cluster], browser: Any
+) -> None:
+    cluster = cluster_factory(ingests=1, gateways=1, nginx=True, overrides=OVERRIDES)
+    assert cluster.nginx is not None
+    url = cluster.nginx.https
+    r = httpx.post(
+        f"{url}/api/simulator/faults",
+        json={"line": "1", "kind": "sensor_dropout", "tag": "diameter"},
+        verify=False,
+    )
+    assert r.status_code == 201, r.text  # an active alarm: Ack and Shelve buttons to check
+    pages = {"": console(browser, url, 1400, 1000), "-phone": console(browser, url, 390, 844)}
+    shots = os.environ.get("SCADA_SCREENSHOTS")
+    watch = Watch(cluster.gateways[0].ws)
+    eventually(lambda: watch.status().startswith("live "), timeout=15)
+
+    cluster.redis.pause()
+    try:
+        eventually(lambda: "plant data not reaching" in watch.status(), timeout=15)
+        status = watch.status()
+        assert re.fullmatch(
+            r"NO LIVE DATA since \d\d:\d\d:\d\d — plant data not reaching the server \(.+\)",
+            status,
+        ), status
+        for page in pages.values():
+            page.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=15_000)
+            page.wait_for_function(
+                "document.querySelector('[data-testid=\"no-data\"]').textContent"
+                ".includes('plant data not reaching the server')",
+                timeout=15_000,
+            )
+        for suffix, page in pages.items():
+            # Heartbeats keep arriving on the open socket; the page stays at NO LIVE DATA.
+            start = page.evaluate("window.plant.framesReceived")
+            page.wait_for_function(f"window.plant.framesReceived >= {start + 2}", timeout=15_000)
+            text = page.text_content('[data-testid="no-data"]') or ""
+            assert BANNER.fullmatch(text), text
+            assert page.get_attribute("body", "data-live") == "no"
+            assert_nothing_shown_as_live(page)
+            assert page.evaluate("[window.plant.state, window.closes]") == ["connected", 0]
+            if shots:
+                page.screenshot(path=str(Path(shots) / f"console-bus-stale{suffix}.png"))
+    finally:
+        cluster.redis.resume()
+
+    eventually(lambda: watch.status().startswith("live "), timeout=30)
+    watch.stop()
+    for page in pages.values():
+        page.wait_for_selector('[data-testid="no-data"]', state="hidden", timeout=30_000)
+        wait_live(page, timeout=30_000)
+        page.wait_for_selector('#alarm-table button[data-action="shelve"]:not([disabled])')
+        assert page.evaluate("[window.plant.state, window.closes]") == ["connected", 0]
+        assert page.js_errors == []
+        page.context.close()
