@@ -63,7 +63,11 @@ class WatchState:
         if self.connected and self.data_status is not None:
             reason = self.data_status.get("reason") or ""
             what = "plant data not reaching the server" + (f" ({reason})" if reason else "")
-            since_at = _epoch_seconds(self.data_status.get("since")) or self.last_data
+            # The older of the server's word and our last data: a gateway notices a quiet
+            # bus only after its read deadline.
+            said = _epoch_seconds(self.data_status.get("since"))
+            known = [t for t in (said, self.last_data) if t is not None]
+            since_at = min(known) if known else None
         elif self.connected:
             what = "connected but no frames"
         elif self.last_frame is None:

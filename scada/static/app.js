@@ -88,8 +88,10 @@ function checkLive() {
   else if (connected && !serverSaysLive) {
     const r = c.dataStatus.reason;
     what = `plant data not reaching the server${r ? ` (${r})` : ""}`;
+    // The older of the server's word and the last data this page got: a gateway notices a
+    // quiet bus only after its read deadline.
     const said = Date.parse(c.dataStatus.since || "");
-    sinceAt = Number.isNaN(said) ? state.lastDataAt : said;
+    sinceAt = Number.isNaN(said) ? state.lastDataAt : Math.min(said, state.lastDataAt ?? said);
   } else if (connected) what = "connected, but no data arriving";
   else what = session.ended ? `disconnected: ${session.ended}` : "disconnected";
   const since = sinceAt ? `since ${fmtTime(sinceAt)}` : "yet";

@@ -74,6 +74,8 @@ def test_watch_says_no_live_data_with_the_servers_reason_while_frames_arrive() -
     assert status == (
         f"NO LIVE DATA since {since} — plant data not reaching the server (bus stale)"
     ), status
+    st.last_data = 1796034063.0  # the last data came before the server noticed the quiet bus
+    assert time.strftime("%H:%M:%S", time.localtime(st.last_data)) in st.status(now)
     line = {"production_line_id": "1", "state": "running", "quality": "good"}
     screen = render({"1": line}, {}, status, live=st.live(now))
     assert "unknown" in screen and "running" not in screen
