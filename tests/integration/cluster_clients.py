@@ -9,6 +9,7 @@ import asyncio
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -128,6 +129,31 @@ class Screen:
                 self.ws = None
 
 
+def stale_spells(screen: Screen) -> list[float]:
+    """Seconds from each data_status live:false to the next live:true (the gateway's clocks)."""
+    spells, since = [], None
+    for status in screen.statuses:
+        at = datetime.fromisoformat(status["since"].replace("Z", "+00:00")).timestamp()
+        if not status["live"]:
+            since = at if since is None else since
+        elif since is not None:
+            spells.append(at - since)
+            since = None
+    return spells
+
+
+def what_screens_showed(screens: list[Screen]) -> str:
+    """How many clients were told their data was stale (NO LIVE DATA), and for how long."""
+    spells = [d for s in screens for d in stale_spells(s)]
+    told = sum(1 for s in screens if any(not x["live"] for x in s.statuses))
+    if not spells:
+        return f"{told}/{len(screens)} clients told data stale"
+    return (
+        f"{told}/{len(screens)} clients told data stale (NO LIVE DATA) for "
+        f"{min(spells):.1f}-{max(spells):.1f} s, then live again"
+    )
+
+
 class Screens:
     """Many screens in one loop: started together, each reading until stopped."""
 
@@ -167,6 +193,14 @@ class Screens:
         """Every client has the alarm events up to `top`."""
         await self.until(
             lambda: all(s.cursor >= top for s in self.screens), scaled(timeout), f"all at {top}"
+        )
+
+    async def live(self, timeout: float = 20) -> None:
+        """Every client that was told its data is stale has been told it is live again."""
+        await self.until(
+            lambda: all(not s.statuses or s.statuses[-1]["live"] for s in self.screens),
+            scaled(timeout),
+            "data live again",
         )
 
     async def connected(self, timeout: float = 30) -> None:

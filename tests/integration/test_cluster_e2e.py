@@ -24,7 +24,13 @@ import redis
 
 from scada.cluster.outbox import decode_event
 from tests.conftest import eventually, scaled
-from tests.integration.cluster_clients import FrameKey, Screen, Screens, frame_key
+from tests.integration.cluster_clients import (
+    FrameKey,
+    Screen,
+    Screens,
+    frame_key,
+    what_screens_showed,
+)
 from tests.integration.cluster_procs import PREFIX, Cluster, RoleProcess, running_cluster
 
 TIGHT = {"hihi": 12.3, "hi": 12.05, "lo": 11.95, "lolo": 11.7, "deadband": 0.0}
@@ -254,7 +260,7 @@ def test_active_ingest_killed_mid_burst_standby_continues_the_ids(cluster: Clust
     standby = cluster.standby()
     r = bus(cluster)
 
-    async def main() -> tuple[int, int, int, float]:
+    async def main() -> tuple[int, int, int, float, str]:
         screens = screens_on(live_gateways(cluster), 15, "fail")
         async with Screens(screens) as group:
             await group.connected()
@@ -276,15 +282,16 @@ def test_active_ingest_killed_mid_burst_standby_continues_the_ids(cluster: Clust
             )
             top = stream_top(cluster)
             await group.reached(top)
+            await group.live()
         check_every_event_once(screens, since, top)
-        return since, at_takeover, top, takeover
+        return since, at_takeover, top, takeover, what_screens_showed(screens)
 
-    since, at_takeover, top, takeover = asyncio.run(main())
+    since, at_takeover, top, takeover, shown = asyncio.run(main())
     assert [i for i in stream_ids(cluster, since) if i <= top] == list(range(since + 1, top + 1))
     print(
         f"\nactive {active.node} killed mid-burst: {standby.node} held the lease "
         f"{takeover:.1f} s later; events {since + 1}..{at_takeover} before, "
-        f"{at_takeover + 1}..{top} after (ids continue), every client got each once"
+        f"{at_takeover + 1}..{top} after (ids continue), every client got each once; {shown}"
     )
     assert takeover <= 5.0
 
@@ -305,10 +312,14 @@ def test_redis_with_aof_killed_and_restarted_no_gap(cluster: Cluster) -> None:
             cluster.wait_gateways_live(timeout=20)
             top = stream_top(cluster)
             await group.reached(top)
+            await group.live()
         events = check_every_event_once(screens, since, top)
         assert all(s.epoch == epoch for s in screens)
         assert not [s for s in screens if any(x.get("recovered") is False for x in s.snapshots)]
-        print(f"\nRedis (AOF) kill -9 and restart mid-burst: {len(events)} events, 0 gaps")
+        print(
+            f"\nRedis (AOF) kill -9 and restart mid-burst: {len(events)} events, 0 gaps, "
+            f"same epoch; {what_screens_showed(screens)}"
+        )
 
     asyncio.run(main())
 
@@ -336,6 +347,7 @@ def test_redis_restarted_without_persistence_new_epoch_fresh_snapshot(cluster: C
             await group.until(lambda: stream_top(cluster) > old_top, scaled(20), "new events")
             top = stream_top(cluster)
             await group.reached(top)
+            await group.live()
         for screen in screens:
             fresh = [s for s in screen.snapshots if s.get("epoch") != old_epoch]
             assert fresh and fresh[0].get("recovered") is False, fresh[:1]
@@ -346,7 +358,8 @@ def test_redis_restarted_without_persistence_new_epoch_fresh_snapshot(cluster: C
             assert after == list(range(int(fresh[0]["alarm_cursor"]) + 1, top + 1))
         print(
             f"\nRedis restarted without its data: {len(screens)} clients got recovered:false and "
-            f"a snapshot of the new epoch; no event of the old epoch after it"
+            f"a snapshot of the new epoch; no event of the old epoch after it; "
+            f"{what_screens_showed(screens)}"
         )
 
     asyncio.run(main())
