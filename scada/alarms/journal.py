@@ -72,6 +72,13 @@ DROP INDEX IF EXISTS events_acked;
 CREATE INDEX IF NOT EXISTS events_ack_delay ON events(at, raised_at)
     WHERE event = 'acknowledged';
 """
+_DIVERGED = """
+CREATE TABLE IF NOT EXISTS diverged_events (
+    id INTEGER NOT NULL,
+    set_aside_at REAL NOT NULL,
+    body BLOB NOT NULL
+)
+"""
 _OCC_HIGH = "occurrence_high"
 _EPOCH = "epoch"
 
@@ -197,6 +204,56 @@ class Journal:
                     ev.event_id = None
                 raise
         return batch
+
+    def set_aside_after(self, event_id: int, now: float) -> int:
+        """Move the events after `event_id` to `diverged_events` (kept for inspection, never
+        read again) and continue the ids from `event_id` + 1: a cluster node that journaled
+        events nobody else saw (it had lost the lease) follows the alarm stream again.
+        Returns how many events were moved."""
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.execute(_DIVERGED)
+                alarms = [
+                    r[0]
+                    for r in cur.execute(
+                        "SELECT DISTINCT alarm FROM events WHERE id > ?", (event_id,)
+                    ).fetchall()
+                ]
+                first_at = cur.execute(
+                    "SELECT min(at) FROM events WHERE id > ?", (event_id,)
+                ).fetchone()[0]
+                cur.execute(
+                    "INSERT INTO diverged_events(id, set_aside_at, body)"
+                    " SELECT id, ?, body FROM events WHERE id > ?",
+                    (now, event_id),
+                )
+                moved = cur.execute("DELETE FROM events WHERE id > ?", (event_id,)).rowcount
+                cur.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'", (event_id,))
+                for alarm in alarms:
+                    row = cur.execute(
+                        "SELECT id, occurrence_id, state FROM events WHERE alarm = ?"
+                        " ORDER BY id DESC LIMIT 1",
+                        (alarm,),
+                    ).fetchone()
+                    if row is None:
+                        cur.execute("DELETE FROM alarm_last WHERE alarm = ?", (alarm,))
+                    else:
+                        cur.execute(
+                            "INSERT OR REPLACE INTO alarm_last(alarm, event_id, occurrence_id,"
+                            " live) VALUES (?, ?, ?, ?)",
+                            (alarm, row[0], row[1], int(row[2] != "normal")),
+                        )
+                if first_at is not None:
+                    # Commands applied with the moved events: a retry applies them again.
+                    cur.execute("DELETE FROM applied_commands WHERE at >= ?", (first_at,))
+                cur.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    cur.execute("ROLLBACK")
+                raise
+        return int(moved)
 
     def command_result(self, request_id: str) -> dict[str, Any] | None:
         """The stored result of the command with this request id, None if never applied."""

@@ -40,6 +40,8 @@ class MirroredJournal(JournalSource, Protocol):
 
     def append(self, events: Iterable[AlarmEvent]) -> list[AlarmEvent]: ...
 
+    def set_aside_after(self, event_id: int, now: float) -> int: ...
+
 
 class Mirror:
     def __init__(self, journal: MirroredJournal, keys: BusKeys) -> None:

@@ -6,9 +6,11 @@ its journal has and the stream lacks), and only then asks the ingest process to 
 (restore alarm state from the journal, connect to the devices). When it loses the lease it
 stops publishing and applying commands first, then asks the process to `stand_by`.
 
-A node whose journal holds an event the stream does not (it journaled while it was already
-deposed, e.g. paused) or cannot be completed from the stream (trimmed) is `unfit`: it stops
-competing for the lease and says so, until an operator reseeds its journal.
+A node whose journal ends in events the stream does not hold (it journaled while it was
+already deposed, e.g. paused, or died between a commit and its publish) sets that tail aside
+when it stands by (`Journal.set_aside_after`) and follows the stream. One whose journal shares
+no recent event with the stream, or cannot be completed from it (trimmed), is `unfit`: it
+stops competing for the lease and says so, until an operator reseeds its journal.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, Protocol
 
@@ -25,7 +28,7 @@ from scada.cluster.commands import Apply, CommandConsumer, Lookup
 from scada.cluster.conn import connect
 from scada.cluster.epoch import read_epoch
 from scada.cluster.frames import FramePublisher
-from scada.cluster.keys import BusKeys, entry_id
+from scada.cluster.keys import BusKeys, entry_id, event_id
 from scada.cluster.lease import Lease, LeaseLost
 from scada.cluster.mirror import Mirror, MirroredJournal, MirrorHole
 from scada.cluster.outbox import Outbox, stream_top
@@ -34,6 +37,9 @@ from scada.cluster.publish import PAYLOAD, Fenced
 log = logging.getLogger("scada.cluster.node")
 
 NodeState = Literal["starting", "standby", "active", "unfit"]
+# A rejoining node sets aside at most this many unpublished events of its own; a longer
+# divergence needs an operator (the node is unfit).
+HEAL_WINDOW = 100
 
 
 class IngestProcess(Protocol):
@@ -199,13 +205,68 @@ class IngestNode:
         await self._stop_tasks()
         if was_active:
             await self.process.stand_by()
-        problem = await self._diverged()
+        problem = await self._reconcile()
         if problem:
             await self._unfit(problem)
             return
         await self._adopt_bus_epoch()
         self._tasks = [self._spawn(self._run_mirror(), "mirror")]
         log.info("%s standing by (journal at %d)", self.lease.node, self.journal.newest_id())
+
+    async def _reconcile(self) -> str | None:
+        """Why this journal cannot follow the stream, or None (after setting aside a tail).
+
+        A tail this node journaled after it lost the lease (paused, or killed between commit
+        and publish) was never published: the stream went on under the same ids with the
+        new active node's events. Such a tail (at most HEAL_WINDOW events) is moved to the
+        journal's `diverged_events` table and the node follows the stream again."""
+        newest = await asyncio.to_thread(self.journal.newest_id)
+        if newest == 0:
+            return None
+        try:
+            top = await stream_top(self.redis, self.keys.alarms)
+            if top == 0:
+                return None  # no stream (Redis lost its data): a takeover mints a new epoch
+            start = min(newest, top)
+            common = await self._common_id(start)
+        except (RedisError, OSError):
+            return None  # cannot tell now; the mirror checks every entry it writes
+        if common is None:
+            low = max(1, start - HEAL_WINDOW)
+            return f"journal and alarm stream share no event in ids {low}..{start}"
+        if common == newest:
+            return None
+        now = time.time()
+        moved = await asyncio.to_thread(self.journal.set_aside_after, common, now)
+        log.error(
+            "%s: journal events %d..%d were never published (journaled after this node lost "
+            "the lease): %d set aside in the journal's diverged_events table; following the "
+            "stream from %d",
+            self.lease.node,
+            common + 1,
+            newest,
+            moved,
+            common,
+        )
+        return None
+
+    async def _common_id(self, start: int) -> int | None:
+        """The newest id <= start whose event is the same in the journal and the stream."""
+        low = max(1, start - HEAL_WINDOW)
+        entries: Any = await self.redis.xrange(
+            self.keys.alarms, min=entry_id(low), max=entry_id(start)
+        )
+        theirs = {event_id(entry): fields[PAYLOAD] for entry, fields in entries}
+        mine = await asyncio.to_thread(self.journal.since, low - 1, start - low + 1)
+        if mine is None:
+            return None  # pruned: cannot compare
+        ours = {ev.event_id: self.outbox.encode(ev) for ev in mine}
+        for i in range(start, low - 1, -1):
+            if i not in theirs:
+                return None  # trimmed: cannot compare
+            if theirs[i] == ours.get(i):
+                return i
+        return None
 
     async def _diverged(self) -> str | None:
         """Why this journal cannot follow the stream, or None."""

@@ -1,5 +1,6 @@
 """Two ingest nodes on a real redis-server: one active, one mirroring; the standby takes over,
-restores from its journal and continues the ids; a node whose journal diverged is unfit."""
+restores from its journal and continues the ids; a node that journaled an event nobody saw sets
+it aside and follows the stream; one whose journal shares nothing with the stream is unfit."""
 
 from __future__ import annotations
 
@@ -73,6 +74,10 @@ async def until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float 
         await asyncio.sleep(0.05)
 
 
+def records(journal: Journal) -> list[dict[str, Any]]:
+    return [ev.to_record() for ev in journal.since(0) or []]
+
+
 async def produce(node: IngestNode, journal: Journal, count: int, author: str) -> list[int]:
     """What the active process does for each alarm event: fence, journal (on a worker
     thread, as the alarm service commits), poke the outbox."""
@@ -85,7 +90,7 @@ async def produce(node: IngestNode, journal: Journal, count: int, author: str) -
     return ids
 
 
-def test_standby_takes_over_continues_the_ids_and_a_diverged_node_is_unfit(
+def test_standby_takes_over_continues_the_ids_and_a_diverged_node_follows_again(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     journals = {name: make_journal(tmp_path / f"{name}.db") for name in "abc"}
@@ -116,20 +121,28 @@ def test_standby_takes_over_continues_the_ids_and_a_diverged_node_is_unfit(
         await until(stream_at_60)
 
         a, a_task = start(url, "ingest-a", journals["a"], plants["a"])
-        await until(lambda: a.state == "unfit")
-        assert a.unfit_reason == "journal event 51 differs from the stream's"
+        await until(lambda: journals["a"].newest_id() == 60)
+        assert a.state == "standby"
+        assert records(journals["a"]) == records(journals["b"])  # its 51 set aside
+        with journals["a"].reader() as db:
+            (moved,) = db.execute("SELECT body FROM diverged_events WHERE id = 51").fetchone()
+        assert b"stray" in moved
+
+        d_journal = make_journal(tmp_path / "d.db")
+        d_journal.append([alarm_event(n, "elsewhere") for n in range(70)])
+        d, d_task = start(url, "ingest-d", d_journal, Plant())
+        await until(lambda: d.state == "unfit")
+        assert d.unfit_reason == "journal and alarm stream share no event in ids 1..60"
 
         c, c_task = start(url, "ingest-c", journals["c"], plants["c"])
         await until(lambda: journals["c"].newest_id() == 60)
         assert c.state == "standby"
-        assert [ev.to_record() for ev in journals["c"].since(0) or []] == [
-            ev.to_record() for ev in journals["b"].since(0) or []
-        ]
+        assert records(journals["c"]) == records(journals["b"])
         authors = [decode_event(f[b"e"]).message for _, f in await redis.xrange(KEYS.alarms)]
         assert authors == ["a"] * 50 + ["b"] * 10
-        for task in (a_task, b_task, c_task):
+        for task in (a_task, b_task, c_task, d_task):
             task.cancel()
-        await asyncio.gather(a_task, b_task, c_task, return_exceptions=True)
+        await asyncio.gather(a_task, b_task, c_task, d_task, return_exceptions=True)
         await redis.aclose()
 
     asyncio.run(main())

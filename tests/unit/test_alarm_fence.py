@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from scada.alarms.model import AlarmRequestError
+from scada.alarms.service import AlarmService
 from scada.core.errors import WriteFenced
 from tests.unit.conftest_alarms import Rig, diameter_plant
 from tests.unit.test_alarm_service import Clock, make_service, tick
@@ -27,6 +29,16 @@ class Fence:
         self.asked += 1
         if not self.open:
             raise RuntimeError("lease lost")
+
+
+async def one_alarm_raised(tmp_path: Path) -> tuple[AlarmService, Clock, dict[str, Any]]:
+    """A started service on a fresh journal whose first tick raised the diameter alarm."""
+    rig, clock = Rig(diameter_plant()), Clock()
+    service = make_service(rig, tmp_path / "j.sqlite", clock)
+    await service.start()
+    rig.set("diameter", 12.3)
+    (raised,) = await tick(service, rig, clock)
+    return service, clock, raised
 
 
 def test_a_refused_fence_commits_nothing(tmp_path: Path) -> None:
@@ -61,11 +73,7 @@ def test_a_refused_fence_commits_nothing(tmp_path: Path) -> None:
 
 def test_a_request_id_is_journaled_with_its_events_once(tmp_path: Path) -> None:
     async def main() -> None:
-        rig, clock = Rig(diameter_plant()), Clock()
-        service = make_service(rig, tmp_path / "j.sqlite", clock)
-        await service.start()
-        rig.set("diameter", 12.3)
-        (raised,) = await tick(service, rig, clock)
+        service, _clock, raised = await one_alarm_raised(tmp_path)
         assert service.journal.command_result("r-1") is None
         events = await service.shelve(f"{D}.hi", 5, "ann", "cleaning", request_id="r-1")
         assert service.journal.command_result("r-1") == {"events": events}
@@ -80,6 +88,27 @@ def test_a_request_id_is_journaled_with_its_events_once(tmp_path: Path) -> None:
         await service.close()
         db = sqlite3.connect(tmp_path / "j.sqlite")
         assert db.execute("SELECT count(*) FROM applied_commands").fetchone() == (3,)
+        db.close()
+
+    asyncio.run(main())
+
+
+def test_a_tail_set_aside_leaves_the_journal_as_it_was_before_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        service, clock, raised = await one_alarm_raised(tmp_path)
+        await service.ack(raised["id"], "ann", "seen", request_id="r-1")  # event 2, unpublished
+        assert service.journal.set_aside_after(1, clock()) == 1
+
+        assert [e.event for e in service.journal.all_events()] == ["raised"]
+        assert service.journal.newest_id() == 1
+        assert service.journal.command_result("r-1") is None  # a retry applies it again
+        await service.start()  # restore: the alarm is unacknowledged again
+        assert [a["state"] for a in service.current()] == ["unacked_active"]
+        (acked,) = await service.ack(raised["id"], "bob", "seen", request_id="r-1")
+        assert (acked["event_id"], acked["acked_by"]) == (2, "bob")  # the ids go on from 1
+        await service.close()
+        db = sqlite3.connect(tmp_path / "j.sqlite")
+        assert db.execute("SELECT id FROM diverged_events").fetchall() == [(2,)]
         db.close()
 
     asyncio.run(main())
