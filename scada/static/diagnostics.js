@@ -30,6 +30,10 @@ setInterval(() => {
   $("d-gaps").textContent = conn.gaps;
   $("d-seq").textContent = conn.lastSeq;
   $("d-cursor").textContent = conn.alarmCursor ?? "—";
+  $("d-epoch").textContent = conn.epoch ?? "—";
+  const ds = conn.dataStatus;
+  $("d-data").textContent = conn.state !== "connected" ? "—"
+    : ds ? `not live: ${ds.reason || "the server says so"}${ds.since ? ` since ${ds.since}` : ""}` : "live";
   $("d-log").textContent = log.join("\n");
 }, 500);
 setInterval(async () => {

@@ -307,6 +307,8 @@ def test_diagnostics_page_counts_frames_and_sends_raw(plant: ServerProcess, brow
     page = new_page(browser)
     page.goto(plant.http + "/diagnostics")
     page.wait_for_function("Number(document.getElementById('d-frames').textContent) > 20")
+    assert re.fullmatch(r"[0-9a-f]{16}", page.text_content('[data-testid="epoch"]') or "")
+    assert page.text_content('[data-testid="plant-data"]') == "live"
     page.fill("textarea[name=raw]", "this is not json")
     page.click("#raw-form button")
     page.wait_for_function("document.getElementById('d-log').textContent.includes('invalid_json')")

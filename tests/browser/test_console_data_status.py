@@ -123,3 +123,44 @@ def test_data_status_not_live_holds_no_live_data_while_frames_arrive(
     for page in pages.values():
         assert page.js_errors == []
         page.context.close()
+
+
+def test_a_new_journal_replaces_the_alarm_list_and_forgets_what_was_held_by_id(
+    plant: ServerProcess, browser: Any
+) -> None:
+    """Runs last (it restarts the server): behind the same address a server with a new journal
+    (new epoch) answers the page's resume with recovered false; the page takes its snapshot
+    as the truth and drops the selection and the open acknowledge dialog made under old ids."""
+    page = console(browser, plant, 1400, 1000)
+    old_epoch = page.evaluate("window.plant.epoch")
+    assert old_epoch
+    page.check("#alarm-table tbody tr.unacked input[type=checkbox]")
+    assert page.evaluate("window.consoleState.alarms.selected.size") == 1
+    page.click('#alarm-table button[data-action="ack"]')
+    assert page.evaluate("document.querySelector('#ack-dialog').open") is True
+    page.evaluate(
+        "window.resumes = []; window.later = [];"
+        " window.plant.on('snapshot', (f) => { if ('recovered' in f.data) window.resumes.push(f.data); });"
+        " window.plant.on('alarm', (f) => { if (window.resumes.length) window.later.push(f.data.alarm); })"
+    )
+
+    plant.stop()
+    (plant.workdir / "data" / "journal.sqlite").unlink()
+    plant.start()
+    page.wait_for_function("window.resumes.length > 0", timeout=30_000)
+    resume = page.evaluate("window.resumes[0]")
+    assert resume["recovered"] is False and resume["epoch"] != old_epoch
+    assert page.evaluate("window.plant.epoch") == resume["epoch"]
+    notice = page.text_content('[data-testid="session-notice"]') or ""
+    assert "alarm list was reloaded" in notice, notice
+    assert page.evaluate("document.querySelector('#ack-dialog').open") is False
+    assert page.evaluate("window.consoleState.alarms.selected.size") == 0
+    wait_live(page)
+    shown = page.eval_on_selector_all("#alarm-table tbody tr", "rs => rs.map(r => r.dataset.alarm)")
+    held = page.evaluate("window.consoleState.alarms.active().map((a) => a.alarm)")
+    assert sorted(shown) == sorted(held)
+    # Nothing of the old journal survives: every alarm held came with the new server.
+    new = {a["alarm"] for a in resume["alarms"]} | set(page.evaluate("window.later"))
+    assert set(held) <= new, (held, new)
+    assert page.js_errors == []
+    page.context.close()
