@@ -29,7 +29,11 @@ from tests.integration.cluster_procs import Cluster, cluster_factory
 __all__ = ["cluster_factory"]  # the fixture, for this module's tests
 
 # Idle heartbeats every second: they must not make a quiet bus look live.
-OVERRIDES = {"auth": {"anonymous_role": "engineer"}, "server": {"heartbeat_interval_ms": 1000}}
+OVERRIDES = {
+    # Behind nginx: X-Forwarded-Proto is believed from it, so the page's https origin is its own.
+    "auth": {"anonymous_role": "engineer", "trusted_proxies": ["127.0.0.1/32"]},
+    "server": {"heartbeat_interval_ms": 1000},
+}
 BANNER = re.compile(
     r"no live data since \d\d:\d\d:\d\d — plant data not reaching the server \(.+\)"
 )
