@@ -26,6 +26,7 @@ STATUS = {
     "comment_required": 400,
     "invalid": 400,
     "journal_unavailable": 503,
+    "not_active": 503,  # a cluster node that lost its lease: the load balancer tries the other
 }
 MAX_BULK_ACK = 1000  # as on the WebSocket
 DEFAULT_EXPORT_SECONDS = 30 * 86_400.0
