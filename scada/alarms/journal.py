@@ -255,6 +255,11 @@ class Journal:
                 raise
         return int(moved)
 
+    def remember_commands(self, rows: list[tuple[str, dict[str, Any], float]]) -> int:
+        """Remember (request id, result, at) of commands the active node applied."""
+        with self._lock:
+            return ledger.record_many(self._db, rows)
+
     def command_result(self, request_id: str) -> dict[str, Any] | None:
         """The stored result of the command with this request id, None if never applied."""
         with self._lock:

@@ -12,6 +12,7 @@ turns that second delivery, and any retry with the same request id, into the sto
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from scada.cluster import ledgerstream
 from scada.cluster.conn import stream_entries
 from scada.cluster.keys import BusKeys, text
 from scada.cluster.lease import Lease
@@ -133,6 +135,7 @@ class CommandConsumer:
         lookup: Lookup,
         claim_idle: float = 5.0,
         reply_maxlen: int = 1_000,
+        ledger_maxlen: int = 10_000,
     ) -> None:
         """`apply(command)` journals the command's effect and its request id in one commit
         and returns the result; `lookup(request_id)` returns the stored result of an applied
@@ -144,6 +147,7 @@ class CommandConsumer:
         self.lookup = lookup
         self.claim_idle = claim_idle
         self.reply_maxlen = reply_maxlen
+        self.ledger_maxlen = ledger_maxlen
         self.publisher = FencedPublisher(redis, keys)
         self.applied = 0
         self.duplicates = 0
@@ -181,6 +185,11 @@ class CommandConsumer:
             self.lease.fence()  # the journal write below must not outlive the lease
             result, duplicate = await self.apply(command), False
             self.applied += 1
+            # The standby's ledger learns it too (scada.cluster.ledgerstream), before the reply.
+            entry = ledgerstream.encode(command.request_id, result, time.time())
+            await self.publisher.publish(
+                self.keys.ledger, fence, [("*", entry)], maxlen=self.ledger_maxlen
+            )
         else:
             result, duplicate = stored, True
             self.duplicates += 1

@@ -36,6 +36,11 @@ class BusKeys:
         return f"{self.prefix}:commands"
 
     @property
+    def ledger(self) -> str:
+        """Applied commands (request id → result), so a standby's ledger knows them too."""
+        return f"{self.prefix}:ledger"
+
+    @property
     def epoch(self) -> str:
         return f"{self.prefix}:epoch"
 

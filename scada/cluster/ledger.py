@@ -42,6 +42,15 @@ def record(cur: sqlite3.Cursor, request_id: str, result: dict[str, Any], at: flo
     )
 
 
+def record_many(db: sqlite3.Connection, rows: list[tuple[str, dict[str, Any], float]]) -> int:
+    """Remember commands another node applied (mirrored); ids already known are kept."""
+    cur = db.executemany(
+        "INSERT OR IGNORE INTO applied_commands(request_id, at, result) VALUES (?, ?, ?)",
+        [(request_id, at, orjson.dumps(result)) for request_id, result, at in rows],
+    )
+    return int(cur.rowcount)
+
+
 def result(db: sqlite3.Connection, request_id: str) -> dict[str, Any] | None:
     """The stored result of an applied command, None if it was never applied."""
     row = db.execute(

@@ -42,6 +42,8 @@ class MirroredJournal(JournalSource, Protocol):
 
     def set_aside_after(self, event_id: int, now: float) -> int: ...
 
+    def remember_commands(self, rows: list[tuple[str, dict[str, Any], float]]) -> int: ...
+
 
 class Mirror:
     def __init__(self, journal: MirroredJournal, keys: BusKeys) -> None:

@@ -30,6 +30,7 @@ from scada.cluster.epoch import read_epoch
 from scada.cluster.frames import FramePublisher
 from scada.cluster.keys import BusKeys, entry_id, event_id
 from scada.cluster.lease import Lease, LeaseLost
+from scada.cluster.ledgerstream import LedgerMirror
 from scada.cluster.mirror import Mirror, MirroredJournal, MirrorHole
 from scada.cluster.outbox import Outbox, stream_top
 from scada.cluster.publish import PAYLOAD, Fenced
@@ -87,6 +88,7 @@ class IngestNode:
             self.redis, keys, self.lease, apply=apply_command, lookup=lookup_command
         )
         self.mirror = Mirror(journal, keys)
+        self.ledger = LedgerMirror(journal, keys)
         self.state: NodeState = "starting"
         self.unfit_reason: str | None = None
         self.frames_dropped = 0
@@ -173,6 +175,7 @@ class IngestNode:
         await self._stop_tasks()
         try:
             caught_up = await self.mirror.catch_up(self.redis)
+            await self.ledger.catch_up(self.redis)
             await self._adopt_bus_epoch()
             await self.outbox.start()
         except MirrorHole as err:
@@ -210,7 +213,10 @@ class IngestNode:
             await self._unfit(problem)
             return
         await self._adopt_bus_epoch()
-        self._tasks = [self._spawn(self._run_mirror(), "mirror")]
+        self._tasks = [
+            self._spawn(self._run_mirror(), "mirror"),
+            self._spawn(self.ledger.run(self.redis), "ledger"),
+        ]
         log.info("%s standing by (journal at %d)", self.lease.node, self.journal.newest_id())
 
     async def _reconcile(self) -> str | None:

@@ -44,6 +44,7 @@ class Cluster:
     def __init__(self, root: Path) -> None:
         self.redis = RedisServer(root / "redis").start()
         self.nodes: dict[str, ServerProcess] = {}
+        self.replies: dict[str, dict[str, Any]] = {}  # request id → the result it got
         for name in ("a", "b"):
             here = root / name
             here.mkdir()
@@ -135,6 +136,14 @@ def raised(url: str, prefix: str) -> dict[str, Any] | None:
     )
 
 
+async def command(url: str, kind: str, body: dict[str, Any], request_id: str) -> Any:
+    sender = CommandSender(connect(url), KEYS, "gateway-test")
+    try:
+        return await sender.request(kind, body, request_id=request_id, timeout=10)
+    finally:
+        await sender.redis.aclose()
+
+
 def test_one_node_is_active_the_other_stands_by_without_devices(cluster: Cluster) -> None:
     a, b = cluster.nodes["a"], cluster.nodes["b"]
     status, body = ready(a)
@@ -219,6 +228,7 @@ def test_an_ack_command_is_journaled_once_and_its_retry_answers_from_the_ledger(
         return first, retry, other
 
     first, retry, other = asyncio.run(send())
+    cluster.replies["req-ack-1"] = first.result
     (acked,) = first.result["events"]
     assert acked["event"] == "acknowledged" and acked["acked_by"] == "op1"
     assert not first.duplicate
@@ -257,6 +267,11 @@ def test_the_standby_takes_over_a_killed_active_node_and_continues_the_ids(
     assert ready(b)[1]["cluster"]["token"] == 2
     assert journal(cluster.data("b"))[: len(before)] == before
     assert journal_epoch(cluster.data("b")) == epoch
+    # A gateway resending across the takeover gets the answer A gave: B's ledger has it.
+    (event,) = cluster.replies["req-ack-1"]["events"]
+    ack = {"data": {"alarm_id": event["id"], "comment": "seen"}, "actor": ACTOR}
+    resent = asyncio.run(command(cluster.redis.url, "ack", ack, "req-ack-1"))
+    assert resent.duplicate and resent.result == cluster.replies["req-ack-1"]
     assert bus_epoch(cluster.redis.url) == bus  # the same epoch: clients resume, no snapshot
 
     inject(b, STEP_7)
