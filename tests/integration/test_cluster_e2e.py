@@ -288,8 +288,12 @@ def test_active_ingest_killed_mid_burst_standby_continues_the_ids(cluster: Clust
 
     since, at_takeover, top, takeover, shown = asyncio.run(main())
     assert [i for i in stream_ids(cluster, since) if i <= top] == list(range(since + 1, top + 1))
+    # What the killed node had committed: published before it died (an event journaled in
+    # the instant between its commit and its publish would be set aside when it rejoins).
+    killed_journal = journal_count(active, "SELECT max(id) FROM events")
     print(
-        f"\nactive {active.node} killed mid-burst: {standby.node} held the lease "
+        f"\nactive {active.node} killed mid-burst (its journal ends at {killed_journal}, the bus "
+        f"at {at_takeover}): {standby.node} held the lease "
         f"{takeover:.1f} s later; events {since + 1}..{at_takeover} before, "
         f"{at_takeover + 1}..{top} after (ids continue), every client got each once; {shown}"
     )
