@@ -13,7 +13,6 @@ from starlette.routing import Route
 
 from scada.auth.web import audit_request, audited, requires
 from scada.core.errors import FaultError
-from scada.core.stats import percentile_rounded
 from scada.history import downsample
 from scada.runtime import Runtime
 from simulators.faults import parse_fault
@@ -245,22 +244,12 @@ async def ready(request: Request) -> Response:
 
 
 async def websocket_health(request: Request) -> Response:
+    from scada.metrics import fanout_report
+
     rt = runtime_of(request)
-    stats = rt.broadcaster.stats
-    ticks = list(stats.tick_ms)
     return OrjsonResponse(
         {
-            "connections_total": stats.connections_total,
-            "connections_active": len(rt.broadcaster.clients),
-            "sinks": rt.broadcaster.sink_kinds(),
-            "frames_sent": stats.frames_sent,
-            "bytes_sent": stats.bytes_sent,
-            "slow_clients_dropped": stats.slow_clients_dropped,
-            "errors": stats.errors,
-            "ticks": stats.ticks,
-            "tick_overruns": stats.tick_overruns,
-            "tick_ms_p50": percentile_rounded(ticks, 0.5),
-            "tick_ms_p99": percentile_rounded(ticks, 0.99),
+            **fanout_report(rt.broadcaster),
             "batch_interval_ms": rt.config.server.batch_interval_ms,
             "devices": [p.report() for p in rt.pollers],
         }

@@ -14,14 +14,15 @@ prometheus_client writes every value at full precision and gives summaries their
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from scada.core.stats import percentile
+from scada.core.stats import percentile, percentile_rounded
 
 if TYPE_CHECKING:
+    from scada.broadcaster import Broadcaster
     from scada.runtime import Runtime
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -68,6 +69,50 @@ def summary(
     return metric
 
 
+def broadcaster_metrics(broadcaster: Broadcaster) -> Iterator[Metric]:
+    """The WebSocket fan-out and its tick: every server role that has clients has these."""
+    stats = broadcaster.stats
+    yield GaugeMetricFamily(
+        "scada_ws_connections", "Open WebSocket connections.", len(broadcaster.clients)
+    )
+    yield _count("scada_ws_connections", "WebSocket connections accepted.", stats.connections_total)
+    yield _count("scada_ws_frames_sent", "Frames written to clients.", stats.frames_sent)
+    yield _count("scada_ws_bytes_sent", "Payload bytes written to clients.", stats.bytes_sent)
+    yield _count(
+        "scada_ws_slow_clients_dropped", "Clients closed with 1013.", stats.slow_clients_dropped
+    )
+    yield _count("scada_tick", "Broadcast ticks run.", stats.ticks)
+    yield _count("scada_tick_overruns", "Ticks that overran their slot.", stats.tick_overruns)
+    yield _count("scada_tick_errors", "Ticks that raised.", stats.errors)
+    yield summary(
+        "scada_tick_seconds",
+        "Duration of ticks (quantiles over the recent window).",
+        stats.tick_ms,
+        count=stats.ticks,
+        sum_seconds=stats.tick_seconds_sum,
+        quantiles=(0.5, 0.9, 0.99),
+    )
+
+
+def fanout_report(broadcaster: Broadcaster) -> dict[str, Any]:
+    """The fan-out's counters for /health/websocket (every role with clients)."""
+    stats = broadcaster.stats
+    ticks = list(stats.tick_ms)
+    return {
+        "connections_total": stats.connections_total,
+        "connections_active": len(broadcaster.clients),
+        "sinks": broadcaster.sink_kinds(),
+        "frames_sent": stats.frames_sent,
+        "bytes_sent": stats.bytes_sent,
+        "slow_clients_dropped": stats.slow_clients_dropped,
+        "errors": stats.errors,
+        "ticks": stats.ticks,
+        "tick_overruns": stats.tick_overruns,
+        "tick_ms_p50": percentile_rounded(ticks, 0.5),
+        "tick_ms_p99": percentile_rounded(ticks, 0.99),
+    }
+
+
 class RuntimeCollector:
     """Reads the counters the broadcaster, the tick and the pollers keep, at scrape time."""
 
@@ -76,29 +121,7 @@ class RuntimeCollector:
 
     def collect(self) -> Iterator[Metric]:
         rt = self.rt
-        stats = rt.broadcaster.stats
-        yield GaugeMetricFamily(
-            "scada_ws_connections", "Open WebSocket connections.", len(rt.broadcaster.clients)
-        )
-        yield _count(
-            "scada_ws_connections", "WebSocket connections accepted.", stats.connections_total
-        )
-        yield _count("scada_ws_frames_sent", "Frames written to clients.", stats.frames_sent)
-        yield _count("scada_ws_bytes_sent", "Payload bytes written to clients.", stats.bytes_sent)
-        yield _count(
-            "scada_ws_slow_clients_dropped", "Clients closed with 1013.", stats.slow_clients_dropped
-        )
-        yield _count("scada_tick", "Broadcast ticks run.", stats.ticks)
-        yield _count("scada_tick_overruns", "Ticks that overran their slot.", stats.tick_overruns)
-        yield _count("scada_tick_errors", "Ticks that raised.", stats.errors)
-        yield summary(
-            "scada_tick_seconds",
-            "Duration of ticks (quantiles over the recent window).",
-            stats.tick_ms,
-            count=stats.ticks,
-            sum_seconds=stats.tick_seconds_sum,
-            quantiles=(0.5, 0.9, 0.99),
-        )
+        yield from broadcaster_metrics(rt.broadcaster)
         yield from self._devices()
         for source in rt.metric_sources:
             yield from source()
@@ -138,14 +161,23 @@ def _count(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
 
 
+class _Collector(Protocol):
+    def collect(self) -> Iterable[Metric]: ...
+
+
 class _Scrape:
-    def __init__(self, rt: Runtime) -> None:
-        self.runtime = RuntimeCollector(rt)
+    def __init__(self, extra: _Collector) -> None:
+        self.extra = extra
 
     def collect(self) -> Iterator[Metric]:
         yield from REGISTRY.collect()
-        yield from self.runtime.collect()
+        yield from self.extra.collect()
+
+
+def render_with(extra: _Collector) -> bytes:
+    """The process-wide instruments plus `extra`'s metrics (read at scrape time)."""
+    return generate_latest(_Scrape(extra))
 
 
 def render_metrics(rt: Runtime) -> bytes:
-    return generate_latest(_Scrape(rt))
+    return render_with(RuntimeCollector(rt))

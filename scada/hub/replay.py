@@ -60,7 +60,8 @@ class Snapshots:
         snapshot alone.
         """
         alarms = self.source.alarms
-        if alarms is None or (epoch is not None and epoch != alarms.epoch()):
+        current = alarms.epoch() if alarms is not None else None
+        if alarms is None or (epoch is not None and epoch != current):
             self.send_snapshot(client, recovered=False)
             return
         if client.resuming:
@@ -78,7 +79,7 @@ class Snapshots:
             client.resuming = False
         if client.closed:
             return
-        if missed is None:
+        if missed is None or alarms.epoch() != current:  # (a gateway's bus may change epoch)
             self.send_snapshot(client, recovered=False)
             return
         for event in missed:
