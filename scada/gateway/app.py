@@ -1,8 +1,9 @@
 """The gateway application: the hub fed from the bus, the dashboard pages, health and metrics.
 
 Same signature as `scada.app.create_app` (scada.server picks the factory by role). Sessions
-and tokens are looked up in `credentials` and refusals go to `auditor`; without them the
-gateway knows no credentials (anonymous viewers only, where allowed) and logs its refusals.
+and tokens are looked up in a replica of the active ingest node's auth rows (RedisAuthView,
+which also closes the sockets of a logout, revocation or disabled user at once); audit
+records go to the active ingest node as "audit" commands (BusAuditor), which writes them.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from starlette.staticfiles import StaticFiles
 
 from scada.auth.audit import Auditor
 from scada.auth.web import AuthMiddleware, requires
+from scada.cluster.authview import BusAuditor, RedisAuthView, close_sockets
 from scada.cluster.keys import BusKeys
 from scada.core.clock import SYSTEM_CLOCK, Clock
 from scada.core.config import PlantConfig
 from scada.gateway import status
-from scada.gateway.auth import LoggedAudit, NoCredentials
 from scada.gateway.commands import BusCommands
 from scada.gateway.source import BusSource
 from scada.heavy import HeavyReadLimit, HeavyReads
@@ -46,27 +47,36 @@ def create_gateway_app(
     clock: Clock = SYSTEM_CLOCK,
 ) -> Starlette:
     """`scenario` and `on_fatal` are the all-in-one server's (a gateway simulates nothing
-    and has no journal to fail); accepted so every role has one factory signature."""
+    and has no journal to fail); accepted so every role has one factory signature.
+    `credentials` and `auditor` replace the cluster's (tests)."""
     cluster = config.cluster
+    node = cluster.node or "gateway"
     keys = BusKeys(cluster.prefix)
     source = BusSource(config, keys)
     commands = BusCommands(
         source,
         source.broadcaster,
-        auditor,
+        None,
         url=cluster.redis_url,
         keys=keys,
-        node=cluster.node or "gateway",
+        node=node,
         timeout=cluster.command_timeout,
     )
-    store = credentials if credentials is not None else NoCredentials()
+    commands.auditor = auditor = auditor or BusAuditor(commands, clock=clock)
+    view = None
+    if credentials is None:
+        credentials = view = RedisAuthView(cluster.redis_url, keys, node=node)
     heavy = HeavyReads(lambda: config.auth)
-    hub = Hub(source, auditor, heavy=heavy, clock=clock, commands=commands, credentials=store)
+    hub = Hub(source, auditor, heavy=heavy, clock=clock, commands=commands, credentials=credentials)
     source.attach(hub)
+    if view is not None:
+        view.on_revoked(close_sockets(hub))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await commands.start()
+        if view is not None and not await view.start():
+            log.warning("auth rows not loaded yet; unknown credentials are 'try again' meanwhile")
         await source.start()
         log.info(
             "gateway %s: bus %s (prefix %s), %d lines",
@@ -80,6 +90,8 @@ def create_gateway_app(
         finally:
             source.broadcaster.close_all(1012, "server restart")
             await source.stop()
+            if view is not None:
+                await view.stop()
             await commands.stop()
             log.info("gateway %s stopped", cluster.node)
 
@@ -98,7 +110,7 @@ def create_gateway_app(
         routes=routes,
         lifespan=lifespan,
         middleware=[
-            Middleware(AuthMiddleware, store=store, config=config),
+            Middleware(AuthMiddleware, store=credentials, config=config),
             Middleware(HeavyReadLimit, heavy=heavy, config=lambda: config),
         ],
     )
@@ -108,8 +120,9 @@ def create_gateway_app(
     state.source = source
     state.hub = hub
     state.commands = commands
-    state.auth = store
-    state.auditor = auditor if auditor is not None else LoggedAudit()
+    state.auth = credentials
+    state.auth_view = view
+    state.auditor = auditor
     state.heavy = heavy
     state.clock = clock
     state.collector = status.GatewayCollector(source, commands)

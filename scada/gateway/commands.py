@@ -10,6 +10,9 @@ server would give it; a refusal (`{"error": {"code", "message"}}`) becomes that 
 
 The ingest node journals and audits the command (with the client's address); the events it
 commits reach every gateway on the alarm stream, so nothing is announced from here.
+
+It is also the gateway's AuditChannel (scada.cluster.authview.BusAuditor): audit records go
+the same way, as "audit" commands, through the same sender and reply reader.
 """
 
 from __future__ import annotations
@@ -108,6 +111,14 @@ class BusCommands(AlarmCommands):
         if isinstance(error, dict):
             raise Refused(str(error.get("code", "refused")), str(error.get("message", "")))
         return reply.result
+
+    async def call(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Send and wait for the reply's result (AuditChannel); Refused if none comes."""
+        return (await self._exchange(kind, body, uuid.uuid4().hex)).result
+
+    async def post(self, kind: str, body: dict[str, Any]) -> None:
+        """Send once, not waiting for a reply (AuditChannel)."""
+        await self._send(kind, body, uuid.uuid4().hex, 1)
 
     async def _exchange(self, kind: str, body: dict[str, Any], request_id: str) -> Reply:
         loop = asyncio.get_running_loop()
