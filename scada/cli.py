@@ -19,18 +19,21 @@ if TYPE_CHECKING:
 EXIT_CONFIG = 2
 
 
-def _load(path: str | None, *, secrets: bool = True) -> PlantConfig:
+def _load(path: str | None, *, secrets: bool = True, plant: bool = True) -> PlantConfig:
     """Load and fully validate a config (driver settings included), or exit 2 with the list.
     secrets=False: tools that only need the data dir do not need the notification secrets'
-    environment variables set."""
-    from drivers.registry import device_problems
-    from scada.notify.config import notification_problems
-
+    environment variables set. plant=False: a process that runs neither devices nor
+    notifications (a cluster gateway) neither checks nor imports them."""
     try:
         config = load_config(path)
     except ConfigError as err:
         _print_problems(err)
         raise SystemExit(EXIT_CONFIG) from None
+    if not plant:
+        return config
+    from drivers.registry import device_problems
+    from scada.notify.config import notification_problems
+
     problems = device_problems(config) + notification_problems(config, environment=secrets)
     if problems:
         _print_problems(ConfigError(path or "<default plant.toml>", problems))
@@ -55,7 +58,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from scada.server import serve
 
-    config = _load(args.config)
+    config = _load(args.config, plant=args.role != "gateway")
     if args.scenario:
         from simulators.scenario import load_scenario
 
@@ -235,7 +238,8 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     return _run_auth_command(args, act)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """`command`: the subcommand about to run, if known (others' heavy arguments are skipped)."""
     parser = argparse.ArgumentParser(prog="scada", description=__doc__)
     parser.add_argument("--version", action="version", version=f"scada {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -308,10 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cert-dir", help="OPC UA server certificate directory")
     p.set_defaults(func=cmd_simulate)
 
-    from scada.bench.cli import add_arguments
-
     p = sub.add_parser("bench", help="fan-out benchmark against reference servers, or --ingest")
-    add_arguments(p)
+    if command in (None, "bench"):  # its arguments import what it measures: only when asked
+        from scada.bench.cli import add_arguments
+
+        add_arguments(p)
     p.set_defaults(func=cmd_bench)
 
     roles = ["viewer", "operator", "engineer", "admin"]
@@ -353,7 +358,8 @@ def _config_after_action(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(next((w for w in words if not w.startswith("-")), None))
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
