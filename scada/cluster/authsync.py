@@ -37,9 +37,11 @@ from scada.cluster.publish import Fenced
 log = logging.getLogger("scada.cluster.authsync")
 
 # KEYS: lease, seed, seq, stream, users, tokens, sessions.
-# ARGV: lease value, seed id, mode ('seed' | 'change'), stream maxlen, stream payload, then
-# (kind 1..3, key, row) triples; row '' deletes the key. A seed empties the hashes first.
-# Returns the stream entry id.
+# ARGV: lease value, seed id, mode ('seed' | 'change'), stream maxlen, stream payload, the
+# number of the caller's last entry, then (kind 1..3, key, row) triples; row '' deletes the
+# key. A seed empties the hashes first. A change is refused (RESEED) unless Redis holds the
+# caller's seed at the caller's last number: a Redis restored from an AOF that lacks the
+# newest writes must be seeded again, not patched. Returns the new entry's number.
 _SYNC = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED lease not held by ' .. ARGV[1])
@@ -48,10 +50,10 @@ if ARGV[3] == 'seed' then
   redis.call('DEL', KEYS[5], KEYS[6], KEYS[7])
   redis.call('SET', KEYS[2], ARGV[2])
   redis.call('SET', KEYS[3], 0)
-elseif redis.call('GET', KEYS[2]) ~= ARGV[2] then
+elseif redis.call('GET', KEYS[2]) ~= ARGV[2] or redis.call('GET', KEYS[3]) ~= ARGV[6] then
   return redis.error_reply('RESEED the auth rows are not those of seed ' .. ARGV[2])
 end
-for i = 6, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   local h = KEYS[4 + tonumber(ARGV[i])]
   if ARGV[i + 2] == '' then
     redis.call('HDEL', h, ARGV[i + 1])
@@ -60,8 +62,8 @@ for i = 6, #ARGV, 3 do
   end
 end
 local n = redis.call('INCR', KEYS[3])
-return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 's', ARGV[2], 'n', n,
-                  'c', ARGV[5])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 's', ARGV[2], 'n', n, 'c', ARGV[5])
+return n
 """
 
 
@@ -114,6 +116,7 @@ class AuthPublisher:
         self.check_every = check_every
         self._script = redis.register_script(_SYNC)
         self._seed: str | None = None  # the seed this node wrote last
+        self._n = 0  # the number of its last entry
         self._published: AuthRows | None = None  # what Redis holds under it; None: seed first
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -206,9 +209,13 @@ class AuthPublisher:
         """One pass: seed if needed, else publish what changed since the last pass."""
         fence = self.lease.fence()
         if self._published is not None:
-            seed = await self.redis.get(self.keys.seed)
-            if seed is None or text(seed) != self._seed:
-                log.warning("auth rows: Redis no longer holds seed %s; re-seeding", self._seed)
+            seed, n = await self.redis.mget(self.keys.seed, self.keys.seq)
+            if seed is None or text(seed) != self._seed or int(n or 0) != self._n:
+                log.warning(
+                    "auth rows: Redis no longer holds seed %s at %d; re-seeding",
+                    self._seed,
+                    self._n,
+                )
                 self._published = None
         if self._published is None:
             await self._take_over(fence)
@@ -248,12 +255,12 @@ class AuthPublisher:
 
     async def _write(self, fence: str, mode: str, seed: str, changes: list[Change]) -> None:
         payload = b"[]" if mode == "seed" else encode_changes(changes)
-        args: list[str | bytes | int] = [fence, seed, mode, self.maxlen, payload]
+        args: list[str | bytes | int] = [fence, seed, mode, self.maxlen, payload, self._n]
         for kind, key, row in changes:
             args += [KINDS.index(kind) + 1, key, b"" if row is None else encode_row(row)]
         keys = [self.lease.keys.lease, self.keys.seed, self.keys.seq, self.keys.stream]
         try:
-            await self._script(keys=keys + [self.keys.hash(k) for k in KINDS], args=args)
+            n = await self._script(keys=keys + [self.keys.hash(k) for k in KINDS], args=args)
         except ResponseError as err:
             message = str(err)
             if message.startswith("FENCED"):
@@ -261,3 +268,4 @@ class AuthPublisher:
             if message.startswith("RESEED"):
                 raise Reseed(message) from None
             raise
+        self._n = int(n)

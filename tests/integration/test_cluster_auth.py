@@ -28,6 +28,7 @@ from scada.auth.audit import Auditor, AuditUnavailable
 from scada.auth.passwords import token_digest
 from scada.auth.store import AuditRecord, AuthStore, IdentityUnavailable, audit_query
 from scada.auth.web import COOKIE, AuthMiddleware, requires
+from scada.cluster.authrows import AuthKeys
 from scada.cluster.authsync import AuthPublisher
 from scada.cluster.authview import BusAuditor, RedisAuthView, SenderChannel
 from scada.cluster.commands import Command, CommandConsumer, CommandSender
@@ -393,5 +394,36 @@ def test_a_stale_replica_answers_try_again_and_keeps_the_cookie(
             wrong = await ask(unseeded, "y" * 43)
             assert wrong.status_code == 401 and COOKIE in wrong.headers["set-cookie"]
         await unseeded.stop()
+
+    run(main)
+
+
+def test_a_redis_that_lost_the_newest_writes_is_seeded_again(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """As after a restart from an AOF without its last second: the seed key survived, the
+    newest change did not. The publisher notices (the entry number) and seeds again."""
+    store = AuthStore(tmp_path / "auth.sqlite")
+    store.add_user("op1", "operator", PASSWORD)
+    keys = AuthKeys.of(KEYS)
+
+    async def main() -> None:
+        async with (
+            active_node(redis_server.url, store, "ingest-a") as publisher,
+            gateway_view(redis_server.url) as (view, revoked),
+        ):
+            secret, _ = await thread(store.create_session, "op1", 8)
+            assert await publisher.flush()
+            seeds = publisher.seeds
+            redis = connect(redis_server.url)
+            async with redis.pipeline(transaction=True) as pipe:  # the lost tail
+                pipe.hdel(keys.hash("sessions"), token_digest(secret))
+                pipe.decr(keys.seq)
+                await pipe.execute()
+            await redis.aclose()
+            await eventually_async(lambda: publisher.seeds > seeds, what="seeded again")
+            await eventually_async(lambda: view.status()["seed"] == publisher._seed)
+            assert view.session_identity(secret) is not None
+            assert revoked == []
 
     run(main)
