@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import secrets
 import sqlite3
 import threading
 import time
@@ -41,8 +42,9 @@ log = logging.getLogger(__name__)
 
 MAX_NAME = 64  # user and token names
 
-ChangeKind = Literal["user", "token", "session"]
-# Called after each committed change: ("user", name), ("token", digest), ("session", digest).
+ChangeKind = Literal["user", "token", "session", "audit"]
+# Called after each committed change: ("user", name), ("token", digest), ("session", digest),
+# ("audit", id) for a record written here.
 ChangeHook = Callable[[ChangeKind, str], None]
 # Every user, token and session row, for replication: kind → key (name or digest) → row.
 AuthRows = dict[str, dict[str, dict[str, Any]]]
@@ -87,6 +89,15 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 CREATE TABLE IF NOT EXISTS audit_requests (
     request_id TEXT PRIMARY KEY,
     audit_id INTEGER NOT NULL
+);
+-- Records copied from another ingest node's file (cluster): where each came from.
+CREATE TABLE IF NOT EXISTS audit_origin (
+    audit_id INTEGER PRIMARY KEY,
+    origin TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS auth_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
@@ -184,6 +195,12 @@ class AuthStore:
         self._reader = self._connect()
         self._read_lock = threading.Lock()
         self._hooks: list[ChangeHook] = []
+        self._db.execute(
+            "INSERT OR IGNORE INTO auth_meta(key, value) VALUES ('store_id', ?)",
+            (secrets.token_hex(8),),
+        )
+        # Names this file's own audit records in other files: "<store_id>:<audit id>".
+        self.store_id = str(self._one("SELECT value FROM auth_meta WHERE key = 'store_id'")[0])
 
     def on_change(self, hook: ChangeHook) -> None:
         """Call `hook(kind, key)` after each committed change of a user, token or session
@@ -440,7 +457,51 @@ class AuthStore:
                     "INSERT INTO audit_requests(request_id, audit_id) VALUES (?, ?)",
                     (request_id, cur.lastrowid),
                 )
+        self._changed("audit", [str(cur.lastrowid)])
         return True
+
+    def own_audit_after(self, after: int, limit: int = 500) -> list[AuditRecord]:
+        """This file's own audit records (not copies) with id > `after`, oldest first."""
+        rows = self._all(
+            f"SELECT {AUDIT_COLUMNS} FROM audit WHERE id > ? "
+            "AND id NOT IN (SELECT audit_id FROM audit_origin) ORDER BY id LIMIT ?",
+            after,
+            limit,
+        )
+        return [_audit_row(row) for row in rows]
+
+    def copy_audit(self, records: list[tuple[str, AuditRecord]]) -> int:
+        """Append records written by another node's file, each once (by its origin
+        "<store_id>:<id>"); this file's own come back too and are skipped. Returns how many
+        were new."""
+        added = 0
+        with self._transaction() as db:
+            for origin, r in records:
+                if (
+                    origin.startswith(f"{self.store_id}:")
+                    or db.execute(
+                        "SELECT 1 FROM audit_origin WHERE origin = ?", (origin,)
+                    ).fetchone()
+                ):
+                    continue
+                cur = db.execute(
+                    "INSERT INTO audit(at, user, role, address, action, target, result, detail) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (r.at, r.user, r.role, r.address, r.action, r.target, r.result, r.detail),
+                )
+                db.execute(
+                    "INSERT INTO audit_origin(audit_id, origin) VALUES (?, ?)",
+                    (cur.lastrowid, origin),
+                )
+                added += 1
+        return added
+
+    def meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM auth_meta WHERE key = ?", key)
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write("INSERT OR REPLACE INTO auth_meta(key, value) VALUES (?, ?)", key, value)
 
     # -- replication (cluster: scada.cluster.authsync) -------------------------------------
 

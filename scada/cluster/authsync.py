@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from scada.auth.store import AuthRows, AuthStore
+from scada.cluster.auditsync import AuditShipper
 from scada.cluster.authrows import KINDS, AuthKeys, Change, decode_hash, encode_changes, encode_row
 from scada.cluster.conn import raise_if_cancelled
 from scada.cluster.keys import BusKeys, text
@@ -115,6 +116,7 @@ class AuthPublisher:
         self.maxlen = maxlen
         self.check_every = check_every
         self._script = redis.register_script(_SYNC)
+        self.audit = AuditShipper(redis, keys, store)
         self._seed: str | None = None  # the seed this node wrote last
         self._n = 0  # the number of its last entry
         self._published: AuthRows | None = None  # what Redis holds under it; None: seed first
@@ -219,7 +221,14 @@ class AuthPublisher:
                 self._published = None
         if self._published is None:
             await self._take_over(fence)
-            return
+        else:
+            await self._publish_changes(fence)
+        if self.audit.behind():
+            await self.audit.take_over()
+        await self.audit.publish(fence)
+
+    async def _publish_changes(self, fence: str) -> None:
+        assert self._published is not None
         rows = await asyncio.to_thread(self.store.rows)
         changes = diff_rows(self._published, rows)
         if changes:
@@ -252,6 +261,7 @@ class AuthPublisher:
             new_seed,
             ", ".join(f"{len(rows[k])} {k}" for k in KINDS),
         )
+        self.audit.reset()  # copy the other node's audit records next (logins need not wait)
 
     async def _write(self, fence: str, mode: str, seed: str, changes: list[Change]) -> None:
         payload = b"[]" if mode == "seed" else encode_changes(changes)

@@ -427,3 +427,39 @@ def test_a_redis_that_lost_the_newest_writes_is_seeded_again(
             assert revoked == []
 
     run(main)
+
+
+def test_the_audit_trail_follows_the_active_node(redis_server: RedisServer, tmp_path: Path) -> None:
+    """Each node's file ends up with every record, each once: A's records are in B's file
+    after B takes over, and B's (also one written long ago, never published) in A's after A
+    takes over again."""
+    a = AuthStore(tmp_path / "a" / "auth.sqlite")
+    b = AuthStore(tmp_path / "b" / "auth.sqlite")
+    b.audit(AuditRecord("admin", "admin", "10.0.0.9", "user_add", "op9", "ok"))  # long ago
+
+    def record(n: int) -> AuditRecord:
+        return AuditRecord("op1", "operator", f"203.0.113.{n}", "ack", str(n), "ok")
+
+    def trail(store: AuthStore) -> list[tuple[str, str]]:
+        return sorted((r.target, r.address) for r in audit_query(store.path, limit=1000))
+
+    async def main() -> None:
+        async with active_node(redis_server.url, a, "ingest-a") as pub_a:
+            for n in (1, 2, 3):
+                await thread(a.audit, record(n))
+            assert await pub_a.flush()
+            assert pub_a.audit.shipped == 3
+        async with active_node(redis_server.url, b, "ingest-b") as pub_b:
+            assert await pub_b.flush()
+            assert pub_b.audit.copied == 3 and pub_b.audit.shipped == 1  # b's old one
+            await thread(b.audit, record(4))
+            assert await pub_b.flush()
+        assert trail(b) == [("1", "203.0.113.1"), ("2", "203.0.113.2"), ("3", "203.0.113.3"),
+                            ("4", "203.0.113.4"), ("op9", "10.0.0.9")]  # fmt: skip
+        for _ in range(2):  # A takes over again, twice: copies B's two, then nothing
+            async with active_node(redis_server.url, a, "ingest-a") as pub_a:
+                assert await pub_a.flush()
+                assert pub_a.audit.shipped == 0
+            assert trail(a) == trail(b)
+
+    run(main)

@@ -5,7 +5,8 @@ A login through the active ingest node gives a cookie that both gateways' /ws ac
 logout closes the sockets on both gateways (well within 5 s); the audit log has one row for
 it, with the client's address (X-Forwarded-For from a trusted proxy), and a refusal seen by a
 gateway is written once by the ingest node with the address the gateway saw; after a kill -9
-of the active ingest node the standby has every user and session: the cookie still works.
+of the active ingest node the standby has every user and session (the cookie still works)
+and the audit records the old node wrote.
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ def test_one_login_for_all_gateways(tmp_path: Path) -> None:
                 await ws.close()
 
         asyncio.run(still_logged_in())
+        # The old node's audit trail came along into the new active node's file.
+        assert [(r.user, r.address) for r in audit_rows(new, "logout")] == [("op1", CLIENT)]
+        assert [r.address for r in audit_rows(new, "login")] == [CLIENT, CLIENT]
         assert login(new)  # the user and its password hash came along too
     finally:
         cluster.stop()
