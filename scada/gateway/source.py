@@ -38,6 +38,9 @@ from scada.core.timefmt import iso_ms
 
 log = logging.getLogger(__name__)
 
+# The reason a client shows for a stale spell (the log line says what happened exactly).
+STALE = "bus stale"
+
 
 class Screens(Protocol):
     """What the source asks of the hub: a fresh snapshot for one client."""
@@ -200,7 +203,7 @@ class BusSource:
     def tick(self, mono: float) -> None:
         silent = mono - self.last_read
         if self.live and silent >= self.config.cluster.read_deadline:
-            self._set_live(False, f"nothing read from the bus for {silent:.1f} s")
+            self._set_live(False, STALE, f"nothing read for {silent:.1f} s")
         self.broadcaster.drop_slow(mono)
         self.broadcaster.heartbeat_idle(mono)
         for listener in self._tick_listeners:
@@ -245,20 +248,23 @@ class BusSource:
         # Stale at once; live only with the next entry actually read (a reconnect to a
         # Redis whose ingest node is gone finds the same old frame and reads nothing).
         if not live and self.live:
-            self._set_live(False, reason)
+            self._set_live(False, STALE, reason)
 
     def _read(self, reason: str) -> None:
         self.last_read = time.monotonic()
         if not self.live:
-            self._set_live(True, reason)
+            self._set_live(True, "bus live", reason)
 
-    def _set_live(self, live: bool, reason: str) -> None:
-        self.live, self.reason, self.since = live, reason, time.time()
+    def _set_live(self, live: bool, reason: str, detail: str) -> None:
+        """Tell every client; `since` of a stale spell is when the data stopped."""
+        now = time.time()
+        since = now if live else now - (time.monotonic() - self.last_read)
+        self.live, self.reason, self.since = live, reason, since
         clients = len(self.broadcaster.clients)
         if live:
-            log.info("clients' data live: %s (%d clients told)", reason, clients)
+            log.info("clients' data live: %s (%d clients told)", detail, clients)
         else:
-            log.warning("clients' data stale: %s (%d clients told)", reason, clients)
+            log.warning("clients' data stale: %s (%d clients told)", detail, clients)
         data = {"live": live, "reason": reason, "since": iso_ms(self.since)}
         for client in list(self.broadcaster.active()):
             client.send("data_status", data)

@@ -345,7 +345,9 @@ def test_clients_see_the_bus_stale_and_live_again_and_a_new_epoch(
                 bus.pause()  # hangs: nothing answers, the connections stay open
                 try:
                     got = await frames_until(ws, lambda f: f["type"] == "data_status")
-                    assert got[-1]["data"]["live"] is False and got[-1]["data"]["reason"]
+                    stale = got[-1]
+                    assert stale["data"]["live"] is False and stale["data"]["reason"] == "bus stale"
+                    assert stale["data"]["since"] < stale["timestamp"]  # when the data stopped
                     assert httpx.get(f"{gateway.http}/ready").status_code == 503
                 finally:
                     bus.resume()
