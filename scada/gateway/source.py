@@ -169,7 +169,7 @@ class BusSource:
 
     async def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self.feed.run(), name="bus-feed"),
+            asyncio.create_task(self._follow_bus(), name="bus-feed"),
             asyncio.create_task(self._housekeeping(), name="gateway-tick"),
         ]
 
@@ -179,6 +179,26 @@ class BusSource:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _follow_bus(self) -> None:
+        """Run the feed; if it fails (an entry it cannot take), start it over from the state
+        hash (clients: a fresh snapshot) rather than serve a frozen screen."""
+        failures = 0
+        while True:
+            started = time.monotonic()
+            try:
+                await self.feed.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if time.monotonic() - started > 60:
+                    failures = 0  # a new streak
+                failures += 1
+                if failures == 1:
+                    log.exception("bus feed failed; starting it over")
+                else:
+                    log.error("bus feed failed again (%d times); starting it over", failures)
+                await asyncio.sleep(min(30.0, float(failures)))
 
     async def _housekeeping(self) -> None:
         rate = FixedRate(self.config.server.batch_interval_ms / 1000.0)
@@ -229,14 +249,14 @@ class BusSource:
             body = orjson.loads(payload)
             lines: list[dict[str, Any]] = body["lines"]
             stamp: str = body["ts"]
+            samples = {sample["production_line_id"]: sample for sample in lines}
         except (orjson.JSONDecodeError, KeyError, TypeError):
             self.frames_bad += 1
             if self.frames_bad == 1:
                 log.warning("frames entry is not a tick's records: %r", payload[:80])
             return
         self.frames_read += 1
-        for sample in lines:
-            self._samples[sample["production_line_id"]] = sample
+        self._samples.update(samples)
         if lines:
             self.broadcaster.publish_production(lines, stamp)
         flood = body.get("flood")

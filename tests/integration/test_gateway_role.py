@@ -217,6 +217,10 @@ def test_snapshot_frames_and_alarms_from_the_bus(
                 alarm = next(f["data"] for f in got if f["type"] == "alarm")
                 assert alarm["state"] == "unacked_active" and alarm["production_line_id"] == "1"
 
+                # Entries that are not a tick's records are skipped, nothing else changes.
+                assert await side.node.publish_frame(b"not json")
+                assert await side.node.publish_frame(b'{"ts": "x", "lines": [{"n": 1}]}')
+
                 # Every frame published while connected arrives, once, in order.
                 first = side.frames
                 got = await frames_until(
