@@ -23,9 +23,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, Protocol
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis.exceptions import RedisError
 
 from scada.auth.audit import Auditor, AuditUnavailable
@@ -150,6 +151,22 @@ class RedisAuthView:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.redis.aclose()
+
+    def metrics(self) -> Iterator[Metric]:
+        """For a gateway's /metrics: is the replica live, how big, how often reloaded."""
+        yield GaugeMetricFamily(
+            "scada_auth_replica_live", "1 while the auth rows are followed.", int(self.live)
+        )
+        rows = GaugeMetricFamily("scada_auth_rows", "Auth rows in the replica.", labels=["kind"])
+        for kind in KINDS:
+            rows.add_metric([kind], len(self._rows[kind]))
+        yield rows
+        yield CounterMetricFamily(
+            "scada_auth_loads", "Full loads of the auth rows.", value=self.loads
+        )
+        yield CounterMetricFamily(
+            "scada_auth_changes", "Auth row changes applied.", value=self.applied
+        )
 
     def status(self) -> dict[str, Any]:
         return {

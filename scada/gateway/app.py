@@ -125,7 +125,7 @@ def create_gateway_app(
     state.auditor = auditor
     state.heavy = heavy
     state.clock = clock
-    state.collector = status.GatewayCollector(source, commands)
+    state.collector = status.GatewayCollector(source, commands, view)
     return app
 
 

@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from scada.cluster.authview import RedisAuthView
 from scada.gateway.commands import BusCommands
 from scada.gateway.source import BusSource
 from scada.metrics import broadcaster_metrics, fanout_report, render_with
@@ -59,9 +60,12 @@ async def websocket_health(request: Request) -> Response:
 
 
 class GatewayCollector:
-    def __init__(self, source: BusSource, commands: BusCommands) -> None:
+    def __init__(
+        self, source: BusSource, commands: BusCommands, auth: RedisAuthView | None = None
+    ) -> None:
         self.source = source
         self.commands = commands
+        self.auth = auth
 
     def collect(self) -> Iterator[Metric]:
         source, commands = self.source, self.commands
@@ -84,6 +88,8 @@ class GatewayCollector:
         sent.add_metric(["answered"], commands.answered)
         sent.add_metric(["timed_out"], commands.timed_out)
         yield sent
+        if self.auth is not None:
+            yield from self.auth.metrics()
 
 
 async def metrics(request: Request) -> Response:

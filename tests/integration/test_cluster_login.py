@@ -95,6 +95,9 @@ def test_one_login_for_all_gateways(tmp_path: Path) -> None:
         async def sockets() -> None:
             cookie = login(active)
             one, two = await open_ws(gw1, cookie), await open_ws(gw2, cookie)
+            metrics = httpx.get(f"{gw1.http}/metrics", cookies={"scada_session": cookie}).text
+            assert "scada_auth_replica_live 1.0" in metrics  # what an operator can watch
+            assert 'scada_auth_rows{kind="sessions"} 1.0' in metrics
             started = time.monotonic()
             r = httpx.post(
                 f"{active.http}/api/logout",
