@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from scada.wsframes import OTHER, frame_payload
@@ -39,6 +39,13 @@ class AsgiSink:
 
     def probe(self, now: float) -> None:
         return None
+
+    def detach(
+        self,
+        on_message: Callable[[Mapping[str, Any]], Awaitable[bool]],
+        on_gone: Callable[[], None],
+    ) -> bool:
+        return False  # any ASGI server: the handler keeps its receive loop
 
     def write(self, payload: bytes) -> bool:
         if self._closed:

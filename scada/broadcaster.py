@@ -36,6 +36,8 @@ CLOSE_TRY_AGAIN = 1013
 HOUSEKEEPING_S = 1.0  # idle and slow clients are looked at this often
 PROBE_SLICES = 10  # drop_slow looks at 1/PROBE_SLICES of the clients per tick
 
+GroupKey = tuple[frozenset[str] | None, frozenset[str]]  # (lines or None for all, types)
+
 
 def frame_prefix(type_: str, data: Any, timestamp: str | None = None) -> bytes:
     """Encoded frame without its seq: `{...,"seq":` — the caller appends `<seq>}`."""
@@ -43,7 +45,7 @@ def frame_prefix(type_: str, data: Any, timestamp: str | None = None) -> bytes:
     return orjson.dumps({"type": type_, "timestamp": stamp, "data": data})[:-1] + b',"seq":'
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Client:
     id: str
     sink: FrameSink
@@ -54,9 +56,8 @@ class Client:
     types: frozenset[str] = ALL_TYPES
     seq: int = 0
     connected_at: float = field(default_factory=time.time)
-    last_write: float = field(default_factory=time.monotonic)
+    last_write: float = field(default_factory=time.monotonic)  # not counting group fan-outs
     closed: bool = False
-    frames: int = 0
     snapshot_cursor: int = 0  # alarm cursor of the last snapshot sent (live events follow it)
     resuming: bool = False
     anonymous: bool = False
@@ -64,7 +65,7 @@ class Client:
     expires: float | None = None  # monotonic deadline when the credentials run out
 
     @property
-    def key(self) -> tuple[frozenset[str] | None, frozenset[str]]:
+    def key(self) -> GroupKey:
         return (self.lines, self.types)
 
     def deliver(self, prefix: bytes) -> bool:
@@ -72,7 +73,6 @@ class Client:
         self.seq += 1
         if not self.sink.write(prefix + b"%d}" % self.seq):
             return False
-        self.frames += 1
         self.last_write = time.monotonic()
         return True
 
@@ -110,7 +110,8 @@ class Broadcaster:
         self.clients: dict[str, Client] = {}
         self.stats = BroadcastStats()
         self._ids = itertools.count(1)
-        self._groups: dict[tuple[frozenset[str] | None, frozenset[str]], list[Client]] | None = None
+        self._groups: dict[GroupKey, list[Client]] | None = None
+        self._group_writes: dict[GroupKey, float] = {}  # last fan-out per subscription
         self._next_heartbeat_scan = 0.0
         self._probe_turn = 0
 
@@ -133,9 +134,9 @@ class Broadcaster:
         client.lines, client.types = lines, types
         self._groups = None
 
-    def groups(self) -> dict[tuple[frozenset[str] | None, frozenset[str]], list[Client]]:
+    def groups(self) -> dict[GroupKey, list[Client]]:
         if self._groups is None:
-            groups: dict[tuple[frozenset[str] | None, frozenset[str]], list[Client]] = {}
+            groups: dict[GroupKey, list[Client]] = {}
             for client in self.clients.values():
                 groups.setdefault(client.key, []).append(client)
             self._groups = groups
@@ -148,21 +149,23 @@ class Broadcaster:
         for event in events:
             line = event.get("production_line_id")
             prefix = frame_prefix("alarm", event, timestamp)
-            for (lines, types), members in list(self.groups().items()):
+            for key, members in list(self.groups().items()):
+                lines, types = key
                 if "alarm" in types and (lines is None or line is None or line in lines):
-                    self._fan_out(prefix, members)
+                    self._fan_out(prefix, key, members)
 
     def publish_to_alarm_clients(self, type_: str, data: Any, timestamp: str) -> None:
         """One frame to every client subscribed to alarms, whatever its lines."""
         prefix = frame_prefix(type_, data, timestamp)
-        for (_lines, types), members in list(self.groups().items()):
-            if "alarm" in types:
-                self._fan_out(prefix, members)
+        for key, members in list(self.groups().items()):
+            if "alarm" in key[1]:
+                self._fan_out(prefix, key, members)
 
     def publish_production(self, records: list[dict[str, Any]], timestamp: str) -> None:
         if not records:
             return
-        for (lines, types), members in list(self.groups().items()):
+        for key, members in list(self.groups().items()):
+            lines, types = key
             if "production_data" not in types:
                 continue
             subset = (
@@ -171,36 +174,32 @@ class Broadcaster:
                 else [r for r in records if r["production_line_id"] in lines]
             )
             if subset:
-                self._fan_out(frame_prefix("production_data", subset, timestamp), members)
+                self._fan_out(frame_prefix("production_data", subset, timestamp), key, members)
 
-    def _fan_out(self, prefix: bytes, members: list[Client]) -> None:
+    def _fan_out(self, prefix: bytes, key: GroupKey, members: list[Client]) -> None:
         """The hot path: per client only the seq digits and one transport write.
 
         Frames (header + prefix) are cached per length of the seq tail, and the deflated
-        prefix is made at most once per call, for every client that shares it.
+        prefix is made at most once per call, for every client that shares it. When each
+        client last heard from us is kept per group (`_group_writes`), not per client.
         """
-        now = time.monotonic()
         heads: dict[int, bytes] = {}
         deflated: bytes | None = None
         deflated_heads: dict[int, bytes] = {}
         sent = nbytes = 0
         for client in members:
-            if client.closed:
+            sink = client.sink
+            if client.closed or sink.dead:
                 continue
             client.seq = seq = client.seq + 1
             tail = b"%d}" % seq
-            sink = client.sink
-            framing = sink.framing
-            if framing == PLAIN:
-                if sink.dead:
-                    continue
+            if sink.framing == PLAIN:
                 head = heads.get(len(tail))
                 if head is None:
                     head = heads[len(tail)] = frame_header(len(prefix) + len(tail)) + prefix
                 frame = head + tail
-                sink.send(frame)  # the hot path: one attribute check, one transport write
-                ok = True
-            elif framing == SHARED_DEFLATE:
+                sink.send(frame)  # the hot path: two attribute checks, one transport write
+            elif sink.framing == SHARED_DEFLATE:
                 if deflated is None:
                     deflated = deflate_prefix(prefix)
                 body = stored_tail(tail)
@@ -209,15 +208,15 @@ class Broadcaster:
                     size = len(deflated) + len(body)
                     head = deflated_heads[len(body)] = frame_header(size, TEXT_DEFLATED) + deflated
                 frame = head + body
-                ok = sink.write_frame(frame)
+                if not sink.write_frame(frame):
+                    continue
             else:
                 frame = prefix + tail
-                ok = sink.write(frame)
-            if ok:
-                client.frames += 1
-                client.last_write = now
-                sent += 1
-                nbytes += len(frame)
+                if not sink.write(frame):
+                    continue
+            sent += 1
+            nbytes += len(frame)
+        self._group_writes[key] = time.monotonic()
         self.stats.frames_sent += sent
         self.stats.bytes_sent += nbytes
 
@@ -226,9 +225,13 @@ class Broadcaster:
         if now < self._next_heartbeat_scan:
             return
         self._next_heartbeat_scan = now + HOUSEKEEPING_S
-        for client in list(self.clients.values()):
-            if now - client.last_write >= self.heartbeat_interval:
-                client.send("heartbeat", {})
+        groups = self.groups()
+        writes = self._group_writes = {k: t for k, t in self._group_writes.items() if k in groups}
+        for key, members in list(groups.items()):
+            fanned = writes.get(key, 0.0)
+            for client in members:
+                if now - max(client.last_write, fanned) >= self.heartbeat_interval:
+                    client.send("heartbeat", {})
 
     def drop_slow(self, now: float) -> list[Client]:
         """Close clients that hold too much unsent data or have taken nothing for too long.

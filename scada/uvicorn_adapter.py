@@ -3,7 +3,10 @@
 Two protocol subclasses:
 - `ScadaWebSocketProtocol` exposes each connection's transport as a `FrameSink` in the ASGI
   scope extension `scada.sink`, so the broadcaster writes one finished frame to every client
-  (uvicorn's own `send` re-encodes every message and waits while the socket is paused);
+  (uvicorn's own `send` re-encodes every message and waits while the socket is paused). Once
+  the handshake is done the app may `detach`: it returns, and the protocol calls it back per
+  client message instead, so an idle connection keeps no asyncio task, coroutine frames, ASGI
+  scope or receive queue (docs/performance.md, "Memory per connection");
 - `ScadaHttpProtocol` bounds what a client may make the server hold: a deadline for every
   request head and body, a size limit for the head (431 before the loop parses megabytes),
   and a cap on connections still speaking HTTP, idle keep-alive ones closed first.
@@ -21,12 +24,15 @@ import functools
 import logging
 import socket
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.extensions.permessage_deflate import PerMessageDeflate
@@ -34,7 +40,7 @@ from websockets.frames import Frame, Opcode
 from websockets.server import ServerProtocol
 
 from scada.logfold import Fold
-from scada.tcpinfo import tcp_progress
+from scada.tcpinfo import borrow, tcp_progress
 from scada.wsframes import PLAIN, TEXT, TEXT_DEFLATED, deflate_offer, frame_header, framing_for
 
 log = logging.getLogger(__name__)
@@ -77,20 +83,26 @@ WS_NEEDS = {
         "resume_writing",
         "send_receive_event_to_app",
         "send",
+        "send_500_response",
+        "on_task_complete",
     ),
     "state": (
         "config",
+        "app",
         "conn",
         "transport",
         "loop",
         "logger",
         "client",
         "queue",
+        "writable",
+        "tasks",
         "close_sent",
         "close_timer",
         "read_paused",
         "handshake_initiated",
         "handshake_complete",
+        "disconnected",
         "frames",
         "curr_msg_data_type",
     ),
@@ -193,7 +205,8 @@ class ScadaWebSocketProtocol(WebSocketsSansIOProtocol):
         # Every way the connection stops taking frames marks the sink dead, so the broadcast
         # hot path checks one attribute instead of calling into the transport per client.
         self.sink: TransportSink | None = None
-        offer = deflate_offer(wire.compression)
+        self.inbox: Inbox | None = None  # set when the app detached (see `detach`)
+        offer = _deflate_offer(wire.compression)
         if offer is not None:
             self.conn = ServerProtocol(
                 extensions=[offer], max_size=self.config.ws_max_size, logger=self.conn.logger
@@ -249,9 +262,64 @@ class ScadaWebSocketProtocol(WebSocketsSansIOProtocol):
                 return
         super().send_receive_event_to_app()
 
+    async def run_asgi(self) -> None:
+        """uvicorn's run_asgi, except that a detached connection stays open when the app returns."""
+        try:
+            result = await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            self.logger.exception("Exception in ASGI application\n")
+            self.send_500_response()
+        else:
+            if not self.handshake_complete:
+                self.logger.error("ASGI callable returned without completing handshake.")
+                self.send_500_response()
+            elif result is not None:
+                self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+            elif self.inbox is not None:
+                return  # detached: the protocol calls the app back per message from now on
+        if self.close_timer is None:
+            self.transport.close()
+
+    def detach(
+        self,
+        on_message: Callable[[Mapping[str, Any]], Awaitable[bool]],
+        on_gone: Callable[[], None],
+    ) -> bool:
+        """Serve this connection from callbacks instead of the app's receive loop.
+
+        After this the app returns from its handler (its task and coroutine frames end);
+        each client message is handed to `on_message` in order, one at a time (a task per
+        message, none while idle); `on_message` returning False ends the connection as the
+        app returning would have; `on_gone` runs once when the connection ends. What only
+        the handshake needed is dropped: the ASGI scope, the upgrade request and response.
+        False (nothing changed) when the connection is already closing.
+        """
+        if self.inbox is not None or self.close_sent or self.transport.is_closing():
+            return False
+        inbox = Inbox(self, on_message, on_gone)
+        queued, self.queue = self.queue, inbox  # type: ignore[assignment]
+        self.writable = _ALWAYS_WRITABLE  # type: ignore[assignment]  # only `send` waited on it
+        self.inbox = inbox
+        for name in ("scope", "response"):
+            self.__dict__.pop(name, None)
+        request = self.__dict__.pop("request", None)
+        if request is not None:
+            # websockets' parser generator keeps it as a local for good: empty it at least.
+            request.headers.clear()
+        while not queued.empty():
+            inbox.put_nowait(queued.get_nowait())
+        inbox.idle_check()
+        return True
+
     def _mark_dead(self) -> None:
-        if self.sink is not None:
-            self.sink.dead = True
+        sink = self.sink
+        if sink is not None:
+            sink.dead = True
+            if sink.sock is not None:
+                sink.sock.detach()  # never closes: the transport owns the descriptor
+                sink.sock = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._mark_dead()
@@ -276,6 +344,108 @@ class ScadaWebSocketProtocol(WebSocketsSansIOProtocol):
     def resume_writing(self) -> None:
         super().resume_writing()
         self.paused_at = None
+
+
+class _AlwaysWritable:
+    """Stands in for the `writable` event of a detached connection: nothing awaits it."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+    def is_set(self) -> bool:
+        return True
+
+    async def wait(self) -> bool:
+        return True
+
+
+_ALWAYS_WRITABLE = _AlwaysWritable()
+
+
+class Inbox:
+    """The receive queue of a detached connection: uvicorn puts ASGI receive events here.
+
+    Messages are handled one at a time, in order; while one is handled the next wait and
+    reading stays paused (uvicorn pauses it per message), as with the app's receive loop.
+    """
+
+    __slots__ = ("_busy", "_on_gone", "_on_message", "_pending", "done", "proto")
+
+    def __init__(
+        self,
+        proto: ScadaWebSocketProtocol,
+        on_message: Callable[[Mapping[str, Any]], Awaitable[bool]],
+        on_gone: Callable[[], None],
+    ) -> None:
+        self.proto = proto
+        self._on_message = on_message
+        self._on_gone = on_gone
+        self._pending: deque[Any] | None = None  # made when a second one waits
+        self._busy: asyncio.Task[None] | None = None
+        self.done = False
+
+    def put_nowait(self, message: Any) -> None:  # an ASGI receive event
+        if self.done:
+            return
+        if self._busy is not None:
+            if self._pending is None:
+                self._pending = deque()
+            self._pending.append(message)
+            return
+        self._start(message)
+
+    def empty(self) -> bool:
+        return not self._pending
+
+    def _start(self, message: Any) -> None:
+        if message["type"] == "websocket.disconnect":
+            self._finish()
+            return
+        proto = self.proto
+        task = proto.loop.create_task(self._handle(message))
+        self._busy = task
+        proto.tasks.add(task)  # uvicorn's shutdown waits for it, as for an app task
+        task.add_done_callback(proto.on_task_complete)
+
+    async def _handle(self, message: Any) -> None:
+        try:
+            go_on = await self._on_message(message)
+        except Exception:
+            log.exception("handling a WebSocket message from %s failed", _peer(self.proto.client))
+            go_on = False
+        self._busy = None
+        if not go_on:
+            self._finish()
+        elif self._pending:
+            self._start(self._pending.popleft())
+        else:
+            self.idle_check()
+
+    def idle_check(self) -> None:
+        """Nothing waits: read again (uvicorn paused reading when the last message came)."""
+        proto = self.proto
+        if self._busy is None and not self._pending and proto.read_paused and not self.done:
+            proto.read_paused = False
+            proto.transport.resume_reading()
+
+    def _finish(self) -> None:
+        """The connection ends for the app: what its handler returning would have done."""
+        self.done = True
+        self._pending = None
+        self._on_gone()
+        # On the next turn, as when the app's task wakes up: whoever put the disconnect here
+        # (a close frame being sent, uvicorn's shutdown) finishes writing first.
+        self.proto.loop.call_soon(self._close)
+
+    def _close(self) -> None:
+        proto = self.proto
+        if proto.close_timer is None:
+            proto.transport.close()
 
 
 class TransportSink:
@@ -304,7 +474,7 @@ class TransportSink:
         self.transport = proto.transport
         self.dead = False  # set once the connection stops taking frames
         self.send = self.transport.write  # bound once: the fan-out calls it per client
-        self.sock = self.transport.get_extra_info("socket")
+        self.sock = borrow(self.transport.get_extra_info("socket"))  # for `probe`
         self._acked = -1
         self._stalled_since: float | None = None
         self.framing = PLAIN
@@ -312,6 +482,14 @@ class TransportSink:
         self.framing, self.deflate = framing_for(
             getattr(proto.conn, "extensions", []), proto.wire.compression
         )
+
+    def detach(
+        self,
+        on_message: Callable[[Mapping[str, Any]], Awaitable[bool]],
+        on_gone: Callable[[], None],
+    ) -> bool:
+        """See ScadaWebSocketProtocol.detach."""
+        return self.proto.detach(on_message, on_gone)
 
     def write(self, payload: bytes) -> bool:
         if self.dead or self.proto.close_sent or self.transport.is_closing():
@@ -380,6 +558,12 @@ class TransportSink:
             self.transport.resume_reading()
         proto.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
         proto.close_timer = proto.loop.call_later(CLOSE_GRACE_S, self.transport.abort)
+
+
+@functools.cache
+def _deflate_offer(compression: str) -> Any:
+    """One offer per mode, shared by every connection (it is configuration, not state)."""
+    return deflate_offer(compression)
 
 
 # -- HTTP ------------------------------------------------------------------------------------

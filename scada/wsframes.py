@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 from websockets.extensions.base import Extension
 from websockets.extensions.permessage_deflate import (
@@ -126,3 +126,14 @@ class FrameSink(Protocol):
         """Seconds the connection has refused to drain (0 when it is draining)."""
 
     def close(self, code: int, reason: str) -> None: ...
+
+    def detach(
+        self,
+        on_message: Callable[[Mapping[str, Any]], Awaitable[bool]],
+        on_gone: Callable[[], None],
+    ) -> bool:
+        """Take the client's messages as callbacks, so the ASGI handler may return.
+
+        True: the connection now calls `on_message` per message (False back ends it) and
+        `on_gone` once when it ends. False: not supported here; keep the receive loop.
+        """

@@ -11,6 +11,7 @@ between round 2 and the last are listed (a leak shows up there, linearly, round 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import os
@@ -21,6 +22,7 @@ import threading
 import time
 import tomllib
 import tracemalloc
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,53 +70,58 @@ class ChurnResult:
         }
 
 
-def run_churn(clients: int, rounds: int, progress: Any = None) -> ChurnResult:
-    import uvicorn
-
+@contextlib.contextmanager
+def inprocess_server(clients: int) -> Iterator[tuple[Any, str]]:
+    """The real server (the same build_server as `scada serve`) in a thread of this process,
+    in a throwaway data dir; yields (uvicorn.Server, ws url) and stops it afterwards."""
     from scada.core.config import config_from_dict, default_config_text
     from scada.server import build_server
 
-    tracemalloc.start(8)
-    result = ChurnResult(clients)
-    with tempfile.TemporaryDirectory(prefix="scada-churn-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="scada-bench-") as tmp:
         raw = tomllib.loads(default_config_text())
         raw.setdefault("server", {}).update(
             {"data_dir": str(Path(tmp, "data")), "max_connections": max(clients * 2, 100)}
         )
         port = free_port()
-        server: uvicorn.Server = build_server(config_from_dict(raw), port=port, log_level="warning")
+        server = build_server(config_from_dict(raw), port=port, log_level="warning")
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         _wait(lambda: server.started, 30)
-        runtime = server.config.loaded_app.app.state.runtime
-        url = f"ws://127.0.0.1:{port}/ws"
-        snapshots = []
         try:
-            for n in range(rounds):
-                out = subprocess.run(
-                    [sys.executable, "-c", CLIENT, url, str(clients)],
-                    capture_output=True,
-                    text=True,
-                    timeout=300,
-                )
-                failed = int(out.stdout.strip() or clients)
-                _wait(lambda: not runtime.broadcaster.clients, 30)
-                gc.collect()
-                traced, _ = tracemalloc.get_traced_memory()
-                snapshots.append(tracemalloc.take_snapshot())
-                if len(snapshots) > 2:
-                    snapshots[1:-1] = []  # keep round 2 (index 1) and the latest
-                rss = rss_kb(os.getpid()) / 1024
-                trimmed = rss_kb(os.getpid()) / 1024 if malloc_trim() else None
-                result.rounds.append(ChurnRound(clients, failed, rss, trimmed, traced / 2**20))
-                if progress is not None:
-                    progress(f"churn round {n + 1}/{rounds}")
+            yield server, f"ws://127.0.0.1:{port}/ws"
         finally:
             server.should_exit = True
             thread.join(15)
-        if len(snapshots) == 2:
-            diff = snapshots[1].compare_to(snapshots[0], "lineno")
-            result.top_growth = [str(d) for d in diff[:10]]
+
+
+def run_churn(clients: int, rounds: int, progress: Any = None) -> ChurnResult:
+    tracemalloc.start(8)
+    result = ChurnResult(clients)
+    with inprocess_server(clients) as (server, url):
+        runtime = server.config.loaded_app.app.state.runtime
+        snapshots = []
+        for n in range(rounds):
+            out = subprocess.run(
+                [sys.executable, "-c", CLIENT, url, str(clients)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            failed = int(out.stdout.strip() or clients)
+            _wait(lambda: not runtime.broadcaster.clients, 30)
+            gc.collect()
+            traced, _ = tracemalloc.get_traced_memory()
+            snapshots.append(tracemalloc.take_snapshot())
+            if len(snapshots) > 2:
+                snapshots[1:-1] = []  # keep round 2 (index 1) and the latest
+            rss = rss_kb(os.getpid()) / 1024
+            trimmed = rss_kb(os.getpid()) / 1024 if malloc_trim() else None
+            result.rounds.append(ChurnRound(clients, failed, rss, trimmed, traced / 2**20))
+            if progress is not None:
+                progress(f"churn round {n + 1}/{rounds}")
+    if len(snapshots) == 2:
+        diff = snapshots[1].compare_to(snapshots[0], "lineno")
+        result.top_growth = [str(d) for d in diff[:10]]
     tracemalloc.stop()
     return result
 

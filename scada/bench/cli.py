@@ -47,6 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--history", action="store_true", help="run the historian benchmark instead")
     p.add_argument(
+        "--idle-memory",
+        action="store_true",
+        help="memory per idle connection instead: RSS of --targets, tracemalloc sites of scada",
+    )
+    p.add_argument(
         "--churn",
         type=int,
         metavar="ROUNDS",
@@ -69,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         from scada.bench import history
 
         return emit(args, progress, history.run(args, progress), history.render)
+    if args.idle_memory:
+        from scada.bench import idle
+
+        return emit(args, progress, idle.run(args, progress), idle.render)
     if args.churn:
         from scada.bench import churn
 

@@ -9,7 +9,9 @@ broadcast and replies is written.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.websockets import WebSocket
@@ -121,46 +123,53 @@ class Hub:
         self.send_snapshot(client)
         # Registered only now: no tick can run between the snapshot and this line.
         self.broadcaster.add(client)
+        srv = self.config.server
+        bucket = TokenBucket(srv.messages_per_second, srv.message_burst)
+        on_message = functools.partial(self._on_message, client, bucket)
+        if client.sink.detach(on_message, functools.partial(self.broadcaster.remove, client)):
+            return  # the protocol calls on_message per message; no task waits while idle
         try:
-            await self._receive_loop(websocket, client)
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect" or not await on_message(message):
+                    return
         finally:
             self.broadcaster.remove(client)
 
-    async def _receive_loop(self, websocket: WebSocket, client: Client) -> None:
+    async def _on_message(
+        self, client: Client, bucket: TokenBucket, message: Mapping[str, Any]
+    ) -> bool:
+        """Handle one message from the client; False: the connection is done with."""
         srv = self.config.server
-        bucket = TokenBucket(srv.messages_per_second, srv.message_burst)
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            verdict = bucket.take(self.clock.monotonic())
-            if verdict == TokenBucket.REFUSE:
-                client.send(
-                    "error",
-                    {
-                        "code": "rate_limited",
-                        "message": f"over {srv.messages_per_second:g} messages per second",
-                    },
-                )
-                continue
-            if verdict == TokenBucket.ABUSE:
-                log.warning(
-                    "client %s (%s, %s) flooding; closing with 1008",
-                    client.id,
-                    client.user,
-                    client.address,
-                )
-                client.sink.close(CLOSE_POLICY, "message rate limit")
-                return
-            if client.closed:
-                return  # closed (logout, expiry, slow) while this message waited
-            text = message.get("text")
-            try:
-                await self.handler.handle(client, text if text is not None else message["bytes"])
-            except Exception:
-                log.exception("handling a message from client %s failed", client.id)
-                client.sink.close(CLOSE_ERROR, "server error")
-                return
+        verdict = bucket.take(self.clock.monotonic())
+        if verdict == TokenBucket.REFUSE:
+            client.send(
+                "error",
+                {
+                    "code": "rate_limited",
+                    "message": f"over {srv.messages_per_second:g} messages per second",
+                },
+            )
+            return True
+        if verdict == TokenBucket.ABUSE:
+            log.warning(
+                "client %s (%s, %s) flooding; closing with 1008",
+                client.id,
+                client.user,
+                client.address,
+            )
+            client.sink.close(CLOSE_POLICY, "message rate limit")
+            return False
+        if client.closed:
+            return False  # closed (logout, expiry, slow) while this message waited
+        text = message.get("text")
+        try:
+            await self.handler.handle(client, text if text is not None else message["bytes"])
+        except Exception:
+            log.exception("handling a message from client %s failed", client.id)
+            client.sink.close(CLOSE_ERROR, "server error")
+            return False
+        return True
 
     def _connected(self, client: Client) -> dict[str, Any]:
         srv = self.config.server

@@ -95,3 +95,22 @@ def test_churn_rounds_report_memory_and_growth_sites() -> None:
     assert all(r["rss_mb"] > 10 and r["traced_mb"] > 0 for r in doc["rounds"])
     assert doc["top_growth"]  # round 2 against the last, by allocation site
     assert "round" in render(doc)
+
+
+def test_idle_memory_names_what_a_connection_holds() -> None:
+    import argparse
+
+    from scada.bench import idle
+
+    args = argparse.Namespace(clients=20, targets="bare", config=None)
+    doc = idle.run(args, None)
+    assert doc["rss"]["bare"]["connected"] == 20
+    assert doc["rss"]["bare"]["rss_mb"] > 10
+    traced = doc["traced"]
+    assert traced["connected"] == 20
+    assert traced["bytes_per_connection"] > 0 and traced["top_sites"]
+    objects = dict(traced["objects_per_connection"])
+    assert objects.get("ScadaWebSocketProtocol") == 1.0 and objects.get("Client") == 1.0
+    # Detached after the handshake: no asyncio task or ASGI scope per idle connection.
+    assert "Task" not in objects and "Context" not in objects
+    assert "Python memory per connection" in idle.render(doc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 import uvloop
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from scada.tcpinfo import tcp_progress
+from scada.tcpinfo import borrow, tcp_progress
 from scada.uvicorn_adapter import (
     ScadaWebSocketProtocol,
     UnsupportedServer,
@@ -78,6 +79,27 @@ def test_tcp_probe_of_a_just_closed_socket_under_uvloop() -> None:
         transport.abort()
         await asyncio.sleep(0)  # the transport closes its descriptor on the next turn
         assert tcp_progress(sock) is None
+        server.close()
+
+    uvloop.run(main())
+    asyncio.run(main())
+
+
+def test_a_borrowed_socket_probes_but_never_closes_the_transport_descriptor() -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        borrowed = borrow(transport.get_extra_info("socket"))
+        assert borrowed is not None
+        assert tcp_progress(borrowed) is not None
+        del borrowed
+        gc.collect()  # garbage collected without detach(): still no close
+        assert tcp_progress(transport.get_extra_info("socket")) is not None
+        assert not transport.is_closing()
+        transport.write(b"still open")
+        transport.abort()
         server.close()
 
     uvloop.run(main())
