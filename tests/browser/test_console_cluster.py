@@ -121,7 +121,7 @@ def test_quiet_bus_shows_no_live_data_on_an_open_socket_and_recovers(
             assert_nothing_shown_as_live(page)
             assert page.evaluate("[window.plant.state, window.closes]") == ["connected", 0]
             if shots:
-                page.screenshot(path=str(Path(shots) / f"console-bus-stale{suffix}.png"))
+                page.screenshot(path=str(Path(shots) / f"console-gateway-stale{suffix}.png"))
     finally:
         cluster.redis.resume()
 
