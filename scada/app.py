@@ -145,11 +145,18 @@ async def open_plant(app: Starlette, plant: Plant) -> None:
         plant.runtime.metric_sources.append(plant.historian.metrics)
 
 
-async def start_notifier(app: Starlette, plant: Plant, skip_through: int = 0) -> Notifier | None:
+async def start_notifier(
+    app: Starlette,
+    plant: Plant,
+    skip_through: int = 0,
+    *,
+    handover: bool = False,
+    instance: str | None = None,
+) -> Notifier | None:
     """Notifications of committed alarm events (None: no rule routes anywhere)."""
     notifier = build_notifier(plant.config, plant.notifications, plant.alarms)
     if notifier is not None:
-        await notifier.start(skip_through=skip_through)
+        await notifier.start(skip_through=skip_through, handover=handover, instance=instance)
         plant.runtime.metric_sources.append(notifier.metrics)
     app.state.notifier = notifier
     return notifier

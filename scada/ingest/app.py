@@ -24,6 +24,7 @@ from scada.app import Plant, build_plant, close_plant, open_plant, plant_app, pl
 from scada.cluster.authsync import AuthPublisher
 from scada.cluster.keys import BusKeys
 from scada.cluster.node import IngestNode
+from scada.cluster.notifymark import NotifyMark
 from scada.core.config import PlantConfig
 from scada.ingest import web
 from scada.ingest.commands import CommandApplier
@@ -100,9 +101,18 @@ def create_ingest_app(
 
     routes: list[BaseRoute] = [Route("/ready", web.ready), *plant_routes(plant)]
     app = plant_app(plant, routes, lifespan, config_path)
-    process = IngestProcess(app, plant, frames, lambda: node.mirror.mirrored_through)
+    process = IngestProcess(app, plant, frames)
     node = build_node(plant, process)
     node_ref.append(node)
+    # Notifications hand over at the active node's delivered-through mark.
+    process.mark = NotifyMark(
+        node.redis,
+        node.keys,
+        node.lease,
+        epoch=lambda: node.outbox.journal_epoch,
+        published_through=lambda: node.outbox.published_through,
+        mirrored_through=lambda: node.mirror.mirrored_through,
+    )
     # One login for all gateways: the active node's users, tokens and sessions in Redis.
     auth_rows = AuthPublisher(node.redis, node.keys, node.lease, plant.auth)
     process.on_activate.append(auth_rows.activate)

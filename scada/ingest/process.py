@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from starlette.applications import Starlette
 
 from scada.app import Plant, start_notifier, stop_notifier
+from scada.cluster.notifymark import NotifyMark
 from scada.ingest.frames import FrameTap
 from scada.notify.service import Notifier
 
@@ -28,12 +29,12 @@ class IngestProcess:
         app: Starlette,
         plant: Plant,
         frames: FrameTap,
-        mirrored_through: Callable[[], int],
     ) -> None:
         self.app = app
         self.plant = plant
         self.frames = frames
-        self.mirrored_through = mirrored_through  # events the other node notified
+        # Where the other node's notifications ended (set once the node exists).
+        self.mark: NotifyMark | None = None
         # Run after activation / before standing by, in order (e.g. the auth publisher).
         self.on_activate: list[Hook] = []
         self.on_stand_by: list[Hook] = []
@@ -55,14 +56,28 @@ class IngestProcess:
             plant.alarms.cursor(),
             len(plant.runtime.pollers),
         )
-        self.notifier = await start_notifier(self.app, plant, self.mirrored_through())
+        assert self.mark is not None, "IngestProcess.mark is set before the node runs"
+        start = await self.mark.start_at()
+        self.notifier = await start_notifier(
+            self.app,
+            plant,
+            start.skip_through,
+            handover=start.handover,
+            instance=start.instance,
+        )
+        self.mark.activate(self._delivered)
         for hook in self.on_activate:
             await hook()
+
+    def _delivered(self) -> Awaitable[int] | None:
+        return self.notifier.delivered_through() if self.notifier is not None else None
 
     async def stand_by(self) -> None:
         if not self.active:
             return
         self.active = False
+        if self.mark is not None:
+            await self.mark.finish(self._delivered)
         for hook in self.on_stand_by:
             await hook()
         runtime = self.plant.runtime

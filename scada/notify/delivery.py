@@ -17,7 +17,13 @@ from typing import Any
 
 from scada.notify.config import EmailTarget, RetrySettings, WebhookTarget
 from scada.notify.outbox import Outbox, Row
-from scada.notify.payload import EVENT_ID_HEADER, SIGNATURE_HEADER, email_message, signature
+from scada.notify.payload import (
+    EVENT_ID_HEADER,
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    email_message,
+    signature,
+)
 from scada.notify.transport import (
     DeliveryError,
     post_json,
@@ -142,6 +148,9 @@ class WebhookWorker(TargetWorker):
             headers = {
                 SIGNATURE_HEADER: signature(self._secret, row.body),
                 EVENT_ID_HEADER: row.event_id,
+                # One per (event, target), the same on every attempt and on either node of a
+                # cluster (the notification id starts with the shared journal epoch there).
+                IDEMPOTENCY_HEADER: f"{row.event_id}/{self.name}",
                 "X-Scada-Delivery-Attempt": str(row.attempts + 1),
             }
             await post_json(

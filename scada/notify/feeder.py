@@ -58,10 +58,12 @@ class Feeder:
         self.cursor = 0
         self._full: set[str] = set()  # targets whose outbox is dropping rows
 
-    async def open(self, skip_through: int = 0) -> None:
+    async def open(self, skip_through: int = 0, *, handover: bool = False) -> None:
         """Read the stored cursor; a new outbox starts at the journal's newest event.
 
-        Events up to `skip_through` are passed over (another node notified them)."""
+        Events up to `skip_through` are passed over (another node notified them). With
+        `handover` (a cluster node taking over at the other node's delivered-through mark) a
+        new outbox starts at `skip_through` too, so the events above it are notified here."""
         stored = await self.db(self.outbox.cursor)
         newest = self.source.cursor()
         if stored is not None and stored < skip_through <= newest:
@@ -73,6 +75,10 @@ class Feeder:
             )
             await self.db(self.outbox.commit, [], now=self.clock(), cursor=skip_through)
             stored = skip_through
+        if stored is None and handover and skip_through <= newest:
+            stored = skip_through
+            await self.db(self.outbox.commit, [], now=self.clock(), cursor=stored)
+            log.info("notification outbox created; notifying alarm events after id %d", stored)
         if stored is None:
             self.cursor = newest
             await self.db(self.outbox.commit, [], now=self.clock(), cursor=newest)

@@ -129,6 +129,14 @@ class Outbox:
         )
         return value
 
+    def adopt_instance(self, value: str) -> None:
+        """Use `value` (a cluster's journal epoch, the same on both ingest nodes) as this
+        outbox's instance: the ids of an event's notifications are then the same whichever
+        node sends them, so a receiver de-duplicates across a takeover."""
+        if value != self.instance:
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'instance'", (value,))
+            self.instance = value
+
     def new_journal(self, cursor: int) -> None:
         """The journal was replaced (its ids restart): new event ids from here on, and the
         reminders of its occurrences are void. What is queued is still delivered."""
@@ -261,6 +269,34 @@ class Outbox:
             (target, limit),
         ).fetchall()
         return [Row(int(r[0]), str(r[1]), float(r[2]), int(r[3]), bytes(r[4])) for r in rows]
+
+    def oldest_pending(self) -> int | None:
+        """The journal id of the oldest event with a notification still queued (any target;
+        reminders aside), or None when every routed event is delivered or dropped."""
+        row = self._db.execute(
+            "SELECT min(CAST(substr(event_id, instr(event_id, ':') + 1) AS INTEGER))"
+            " FROM outbox WHERE event_id NOT GLOB '*:unack:*'"
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def forget_through(self, instance: str, journal_id: int) -> int:
+        """Drop the queued notifications of `instance`'s events up to `journal_id` (another
+        node of the cluster delivered them after this one stood by); returns how many."""
+        cur = self._db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            gone = cur.execute(
+                "DELETE FROM outbox WHERE event_id GLOB ? || ':[0-9]*'"
+                " AND CAST(substr(event_id, length(?) + 2) AS INTEGER) <= ? RETURNING target",
+                (instance, instance, journal_id),
+            ).fetchall()
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        for (target,) in gone:
+            self.target(str(target)).queued -= 1
+        return len(gone)
 
     def due_timers(self, now: float) -> list[Timer]:
         rows = self._db.execute(

@@ -17,6 +17,7 @@ from scada.notify.rules import priority_of
 
 SIGNATURE_HEADER = "X-Scada-Signature"
 EVENT_ID_HEADER = "X-Scada-Event-Id"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 def notification(

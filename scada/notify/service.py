@@ -55,9 +55,14 @@ class Notifier:
         call = functools.partial(fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._thread, call)
 
-    async def start(self, skip_through: int = 0) -> None:
-        """`skip_through`: events up to this journal id were notified elsewhere (a cluster
-        standby mirrored them from the active node, which notified them): never route them."""
+    async def start(
+        self, skip_through: int = 0, *, handover: bool = False, instance: str | None = None
+    ) -> None:
+        """`skip_through`: events up to this journal id were notified elsewhere (the other
+        node of a cluster delivered them): never route them. `handover`: `skip_through` is
+        that node's delivered-through mark, so a new outbox starts there (Feeder.open).
+        `instance`: the id every notification id starts with (a cluster's journal epoch, so
+        both nodes give an event the same notification id; default: the outbox's own)."""
         outbox = await self.db(Outbox, self.outbox_path, max_queued=self.config.max_queued)
         self.outbox = outbox
         retry = self.config.retry
@@ -81,7 +86,20 @@ class Notifier:
         # Subscribe before reading the cursor: a commit in between only wakes the feeder.
         # (A stopped feeder's listener stays subscribed; it only sets an Event.)
         self.source.on_committed(self.feeder.committed)
-        await self.feeder.open(skip_through)
+        await self.feeder.open(skip_through, handover=handover)
+        if (
+            handover
+            and instance is not None
+            and (gone := await self.db(outbox.forget_through, instance, skip_through))
+        ):
+            log.info(
+                "notifications: %d queued notification(s) of events up to id %d dropped: the "
+                "other node delivered them",
+                gone,
+                skip_through,
+            )
+        if instance is not None:
+            await self.db(outbox.adopt_instance, instance)
         self._tasks = [self._spawn(self.feeder.run, "feeder")]
         self._tasks += [self._spawn(w.run, w.name) for w in self.workers.values()]
         log.info(
@@ -90,6 +108,14 @@ class Notifier:
             len(self.workers),
             self.outbox_path,
         )
+
+    async def delivered_through(self) -> int:
+        """The newest journal id up to which every event's notifications are delivered or
+        dropped (reminders aside): what a cluster node taking over need not send again."""
+        assert self.feeder is not None and self.outbox is not None
+        routed = self.feeder.cursor  # read first: rows of later events only raise the min
+        pending = await self.db(self.outbox.oldest_pending)
+        return routed if pending is None else min(routed, pending - 1)
 
     def _spawn(self, run: Callable[[], Awaitable[None]], name: str) -> asyncio.Task[None]:
         return asyncio.create_task(self._supervise(run, name), name=f"notify-{name}")

@@ -23,7 +23,8 @@ from tests.integration.nginx_helpers import make_certificate
 
 class WebhookReceiver:
     """Records every POST; `fail_next` requests are recorded and then answered 503 (so the
-    sender retries what the receiver already has: duplicates the event id must unmask)."""
+    sender retries what the receiver already has: duplicates the event id must unmask).
+    While `refuse` is set every request is answered 503. Each entry keeps its `status`."""
 
     def __init__(self, port: int, secret: bytes, tls: tuple[Path, Path] | None = None) -> None:
         self.port = port
@@ -31,6 +32,7 @@ class WebhookReceiver:
         self.tls = tls  # (certificate, key): serve https
         self.requests: list[dict[str, Any]] = []
         self.fail_next = 0
+        self.refuse = False
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -46,11 +48,12 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver._record(body, dict(self.headers))
                 with receiver._lock:
                     fail = receiver.fail_next > 0
                     receiver.fail_next -= int(fail)
-                self.send_response(503 if fail else 200)
+                    status = 503 if fail or receiver.refuse else 200
+                receiver._record(body, dict(self.headers), status)
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -73,12 +76,13 @@ class WebhookReceiver:
             self._server.server_close()
             self._server = None
 
-    def _record(self, body: bytes, headers: dict[str, str]) -> None:
+    def _record(self, body: bytes, headers: dict[str, str], status: int) -> None:
         expected = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
         entry = {
             "body": json.loads(body),
             "headers": headers,
             "signed": hmac.compare_digest(expected, headers.get("X-Scada-Signature", "")),
+            "status": status,
         }
         with self._lock:
             self.requests.append(entry)
