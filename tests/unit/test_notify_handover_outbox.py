@@ -14,11 +14,11 @@ def test_pending_forget_and_shared_instance(tmp_path: Path) -> None:
     outbox.adopt_instance("00c0ffee00c0ffee")
     assert Outbox(tmp_path / "notify.sqlite").instance == "00c0ffee00c0ffee"
     rows = [
+        ("hook", "1a2b3c4d:5", b"{}"),  # queued under an older instance: still pending
         ("hook", "00c0ffee00c0ffee:7", b"{}"),
         ("hook", "00c0ffee00c0ffee:12", b"{}"),
         ("mail", "00c0ffee00c0ffee:9", b"{}"),
         ("hook", "00c0ffee00c0ffee:unack:3:rule1", b"{}"),  # a reminder: not a journal id
-        ("hook", "1a2b3c4d:5", b"{}"),  # queued under an older instance: still pending
     ]
     outbox.commit(rows, now=1.0, cursor=12)
     assert outbox.oldest_pending() == 5
@@ -26,9 +26,9 @@ def test_pending_forget_and_shared_instance(tmp_path: Path) -> None:
     assert outbox.forget_through("00c0ffee00c0ffee", 9) == 2
     assert outbox.target("hook").queued == 3 and outbox.target("mail").queued == 0
     assert [r.event_id for r in outbox.head("hook", 10)] == [
+        "1a2b3c4d:5",
         "00c0ffee00c0ffee:12",
         "00c0ffee00c0ffee:unack:3:rule1",
-        "1a2b3c4d:5",
     ]
     (five,) = [r for r in outbox.head("hook", 10) if r.event_id == "1a2b3c4d:5"]
     outbox.delivered("hook", [five.id], now=2.0)
