@@ -127,9 +127,11 @@ def build_plant(
     )  # fmt: skip
 
 
-async def open_plant(app: Starlette, plant: Plant) -> None:
-    """The lifespan's start before the notifier and the runtime: admin, journal, historian."""
-    ensure_admin(plant.auth)
+async def open_plant(app: Starlette, plant: Plant, *, first_admin: bool = True) -> None:
+    """The lifespan's start before the notifier and the runtime: admin, journal, historian.
+    `first_admin=False`: not here (an ingest node creates it when active, see authsync)."""
+    if first_admin:
+        ensure_admin(plant.auth)
     alarms = plant.alarms
     await alarms.start()
     app.state.alarms = alarms

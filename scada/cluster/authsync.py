@@ -14,7 +14,10 @@ looks every `check_every` s). Every write goes through one Lua script that check
 Takeover: before its first publish the new active node merges the rows Redis holds into its
 own SQLite (users, tokens and sessions made on the old active node survive the failover; see
 `AuthStore.merge_rows`), then re-seeds Redis from its SQLite under a new seed id. Redis that
-lost its data (no seed key) is re-seeded the same way, without a merge.
+lost its data (no seed key) is re-seeded the same way, without a merge. With `first_admin`
+(the ingest role) the takeover also creates the cluster's first user, between the merge and
+the seed, if neither Redis nor the store has one (`ensure_cluster_admin`): one admin and one
+password file for the cluster, made by the node that is active, never by a standby.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import secrets
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from scada.auth.first_admin import ensure_cluster_admin
 from scada.auth.store import AuthRows, AuthStore
 from scada.cluster.auditsync import AuditShipper
 from scada.cluster.authrows import KINDS, AuthKeys, Change, decode_hash, encode_changes, encode_row
@@ -108,6 +112,7 @@ class AuthPublisher:
         *,
         maxlen: int = 1_000,
         check_every: float = 1.0,
+        first_admin: bool = False,
     ) -> None:
         self.redis = redis
         self.keys = AuthKeys.of(keys)
@@ -115,6 +120,7 @@ class AuthPublisher:
         self.store = store
         self.maxlen = maxlen
         self.check_every = check_every
+        self.first_admin = first_admin
         self._script = redis.register_script(_SYNC)
         self.audit = AuditShipper(redis, keys, store)
         self._seed: str | None = None  # the seed this node wrote last
@@ -250,6 +256,9 @@ class AuthPublisher:
                 seed,
                 ", ".join(f"{n} {kind}" for kind, n in counts.items()),
             )
+        if self.first_admin:
+            users = len(theirs.get("users", {}))
+            await asyncio.to_thread(ensure_cluster_admin, self.store, users)
         rows = await asyncio.to_thread(self.store.rows)
         new_seed = secrets.token_hex(8)
         await self._write(fence, "seed", new_seed, all_changes(rows))

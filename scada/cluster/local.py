@@ -28,6 +28,8 @@ from typing import Any
 
 import httpx
 
+from scada.auth.first_admin import PASSWORD_FILE
+from scada.cluster.firstlogin import cluster_password_file
 from scada.cluster.localconf import base_config, write_node_config
 from scada.cluster.nginxconf import main_conf, render_cluster_conf, render_plain_conf
 from scada.cluster.selfsigned import make_certificate
@@ -403,16 +405,18 @@ class LocalCluster:
             say("stopped")
 
     def _print_hints(self) -> None:
-        active = [
-            c.name
-            for c in self.ingests
-            if http_status(f"http://127.0.0.1:{self.ports[c.name]}/ready") == 200
-        ]
-        password = self.dir / (active or ["ingest-a"])[0] / "data" / "initial-admin-password"
+        # Written by the node that was active when the cluster had no user (maybe a run ago).
+        password = cluster_password_file(
+            self.redis_url,
+            str(base_config(self.config).get("cluster", {}).get("prefix", "scada")),
+            [self.dir / c.name / "data" / PASSWORD_FILE for c in self.ingests],
+            timeout=15.0,
+            stopping=lambda: self.stopping,
+        )
         hints: list[str] = [
             f"wss://127.0.0.1:{self.port}/ws  (scada watch needs SSL_CERT_FILE={self.dir / 'tls' / 'fullchain.pem'})",
         ]
-        if password.exists():
+        if password is not None:
             hints.append(f"first login: user and password in {password}")
         hints.append("Ctrl-C stops everything")
         for hint in hints:

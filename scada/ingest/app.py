@@ -78,7 +78,7 @@ def create_ingest_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await open_plant(app, plant)
+        await open_plant(app, plant, first_admin=False)  # the active node's: AuthPublisher
         task = asyncio.create_task(node.run(), name="ingest-node")
         task.add_done_callback(stopped)
         try:
@@ -114,7 +114,7 @@ def create_ingest_app(
         mirrored_through=lambda: node.mirror.mirrored_through,
     )
     # One login for all gateways: the active node's users, tokens and sessions in Redis.
-    auth_rows = AuthPublisher(node.redis, node.keys, node.lease, plant.auth)
+    auth_rows = AuthPublisher(node.redis, node.keys, node.lease, plant.auth, first_admin=True)
     process.on_activate.append(auth_rows.activate)
     process.on_stand_by.append(auth_rows.stand_by)
     plant.alarms.set_fence(node.fence)

@@ -46,13 +46,16 @@ PASSWORD = "correct horse battery"
 
 
 @asynccontextmanager
-async def active_node(url: str, store: AuthStore, node: str) -> AsyncIterator[AuthPublisher]:
-    """An ingest node's auth side: holds the lease (renewed), publishes while it does."""
+async def active_node(
+    url: str, store: AuthStore, node: str, **options: Any
+) -> AsyncIterator[AuthPublisher]:
+    """An ingest node's auth side: holds the lease (renewed), publishes while it does
+    (`options`: the AuthPublisher's)."""
     redis = connect(url)
     lease = Lease(redis, KEYS, node, ttl=3.0, renew_every=0.5)
     renewing = asyncio.create_task(lease.run())
     await eventually_async(lease.held, what=f"{node} holds the lease")
-    publisher = AuthPublisher(redis, KEYS, lease, store)
+    publisher = AuthPublisher(redis, KEYS, lease, store, **options)
     await publisher.activate()
     try:
         yield publisher
