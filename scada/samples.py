@@ -17,7 +17,8 @@ class SampleEncoder:
     def __init__(self, schema: TagSchema) -> None:
         self.schema = schema
         self._decimals = np.array([r.config.decimals for r in schema.refs])
-        self._layout: list[list[tuple[str, list[int], list[str] | None]]] = []
+        # Per line: (field name, tag positions, states) in wire order (SampleDecoder's too).
+        self.layout: list[list[tuple[str, list[int], list[str] | None]]] = []
         for line_id in schema.line_ids:
             fields: list[tuple[str, list[int], list[str] | None]] = []
             groups: dict[str, list[int]] = {}
@@ -30,8 +31,8 @@ class SampleEncoder:
                 else:
                     groups[group] = [ref.index]
                     fields.append((group, groups[group], None))
-            self._layout.append(fields)
-        self._grouped = {name for fields in self._layout for name, idx, _ in fields if len(idx) > 1}
+            self.layout.append(fields)
+        self.grouped = {name for fields in self.layout for name, idx, _ in fields if len(idx) > 1}
         self._names = [ref.name for ref in schema.refs]
 
     def encode(
@@ -58,12 +59,12 @@ class SampleEncoder:
                 "quality": QUALITY_LABELS[line_q[pos]],
             }
             bad: list[str] = []
-            for name, idx, states in self._layout[pos]:
+            for name, idx, states in self.layout[pos]:
                 vals: list[Any] = [None if quality[i] == bad_q else rounded[i] for i in idx]
                 if states is not None:
                     v = vals[0]
                     vals = [states[int(v)] if v is not None and 0 <= v < len(states) else None]
-                if len(idx) > 1 or name in self._grouped:
+                if len(idx) > 1 or name in self.grouped:
                     record[name] = vals
                 else:
                     record[name] = vals[0]

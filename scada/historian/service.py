@@ -67,6 +67,7 @@ class Historian:
         self._pool = ThreadPoolExecutor(READERS, thread_name_prefix="historian-read")
         self._series_cache: dict[str, tuple[int, str]] = {}
         self._series_gen = -1
+        self.last_recorded: float | None = None  # epoch seconds of the newest row taken
 
     @classmethod
     def from_config(cls, config: PlantConfig, schema: TagSchema) -> Historian:
@@ -91,6 +92,7 @@ class Historian:
         self.writer.stop()
 
     def record(self, t: float, values: np.ndarray, quality: np.ndarray) -> None:
+        self.last_recorded = t
         self.writer.record(t, values, quality)
 
     # -- status -------------------------------------------------------------------------

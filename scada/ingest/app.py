@@ -28,6 +28,7 @@ from scada.cluster.notifymark import NotifyMark
 from scada.core.config import PlantConfig
 from scada.ingest import web
 from scada.ingest.commands import CommandApplier
+from scada.ingest.follow import FrameFollower
 from scada.ingest.frames import FrameTap
 from scada.ingest.process import IngestProcess
 
@@ -62,6 +63,22 @@ def build_node(plant: Plant, process: IngestProcess) -> IngestNode:
     )
 
 
+def follow_frames(plant: Plant) -> FrameFollower | None:
+    """The standby's historian recorder (None without a historian)."""
+    historian = plant.historian
+    if historian is None:
+        return None
+    settings = plant.config.cluster
+    return FrameFollower(
+        settings.redis_url,
+        BusKeys(settings.prefix),
+        historian.schema,
+        historian.record,
+        resolution_ms=historian.resolution,
+        last_recorded=lambda: historian.last_recorded,
+    )
+
+
 def create_ingest_app(
     config: PlantConfig,
     *,
@@ -79,6 +96,8 @@ def create_ingest_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await open_plant(app, plant, first_admin=False)  # the active node's: AuthPublisher
+        if follower is not None:
+            follower.start()  # standing by until the node takes the lease
         task = asyncio.create_task(node.run(), name="ingest-node")
         task.add_done_callback(stopped)
         try:
@@ -90,6 +109,8 @@ def create_ingest_app(
             task.remove_done_callback(stopped)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            if follower is not None:
+                await follower.stop()
             await close_plant(plant)
             log.info("stopped: journal and audit closed, node off the bus")
 
@@ -101,7 +122,8 @@ def create_ingest_app(
 
     routes: list[BaseRoute] = [Route("/ready", web.ready), *plant_routes(plant)]
     app = plant_app(plant, routes, lifespan, config_path)
-    process = IngestProcess(app, plant, frames)
+    follower = follow_frames(plant)
+    process = IngestProcess(app, plant, frames, follower)
     node = build_node(plant, process)
     node_ref.append(node)
     # Notifications hand over at the active node's delivered-through mark.

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 
 from scada.app import Plant, start_notifier, stop_notifier
 from scada.cluster.notifymark import NotifyMark
+from scada.ingest.follow import FrameFollower
 from scada.ingest.frames import FrameTap
 from scada.notify.service import Notifier
 
@@ -29,12 +30,15 @@ class IngestProcess:
         app: Starlette,
         plant: Plant,
         frames: FrameTap,
+        follower: FrameFollower | None = None,
     ) -> None:
         self.app = app
         self.plant = plant
         self.frames = frames
         # Where the other node's notifications ended (set once the node exists).
         self.mark: NotifyMark | None = None
+        # The historian records the active node's frames while this one stands by.
+        self.follower = follower
         # Run after activation / before standing by, in order (e.g. the auth publisher).
         self.on_activate: list[Hook] = []
         self.on_stand_by: list[Hook] = []
@@ -46,6 +50,8 @@ class IngestProcess:
         plant = self.plant
         await plant.alarms.start()  # the engine's state from the journal, mirrored tail too
         plant.runtime.alarms_fenced = False
+        if self.follower is not None:
+            await self.follower.stop()  # the tick records from now on
         self.frames.reset()
         await plant.runtime.start()
         self.active = True
@@ -82,6 +88,8 @@ class IngestProcess:
             await hook()
         runtime = self.plant.runtime
         await runtime.stop()  # the tick, then the device connections
+        if self.follower is not None:
+            self.follower.start()
         # Its clients see no data here any more: let them reconnect (to the active node).
         runtime.broadcaster.close_all(1012, "standby")
         notifier, self.notifier = self.notifier, None
