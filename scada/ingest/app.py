@@ -143,6 +143,8 @@ def create_ingest_app(
     plant.alarms.on_committed(lambda _events: node.committed())
     runtime.on_frame(frames)
     runtime.metric_sources.append(lambda: web.node_metrics(node, frames))
+    if follower is not None:
+        runtime.metric_sources.append(follower.metrics)
     app.user_middleware.insert(0, Middleware(web.StandbyGate, node=node))
     app.state.node = node
     app.state.auth_flush = auth_rows.flush  # a login answers once its session is in Redis

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import orjson
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis.exceptions import RedisError
 
 from scada.cluster.conn import connect, stream_entries
@@ -105,6 +106,19 @@ class FrameFollower:
                 with contextlib.suppress(RedisError, OSError):
                     await redis.aclose()
             await asyncio.sleep(1.0)
+
+    def metrics(self) -> Iterator[Metric]:
+        """For Runtime.metric_sources."""
+        yield GaugeMetricFamily(
+            "scada_cluster_history_following",
+            "1 while this standby's historian records the active node's frames.",
+            1.0 if self.following and self.whole else 0.0,
+        )
+        yield CounterMetricFamily(
+            "scada_cluster_history_frames_recorded",
+            "Frames of the active node recorded in this node's historian while standing by.",
+            float(self.recorded),
+        )
 
     def take(self, payload: bytes) -> bool:
         """Decode one frame; record it if every line is known. True if recorded."""

@@ -64,6 +64,12 @@ def own_rows(node: RoleProcess, from_ms: int, after_ms: int) -> int:
     return sum(tt > after_ms and v is not None for tt, v in zip(t, values, strict=True))
 
 
+def history_metrics(node: RoleProcess) -> dict[str, float]:
+    text = httpx.get(f"{node.http}/metrics", timeout=10).text
+    pairs = (ln.split() for ln in text.splitlines() if ln.startswith("scada_cluster_history_"))
+    return {name: float(value) for name, value in pairs}
+
+
 def grid(t_ms: int) -> int:
     return (t_ms + RES_MS // 2) // RES_MS * RES_MS
 
@@ -87,7 +93,22 @@ def test_the_new_active_node_has_the_history_of_the_old_ones_active_spell(
         # B's own ticks go on after the takeover (its first ones bad: devices connecting).
         eventually(lambda: own_rows(b, following_ms, last_a) >= 10, timeout=30)
         t, values = history(b, following_ms)
+        recorded = history_metrics(b)
+        # A deposed node follows again: A rejoins, B is paused past its lease, A takes over,
+        # B wakes, stands by and records A's frames.
+        a.start()
+        b.pause()
+        eventually(a.is_active, timeout=30)
+        b.resume()
+        eventually(lambda: history_metrics(b)["scada_cluster_history_following"] == 1, 30)
+        before = history_metrics(b)["scada_cluster_history_frames_recorded_total"]
+        eventually(
+            lambda: history_metrics(b)["scada_cluster_history_frames_recorded_total"] > before,
+            timeout=30,
+        )
 
+    assert recorded["scada_cluster_history_following"] == 0  # B records its own ticks
+    assert recorded["scada_cluster_history_frames_recorded_total"] >= len(frames), recorded
     expected = [v for _, v in frames]
     assert None not in expected, "the simulated diameter is always good"
     start = t.index(grid(frames[0][0]))
