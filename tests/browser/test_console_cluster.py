@@ -11,6 +11,7 @@ live again after SIGCONT, on the same socket. `scada watch` on the gateway says 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import threading
@@ -157,6 +158,11 @@ def test_console_resumes_on_another_gateway_with_exactly_the_missed_events(
     page = console_without_alarm(browser, url)
     epoch = page.evaluate("window.plant.epoch")
     assert epoch and epoch.count("/") >= 1  # the bus epoch: <journal epoch>/<bus id>...
+    page.evaluate(  # what the page writes to its socket, as the gateway reads it
+        "window.sent = []; const send = WebSocket.prototype.send;"
+        " WebSocket.prototype.send = function (d) { window.sent.push(d); return send.call(this, d); };"
+        " true"
+    )
     page.evaluate(
         "window.resumes = []; window.replayed = [];"
         " window.plant.on('snapshot', (f) => { if ('recovered' in f.data) window.resumes.push(f.data); });"
@@ -189,6 +195,10 @@ def test_console_resumes_on_another_gateway_with_exactly_the_missed_events(
     resume = page.evaluate("window.resumes[0]")
     replayed = page.evaluate("window.replayed")
     assert resume["recovered"] is True and resume["epoch"] == epoch
+    sent = [json.loads(m) for m in page.evaluate("window.sent")]
+    assert [m["data"] for m in sent if m["type"] == "resume"] == [
+        {"alarm_cursor": cursor, "epoch": epoch}
+    ]
     assert replayed and all(cursor < i <= resume["alarm_cursor"] for i in replayed)
     assert len(set(replayed)) == len(replayed)
     names = page.evaluate("window.consoleState.alarms.all().map((a) => a.alarm)")

@@ -12,6 +12,7 @@ arriving. tests/browser/test_console_cluster.py has the real thing: a gateway wh
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -138,6 +139,12 @@ def test_a_new_journal_replaces_the_alarm_list_and_forgets_what_was_held_by_id(
     assert page.evaluate("window.consoleState.alarms.selected.size") == 1
     page.click('#alarm-table button[data-action="ack"]')
     assert page.evaluate("document.querySelector('#ack-dialog').open") is True
+    page.evaluate(  # what the page writes to its socket, as the server reads it
+        "window.sent = []; const send = WebSocket.prototype.send;"
+        " WebSocket.prototype.send = function (d) { window.sent.push(d); return send.call(this, d); };"
+        " true"
+    )
+    cursor = page.evaluate("window.plant.alarmCursor")
     page.evaluate(
         "window.resumes = []; window.later = [];"
         " window.plant.on('snapshot', (f) => { if ('recovered' in f.data) window.resumes.push(f.data); });"
@@ -151,6 +158,10 @@ def test_a_new_journal_replaces_the_alarm_list_and_forgets_what_was_held_by_id(
     resume = page.evaluate("window.resumes[0]")
     assert resume["recovered"] is False and resume["epoch"] != old_epoch
     assert page.evaluate("window.plant.epoch") == resume["epoch"]
+    sent = [json.loads(m) for m in page.evaluate("window.sent")]
+    assert [m["data"] for m in sent if m["type"] == "resume"] == [
+        {"alarm_cursor": cursor, "epoch": old_epoch}
+    ]
     notice = page.text_content('[data-testid="session-notice"]') or ""
     assert "alarm list was reloaded" in notice, notice
     assert page.evaluate("document.querySelector('#ack-dialog').open") is False
