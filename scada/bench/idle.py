@@ -109,7 +109,9 @@ def traced_per_connection(clients: int) -> dict[str, Any]:
     n = max(connected, 1)
     diff = after.compare_to(before, "lineno")
     sites = [
-        [str(d.traceback[0]), d.size_diff / n, d.count_diff / n] for d in diff[:TOP] if d.size_diff
+        [_short(str(d.traceback[0])), d.size_diff / n, d.count_diff / n]
+        for d in diff[:TOP]
+        if d.size_diff
     ]
     objects: list[tuple[str, float]] = [
         (name, (count - objects_before.get(name, 0)) / n)
@@ -123,6 +125,19 @@ def traced_per_connection(clients: int) -> dict[str, Any]:
         "top_sites": sites,
         "objects_per_connection": objects,
     }
+
+
+def _short(site: str) -> str:
+    """`.../site-packages/uvicorn/x.py:12` → `uvicorn/x.py:12`; the same for the stdlib and
+    this project's files."""
+    for marker in ("site-packages/", "/lib/python3", "/scada/"):
+        i = site.rfind(marker)
+        if i >= 0:
+            rest = site[i + len(marker) :]
+            if marker == "/lib/python3":
+                rest = rest.split("/", 1)[-1]
+            return ("scada/" + rest) if marker == "/scada/" else rest
+    return site
 
 
 def run(args: Any, progress: Any) -> dict[str, Any]:
