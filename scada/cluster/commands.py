@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from scada.cluster import ledgerstream
-from scada.cluster.conn import stream_entries
+from scada.cluster.conn import raise_if_cancelled, stream_entries
 from scada.cluster.keys import BusKeys, text
 from scada.cluster.lease import Lease
 from scada.cluster.publish import FencedPublisher
@@ -207,6 +207,7 @@ class CommandConsumer:
         """Handle commands while this node holds the lease, until cancelled."""
         await self.ensure_group()
         while True:
+            raise_if_cancelled()  # a cancelled blocking read may have been swallowed
             if not self.lease.held():
                 await asyncio.sleep(0.2)
                 continue

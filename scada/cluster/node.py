@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 from redis.exceptions import RedisError
 
 from scada.cluster.commands import Apply, CommandConsumer, Lookup
-from scada.cluster.conn import connect
+from scada.cluster.conn import connect, raise_if_cancelled
 from scada.cluster.epoch import read_epoch
 from scada.cluster.frames import FramePublisher
 from scada.cluster.keys import BusKeys, entry_id, event_id
@@ -324,6 +324,7 @@ class IngestNode:
 
     async def _run_commands(self) -> None:
         while True:
+            raise_if_cancelled()
             try:
                 await self.commands.run()
             except (LeaseLost, Fenced):
