@@ -145,7 +145,9 @@ def create_ingest_app(
     runtime.metric_sources.append(lambda: web.node_metrics(node, frames))
     if follower is not None:
         runtime.metric_sources.append(follower.metrics)
-    app.user_middleware.insert(0, Middleware(web.StandbyGate, node=node))
+    app.user_middleware.insert(
+        0, Middleware(web.StandbyGate, node=node, auth_ready=auth_rows.ready)
+    )
     app.state.node = node
     app.state.auth_flush = auth_rows.flush  # a login answers once its session is in Redis
     app.state.auth_ready = auth_rows.ready  # and waits for a takeover's merge

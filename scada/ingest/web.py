@@ -2,12 +2,14 @@
 
 A standby answers /api/* and /ws with 503 {"error": "standby", "active": <node or null>}, so
 nginx (`proxy_next_upstream ... http_503 non_idempotent`) tries the active node; /health is
-200 on both; /ready is 200 only on the active node.
+200 on both; /ready is 200 only on the active node. A node that has just taken over answers
+503 {"error": "starting"} until it has merged the cluster's auth rows: before that it would
+refuse a session made on the old active node with 401 and clear the browser's cookie.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -30,20 +32,25 @@ def _gated(path: str) -> bool:
 class StandbyGate:
     """ASGI middleware: /api/* and /ws only on the active node."""
 
-    def __init__(self, app: ASGIApp, node: IngestNode) -> None:
+    def __init__(
+        self, app: ASGIApp, node: IngestNode, auth_ready: Callable[[], bool] = lambda: True
+    ) -> None:
         self.app = app
         self.node = node
+        self.auth_ready = auth_ready
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] not in ("http", "websocket")
-            or self.node.state == "active"
-            or not _gated(scope["path"])
-        ):
+        if scope["type"] not in ("http", "websocket") or not _gated(scope["path"]):
             await self.app(scope, receive, send)
             return
-        active = await self.node.active_node()
-        body = orjson.dumps({"error": "standby", "active": active})
+        if self.node.state == "active":
+            if self.auth_ready():
+                await self.app(scope, receive, send)
+                return
+            body = orjson.dumps({"error": "starting", "active": self.node.name})
+        else:
+            active = await self.node.active_node()
+            body = orjson.dumps({"error": "standby", "active": active})
         start = "http.response.start"
         if scope["type"] == "websocket":
             if "websocket.http.response" not in scope.get("extensions", {}):
@@ -70,9 +77,10 @@ def cluster_status(node: IngestNode) -> dict[str, Any]:
 
 
 async def ready(request: Request) -> Response:
-    """200 on the active node (with the plant's readiness), 503 on any other."""
+    """200 on the active node once it serves (auth rows merged), 503 on any other."""
     node: IngestNode = request.app.state.node
-    active = node.state == "active"
+    auth_ready = getattr(request.app.state, "auth_ready", None)
+    active = node.state == "active" and (auth_ready is None or auth_ready())
     body: dict[str, Any] = readiness(runtime_of(request))[1] if active else {"ready": False}
     body["cluster"] = cluster_status(node)
     return OrjsonResponse(body, status_code=200 if active else 503)
