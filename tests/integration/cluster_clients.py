@@ -48,6 +48,12 @@ class Screen:
     baseline: int | None = None
     ws: ClientConnection | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    # A reconnect's resume (docs/protocol.md, "Resume"): live events can arrive between the
+    # connection's first snapshot and the resume's answer; those above the first snapshot's
+    # cursor are held and taken after the replayed ones, so the client sees them in order.
+    resuming: bool = False
+    connect_cursor: int | None = None
+    held: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def snapshot(self) -> dict[str, Any]:
@@ -58,25 +64,44 @@ class Screen:
         if kind == "production_data":
             self.frames.append(frame_key(data))
         elif kind == "alarm":
-            self.events.append(int(data["event_id"]))
-            self.log.append(("alarm", int(data["event_id"])))
-            self.alarms.append(data)
-            self.cursor = max(self.cursor, int(data["event_id"]))
+            held = self.connect_cursor is not None and int(data["event_id"]) > self.connect_cursor
+            if self.resuming and held:
+                self.held.append(data)
+                return
+            self._alarm(data)
         elif kind == "snapshot":
-            self.snapshots.append(data)
-            self.log.append(("snapshot", int(data["alarm_cursor"])))
-            if data.get("recovered") is False or self.epoch != data.get("epoch"):
-                # A new history: what came before does not continue into it.
-                self.baseline = int(data["alarm_cursor"])
-                self.cursor = int(data["alarm_cursor"])
-            self.epoch = data.get("epoch")
-            if self.baseline is None:
-                self.baseline = int(data["alarm_cursor"])
-            self.cursor = max(self.cursor, int(data["alarm_cursor"]))
+            self._snapshot(data)
+            if self.resuming and self.connect_cursor is None:
+                self.connect_cursor = int(data["alarm_cursor"])
+            elif self.resuming and "recovered" in data:
+                held, self.held = self.held, []
+                self.resuming, self.connect_cursor = False, None
+                start = self.baseline if data["recovered"] is False else None
+                for event in held:
+                    if start is None or int(event["event_id"]) > start:
+                        self._alarm(event)
         elif kind == "data_status":
             self.statuses.append(data)
         elif kind == "reply":
             self.replies[data["id"]] = data
+
+    def _alarm(self, data: dict[str, Any]) -> None:
+        self.events.append(int(data["event_id"]))
+        self.log.append(("alarm", int(data["event_id"])))
+        self.alarms.append(data)
+        self.cursor = max(self.cursor, int(data["event_id"]))
+
+    def _snapshot(self, data: dict[str, Any]) -> None:
+        self.snapshots.append(data)
+        self.log.append(("snapshot", int(data["alarm_cursor"])))
+        if data.get("recovered") is False or self.epoch != data.get("epoch"):
+            # A new history: what came before does not continue into it.
+            self.baseline = int(data["alarm_cursor"])
+            self.cursor = int(data["alarm_cursor"])
+        self.epoch = data.get("epoch")
+        if self.baseline is None:
+            self.baseline = int(data["alarm_cursor"])
+        self.cursor = max(self.cursor, int(data["alarm_cursor"]))
 
     def counted(self, since: int | None = None) -> list[int]:
         """The event ids this client got after `since` (default: its first snapshot)."""
@@ -113,6 +138,7 @@ class Screen:
         async with connect(url, open_timeout=10, ping_interval=None, max_queue=None) as ws:
             self.ws = ws
             self.connections.append(url)
+            self.resuming, self.connect_cursor, self.held = resume, None, []
             if resume:
                 data = {"alarm_cursor": self.cursor, "epoch": self.epoch}
                 await ws.send(orjson.dumps({"type": "resume", "id": "resume", "data": data}))
