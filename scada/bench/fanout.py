@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import math
-import multiprocessing
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
 
-from scada.bench.load import WorkerSpec, raise_fd_limit, run_worker
+from scada.bench.load import (
+    Workers,
+    WorkerSpec,
+    await_connected,
+    raise_fd_limit,
+    shares,
+    start_workers,
+)
 from scada.bench.servers import ServerUnderTest, cpu_seconds, rss_kb
 
 Progress = Callable[[str], None]
@@ -121,16 +126,13 @@ def measure(
     say = progress or (lambda _msg: None)
     raise_fd_limit(clients + 1024)
     workers = workers or default_workers(clients)
-    ctx = multiprocessing.get_context("spawn")
-    procs: list[tuple[Any, Connection]] = []
+    procs: Workers = []
     server.start()
     try:
         time.sleep(1.0)
         rss_before = rss_kb(server.pid)
-        share = [clients // workers + (1 if i < clients % workers else 0) for i in range(workers)]
-        for i, n in enumerate(share):
-            parent, child = ctx.Pipe()
-            spec = WorkerSpec(
+        specs = [
+            WorkerSpec(
                 server.host,
                 server.port,
                 server.path,
@@ -138,16 +140,12 @@ def measure(
                 deflate=deflate,
                 slow_client=slow_client and i == 0 and server.kind == "scada",
             )
-            proc = ctx.Process(target=run_worker, args=(spec, child), daemon=True)
-            proc.start()
-            procs.append((proc, parent))
-        connected = 0
-        for _, pipe in procs:
-            kind, value = pipe.recv()
-            if kind == "error":
-                raise RuntimeError(f"load worker failed: {value}")
-            connected += value
-            say(f"{server.label}: {connected}/{clients} connected")
+            for i, n in enumerate(shares(clients, workers))
+        ]
+        start_workers(specs, procs)
+        connected = await_connected(
+            procs, lambda n: say(f"{server.label}: {n}/{clients} connected")
+        )
         time.sleep(2.0)
         rss_after = rss_kb(server.pid)
         per_conn = (rss_after - rss_before) / connected if connected and server.pid else None

@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
-import multiprocessing
 import os
 import time
 import tracemalloc
@@ -24,7 +23,14 @@ from typing import Any
 
 from scada.bench.churn import inprocess_server
 from scada.bench.fanout import default_workers
-from scada.bench.load import WorkerSpec, raise_fd_limit, run_worker
+from scada.bench.load import (
+    Workers,
+    WorkerSpec,
+    await_connected,
+    raise_fd_limit,
+    shares,
+    start_workers,
+)
 from scada.bench.servers import ServerUnderTest, rss_kb
 
 TARGET_KB = 10.0  # issue #12: at most 10 KB per idle connection at 2,000 clients
@@ -41,23 +47,10 @@ def idle_clients(host: str, port: int, path: str, clients: int) -> Iterator[int]
     """Open `clients` WebSockets from worker processes; yield how many connected."""
     raise_fd_limit(clients + 1024)
     workers = default_workers(clients)
-    ctx = multiprocessing.get_context("spawn")
-    procs = []
+    procs: Workers = []
     try:
-        share = [clients // workers + (1 if i < clients % workers else 0) for i in range(workers)]
-        for n in share:
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=run_worker, args=(WorkerSpec(host, port, path, n), child), daemon=True
-            )
-            proc.start()
-            procs.append((proc, parent))
-        connected = 0
-        for _, pipe in procs:
-            kind, value = pipe.recv()
-            if kind == "error":
-                raise RuntimeError(f"load worker failed: {value}")
-            connected += value
+        start_workers([WorkerSpec(host, port, path, n) for n in shares(clients, workers)], procs)
+        connected = await_connected(procs)
         yield connected
     finally:
         now = time.time()

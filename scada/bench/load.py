@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import multiprocessing
 import os
 import resource
 import socket
@@ -19,6 +20,7 @@ import struct
 import time
 import zlib
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -323,3 +325,35 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
         asyncio.run(run_worker_async(spec, conn))
     except Exception as err:
         conn.send(("error", f"{type(err).__name__}: {err}"))
+
+
+Workers = list[tuple[Any, Connection]]  # (process, the parent's end of its pipe)
+
+
+def shares(clients: int, workers: int) -> list[int]:
+    """`clients` split over `workers` as evenly as whole numbers allow."""
+    return [clients // workers + (1 if i < clients % workers else 0) for i in range(workers)]
+
+
+def start_workers(specs: list[WorkerSpec], into: Workers) -> None:
+    """One spawned load worker per spec, appended to `into` as it starts (so the caller's
+    cleanup sees every one even if a later start fails)."""
+    ctx = multiprocessing.get_context("spawn")
+    for spec in specs:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=run_worker, args=(spec, child), daemon=True)
+        proc.start()
+        into.append((proc, parent))
+
+
+def await_connected(procs: Workers, each: Callable[[int], None] | None = None) -> int:
+    """Wait for every worker's connected count; their sum (`each` is told the running sum)."""
+    connected = 0
+    for _, pipe in procs:
+        kind, value = pipe.recv()
+        if kind == "error":
+            raise RuntimeError(f"load worker failed: {value}")
+        connected += value
+        if each is not None:
+            each(connected)
+    return connected
