@@ -97,10 +97,13 @@ def audit_records(server: ServerProcess, token: str, action: str) -> list[dict[s
     return list(r.json()["records"])
 
 
-def new_page(browser: Any, width: int = 1400, height: int = 1000) -> Any:
+def new_page(browser: Any, width: int = 1400, height: int = 1000, **options: Any) -> Any:
+    """A page in a context of its own that collects the page's JS errors in `js_errors`;
+    `options` go to the context (e.g. ignore_https_errors behind a self-signed nginx)."""
     # bypass_csp: see the `page` fixture above.
     context = browser.new_context(
-        viewport={"width": width, "height": height}, accept_downloads=True, bypass_csp=True
+        viewport={"width": width, "height": height},
+        **{"accept_downloads": True, "bypass_csp": True, **options},
     )
     pg = context.new_page()
     errors: list[str] = []

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from scada.watch import WatchState, receive
-from tests.browser.conftest import assert_nothing_shown_as_live, wait_live
+from tests.browser.conftest import assert_nothing_shown_as_live, new_page, wait_live
 from tests.conftest import eventually
 from tests.integration.cluster_procs import Cluster, cluster_factory
 
@@ -41,13 +41,7 @@ BANNER = re.compile(
 
 
 def console_without_alarm(browser: Any, url: str, width: int = 1400, height: int = 1000) -> Any:
-    context = browser.new_context(
-        viewport={"width": width, "height": height}, bypass_csp=True, ignore_https_errors=True
-    )
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda err: errors.append(str(err)))
-    page.js_errors = errors
+    page = new_page(browser, width, height, ignore_https_errors=True)
     page.goto(url + "/")
     wait_live(page, timeout=30_000)
     return page
