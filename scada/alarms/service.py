@@ -72,6 +72,7 @@ class AlarmService:
         self._flood_listeners: list[FloodListener] = []
         self._flood = self._new_detector(engine)
         self._flood_state: dict[str, Any] = _flood_data(False, 0, None, None)
+        self._flood_start: tuple[Episode, float] | None = None  # (episode, its wall start)
         self._cursor = 0
         # What clients may see: only committed state. The engine runs ahead of the journal
         # while a commit is in flight; a snapshot taken then must not show those events.
@@ -137,13 +138,21 @@ class AlarmService:
                 ended = self._flood.add(mono, e.alarm) or ended
         ended = self._flood.advance(mono) or ended
         open_ = self._flood.episode
-        if open_ is not None:
-            data = _flood_data(True, open_.count, wall - (mono - open_.started_at), None)
-        elif ended is not None:
-            end = wall - (mono - (ended.ended_at or mono))
-            data = _flood_data(False, ended.count, wall - (mono - ended.started_at), end)
-        else:
+        episode = open_ or ended
+        if episode is None:
             return
+        # The wall time of the start, converted once per episode: converting it again at
+        # every tick moved it by the millisecond between the tick's two clock reads, and each
+        # such move re-sent the `alarm_flood` frame (seen under load).
+        if self._flood_start is None or self._flood_start[0] is not episode:
+            self._flood_start = (episode, wall - (mono - episode.started_at))
+        started = self._flood_start[1]
+        if open_ is not None:
+            data = _flood_data(True, open_.count, started, None)
+        else:
+            assert ended is not None
+            end = wall - (mono - (ended.ended_at or mono))
+            data = _flood_data(False, ended.count, started, end)
         if data != self._flood_state:
             if open_ is not None and not self._flood_state["active"]:
                 log.warning("alarm flood started: %d alarms in the window", open_.count)
