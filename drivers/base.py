@@ -2,7 +2,7 @@
 
 A driver turns a device into `Reading`s: columnar arrays of tag positions (from the TagSchema),
 values, qualities and source times. It never touches the tag store or the clock of the
-service; the poll loop (scada.poller) does that, so a driver is testable on its own.
+service; the poll loop (scada.plant.poller) does that, so a driver is testable on its own.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The `sim` driver: reads the in-process simulated plant (simulators.runtime)."""
+"""The `sim` driver: reads the in-process simulated plant (simulators.simulation)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from drivers.base import Driver, DriverContext, DriverSettings, Reading, registe
 from scada.core.config import DeviceConfig
 from scada.core.errors import DriverError
 from simulators.plant import COL
-from simulators.runtime import SimulatedPlant
+from simulators.simulation import SimulatedPlant
 
 
 class SimSettings(DriverSettings):

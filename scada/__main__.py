@@ -1,5 +1,5 @@
 import sys
 
-from scada.cli import main
+from scada.tools.cli import main
 
 sys.exit(main())

@@ -32,8 +32,8 @@ from scada.core.config import PlantConfig
 from scada.core.errors import ScadaError
 from scada.core.fixedrate import FixedRate
 from simulators.plant import COL, FAULT, RUNNING, STARTING, STOPPED, ZONES
-from simulators.runtime import SimulatedPlant
 from simulators.scenario import ScheduledFault, load_scenario
+from simulators.simulation import SimulatedPlant
 
 log = logging.getLogger(__name__)
 

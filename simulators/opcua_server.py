@@ -45,8 +45,8 @@ from drivers.opcua_trust import der_fingerprint, fingerprint, load_cert
 from scada.core.config import PlantConfig, TagConfig, resolve_data_path
 from scada.core.fixedrate import FixedRate
 from simulators.plant import COL, SIM_TAGS
-from simulators.runtime import SimulatedPlant
 from simulators.scenario import ScheduledFault, load_scenario
+from simulators.simulation import SimulatedPlant
 
 log = logging.getLogger(__name__)
 

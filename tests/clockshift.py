@@ -33,6 +33,6 @@ time.time = _shifted
 signal.signal(signal.SIGUSR1, _step)
 
 if __name__ == "__main__":
-    from scada.cli import main
+    from scada.tools.cli import main
 
     sys.exit(main())

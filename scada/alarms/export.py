@@ -1,6 +1,6 @@
 """Alarm history export over a time range, as CSV or JSON lines, streamed page by page.
 
-Each page is read and encoded in a heavy-read worker (scada.offload) on a read connection of
+Each page is read and encoded in a heavy-read worker (scada.core.offload) on a read connection of
 its own, so an export of a year neither holds the journal's writer, nor grows memory beyond
 one page, nor spends the server's CPU on CSV.
 """

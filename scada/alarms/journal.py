@@ -35,8 +35,8 @@ from typing import Any
 
 import orjson
 
+from scada.alarms import ledger
 from scada.alarms.model import AlarmEvent
-from scada.cluster import ledger
 
 # The result a command's ledger row stores, made from the committed events (with their ids).
 CommandResult = Callable[[list[AlarmEvent]], dict[str, Any]]
@@ -155,7 +155,7 @@ class Journal:
         """Store events in one transaction; sets and returns them with their event_id.
 
         With `request_id`, the command that planned them is remembered in the same
-        transaction with `result(events)` (scada.cluster.ledger): a second command with that
+        transaction with `result(events)` (scada.alarms.ledger): a second command with that
         id raises sqlite3.IntegrityError and stores nothing.
         """
         batch = list(events)
@@ -438,7 +438,7 @@ def _event(row: tuple[int, bytes]) -> AlarmEvent:
 @contextmanager
 def read_connection(path: str | Path) -> Iterator[sqlite3.Connection]:
     """A read-only connection on one snapshot, closed after: what every read uses, in a
-    thread of the server or in a heavy-read worker process (scada.offload)."""
+    thread of the server or in a heavy-read worker process (scada.core.offload)."""
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute("PRAGMA query_only = ON")

@@ -1,6 +1,6 @@
 """The heavy alarm reads as module-level functions on the journal's path.
 
-They run in a heavy-read worker process (scada.offload), or in a thread when there is no
+They run in a heavy-read worker process (scada.core.offload), or in a thread when there is no
 pool, and return what the route sends: KPI figures, the wire dicts of one history page, the
 encoded bytes of one export page. Only that compact result crosses back to the server.
 """

@@ -6,7 +6,7 @@ both pass (the second sees the first's result). Commits run on one dedicated thr
 work queues in front of an fsync, and the event loop never waits for one); reads (history,
 replay) run in other worker threads on connections of their own and never take the writer's
 lock; the heavy ones (KPIs, history pages, export pages) run in the heavy-read worker process
-(`offload`, scada.offload) when the app gives one, so their Python work never holds the GIL the
+(`offload`, scada.core.offload) when the app gives one, so their Python work never holds the GIL the
 tick needs. Every method that returns events returns them committed.
 
 Operator requests are planned by the engine, committed, and only then applied: a request whose
@@ -33,8 +33,8 @@ from scada.alarms.flood import Episode, FloodDetector
 from scada.alarms.journal import Journal
 from scada.alarms.model import AlarmEvent, AlarmRequestError
 from scada.core.errors import WriteFenced
+from scada.core.offload import Offload, run_off
 from scada.core.timefmt import iso_or_none
-from scada.offload import Offload, run_off
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ CommitListener = Callable[[Sequence[AlarmEvent]], None]
 # Called with the flood state (the `alarm_flood` frame's data) whenever it changes.
 FloodListener = Callable[[dict[str, Any]], None]
 # Called right before every journal write; raises if this process may not write (a cluster
-# node that is not the active one, scada.cluster.node.IngestNode.fence).
+# node that is not the active one, scada.roles.ingest.node.IngestNode.fence).
 Fence = Callable[[], object]
 ANNUNCIATED_HIDDEN = ("shelved", "suppressed")
 _T = TypeVar("_T")

@@ -33,10 +33,10 @@ from scada.auth.passwords import (
     token_digest,
     verify_password,
 )
+from scada.core.datadir import private_file
 from scada.core.errors import Refused
 from scada.core.roles import ROLES
 from scada.core.timefmt import iso_ms
-from scada.datadir import private_file
 
 log = logging.getLogger(__name__)
 
@@ -503,7 +503,7 @@ class AuthStore:
     def set_meta(self, key: str, value: str) -> None:
         self._write("INSERT OR REPLACE INTO auth_meta(key, value) VALUES (?, ?)", key, value)
 
-    # -- replication (cluster: scada.cluster.authsync) -------------------------------------
+    # -- replication (cluster: scada.auth.replica.publisher) -------------------------------------
 
     def rows(self) -> AuthRows:
         """Every user, token and session row, read in one transaction."""
@@ -625,7 +625,7 @@ def audit_query(
 
 
 def audit_page(path: str | Path, params: dict[str, Any]) -> bytes:
-    """Query and encode in a heavy-read worker process (scada.offload): nothing of an audit
+    """Query and encode in a heavy-read worker process (scada.core.offload): nothing of an audit
     page runs in the server's Python, only the finished JSON comes back."""
     records = audit_query(path, **params)
     full = len(records) == params["limit"]

@@ -17,7 +17,7 @@ from typing import TypeVar
 from scada.core.clock import SYSTEM_CLOCK, Clock
 from scada.core.config import AuthSettings
 from scada.core.errors import Refused
-from scada.ratelimit import FailureWindow
+from scada.core.ratelimit import FailureWindow
 
 T = TypeVar("T")
 EVERYONE = "*"

@@ -356,7 +356,7 @@ class PlantConfig(Frozen):
     alarms: AlarmSettings = AlarmSettings()
     historian: HistorianSettings = HistorianSettings()
     cluster: ClusterSettings = ClusterSettings()
-    # Validated by scada.notify.config, as drivers validate their settings (core imports
+    # Validated by scada.notify.settings, as drivers validate their settings (core imports
     # nothing of ours).
     notifications: dict[str, Any] = Field(default_factory=dict)
     devices: list[DeviceConfig] = Field(default_factory=lambda: [DeviceConfig(name="sim")])

@@ -41,4 +41,4 @@ class Refused(ScadaError):
 
 class WriteFenced(ScadaError):
     """This process may no longer write the alarm journal (a cluster node that lost its lease,
-    scada.cluster.node): nothing was committed."""
+    scada.roles.ingest.node): nothing was committed."""

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from scada.notify.config import EmailTarget, RetrySettings, WebhookTarget
 from scada.notify.outbox import Outbox, Row
 from scada.notify.payload import (
     EVENT_ID_HEADER,
@@ -24,6 +23,7 @@ from scada.notify.payload import (
     email_message,
     signature,
 )
+from scada.notify.settings import EmailTarget, RetrySettings, WebhookTarget
 from scada.notify.transport import (
     DeliveryError,
     post_json,

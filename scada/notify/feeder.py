@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 from scada.alarms.model import AlarmEvent
 from scada.notify import rules as rules_mod
-from scada.notify.config import NotificationsConfig
 from scada.notify.delivery import Db
 from scada.notify.outbox import Outbox, TimerOp
 from scada.notify.payload import notification
+from scada.notify.settings import NotificationsConfig
 
 log = logging.getLogger(__name__)
 

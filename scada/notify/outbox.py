@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from scada.datadir import private_file
+from scada.core.datadir import private_file
 from scada.notify.rules import Timer
 
 _SCHEMA = """

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scada.core.timefmt import parse_time
-from scada.notify.config import PRIORITY_OF_SEVERITY, NotificationsConfig, RuleConfig
+from scada.notify.settings import PRIORITY_OF_SEVERITY, NotificationsConfig, RuleConfig
 
 # A raised or cleared event of an alarm that is shelved or suppressed is not annunciated to
 # the operator, so it is not sent anywhere either (unless a rule asks for that event kind).

@@ -21,10 +21,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from scada.core.config import PlantConfig, resolve_data_path
 from scada.core.timefmt import iso_or_none
-from scada.notify.config import NotificationsConfig, WebhookTarget
 from scada.notify.delivery import EmailWorker, TargetWorker, WebhookWorker
 from scada.notify.feeder import CommittedEvents, Feeder
 from scada.notify.outbox import Outbox
+from scada.notify.settings import NotificationsConfig, WebhookTarget
 
 log = logging.getLogger(__name__)
 

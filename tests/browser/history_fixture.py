@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from scada.bench.history import RES_MS, build
 from scada.core.config import load_config
 from scada.core.tags import TagSchema
 from scada.historian.db import CHUNK_MS
-from simulators.runtime import SimulatedPlant
+from scada.tools.bench.historybench import RES_MS, build
+from simulators.simulation import SimulatedPlant
 
 HOUR_MS = 3_600_000
 

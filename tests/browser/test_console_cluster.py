@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from scada.watch import WatchState, receive
+from scada.tools.watch import WatchState, receive
 from tests.browser.conftest import assert_nothing_shown_as_live, new_page, wait_live
 from tests.conftest import eventually
 from tests.integration.cluster_procs import Cluster, cluster_factory

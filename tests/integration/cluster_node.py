@@ -18,12 +18,12 @@ from redis.exceptions import RedisError
 
 from scada.alarms.journal import Journal
 from scada.alarms.model import AlarmEvent
-from scada.cluster.conn import connect
-from scada.cluster.frames import FramePublisher
-from scada.cluster.keys import BusKeys
-from scada.cluster.lease import Lease, LeaseLost
-from scada.cluster.outbox import Outbox
-from scada.cluster.publish import Fenced
+from scada.bus.conn import connect
+from scada.bus.framestream import FramePublisher
+from scada.bus.keys import BusKeys
+from scada.bus.lease import Lease, LeaseLost
+from scada.bus.publish import Fenced
+from scada.roles.ingest.alarmoutbox import Outbox
 
 KEYS = BusKeys("test")
 

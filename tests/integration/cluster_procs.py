@@ -39,9 +39,11 @@ START_TIMEOUT = 30.0
 
 
 def require_roles() -> None:
-    """Skip while `scada serve --role ingest|gateway` has no app to run (scada.ingest.app,
-    scada.gateway.app), so the suite stays green until both roles are built."""
-    missing = [m for m in ("scada.ingest.app", "scada.gateway.app") if not _importable(m)]
+    """Skip while `scada serve --role ingest|gateway` has no app to run (scada.roles.ingest.app,
+    scada.roles.gateway.app), so the suite stays green until both roles are built."""
+    missing = [
+        m for m in ("scada.roles.ingest.app", "scada.roles.gateway.app") if not _importable(m)
+    ]
     if missing:
         pytest.skip(f"cluster roles not built yet: {', '.join(missing)}")
 
@@ -216,7 +218,7 @@ class Cluster:
         return self
 
     def start_nginx(self) -> NginxProcess:
-        from scada.cluster.nginxconf import render_cluster_conf
+        from scada.tools.cluster.nginxconf import render_cluster_conf
 
         directory = self.directory / "nginx"
         directory.mkdir(exist_ok=True)

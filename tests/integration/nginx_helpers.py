@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from scada.cluster.nginxconf import main_conf
-from scada.cluster.selfsigned import make_certificate
+from scada.tools.cluster.nginxconf import main_conf
+from scada.tools.cluster.selfsigned import make_certificate
 from tests.conftest import ROOT, eventually, free_port
 
 SHIPPED_CONF = ROOT / "nginx" / "scada.conf"

@@ -13,8 +13,8 @@ from scada.alarms.engine import AlarmEngine
 from scada.alarms.journal import Journal
 from scada.alarms.service import AlarmService
 from scada.core.config import PlantConfig
-from scada.notify.config import NotificationsConfig
 from scada.notify.service import Notifier
+from scada.notify.settings import NotificationsConfig
 from tests.unit.conftest_alarms import Rig
 
 

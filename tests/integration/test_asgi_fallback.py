@@ -18,8 +18,8 @@ import pytest
 import uvicorn
 from websockets.asyncio.client import connect
 
-from scada.app import create_app
 from scada.core.config import load_config
+from scada.roles.allinone import create_app
 from tests.conftest import eventually, free_port, write_config
 
 

@@ -10,8 +10,8 @@ import time
 
 from websockets.asyncio.client import connect
 
-from scada.bench.fanout import measure
-from scada.bench.servers import ServerUnderTest
+from scada.tools.bench.fanoutbench import measure
+from scada.tools.bench.servers import ServerUnderTest
 
 
 def test_small_run_reports_what_the_clients_received() -> None:
@@ -88,7 +88,7 @@ def test_shared_deflate_frames_decode_in_a_standard_client() -> None:
 
 
 def test_churn_rounds_report_memory_and_growth_sites() -> None:
-    from scada.bench.churn import render, run_churn
+    from scada.tools.bench.churn import render, run_churn
 
     doc = run_churn(clients=4, rounds=3).as_dict()
     assert [r["failed"] for r in doc["rounds"]] == [0, 0, 0]
@@ -100,7 +100,7 @@ def test_churn_rounds_report_memory_and_growth_sites() -> None:
 def test_idle_memory_names_what_a_connection_holds() -> None:
     import argparse
 
-    from scada.bench import idle
+    from scada.tools.bench import idle
 
     args = argparse.Namespace(clients=20, targets="bare", config=None)
     doc = idle.run(args, None)

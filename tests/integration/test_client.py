@@ -1,4 +1,4 @@
-"""scada.client.PlantClient against a real server: frames, subscribe, requests, reconnect."""
+"""scada.tools.client.PlantClient against a real server: frames, subscribe, requests, reconnect."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from scada.client import MAX_DELAY_S, PlantClient, backoff_delay
-from scada.watch import render
+from scada.tools.client import MAX_DELAY_S, PlantClient, backoff_delay
+from scada.tools.watch import render
 from tests.conftest import ServerProcess
 from tests.integration.test_alarms_live import DRIFT, inject, is_raised
 

@@ -1,7 +1,7 @@
 """One login for all gateways, over a real redis-server and real AuthStore files.
 
-The active ingest node's AuthPublisher (scada.cluster.authsync) publishes the auth rows; a
-gateway's RedisAuthView (scada.cluster.authview) answers from its replica: sessions and
+The active ingest node's AuthPublisher (scada.auth.replica.publisher) publishes the auth rows; a
+gateway's RedisAuthView (scada.auth.replica.view) answers from its replica: sessions and
 tokens made on the ingest work there, their end reaches it at once (on_revoked), a takeover
 by the standby's store keeps every row, Redis holds no secret but digests and password
 hashes, and audit records from a gateway are written once, by the ingest node.
@@ -25,16 +25,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from scada.auth.audit import Auditor, AuditUnavailable
+from scada.auth.identify import COOKIE, AuthMiddleware, requires
 from scada.auth.passwords import token_digest
+from scada.auth.replica.publisher import AuthPublisher
+from scada.auth.replica.rows import AuthKeys
+from scada.auth.replica.view import BusAuditor, RedisAuthView, SenderChannel
 from scada.auth.store import AuditRecord, AuthStore, IdentityUnavailable, audit_query
-from scada.auth.web import COOKIE, AuthMiddleware, requires
-from scada.cluster.authrows import AuthKeys
-from scada.cluster.authsync import AuthPublisher
-from scada.cluster.authview import BusAuditor, RedisAuthView, SenderChannel
-from scada.cluster.commands import Command, CommandConsumer, CommandSender
-from scada.cluster.conn import connect
-from scada.cluster.keys import BusKeys
-from scada.cluster.lease import Lease
+from scada.bus.commandstream import Command, CommandConsumer, CommandSender
+from scada.bus.conn import connect
+from scada.bus.keys import BusKeys
+from scada.bus.lease import Lease
 from scada.core.config import load_config
 from scada.core.timefmt import parse_time
 from tests.conftest import eventually_async

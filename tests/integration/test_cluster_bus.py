@@ -15,13 +15,12 @@ import pytest
 from redis.asyncio import Redis
 
 from scada.alarms.journal import Journal
-from scada.cluster.conn import connect
-from scada.cluster.epoch import read_epoch
-from scada.cluster.frames import FramePublisher
-from scada.cluster.keys import BusKeys, entry_id, event_id
-from scada.cluster.lease import Lease
-from scada.cluster.outbox import Outbox, decode_event
-from scada.cluster.reader import (
+from scada.bus.conn import connect
+from scada.bus.epoch import read_epoch
+from scada.bus.framestream import FramePublisher
+from scada.bus.keys import BusKeys, entry_id, event_id
+from scada.bus.lease import Lease
+from scada.bus.reader import (
     AlarmEntries,
     BusEvent,
     BusReader,
@@ -30,6 +29,7 @@ from scada.cluster.reader import (
     Gap,
     Status,
 )
+from scada.roles.ingest.alarmoutbox import Outbox, decode_event
 from tests.integration.cluster_node import alarm_event
 from tests.integration.cluster_redis import RedisServer, redis_server
 

@@ -2,7 +2,7 @@
 redelivery after the consumer died are applied once.
 
 The ingest side applies an ack into a real SQLite database, recording the request id in the
-same transaction (scada.cluster.ledger), as the journal will.
+same transaction (scada.alarms.ledger), as the journal will.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scada.cluster import ledger
-from scada.cluster.commands import GROUP, Command, CommandConsumer, CommandSender
-from scada.cluster.conn import connect
-from scada.cluster.keys import BusKeys
-from scada.cluster.lease import Lease
+from scada.alarms import ledger
+from scada.bus.commandstream import GROUP, Command, CommandConsumer, CommandSender
+from scada.bus.conn import connect
+from scada.bus.keys import BusKeys
+from scada.bus.lease import Lease
 from tests.integration.cluster_redis import RedisServer, redis_server
 
 KEYS = BusKeys("test")

@@ -22,7 +22,7 @@ import orjson
 import pytest
 import redis
 
-from scada.cluster.outbox import decode_event
+from scada.roles.ingest.alarmoutbox import decode_event
 from tests.conftest import eventually, scaled
 from tests.integration.cluster_clients import (
     FrameKey,

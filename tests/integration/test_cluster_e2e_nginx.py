@@ -17,7 +17,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from scada.cluster.nginxconf import render_cluster_conf, render_plain_conf, template_text
+from scada.tools.cluster.nginxconf import render_cluster_conf, render_plain_conf, template_text
 from tests.conftest import eventually, free_port
 from tests.integration.cluster_procs import Cluster, running_cluster
 from tests.integration.nginx_helpers import NginxProcess, client_ssl_context

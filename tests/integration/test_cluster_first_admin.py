@@ -19,7 +19,7 @@ import httpx
 
 from scada.auth.first_admin import PASSWORD_FILE, ensure_admin, read_password_file
 from scada.auth.store import AuthStore
-from scada.cluster.firstlogin import cluster_password_file
+from scada.tools.cluster.firstlogin import cluster_password_file
 from tests.conftest import eventually
 from tests.integration.cluster_procs import Cluster, RoleProcess, require_roles
 from tests.integration.cluster_redis import RedisServer, redis_server

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from scada.cluster.feed import FeedListener, GatewayFeed
-from scada.cluster.node import IngestNode
+from scada.roles.gateway.feed import FeedListener, GatewayFeed
+from scada.roles.ingest.node import IngestNode
 from tests.integration.cluster_redis import RedisServer, redis_server
 from tests.integration.test_cluster_bus import KEYS, make_journal
 from tests.integration.test_cluster_node import active_node, produce, until

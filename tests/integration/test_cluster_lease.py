@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from scada.cluster.conn import connect
-from scada.cluster.frames import FramePublisher
-from scada.cluster.keys import BusKeys, event_id
-from scada.cluster.lease import Lease, LeaseLost
-from scada.cluster.outbox import decode_event
-from scada.cluster.publish import Fenced, FencedPublisher
+from scada.bus.conn import connect
+from scada.bus.framestream import FramePublisher
+from scada.bus.keys import BusKeys, event_id
+from scada.bus.lease import Lease, LeaseLost
+from scada.bus.publish import Fenced, FencedPublisher
+from scada.roles.ingest.alarmoutbox import decode_event
 from tests.conftest import ROOT, eventually
 from tests.integration.cluster_redis import RedisServer, redis_server
 

@@ -19,7 +19,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from scada.cluster.localconf import base_config, dumps_inline
+from scada.tools.cluster.localconf import base_config, dumps_inline
 from tests.conftest import ROOT, eventually, free_port, scaled
 from tests.integration.cluster_procs import require_roles
 from tests.integration.cluster_redis import redis_server_binary

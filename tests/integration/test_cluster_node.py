@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from scada.alarms.journal import Journal
-from scada.cluster.commands import Command
-from scada.cluster.conn import connect
-from scada.cluster.keys import event_id
-from scada.cluster.node import IngestNode
-from scada.cluster.outbox import decode_event
+from scada.bus.commandstream import Command
+from scada.bus.conn import connect
+from scada.bus.keys import event_id
+from scada.roles.ingest.alarmoutbox import decode_event
+from scada.roles.ingest.node import IngestNode
 from tests.integration.cluster_node import alarm_event
 from tests.integration.cluster_redis import RedisServer, redis_server
 from tests.integration.test_cluster_bus import JOURNAL_EPOCH, KEYS, make_journal

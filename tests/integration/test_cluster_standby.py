@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from scada.cluster.keys import event_id
-from scada.cluster.lease import Lease
-from scada.cluster.mirror import Mirror, MirrorHole
-from scada.cluster.outbox import JournalBehind, Outbox
+from scada.bus.keys import event_id
+from scada.bus.lease import Lease
+from scada.roles.ingest.alarmoutbox import JournalBehind, Outbox
+from scada.roles.ingest.mirror import Mirror, MirrorHole
 from tests.integration.cluster_redis import RedisServer, redis_server
 from tests.integration.test_cluster_bus import JOURNAL_EPOCH, KEYS, commit, make_journal, publishing
 

@@ -23,7 +23,7 @@ def capped_init(self, *args, **kwargs):
     self._db.execute(f"PRAGMA max_page_count = {pages}")
 
 journal.Journal.__init__ = capped_init
-from scada.cli import main
+from scada.tools.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

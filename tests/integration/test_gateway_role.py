@@ -22,13 +22,13 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from scada.alarms.journal import Journal
-from scada.cluster.commands import Command
-from scada.cluster.conn import connect as redis_connect
-from scada.cluster.conn import raise_if_cancelled
-from scada.cluster.epoch import read_epoch
-from scada.cluster.keys import BusKeys
-from scada.cluster.node import IngestNode
+from scada.bus.commandstream import Command
+from scada.bus.conn import connect as redis_connect
+from scada.bus.conn import raise_if_cancelled
+from scada.bus.epoch import read_epoch
+from scada.bus.keys import BusKeys
 from scada.core.timefmt import iso_ms
+from scada.roles.ingest.node import IngestNode
 from tests.conftest import eventually
 from tests.integration.cluster_procs import PREFIX, RoleProcess
 from tests.integration.cluster_redis import RedisServer

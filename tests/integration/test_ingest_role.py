@@ -22,9 +22,9 @@ import orjson
 import pytest
 import websockets
 
-from scada.cluster.commands import CommandSender
-from scada.cluster.conn import connect
-from scada.cluster.keys import BusKeys, event_id
+from scada.bus.commandstream import CommandSender
+from scada.bus.conn import connect
+from scada.bus.keys import BusKeys, event_id
 from tests.conftest import OPEN_PLANT, ServerProcess, eventually, write_config
 from tests.integration.cluster_redis import RedisServer
 

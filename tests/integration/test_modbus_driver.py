@@ -23,8 +23,8 @@ from drivers.registry import create_driver
 from scada.core.config import PlantConfig, config_from_dict
 from scada.core.errors import DriverError
 from scada.core.tags import Quality, TagSchema
-from scada.poller import Poller
-from scada.tagstore import TagStore
+from scada.plant.poller import Poller
+from scada.plant.tagstore import TagStore
 from simulators.faults import parse_fault
 from simulators.modbus_server import ModbusSimulator
 from simulators.plant import COL, RUNNING

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from scada.cluster.conn import connect
+from scada.bus.conn import connect
 from tests.conftest import OPEN_PLANT, ServerProcess, eventually, free_port, write_config
 from tests.integration.cluster_redis import RedisServer
 from tests.integration.notify_receivers import WebhookReceiver

@@ -29,8 +29,8 @@ from drivers.registry import create_driver
 from scada.core.config import PlantConfig, load_config
 from scada.core.errors import DriverError, FaultError
 from scada.core.tags import Quality, TagSchema
-from scada.poller import Poller
-from scada.tagstore import TagStore
+from scada.plant.poller import Poller
+from scada.plant.tagstore import TagStore
 from simulators.faults import FaultRequest
 from simulators.opcua_server import OpcUaSimulator
 from simulators.plant import COL

@@ -14,8 +14,8 @@ import httpx
 import numpy as np
 import orjson
 
-from scada.cluster.conn import stream_entries
-from scada.cluster.publish import PAYLOAD
+from scada.bus.conn import stream_entries
+from scada.bus.publish import PAYLOAD
 from scada.core.timefmt import iso_ms, parse_time
 from tests.conftest import OPEN_PLANT, eventually
 from tests.integration.cluster_procs import PREFIX, RoleProcess, running_cluster

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from scada.watch import WatchState, receive, render
+from scada.tools.watch import WatchState, receive, render
 from tests.conftest import ServerProcess, free_port
 
 

@@ -20,8 +20,8 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from scada.core.config import config_from_dict, default_config_text
-from scada.server import build_server
-from scada.uvicorn_adapter import ScadaWebSocketProtocol
+from scada.server.serve import build_server
+from scada.server.uvicorn_adapter import ScadaWebSocketProtocol
 from tests.conftest import eventually, eventually_async, free_port
 
 

@@ -21,8 +21,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from scada.alarms.engine import AlarmEngine
 from scada.alarms.journal import Journal
 from scada.alarms.model import AlarmEvent, AlarmRequestError, iso_ms
-from scada.alarms.routes import routes
 from scada.alarms.service import AlarmService
+from scada.web.alarms import routes
 from tests.unit.conftest_alarms import T0, Rig, diameter_plant, plant
 
 D = "line1.diameter"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from scada.auth.identify import client_address, origin_allowed
 from scada.auth.passwords import hash_password, needs_rehash, scrypt_hash, verify_password
 from scada.auth.store import AuthStore
-from scada.auth.web import client_address, origin_allowed
-from scada.ratelimit import TokenBucket
-from scada.server import RedactTokens
+from scada.core.ratelimit import TokenBucket
+from scada.server.serve import RedactTokens
 
 
 def test_origin_exact_match_only() -> None:
@@ -99,7 +99,7 @@ def test_token_bucket_refuses_then_reports_abuse_and_forgives() -> None:
 
 
 def test_failure_window_throttles_and_forgives() -> None:
-    from scada.ratelimit import FailureWindow
+    from scada.core.ratelimit import FailureWindow
 
     window = FailureWindow(limit=3, window=60.0)
     for t in (0.0, 1.0, 2.0):
@@ -119,7 +119,7 @@ def test_heavy_reads_limit_per_client_and_per_role() -> None:
 
     from scada.core.config import AuthSettings
     from scada.core.errors import Refused
-    from scada.heavy import HeavyReads
+    from scada.web.heavy import HeavyReads
 
     settings = AuthSettings(
         heavy_reads_per_client=1, heavy_reads_per_role={"anonymous": 1, "viewer": 2}
@@ -167,15 +167,15 @@ def test_login_gate_counts_every_address_against_one_budget() -> None:
 
 
 def test_auth_routes_do_not_import_the_app() -> None:
-    """The old circle scada.app <-> scada.auth.routes is gone: routes import no app."""
+    """The old circle scada.roles.allinone <-> scada.web.auth is gone: routes import no app."""
     import json
     import subprocess
     import sys
 
     code = (
-        "import json, sys; import scada.auth.routes; "
+        "import json, sys; import scada.web.auth; "
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith('scada.'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout))
-    assert "scada.app" not in loaded and "scada.hub" not in loaded
+    assert "scada.roles.allinone" not in loaded and "scada.fanout.hub" not in loaded

@@ -7,10 +7,10 @@ import zlib
 import numpy as np
 import pytest
 
-from scada.bench.fanout import summarize
-from scada.bench.load import frame_seq, frame_stamp, stamp_epoch
-from scada.broadcaster import frame_prefix
-from scada.wsframes import deflate_prefix, frame_header, frame_payload, stored_tail
+from scada.fanout.broadcaster import frame_prefix
+from scada.fanout.wsframes import deflate_prefix, frame_header, frame_payload, stored_tail
+from scada.tools.bench.fanoutbench import summarize
+from scada.tools.bench.load import frame_seq, frame_stamp, stamp_epoch
 
 
 def test_stamp_and_seq_found_without_parsing() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scada.bench import history
-from scada.bench.cli import add_arguments
+from scada.tools.bench import historybench as history
+from scada.tools.bench.args import add_arguments
 
 
 def test_tiny_history_bench_reports_every_measurement(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from scada.client import PlantClient
-from scada.watch import WatchState, _apply, render
+from scada.tools.client import PlantClient
+from scada.tools.watch import WatchState, _apply, render
 
 
 def frame(kind: str, data: Any) -> dict[str, Any]:

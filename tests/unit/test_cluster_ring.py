@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from scada.cluster.ring import AlarmRing
+from scada.bus.ring import AlarmRing
 
 
 def entries(first: int, last: int) -> list[tuple[int, bytes]]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from scada.cluster.keys import BusKeys
+from scada.bus.keys import BusKeys
 from scada.core.tags import Quality
 from scada.core.timefmt import iso_ms
-from scada.ingest.follow import FrameFollower
-from scada.ingest.frames import frame_payload
-from scada.samples import SampleEncoder
+from scada.plant.samples import SampleEncoder
+from scada.roles.ingest.follow import FrameFollower
+from scada.roles.ingest.framepublish import frame_payload
 from tests.unit.test_sampledecode import SCHEMA, plant_store
 
 Row = tuple[float, np.ndarray, np.ndarray]

@@ -12,11 +12,11 @@ from tests.conftest import ROOT
 
 FORBIDDEN = (
     "scada.alarms",
-    "scada.runtime",
-    "scada.app",
+    "scada.plant.runtime",
+    "scada.roles.allinone",
     "scada.historian",
     "scada.notify",
-    "scada.ingest",
+    "scada.roles.ingest",
     "drivers",
     "simulators",
     "asyncua",
@@ -28,7 +28,7 @@ def test_a_gateway_process_imports_nothing_of_the_ingest_side() -> None:
     """`scada serve --role gateway` up to the moment uvicorn would start serving."""
     code = (
         "import json, sys, uvicorn\n"
-        "from scada.cli import main\n"
+        "from scada.tools.cli import main\n"
         "uvicorn.Server.run = lambda self, *a, **k: print(json.dumps(sorted(sys.modules)))\n"
         "main(['serve', '--role', 'gateway', '--port', '0'])\n"
     )
@@ -36,6 +36,6 @@ def test_a_gateway_process_imports_nothing_of_the_ingest_side() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     loaded = json.loads(out.splitlines()[-1])
-    assert "scada.gateway.app" in loaded and "scada.hub" in loaded
+    assert "scada.roles.gateway.app" in loaded and "scada.fanout.hub" in loaded
     pulled = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
     assert pulled == []

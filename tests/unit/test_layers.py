@@ -38,7 +38,7 @@ def _loaded_after_import(module: str) -> set[str]:
         "drivers.opcua_settings",
         "drivers.opcua_trust",
         "drivers.registry",
-        "simulators.runtime",
+        "simulators.simulation",
         "simulators.modbus_server",
         "simulators.opcua_server",
     ],
@@ -61,11 +61,11 @@ def test_a_simulator_only_plant_never_imports_the_protocol_libraries(tmp_path: P
     """check-config and the full app of the simulated plant load neither asyncua nor pymodbus."""
     code = (
         "import json, sys\n"
-        "from scada.cli import _load\n"
-        "from scada.app import create_app\n"
+        "from scada.tools.cli import _load\n"
+        "from scada.roles.allinone import create_app\n"
         "config = _load(None)\n"
         "create_app(config)\n"
-        "from scada.runtime import Runtime\n"
+        "from scada.plant.runtime import Runtime\n"
         "Runtime(config)\n"
         "print(json.dumps(sorted(m for m in sys.modules "
         "if m.split('.')[0] in ('asyncua', 'pymodbus'))))"

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from scada.broadcaster import Client
-from scada.messages import MessageHandler, RequestError
+from scada.fanout.broadcaster import Client
+from scada.fanout.messages import MessageHandler, RequestError
 
 LINES = [str(i) for i in range(1, 9)]
 

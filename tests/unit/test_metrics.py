@@ -10,8 +10,8 @@ from scada.alarms import model as alarm_model
 from scada.core.config import load_config
 from scada.core.stats import nearest_rank, percentile
 from scada.core.timefmt import iso_ms
-from scada.metrics import render_metrics
-from scada.runtime import Runtime
+from scada.plant.runtime import Runtime
+from scada.web.metrics import render_metrics
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -9,9 +9,9 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from scada.notify.config import NotificationsConfig
 from scada.notify.feeder import Feeder
 from scada.notify.outbox import Outbox
+from scada.notify.settings import NotificationsConfig
 from tests.unit.conftest_alarms import Rig, diameter_plant
 from tests.unit.test_alarm_service import Clock, make_service, tick
 

@@ -11,10 +11,10 @@ import orjson
 import pytest
 
 from scada.core.config import config_from_dict, default_config_text, parse_config
-from scada.notify.config import NotificationsConfig, notification_problems
 from scada.notify.delivery import TokenBucket, backoff
 from scada.notify.payload import notification, signature
 from scada.notify.rules import route
+from scada.notify.settings import NotificationsConfig, notification_problems
 from tests.conftest import ROOT
 
 T = 1_795_341_600.0

@@ -1,4 +1,4 @@
-"""The heavy-read pool (scada.offload): real worker processes, a real SIGKILL."""
+"""The heavy-read pool (scada.core.offload): real worker processes, a real SIGKILL."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 
-from scada.offload import NICE, Offload, worker_pid
+from scada.core.offload import NICE, Offload, worker_pid
 from tests.conftest import ROOT, eventually
 
 
@@ -37,7 +37,7 @@ def test_work_runs_in_a_lower_priority_process_and_a_killed_worker_is_replaced()
 
 SERVER = """
 import asyncio, sys
-from scada.offload import Offload, worker_pid
+from scada.core.offload import Offload, worker_pid
 
 async def main():
     offload = Offload(workers=1)

@@ -12,8 +12,8 @@ from drivers.base import Driver, DriverContext, DriverSettings, Reading
 from scada.core.config import DeviceConfig, load_config
 from scada.core.errors import DriverError
 from scada.core.tags import Quality, TagSchema
-from scada.poller import Poller
-from scada.tagstore import TagStore
+from scada.plant.poller import Poller
+from scada.plant.tagstore import TagStore
 
 CONFIG = load_config()
 SCHEMA = TagSchema(CONFIG.lines)
@@ -62,7 +62,7 @@ def test_failure_marks_only_its_lines_bad_logs_once_and_recovers(
         assert store.line_quality()[:2].tolist() == [Quality.GOOD, Quality.GOOD]
         assert poller.status.reconnects == 5 and poller.status.healthy
 
-    with caplog.at_level(logging.DEBUG, logger="scada.poller"):
+    with caplog.at_level(logging.DEBUG, logger="scada.plant.poller"):
         asyncio.run(main())
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "plc1" in warnings[0].getMessage()

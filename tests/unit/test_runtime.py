@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from scada.app import build_alarm_service
 from scada.core.config import config_from_dict, deep_merge
-from scada.runtime import Runtime
+from scada.plant.runtime import Runtime
+from scada.roles.allinone import build_alarm_service
 from tests.conftest import default_config_dict, eventually_async
 
 
@@ -47,7 +47,7 @@ def test_a_full_journal_stops_the_runtime_with_the_real_cause(
             await rt.stop()
             await alarms.close()  # closing after the failure does not raise a second error
 
-    with caplog.at_level(logging.CRITICAL, logger="scada.runtime"):
+    with caplog.at_level(logging.CRITICAL, logger="scada.plant.runtime"):
         asyncio.run(main())
     assert reasons == ["alarm journal write failed: database or disk is full"]
     assert rt.fatal == reasons[0]

@@ -7,9 +7,9 @@ import orjson
 
 from scada.core.config import load_config
 from scada.core.tags import Quality, TagSchema
-from scada.sampledecode import SampleDecoder
-from scada.samples import SampleEncoder
-from scada.tagstore import TagStore
+from scada.plant.sampledecode import SampleDecoder
+from scada.plant.samples import SampleEncoder
+from scada.plant.tagstore import TagStore
 
 SCHEMA = TagSchema(load_config().lines)
 KINDS = {(r.config.kind, r.config.group is not None) for r in SCHEMA.refs}

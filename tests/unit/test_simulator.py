@@ -9,8 +9,8 @@ from scada.core.config import load_config
 from scada.core.errors import ConfigError, FaultError
 from simulators.faults import parse_fault
 from simulators.plant import COL, FAULT, RUNNING, STOPPED
-from simulators.runtime import SimulatedPlant
 from simulators.scenario import parse_scenario
+from simulators.simulation import SimulatedPlant
 
 LINES = load_config().lines
 IDS = [line.id for line in LINES]

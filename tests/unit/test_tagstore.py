@@ -8,9 +8,9 @@ import pytest
 from drivers.base import Reading
 from scada.core.config import load_config
 from scada.core.tags import Quality, TagSchema
-from scada.history import HistoryRing, downsample
-from scada.samples import SampleEncoder
-from scada.tagstore import TagStore
+from scada.plant.samples import SampleEncoder
+from scada.plant.tagstore import TagStore
+from scada.plant.trendring import HistoryRing, downsample
 
 SCHEMA = TagSchema(load_config().lines)
 

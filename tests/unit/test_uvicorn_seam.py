@@ -11,8 +11,8 @@ import pytest
 import uvloop
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from scada.tcpinfo import borrow, tcp_progress
-from scada.uvicorn_adapter import (
+from scada.server.tcpinfo import borrow, tcp_progress
+from scada.server.uvicorn_adapter import (
     ScadaWebSocketProtocol,
     UnsupportedServer,
     WireSettings,
@@ -24,7 +24,7 @@ from scada.uvicorn_adapter import (
 
 def test_frame_code_imports_no_server() -> None:
     code = (
-        "import sys, scada.wsframes, scada.asgisink, scada.tcpinfo, scada.broadcaster;"
+        "import sys, scada.fanout.wsframes, scada.fanout.asgisink, scada.server.tcpinfo, scada.fanout.broadcaster;"
         "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,0 +1,125 @@
+"""What the hub needs from the plant: the seam between `/ws` and where the data comes from.
+
+The all-in-one server (and an active ingest node) feed the hub from their `Runtime`
+(`RuntimeSource` below); a gateway feeds it from the Redis bus (`scada.roles.gateway.bussource`). The
+hub itself never imports the runtime, the alarm engine or the drivers, so a gateway process
+does not load them (tests/unit/test_gateway_layers.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from scada.auth.store import Identity
+from scada.core.config import PlantConfig
+from scada.fanout.broadcaster import Broadcaster, Client
+from scada.fanout.messages import AckData, ShelveData, UnshelveData
+
+if TYPE_CHECKING:
+    from scada.plant.runtime import Runtime
+
+
+class AlarmView(Protocol):
+    """The alarm state a snapshot shows and a resume replays (AlarmService implements it)."""
+
+    def current(self) -> list[dict[str, Any]]:
+        """Wire dicts of every alarm not in state normal, as of `cursor()`."""
+        ...
+
+    def cursor(self) -> int: ...
+
+    def flood(self) -> dict[str, Any] | None: ...
+
+    def epoch(self) -> str | None:
+        """What a cursor is relative to (None: not known yet, e.g. a gateway off the bus)."""
+        ...
+
+    async def replay(self, cursor: int, upto: int | None = None) -> list[dict[str, Any]] | None:
+        """Events with cursor < event_id <= upto in order; None when they cannot all be had."""
+        ...
+
+
+class PlantSource(Protocol):
+    """Config, line data, alarm state and a tick for the hub."""
+
+    @property
+    def config(self) -> PlantConfig: ...
+
+    @property
+    def broadcaster(self) -> Broadcaster: ...
+
+    @property
+    def line_ids(self) -> list[str]: ...
+
+    @property
+    def alarms(self) -> AlarmView | None: ...
+
+    def line_samples(self, line_ids: list[str] | None = None) -> list[dict[str, Any]]: ...
+
+    def data_live(self) -> bool:
+        """Whether the data behind the snapshot is current (a gateway's bus may be stale)."""
+        ...
+
+    def on_tick(self, listener: Callable[[], None]) -> None:
+        """Call `listener` on every housekeeping tick (session expiry, re-checks)."""
+        ...
+
+
+class CommandPort(Protocol):
+    """Where the operator commands of `/ws` go: the local alarm service, or the bus."""
+
+    async def ack(self, client: Client, data: AckData) -> dict[str, Any]: ...
+
+    async def shelve(self, client: Client, data: ShelveData) -> dict[str, Any]: ...
+
+    async def unshelve(self, client: Client, data: UnshelveData) -> dict[str, Any]: ...
+
+    async def audit_refusal(self, client: Client, action: str, target: str) -> None: ...
+
+    def announce(self, events: list[dict[str, Any]]) -> None: ...
+
+    def announce_flood(self, data: dict[str, Any]) -> None: ...
+
+
+class CredentialStore(Protocol):
+    """Who a credential belongs to, and which are still valid: the AuthStore, or a gateway's
+    replica of it."""
+
+    def session_identity(self, secret: str) -> Identity | None: ...
+
+    def token_identity(self, secret: str) -> Identity | None: ...
+
+    def still_valid(self, digests: list[str]) -> set[str]: ...
+
+
+class RuntimeSource:
+    """The hub's plant source in the all-in-one server: its own runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    @property
+    def config(self) -> PlantConfig:
+        return self.runtime.config  # follows a config reload
+
+    @property
+    def broadcaster(self) -> Broadcaster:
+        return self.runtime.broadcaster
+
+    @property
+    def line_ids(self) -> list[str]:
+        return self.runtime.schema.line_ids
+
+    @property
+    def alarms(self) -> AlarmView | None:
+        return self.runtime.alarms
+
+    def line_samples(self, line_ids: list[str] | None = None) -> list[dict[str, Any]]:
+        return self.runtime.line_samples(line_ids)
+
+    def data_live(self) -> bool:
+        return True  # the plant's own tick: stale values are marked per tag, not per bus
+
+    def on_tick(self, listener: Callable[[], None]) -> None:
+        self.runtime.on_tick(listener)

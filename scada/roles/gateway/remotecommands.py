@@ -1,0 +1,187 @@
+"""A gateway's ack, shelve and unshelve: sent over the bus to the active ingest node.
+
+Each client message gets one request id. The command is appended to the `commands` stream;
+while no reply comes within `retry_every` s it is appended again with the same request id,
+until `[cluster] command_timeout`: a failover in between (the old node died before it
+answered, the new one is not reading yet) still applies it once, since the ingest node's
+ledger answers a request id it has seen with the stored result. No reply in time: the client
+is answered `unavailable`. The reply's result is the client's answer as the all-in-one
+server would give it; a refusal (`{"error": {"code", "message"}}`) becomes that error code.
+
+The ingest node journals and audits the command (with the client's address); the events it
+commits reach every gateway on the alarm stream, so nothing is announced from here.
+
+It is also the gateway's AuditChannel (scada.auth.replica.view.BusAuditor): audit records go
+the same way, as "audit" commands, through the same sender and reply reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+from pydantic import BaseModel
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from scada.auth.audit import Auditor
+from scada.bus.commandstream import CommandSender, Reply
+from scada.bus.conn import connect
+from scada.bus.keys import BusKeys
+from scada.core.errors import Refused
+from scada.fanout.broadcaster import Broadcaster, Client
+from scada.fanout.hub.plantsource import PlantSource
+from scada.fanout.hub.wscommands import AlarmCommands
+from scada.fanout.messages import AckData, ShelveData, UnshelveData
+
+log = logging.getLogger(__name__)
+
+
+def actor(client: Client) -> dict[str, Any]:
+    """Who asked, as the ingest node journals and audits it (contract 3)."""
+    return {
+        "user": client.user,
+        "role": client.role,
+        "address": client.address,
+        "anonymous": client.anonymous,
+        "session": client.session,
+    }
+
+
+class BusCommands(AlarmCommands):
+    """The hub's CommandPort in a gateway (refusals and flood frames as AlarmCommands)."""
+
+    def __init__(
+        self,
+        source: PlantSource,
+        broadcaster: Broadcaster,
+        auditor: Auditor | None,
+        *,
+        url: str,
+        keys: BusKeys,
+        node: str,
+        timeout: float,
+        retry_every: float = 1.0,
+    ) -> None:
+        super().__init__(source, broadcaster, auditor)
+        self.url = url
+        self.keys = keys
+        self.node = node
+        self.timeout = timeout
+        self.retry_every = retry_every
+        self.redis: Redis | None = None
+        self.sender: CommandSender | None = None
+        self.sent = self.resent = self.answered = self.timed_out = 0
+        self._waiting: dict[str, asyncio.Future[Reply]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.redis = connect(self.url, name=f"scada-gateway-{self.node}")
+        self.sender = CommandSender(self.redis, self.keys, self.node)
+        self._task = asyncio.create_task(self._read_replies(), name="command-replies")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.redis is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.aclose()
+            self.redis = None
+
+    async def ack(self, client: Client, data: AckData) -> dict[str, Any]:
+        return await self.request(client, "ack", data)
+
+    async def shelve(self, client: Client, data: ShelveData) -> dict[str, Any]:
+        return await self.request(client, "shelve", data)
+
+    async def unshelve(self, client: Client, data: UnshelveData) -> dict[str, Any]:
+        return await self.request(client, "unshelve", data)
+
+    async def request(self, client: Client, kind: str, data: BaseModel) -> dict[str, Any]:
+        """Send until answered or timed out; the reply's result, or Refused."""
+        body = {"data": data.model_dump(exclude_none=True), "actor": actor(client)}
+        reply = await self._exchange(kind, body, uuid.uuid4().hex)
+        error = reply.result.get("error")
+        if isinstance(error, dict):
+            raise Refused(str(error.get("code", "refused")), str(error.get("message", "")))
+        return reply.result
+
+    async def call(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Send and wait for the reply's result (AuditChannel); Refused if none comes."""
+        return (await self._exchange(kind, body, uuid.uuid4().hex)).result
+
+    async def post(self, kind: str, body: dict[str, Any]) -> None:
+        """Send once, not waiting for a reply (AuditChannel)."""
+        await self._send(kind, body, uuid.uuid4().hex, 1)
+
+    async def _exchange(self, kind: str, body: dict[str, Any], request_id: str) -> Reply:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        answer: asyncio.Future[Reply] = loop.create_future()
+        self._waiting[request_id] = answer
+        tries = 0
+        try:
+            while True:
+                tries += 1
+                await self._send(kind, body, request_id, tries)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(
+                        asyncio.shield(answer), min(self.retry_every, remaining)
+                    )
+                if loop.time() >= deadline:
+                    break
+        finally:
+            self._waiting.pop(request_id, None)
+        self.timed_out += 1
+        log.warning(
+            "%s %s: no ingest node answered within %g s (%d tries)",
+            kind,
+            request_id,
+            self.timeout,
+            tries,
+        )
+        raise Refused("unavailable", f"no ingest node answered within {self.timeout:g} s")
+
+    async def _send(self, kind: str, body: dict[str, Any], request_id: str, tries: int) -> None:
+        if self.sender is None:
+            return
+        try:
+            await self.sender.send(kind, body, request_id)
+        except (RedisError, OSError) as err:
+            log.debug("command %s not sent (try %d): %r", request_id, tries, err)
+            return
+        if tries == 1:
+            self.sent += 1
+        else:
+            self.resent += 1
+
+    async def _read_replies(self) -> None:
+        """Route every reply on this gateway's reply stream to the request waiting for it."""
+        assert self.sender is not None
+        failing = False
+        while True:
+            try:
+                replies = await self.sender._read_replies(block=1.0)
+            except (RedisError, OSError) as err:
+                if not failing:
+                    log.warning("command replies unreadable: %r; retrying", err)
+                    failing = True
+                await asyncio.sleep(0.2)
+                continue
+            if failing:
+                log.info("command replies readable again")
+                failing = False
+            for reply in replies:
+                waiting = self._waiting.get(reply.request_id)
+                if waiting is not None and not waiting.done():
+                    self.answered += 1
+                    waiting.set_result(reply)
