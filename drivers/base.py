@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -58,8 +59,10 @@ class DriverContext:
 
     config: PlantConfig
     schema: TagSchema
-    # The in-process simulated plant, for the `sim` driver (None when no device needs it).
+    # The in-process simulated plant, built by the first `sim` driver and shared by every
+    # other (None when no device needs it), and the fault scenario it runs.
     plant: Any = None
+    scenario: str | Path | None = None
 
 
 class Driver(abc.ABC):

@@ -11,11 +11,24 @@ from drivers.base import Driver, DriverContext, DriverSettings, Reading, registe
 from scada.core.config import DeviceConfig
 from scada.core.errors import DriverError
 from simulators.plant import COL
+from simulators.scenario import load_scenario
 from simulators.simulation import SimulatedPlant
 
 
 class SimSettings(DriverSettings):
     pass
+
+
+def shared_plant(context: DriverContext) -> SimulatedPlant:
+    """The one simulated plant of this process: made by the first sim driver, with the
+    configured seed and scenario, and kept on the context for every other."""
+    if context.plant is None:
+        config = context.config
+        path = context.scenario or config.simulator.scenario
+        schedule = load_scenario(path, context.schema.line_ids) if path else []
+        context.plant = SimulatedPlant(config.lines, seed=config.simulator.seed, scenario=schedule)
+    plant: SimulatedPlant = context.plant
+    return plant
 
 
 @register("sim")
@@ -25,9 +38,7 @@ class SimDriver(Driver):
     def __init__(self, device: DeviceConfig, settings: DriverSettings, context: DriverContext):
         super().__init__(device, settings, context)
         schema = context.schema
-        plant: SimulatedPlant | None = context.plant
-        if plant is None:
-            raise DriverError(f"device {device.name!r}: the sim driver needs the simulated plant")
+        plant = shared_plant(context)
         self.plant = plant
         # Map each of our tags to (plant row, simulator column); tags the model does not
         # produce read as bad rather than silently absent.

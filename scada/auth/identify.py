@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from starlette.requests import HTTPConnection, Request
@@ -25,9 +25,6 @@ from scada.core.config import PlantConfig
 from scada.core.errors import Refused
 from scada.core.roles import ANONYMOUS, role_allows
 
-if TYPE_CHECKING:  # scada.fanout.hub imports this module
-    from scada.fanout.hub.plantsource import CredentialStore
-
 log = logging.getLogger(__name__)
 
 COOKIE = "scada_session"
@@ -35,6 +32,17 @@ COOKIE = "scada_session"
 SESSION_VALUE = re.compile(r"[A-Za-z0-9_-]{20,128}")
 
 __all__ = ["Auditor", "role_allows"]
+
+
+class CredentialStore(Protocol):
+    """Who a credential belongs to, and which are still valid: the AuthStore, or a gateway's
+    replica of it."""
+
+    def session_identity(self, secret: str) -> Identity | None: ...
+
+    def token_identity(self, secret: str) -> Identity | None: ...
+
+    def still_valid(self, digests: list[str]) -> set[str]: ...
 
 
 class Invalid:

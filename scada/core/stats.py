@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:
@@ -26,3 +28,14 @@ def nearest_rank(n: int, q: float) -> int:
     """The 1-based rank of the q-percentile among n > 0 sorted values (for SQL OFFSETs)."""
     # Rounded first: 0.07 * 100 is 7.000000000000001 in floats, and must be rank 7.
     return min(n, max(1, math.ceil(round(q * n, 9))))
+
+
+@dataclass
+class TickStats:
+    """What a fixed-rate tick counts about itself, read by /metrics and /api/health/websocket."""
+
+    errors: int = 0
+    ticks: int = 0
+    tick_overruns: int = 0
+    tick_ms: deque[float] = field(default_factory=lambda: deque(maxlen=3000))
+    tick_seconds_sum: float = 0.0  # every tick's duration, for the metrics summary's _sum

@@ -1,2 +1,2 @@
 """The delivery layer: the broadcaster (encode once, write to every client), WebSocket frame
-code, client messages and the `/ws` hub."""
+code and client messages. The `/ws` endpoint that uses them is `scada.web.hub`."""

@@ -11,13 +11,15 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from scada.core.config import ServerConfig
+from scada.core.stats import TickStats
 from scada.core.timefmt import iso_ms
 from scada.fanout.wsframes import (
     PLAIN,
@@ -84,19 +86,24 @@ class Client:
 
 
 @dataclass
-class BroadcastStats:
+class BroadcastStats(TickStats):
+    """The delivery's counters, beside those of the tick that feeds it (shared with it)."""
+
     connections_total: int = 0
     frames_sent: int = 0
     bytes_sent: int = 0
     slow_clients_dropped: int = 0
-    errors: int = 0
-    ticks: int = 0
-    tick_overruns: int = 0
-    tick_ms: deque[float] = field(default_factory=lambda: deque(maxlen=3000))
-    tick_seconds_sum: float = 0.0  # every tick's duration, for the metrics summary's _sum
 
 
 class Broadcaster:
+    @classmethod
+    def from_settings(cls, srv: ServerConfig) -> Broadcaster:
+        return cls(
+            max_buffer_bytes=srv.max_client_buffer_bytes,
+            slow_client_timeout=srv.slow_client_timeout,
+            heartbeat_interval=srv.heartbeat_interval_ms / 1000.0,
+        )
+
     def __init__(
         self,
         *,
@@ -219,6 +226,11 @@ class Broadcaster:
         self._group_writes[key] = time.monotonic()
         self.stats.frames_sent += sent
         self.stats.bytes_sent += nbytes
+
+    def after_tick(self, now: float) -> None:
+        """The tick's housekeeping: drop clients too slow to keep up, heartbeat idle ones."""
+        self.drop_slow(now)
+        self.heartbeat_idle(now)
 
     def heartbeat_idle(self, now: float) -> None:
         """Idle connections (subscribed to nothing busy) still hear from us, for proxies."""

@@ -1,7 +1,8 @@
-"""The running plant service: wires drivers, tag store, alarms and broadcaster, and ticks.
+"""The running plant: drivers, tag store, alarms and historian, and the tick that feeds them.
 
-This is the one place where the workers are started and stopped (the app's lifespan calls
-`start` and `stop`). The tick is fixed-rate: each deadline is the previous one plus the batch
+The tick knows no delivery: whoever shows the plant subscribes to its hooks (`on_alarms`,
+`on_frame`, `after_tick`; the all-in-one server wires its broadcaster so, an ingest node its bus
+publisher). The app's lifespan calls `start` and `stop`. The tick is fixed-rate: each deadline is the previous one plus the batch
 interval, so work done inside a tick never makes the schedule drift.
 """
 
@@ -22,15 +23,13 @@ from drivers.registry import create_driver
 from scada.core.config import PlantConfig
 from scada.core.errors import ScadaError, WriteFenced
 from scada.core.fixedrate import FixedRate
+from scada.core.stats import TickStats
 from scada.core.tags import TagSchema
 from scada.core.timefmt import iso_ms
-from scada.fanout.broadcaster import Broadcaster
 from scada.plant.poller import Poller
 from scada.plant.samples import SampleEncoder
 from scada.plant.tagstore import TagStore
 from scada.plant.trendring import HistoryRing
-from simulators.scenario import load_scenario
-from simulators.simulation import SimulatedPlant
 
 if TYPE_CHECKING:
     from scada.alarms.service import AlarmService
@@ -38,6 +37,8 @@ if TYPE_CHECKING:
 
 # Told after every tick: (the tick's stamp, the records of the lines that changed).
 FrameTap = Callable[[str, list[dict[str, Any]]], None]
+# Told of each tick's committed alarm events (before its frames): (events, the tick's stamp).
+AlarmTap = Callable[[list[dict[str, Any]], str], None]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class Runtime:
         alarms: AlarmService | None = None,
         historian: Historian | None = None,
         on_fatal: Callable[[str], None] | None = None,
+        stats: TickStats | None = None,
     ) -> None:
         self.config = config
         self.schema = TagSchema(config.lines)
@@ -82,22 +84,13 @@ class Runtime:
         self.interval = config.server.batch_interval_ms / 1000.0
         capacity = int(config.server.history_seconds / self.interval) + 1
         self.history = HistoryRing(capacity, self.schema.size)
-        self.plant: SimulatedPlant | None = None
-        if any(d.driver == "sim" for d in config.devices):
-            scenario_path = scenario or config.simulator.scenario
-            schedule = load_scenario(scenario_path, self.schema.line_ids) if scenario_path else []
-            self.plant = SimulatedPlant(config.lines, seed=config.simulator.seed, scenario=schedule)
-        context = DriverContext(config=config, schema=self.schema, plant=self.plant)
+        # The simulated plant, if a device reads it, is built by its driver (drivers.sim).
+        self.context = DriverContext(config=config, schema=self.schema, scenario=scenario)
         self.pollers = [
-            Poller(create_driver(d, context), self.store, interval=d.poll_interval_ms / 1000.0)
+            Poller(create_driver(d, self.context), self.store, interval=d.poll_interval_ms / 1000.0)
             for d in config.devices
         ]
-        srv = config.server
-        self.broadcaster = Broadcaster(
-            max_buffer_bytes=srv.max_client_buffer_bytes,
-            slow_client_timeout=srv.slow_client_timeout,
-            heartbeat_interval=srv.heartbeat_interval_ms / 1000.0,
-        )
+        self.stats = stats if stats is not None else TickStats()
         self.alarms = alarms
         self.historian = historian
         self._on_fatal = on_fatal
@@ -108,6 +101,8 @@ class Runtime:
         self._task: asyncio.Task[None] | None = None
         self._tick_listeners: list[Callable[[], None]] = []
         self._frame_taps: list[FrameTap] = []
+        self._alarm_taps: list[AlarmTap] = []
+        self._after_tick: list[Callable[[float], None]] = []
         # Set when the journal refused this process as its writer: the tick goes on without
         # alarm evaluation until `resume_alarms` (after the engine was restored).
         self.alarms_fenced = False
@@ -159,7 +154,7 @@ class Runtime:
         # Half a period after the pollers start: a device polled at the batch interval then
         # always lands between two ticks, never racing one (which loses ~4% of frames).
         rate = FixedRate(self.interval, phase=-self.interval / 2)
-        stats = self.broadcaster.stats
+        stats = self.stats
         failing = 0
         while True:
             started = time.perf_counter()  # uvloop's loop.time() has 1 ms steps
@@ -211,18 +206,17 @@ class Runtime:
             except Exception as err:
                 raise JournalFailure from err
             if events:
-                self.broadcaster.publish_alarms(events, stamp)
+                for alarm_tap in self._alarm_taps:
+                    alarm_tap(events, stamp)
         dirty = store.take_dirty()
         samples = self.encoder.encode(store, dirty) if len(dirty) else []
-        if samples:
-            self.broadcaster.publish_production(samples, stamp)
         for tap in self._frame_taps:
             tap(stamp, samples)
         self.history.append(now, store.history_row())
         if self.historian is not None:
             self.historian.record(now, store.values, store.quality)  # a copy; no disk I/O
-        self.broadcaster.drop_slow(mono)
-        self.broadcaster.heartbeat_idle(mono)
+        for after in self._after_tick:
+            after(mono)
         self.last_tick = mono
         if self.alarms is not None and mono >= self._next_prune:
             self._next_prune = mono + PRUNE_EVERY_S
@@ -234,6 +228,19 @@ class Runtime:
 
     def on_tick(self, listener: Callable[[], None]) -> None:
         self._tick_listeners.append(listener)
+
+    def on_alarms(self, tap: AlarmTap) -> None:
+        """Call `tap(events, stamp)` with each tick's committed alarm events, before its frames."""
+        self._alarm_taps.append(tap)
+
+    def after_tick(self, listener: Callable[[float], None]) -> None:
+        """Call `listener(monotonic now)` at the end of every tick (delivery housekeeping)."""
+        self._after_tick.append(listener)
+
+    @property
+    def plant(self) -> Any:
+        """The simulated plant (simulators.simulation.SimulatedPlant), None without a sim device."""
+        return self.context.plant
 
     def on_frame(self, tap: FrameTap) -> None:
         """Call `tap(stamp, changed records)` after every tick's production data (even none)."""

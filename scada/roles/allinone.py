@@ -29,7 +29,7 @@ from scada.core.config import PlantConfig, resolve_data_path
 from scada.core.datadir import lock_data_dir, private_file
 from scada.core.offload import Offload
 from scada.core.tags import TagSchema
-from scada.fanout.hub import Hub, RuntimeSource
+from scada.fanout.broadcaster import Broadcaster
 from scada.historian.service import Historian
 from scada.notify.service import Notifier, build_notifier
 from scada.notify.settings import NotificationsConfig, notifications_of
@@ -40,6 +40,7 @@ from scada.web.alarms import routes as alarm_routes
 from scada.web.auth import routes as auth_routes
 from scada.web.heavy import HeavyReadLimit, HeavyReads
 from scada.web.history import history as history_route
+from scada.web.hub import Hub, RuntimeSource
 from scada.web.notify import routes as notify_routes
 from scada.web.pages import STATIC, page
 
@@ -88,12 +89,22 @@ class Plant:
     alarms: AlarmService
     historian: Historian | None
     runtime: Runtime
+    broadcaster: Broadcaster
     auth: AuthStore
     auditor: Auditor
     heavy: HeavyReads
     hub: Hub
     gate: LoginGate
     notifications: NotificationsConfig
+
+
+def deliver(runtime: Runtime, broadcaster: Broadcaster) -> None:
+    """The broadcaster subscribes to the tick: its alarm events, then its production data."""
+    runtime.on_alarms(broadcaster.publish_alarms)
+    runtime.on_frame(
+        lambda stamp, lines: broadcaster.publish_production(lines, stamp) if lines else None
+    )
+    runtime.after_tick(broadcaster.after_tick)
 
 
 def build_plant(
@@ -113,17 +124,24 @@ def build_plant(
         historian = Historian.from_config(config, TagSchema(config.lines))
     # Built complete: what the tick feeds is passed in, and a failure it cannot survive is
     # reported to `on_fatal` (the server then exits non-zero with the reason).
+    broadcaster = Broadcaster.from_settings(config.server)
     runtime = Runtime(
-        config, scenario=scenario, alarms=alarms, historian=historian, on_fatal=on_fatal
+        config,
+        scenario=scenario,
+        alarms=alarms,
+        historian=historian,
+        on_fatal=on_fatal,
+        stats=broadcaster.stats,
     )
+    deliver(runtime, broadcaster)
     auth = open_auth_store(config)
     auditor = Auditor(auth, clock)
     heavy = HeavyReads(lambda: runtime.config.auth)
-    hub = Hub(RuntimeSource(runtime), auditor, heavy=heavy, clock=clock)
+    hub = Hub(RuntimeSource(runtime, broadcaster), auditor, heavy=heavy, clock=clock)
     gate = LoginGate(config.auth, clock)
     notifications = notifications_of(config)  # ConfigError now, not at the first alarm
     return Plant(
-        config, clock, data_lock, offload, alarms, historian, runtime, auth, auditor, heavy, hub,
+        config, clock, data_lock, offload, alarms, historian, runtime, broadcaster, auth, auditor, heavy, hub,
         gate, notifications,
     )  # fmt: skip
 
@@ -217,6 +235,7 @@ def plant_app(
         ],
     )
     app.state.runtime = runtime
+    app.state.broadcaster = plant.broadcaster
     app.state.config = plant.config
     app.state.config_path = config_path  # None: the packaged default (re-read on reload)
     app.state.hub = plant.hub
@@ -253,7 +272,7 @@ def create_app(
             yield
         finally:
             # uvicorn has already sent close 1012 to every socket; this catches stragglers.
-            runtime.broadcaster.close_all(1012, "server restart")
+            plant.broadcaster.close_all(1012, "server restart")
             await runtime.stop()
             await stop_notifier(app, plant, notifier)
             await close_plant(plant)

@@ -59,22 +59,6 @@ class AppFactory(Protocol):
     ) -> ASGIApp: ...
 
 
-def app_factory(role: ServeRole) -> AppFactory:
-    """The application of a role, imported only when that role runs: a gateway process never
-    imports the alarm engine, the drivers or the historian (tests/unit/test_layers.py)."""
-    if role == "ingest":
-        from scada.roles.ingest.app import create_ingest_app
-
-        return create_ingest_app
-    if role == "gateway":
-        from scada.roles.gateway.app import create_gateway_app
-
-        return create_gateway_app
-    from scada.roles.allinone import create_app
-
-    return create_app
-
-
 def with_node_name(config: PlantConfig, role: ServeRole, port: int) -> PlantConfig:
     """`[cluster] node` defaults to "<role>-<hostname>-<port>": unique per process on a host."""
     if role == "all" or config.cluster.node:
@@ -168,6 +152,7 @@ def build_server(
     config_path: str | Path | None = None,
     on_fatal: Callable[[str], None] | None = None,
     role: ServeRole = "all",
+    create_app: AppFactory,
 ) -> uvicorn.Server:
     srv = config.server
     require_uvicorn()
@@ -175,7 +160,6 @@ def build_server(
     bind = host or srv.host
     listen_port = srv.port if port is None else port
     config = with_node_name(config, role, listen_port)
-    create_app = app_factory(role)
     built: list[uvicorn.Server] = []
 
     def fatal(reason: str) -> None:

@@ -68,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             _print_problems(err)
             return EXIT_CONFIG
     from scada.core.errors import ScadaError
+    from scada.roles.factory import app_factory
 
     if args.role != "all" and (args.node or args.redis_url):
         update = {k: v for k, v in (("node", args.node), ("redis_url", args.redis_url)) if v}
@@ -81,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serve(
             config,
             role=args.role,
+            create_app=app_factory(args.role),
             host=args.host,
             port=args.port,
             scenario=args.scenario,

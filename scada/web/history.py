@@ -17,6 +17,7 @@ from scada.core.timefmt import iso_ms
 from scada.historian.params import BadParameter, parse_request
 from scada.historian.query import Plan, SeriesSpec, plain
 from scada.historian.service import Historian
+from scada.web.responses import clean_column, int_param
 
 CSV_FIELDS = ("min", "max", "first", "last", "mean")
 
@@ -97,12 +98,10 @@ def to_csv(doc: dict[str, Any]) -> str:
 
 async def line_history(request: Request, historian: Historian, line_id: str) -> Response:
     """/api/lines/{id}/history from the historian: min/max/mean per bucket, same shape as ever."""
-    from scada.web.api import _clean, _int_param
-
     max_seconds = int(historian.settings.raw_days * 86_400)
     try:
-        seconds = _int_param(request, "seconds", 300, 1, max_seconds)
-        points = _int_param(request, "points", 600, 1, 5000)
+        seconds = int_param(request, "seconds", 300, 1, max_seconds)
+        points = int_param(request, "points", 600, 1, 5000)
     except ValueError as err:
         return JSONResponse(
             {"ok": False, "error": "invalid_parameter", "message": str(err)}, status_code=400
@@ -125,9 +124,9 @@ async def line_history(request: Request, historian: Historian, line_id: str) -> 
             t = b.t.tolist()
             samples = max(samples, b.samples)
             out[ref.name] = {
-                "min": _clean(b.vmin, ref.config.decimals),
-                "max": _clean(b.vmax, ref.config.decimals),
-                "mean": _clean(b.mean, ref.config.decimals),
+                "min": clean_column(b.vmin, ref.config.decimals),
+                "max": clean_column(b.vmax, ref.config.decimals),
+                "mean": clean_column(b.mean, ref.config.decimals),
             }
         return out, t, samples
 

@@ -116,12 +116,13 @@ def fanout_report(broadcaster: Broadcaster) -> dict[str, Any]:
 class RuntimeCollector:
     """Reads the counters the broadcaster, the tick and the pollers keep, at scrape time."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, broadcaster: Broadcaster) -> None:
         self.rt = rt
+        self.broadcaster = broadcaster
 
     def collect(self) -> Iterator[Metric]:
         rt = self.rt
-        yield from broadcaster_metrics(rt.broadcaster)
+        yield from broadcaster_metrics(self.broadcaster)
         yield from self._devices()
         for source in rt.metric_sources:
             yield from source()
@@ -179,5 +180,5 @@ def render_with(extra: _Collector) -> bytes:
     return generate_latest(_Scrape(extra))
 
 
-def render_metrics(rt: Runtime) -> bytes:
-    return render_with(RuntimeCollector(rt))
+def render_metrics(rt: Runtime, broadcaster: Broadcaster) -> bytes:
+    return render_with(RuntimeCollector(rt, broadcaster))

@@ -20,6 +20,7 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from scada.core.config import config_from_dict, default_config_text
+from scada.roles.allinone import create_app
 from scada.server.serve import build_server
 from scada.server.uvicorn_adapter import ScadaWebSocketProtocol
 from tests.conftest import eventually, eventually_async, free_port
@@ -31,7 +32,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[uvicorn.S
     data = tmp_path_factory.mktemp("detached") / "data"
     raw.setdefault("server", {}).update({"data_dir": str(Path(data))})
     port = free_port()
-    server = build_server(config_from_dict(raw), port=port, log_level="warning")
+    server = build_server(
+        config_from_dict(raw), port=port, log_level="warning", create_app=create_app
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     eventually(lambda: server.started, 30)
@@ -41,7 +44,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[uvicorn.S
 
 
 def _clients(server: uvicorn.Server) -> int:
-    return len(server.config.loaded_app.app.state.runtime.broadcaster.clients)
+    return len(server.config.loaded_app.app.state.broadcaster.clients)
 
 
 def _protocols(server: uvicorn.Server) -> list[ScadaWebSocketProtocol]:

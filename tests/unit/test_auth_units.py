@@ -178,4 +178,4 @@ def test_auth_routes_do_not_import_the_app() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout))
-    assert "scada.roles.allinone" not in loaded and "scada.fanout.hub" not in loaded
+    assert "scada.roles.allinone" not in loaded and "scada.web.hub" not in loaded

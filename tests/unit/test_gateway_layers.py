@@ -36,6 +36,6 @@ def test_a_gateway_process_imports_nothing_of_the_ingest_side() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     loaded = json.loads(out.splitlines()[-1])
-    assert "scada.roles.gateway.app" in loaded and "scada.fanout.hub" in loaded
+    assert "scada.roles.gateway.app" in loaded and "scada.web.hub" in loaded
     pulled = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
     assert pulled == []

@@ -10,6 +10,7 @@ from scada.alarms import model as alarm_model
 from scada.core.config import load_config
 from scada.core.stats import nearest_rank, percentile
 from scada.core.timefmt import iso_ms
+from scada.fanout.broadcaster import Broadcaster
 from scada.plant.runtime import Runtime
 from scada.web.metrics import render_metrics
 
@@ -23,8 +24,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_counters_keep_full_precision_and_summaries_have_sum_and_count() -> None:
-    rt = Runtime(load_config())
-    stats = rt.broadcaster.stats
+    broadcaster = Broadcaster.from_settings(load_config().server)
+    rt = Runtime(load_config(), stats=broadcaster.stats)
+    stats = broadcaster.stats
     stats.frames_sent = 12_345_678
     stats.bytes_sent = 98_765_432_123
     stats.ticks = 3
@@ -33,7 +35,7 @@ def test_counters_keep_full_precision_and_summaries_have_sum_and_count() -> None
     device = rt.pollers[0].status
     device.polls, device.poll_seconds_sum = 2, 0.004
     device.poll_ms.extend([1.0, 3.0])
-    text = render_metrics(rt).decode()
+    text = render_metrics(rt, broadcaster).decode()
     assert "1.23457e+07" not in text
     got = samples(text)
     assert got[("scada_ws_frames_sent_total", ())] == 12_345_678
@@ -54,7 +56,8 @@ def test_runtime_metric_sources_join_the_scrape() -> None:
 
     rt = Runtime(load_config())
     rt.metric_sources.append(lambda: [GaugeMetricFamily("scada_extra", "An extra.", 7)])
-    assert samples(render_metrics(rt).decode())[("scada_extra", ())] == 7
+    broadcaster = Broadcaster.from_settings(rt.config.server)
+    assert samples(render_metrics(rt, broadcaster).decode())[("scada_extra", ())] == 7
 
 
 def test_one_nearest_rank_percentile() -> None:

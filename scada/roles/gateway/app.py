@@ -20,17 +20,16 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from scada.auth.audit import Auditor
-from scada.auth.identify import AuthMiddleware, requires
+from scada.auth.identify import AuthMiddleware, CredentialStore, requires
 from scada.auth.replica.view import BusAuditor, RedisAuthView, close_sockets
 from scada.bus.keys import BusKeys
 from scada.core.clock import SYSTEM_CLOCK, Clock
 from scada.core.config import PlantConfig
-from scada.fanout.hub import Hub
-from scada.fanout.hub.plantsource import CredentialStore
 from scada.roles.gateway import status
 from scada.roles.gateway.bussource import BusSource
 from scada.roles.gateway.remotecommands import BusCommands
 from scada.web.heavy import HeavyReadLimit, HeavyReads
+from scada.web.hub import Hub
 from scada.web.pages import STATIC, page
 
 log = logging.getLogger(__name__)

@@ -118,17 +118,13 @@ class _Relay(FeedListener):
 
 
 class BusSource:
-    """PlantSource of a gateway (see scada.fanout.hub.plantsource)."""
+    """PlantSource of a gateway (see scada.web.hub.plantsource)."""
 
     def __init__(self, config: PlantConfig, keys: BusKeys | None = None) -> None:
         cluster = config.cluster
         srv = config.server
         self.config = config
-        self.broadcaster = Broadcaster(
-            max_buffer_bytes=srv.max_client_buffer_bytes,
-            slow_client_timeout=srv.slow_client_timeout,
-            heartbeat_interval=srv.heartbeat_interval_ms / 1000.0,
-        )
+        self.broadcaster = Broadcaster.from_settings(srv)
         self.line_ids = [line.id for line in config.lines]
         self.feed = GatewayFeed(
             cluster.redis_url,
@@ -224,8 +220,7 @@ class BusSource:
         silent = mono - self.last_read
         if self.live and silent >= self.config.cluster.read_deadline:
             self._set_live(False, STALE, f"nothing read for {silent:.1f} s")
-        self.broadcaster.drop_slow(mono)
-        self.broadcaster.heartbeat_idle(mono)
+        self.broadcaster.after_tick(mono)
         for listener in self._tick_listeners:
             listener()
 

@@ -33,9 +33,9 @@ from scada.bus.conn import connect
 from scada.bus.keys import BusKeys
 from scada.core.errors import Refused
 from scada.fanout.broadcaster import Broadcaster, Client
-from scada.fanout.hub.plantsource import PlantSource
-from scada.fanout.hub.wscommands import AlarmCommands
 from scada.fanout.messages import AckData, ShelveData, UnshelveData
+from scada.web.hub.plantsource import PlantSource
+from scada.web.hub.wscommands import AlarmCommands
 
 log = logging.getLogger(__name__)
 

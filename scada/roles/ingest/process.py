@@ -91,7 +91,7 @@ class IngestProcess:
         if self.follower is not None:
             self.follower.start()
         # Its clients see no data here any more: let them reconnect (to the active node).
-        runtime.broadcaster.close_all(1012, "standby")
+        self.plant.broadcaster.close_all(1012, "standby")
         notifier, self.notifier = self.notifier, None
         await stop_notifier(self.app, self.plant, notifier)
         log.info("ingest standing by: devices disconnected, alarm evaluation stopped")

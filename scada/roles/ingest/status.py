@@ -20,7 +20,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scada.roles.ingest.framepublish import FrameTap
 from scada.roles.ingest.node import IngestNode, NodeState
-from scada.web.api import OrjsonResponse, readiness, runtime_of
+from scada.web.health import readiness
+from scada.web.responses import OrjsonResponse, runtime_of
 
 STATES: tuple[NodeState, ...] = ("starting", "standby", "active", "unfit")
 

@@ -75,6 +75,7 @@ def inprocess_server(clients: int) -> Iterator[tuple[Any, str]]:
     """The real server (the same build_server as `scada serve`) in a thread of this process,
     in a throwaway data dir; yields (uvicorn.Server, ws url) and stops it afterwards."""
     from scada.core.config import config_from_dict, default_config_text
+    from scada.roles.allinone import create_app
     from scada.server.serve import build_server
 
     with tempfile.TemporaryDirectory(prefix="scada-bench-") as tmp:
@@ -83,7 +84,9 @@ def inprocess_server(clients: int) -> Iterator[tuple[Any, str]]:
             {"data_dir": str(Path(tmp, "data")), "max_connections": max(clients * 2, 100)}
         )
         port = free_port()
-        server = build_server(config_from_dict(raw), port=port, log_level="warning")
+        server = build_server(
+            config_from_dict(raw), port=port, log_level="warning", create_app=create_app
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         _wait(lambda: server.started, 30)
@@ -98,7 +101,7 @@ def run_churn(clients: int, rounds: int, progress: Any = None) -> ChurnResult:
     tracemalloc.start(8)
     result = ChurnResult(clients)
     with inprocess_server(clients) as (server, url):
-        runtime = server.config.loaded_app.app.state.runtime
+        broadcaster = server.config.loaded_app.app.state.broadcaster
         snapshots = []
         for n in range(rounds):
             out = subprocess.run(
@@ -108,7 +111,7 @@ def run_churn(clients: int, rounds: int, progress: Any = None) -> ChurnResult:
                 timeout=300,
             )
             failed = int(out.stdout.strip() or clients)
-            _wait(lambda: not runtime.broadcaster.clients, 30)
+            _wait(lambda: not broadcaster.clients, 30)
             gc.collect()
             traced, _ = tracemalloc.get_traced_memory()
             snapshots.append(tracemalloc.take_snapshot())

@@ -87,14 +87,14 @@ def traced_per_connection(clients: int) -> dict[str, Any]:
     tracemalloc.start(1)
     try:
         with inprocess_server(clients) as (server, url):
-            runtime = server.config.loaded_app.app.state.runtime
+            broadcaster = server.config.loaded_app.app.state.broadcaster
             settle(clients)
             gc.collect()
             before, objects_before = tracemalloc.take_snapshot(), census()
             port = int(url.rsplit(":", 1)[1].split("/")[0])
             with idle_clients("127.0.0.1", port, "/ws", clients):
                 settle(clients)
-                connected = len(runtime.broadcaster.clients)
+                connected = len(broadcaster.clients)
                 gc.collect()
                 after, objects_after = tracemalloc.take_snapshot(), census()
     finally:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from scada.auth.store import Identity
 from scada.core.config import PlantConfig
 from scada.fanout.broadcaster import Broadcaster, Client
 from scada.fanout.messages import AckData, ShelveData, UnshelveData
@@ -82,22 +81,12 @@ class CommandPort(Protocol):
     def announce_flood(self, data: dict[str, Any]) -> None: ...
 
 
-class CredentialStore(Protocol):
-    """Who a credential belongs to, and which are still valid: the AuthStore, or a gateway's
-    replica of it."""
-
-    def session_identity(self, secret: str) -> Identity | None: ...
-
-    def token_identity(self, secret: str) -> Identity | None: ...
-
-    def still_valid(self, digests: list[str]) -> set[str]: ...
-
-
 class RuntimeSource:
     """The hub's plant source in the all-in-one server: its own runtime."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, broadcaster: Broadcaster) -> None:
         self.runtime = runtime
+        self._broadcaster = broadcaster
 
     @property
     def config(self) -> PlantConfig:
@@ -105,7 +94,7 @@ class RuntimeSource:
 
     @property
     def broadcaster(self) -> Broadcaster:
-        return self.runtime.broadcaster
+        return self._broadcaster
 
     @property
     def line_ids(self) -> list[str]:

@@ -17,8 +17,8 @@ from scada.auth.store import AuditRecord
 from scada.core.errors import Refused
 from scada.core.timefmt import iso_ms
 from scada.fanout.broadcaster import Broadcaster, Client
-from scada.fanout.hub.plantsource import PlantSource
 from scada.fanout.messages import AckData, ShelveData, UnshelveData
+from scada.web.hub.plantsource import PlantSource
 
 log = logging.getLogger(__name__)
 

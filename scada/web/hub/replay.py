@@ -16,8 +16,8 @@ from typing import Any
 
 from scada.core.errors import Refused
 from scada.fanout.broadcaster import Client
-from scada.fanout.hub.plantsource import PlantSource
 from scada.web.heavy import HeavyReads, audience
+from scada.web.hub.plantsource import PlantSource
 
 
 class Snapshots:

@@ -11,9 +11,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from scada.auth.identify import CredentialStore
 from scada.core.clock import Clock
 from scada.fanout.broadcaster import Broadcaster, Client
-from scada.fanout.hub.plantsource import CredentialStore
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket
 
 from scada import __version__
 from scada.auth.audit import Auditor
+from scada.auth.identify import CredentialStore
 from scada.auth.store import Identity
 from scada.core.clock import SYSTEM_CLOCK, Clock, wall_to_monotonic
 from scada.core.config import PlantConfig
@@ -25,14 +26,14 @@ from scada.core.ratelimit import TokenBucket
 from scada.core.roles import ANONYMOUS
 from scada.fanout.asgisink import AsgiSink
 from scada.fanout.broadcaster import Client
-from scada.fanout.hub.admission import Admission
-from scada.fanout.hub.expiry import CLOSE_POLICY, SessionWatch
-from scada.fanout.hub.plantsource import CommandPort, CredentialStore, PlantSource, RuntimeSource
-from scada.fanout.hub.replay import Snapshots
-from scada.fanout.hub.wscommands import AlarmCommands
 from scada.fanout.messages import MessageHandler
 from scada.fanout.wsframes import FrameSink
 from scada.web.heavy import HeavyReads
+from scada.web.hub.admission import Admission
+from scada.web.hub.expiry import CLOSE_POLICY, SessionWatch
+from scada.web.hub.plantsource import CommandPort, PlantSource, RuntimeSource
+from scada.web.hub.replay import Snapshots
+from scada.web.hub.wscommands import AlarmCommands
 
 log = logging.getLogger(__name__)
 
