@@ -19,7 +19,7 @@ FLOORS_TESTS ?= tests/unit tests/integration/test_modbus_driver.py \
 SERVE_ARGS := $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) \
 	$(if $(CONFIG),--config $(CONFIG))
 
-.PHONY: run cluster test test-floors lint typecheck check lock clean
+.PHONY: run cluster test test-floors lint typecheck check lock clean sparkplug-proto
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -86,3 +86,14 @@ lock:
 
 clean:
 	rm -rf $(VENV) $(FLOORS_VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Regenerate drivers/sparkplug/sparkplug_b_pb2.py (and its type stub .pyi) from its .proto with the protoc of
+# grpcio-tools 1.74.0 (libprotoc 31.1: gencode the protobuf runtime accepts from 6.31.1 on, the
+# floor in pyproject.toml), in a throwaway venv: protoc is no dependency of the project.
+sparkplug-proto:
+	rm -rf .venv-protoc
+	$(PY) -m venv .venv-protoc
+	.venv-protoc/bin/pip install -q grpcio-tools==1.74.0
+	cd drivers/sparkplug && ../../.venv-protoc/bin/python -m grpc_tools.protoc -I. \
+		--python_out=. --pyi_out=. sparkplug_b.proto
+	rm -rf .venv-protoc
