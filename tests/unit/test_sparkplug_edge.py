@@ -3,6 +3,8 @@ bdSeq, report by exception, rebirth and the primary host's STATE."""
 
 from __future__ import annotations
 
+import itertools
+
 from drivers.sparkplug import payload as sp
 from drivers.sparkplug.edge import EdgeNode, EdgeState, MetricDef, Publish, Sample
 from drivers.sparkplug.topics import state_payload
@@ -85,7 +87,7 @@ def test_data_by_exception_with_deadband_by_alias_and_seq_wrap() -> None:
         node.set_values("line2", {"diameter": Sample(float(i), i)})
         seqs += [p.seq for _, p in _decoded(node.changes(i))]
     assert seqs[:2] == [4, 5] and 255 in seqs
-    assert all(b == (a + 1) % 256 for a, b in zip(seqs, seqs[1:], strict=False))
+    assert all(b == (a + 1) % 256 for a, b in itertools.pairwise(seqs))
 
 
 def test_bad_value_is_null_and_quality_changes_carry_the_property() -> None:
