@@ -23,6 +23,7 @@ FaultKind = Literal[
     "step",
     "server_unresponsive",
     "connection_drop",
+    "seq_gap",
 ]
 FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
 
@@ -42,8 +43,10 @@ _PARAMS: dict[str, set[str]] = {
     # requests, or drops every connection and refuses new ones, until cleared.
     "server_unresponsive": set(),
     "connection_drop": set(),
+    # Sparkplug simulator only: one seq number left out of the edge node's messages, once.
+    "seq_gap": set(),
 }
-SOURCE_KINDS = frozenset({"server_unresponsive", "connection_drop"})
+SOURCE_KINDS = frozenset({"server_unresponsive", "connection_drop", "seq_gap"})
 _OPTIONAL = {"zone", "rate", "tag", "gain", "offset"}
 # Parameters a kind cannot do without (a default would hide a forgotten one).
 _REQUIRED: dict[str, set[str]] = {"heater_failure": {"zone"}, "step": {"tag", "offset"}}
