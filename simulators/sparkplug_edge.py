@@ -18,16 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 
 import aiomqtt
 
 from drivers.sparkplug import payload as sp
 from drivers.sparkplug.broker import BrokerSettings
-from drivers.sparkplug.edge import EdgeNode, MetricDef, Outcome, Publish, Sample
+from drivers.sparkplug.edge import EdgeNode, MetricDef, Publish, Sample
+from drivers.sparkplug.edgeclient import EdgeClient, now_ms
 from drivers.sparkplug.settings import device_id
-from drivers.sparkplug.topics import StateTopic, parse_topic, state_topic
 from scada.core.config import PlantConfig
 from scada.core.fixedrate import FixedRate
 from simulators.plant import COL, SIM_TAGS
@@ -37,7 +36,6 @@ from simulators.scenario import ScheduledFault, load_scenario
 log = logging.getLogger(__name__)
 
 UPDATE_INTERVAL_S = 0.1
-RECONNECT_S = 0.5
 
 
 def metric_defs(config: PlantConfig) -> dict[str, list[MetricDef]]:
@@ -78,103 +76,38 @@ class SparkplugSimulator:
         self.plant = plant or SimulatedPlant(
             config.lines, seed=config.simulator.seed, scenario=scenario
         )
-        self.broker = broker
         self.devices = [device_id(lid) for lid in line_ids]
         self.node = EdgeNode(group, edge_node, metric_defs(config), primary_host=primary_host)
+        faults = self.plant.faults
+        self.client = EdgeClient(
+            self.node,
+            broker,
+            identifier=f"sparkplug-sim-{edge_node}",
+            refresh=self.sample,
+            offline=lambda: faults.source_fault("connection_drop"),
+            deaf=lambda: faults.source_fault("server_unresponsive"),
+            label="sparkplug simulator",
+        )
         self.update_interval = update_interval
-        self.published: list[Publish] = []  # the last tick's messages (tests)
-        self.connected = asyncio.Event()  # set while a session is up
-        self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._gaps_done: set[int] = set()
-        self._lock = asyncio.Lock()
 
-    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def connected(self) -> asyncio.Event:
+        return self.client.connected
 
     async def start(self) -> None:
         self.sample()
-        self._task = asyncio.create_task(self._run(), name="sparkplug-sim")
+        self.client.start()
+        if self.update_interval is not None:
+            self._task = asyncio.create_task(self._updates(self.update_interval))
 
     async def stop(self) -> None:
-        """A deliberate disconnect: NDEATH first, then DISCONNECT
-        ([tck-id-operational-behavior-edge-node-intentional-disconnect-ndeath])."""
-        client = self._client
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._send(client, [self.node.death()]), 2.0)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while True:
-            while self.plant.faults.source_fault("connection_drop"):
-                self.sample()
-                await asyncio.sleep(UPDATE_INTERVAL_S)
-            try:
-                await self._session()
-            except aiomqtt.MqttError as err:
-                log.info("sparkplug simulator: connection lost (%s), reconnecting", err)
-            finally:
-                self._client = None
-                self.connected.clear()
-                self.node.disconnected()
-            await asyncio.sleep(RECONNECT_S)
-
-    async def _session(self) -> None:
-        will = self.node.connecting()
-        async with aiomqtt.Client(
-            **self.broker.client_kwargs(),
-            identifier=f"sparkplug-sim-{self.node.node_id}",
-            will=aiomqtt.Will(will.topic, will.payload, qos=will.qos, retain=will.retain),
-        ) as client:
-            # [tck-id-message-flow-edge-node-ncmd-subscribe] [tck-id-message-flow-device-dcmd-subscribe]
-            await client.subscribe(self.node.ncmd_topic, qos=1)
-            await client.subscribe(self.node.dcmd_topic, qos=1)
-            if self.node.primary_host is not None:
-                await client.subscribe(state_topic(self.node.primary_host), qos=1)
-            self._client = client
-            async with self._lock:
-                self.sample()
-                await self._apply(client, self.node.connected(_now_ms()))
-            self.connected.set()
-            log.info(
-                "sparkplug simulator: edge node %s/%s connected to %s (bdSeq %d)",
-                self.node.group,
-                self.node.node_id,
-                self.broker.endpoint,
-                self.node.bdseq,
-            )
-            ticker = None
-            if self.update_interval is not None:
-                ticker = asyncio.create_task(self._updates(self.update_interval))
-            try:
-                async for message in client.messages:
-                    if await self._handle(client, message):
-                        return
-            finally:
-                if ticker is not None:
-                    ticker.cancel()
-
-    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> bool:
-        """One incoming message; True when the session must end (primary host offline)."""
-        if self.plant.faults.source_fault("server_unresponsive"):
-            return False
-        topic = parse_topic(str(message.topic))
-        data = message.payload if isinstance(message.payload, bytes) else b""
-        async with self._lock:
-            if topic is None:
-                return False
-            if isinstance(topic, StateTopic):
-                out = self.node.on_state(topic.host_id, data, _now_ms())
-            else:
-                self.sample()
-                out = self.node.on_command(topic.device, data, _now_ms())
-                for write in out.writes:
-                    log.info("sparkplug simulator: refused write of %s (read-only)", write.metric)
-            await self._apply(client, out)
-        return out.disconnect
+        await self.client.stop()
 
     async def _updates(self, interval: float) -> None:
         rate = FixedRate(interval)
@@ -182,7 +115,7 @@ class SparkplugSimulator:
             try:
                 await self.tick()
             except aiomqtt.MqttError:
-                return  # the session's message loop sees the loss too
+                pass  # the session's message loop sees the loss too, and reconnects
             except Exception:
                 log.exception("sparkplug simulator update failed")
             await rate.sleep()
@@ -192,7 +125,7 @@ class SparkplugSimulator:
     def sample(self) -> None:
         self.plant.advance_to(time.monotonic())
         values, valid = self.plant.sample()
-        ts = _now_ms()
+        ts = now_ms()
         for row, device in enumerate(self.devices):
             samples = {}
             for name in SIM_TAGS:
@@ -207,54 +140,32 @@ class SparkplugSimulator:
 
     async def tick(self) -> None:
         """Advance the plant, act on source faults, publish what changed."""
-        client = self._client
-        async with self._lock:
+        faults = self.plant.faults
+        if faults.source_fault("connection_drop"):
             self.sample()
-            faults = self.plant.faults
-            if faults.source_fault("connection_drop") and client is not None:
+            if self.client.session_up:
                 log.info("sparkplug simulator: connection_drop fault, cutting the connection")
-                _cut(client)
-                return
-            if faults.source_fault("server_unresponsive") or client is None:
-                return
-            for fault in faults.active():
-                if fault.request.kind == "seq_gap" and fault.id not in self._gaps_done:
-                    self._gaps_done.add(fault.id)
-                    self.node.skip_seq = 1
-                    log.info("sparkplug simulator: seq_gap fault, skipping one seq number")
-            now = _now_ms()
-            out: list[Publish] = []
-            silent = self.plant.model.overrides.silent
-            for row, device in enumerate(self.devices):
-                if silent[row]:
-                    out += self.node.device_death(device, now)
-                else:
-                    out += self.node.device_alive(device, now)
-            out += self.node.changes(now)
-            await self._send(client, out)
+                self.client.cut()
+            return
+        if faults.source_fault("server_unresponsive") or not await self.client.step(self._step):
+            self.sample()
 
-    async def _apply(self, client: aiomqtt.Client, out: Outcome) -> None:
-        await self._send(client, out.publish)
-        if out.disconnect:
-            log.info("sparkplug simulator: primary host offline, disconnected")
-
-    async def _send(self, client: aiomqtt.Client, messages: list[Publish]) -> None:
-        self.published = messages
-        for m in messages:
-            await client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
-
-
-def _cut(client: aiomqtt.Client) -> None:
-    """Drop the TCP connection without an MQTT DISCONNECT, like a pulled cable: the broker
-    then publishes the will (NDEATH)."""
-    sock = client._client.socket()  # the paho client's socket
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+    def _step(self) -> list[Publish]:
+        self.sample()
+        for fault in self.plant.faults.active():
+            if fault.request.kind == "seq_gap" and fault.id not in self._gaps_done:
+                self._gaps_done.add(fault.id)
+                self.node.skip_seq = 1
+                log.info("sparkplug simulator: seq_gap fault, skipping one seq number")
+        now = now_ms()
+        out: list[Publish] = []
+        silent = self.plant.model.overrides.silent
+        for row, device in enumerate(self.devices):
+            if silent[row]:
+                out += self.node.device_death(device, now)
+            else:
+                out += self.node.device_alive(device, now)
+        return out + self.node.changes(now)
 
 
 async def serve_sparkplug(
