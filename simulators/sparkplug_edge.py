@@ -22,16 +22,16 @@ import time
 
 import aiomqtt
 
-from drivers.sparkplug import payload as sp
+from drivers.sparkplug import spbcodec as sp
 from drivers.sparkplug.broker import BrokerSettings
 from drivers.sparkplug.edge import EdgeNode, MetricDef, Publish, Sample
 from drivers.sparkplug.edgeclient import EdgeClient, now_ms
-from drivers.sparkplug.settings import device_id
+from drivers.sparkplug.hostmap import device_id
 from scada.core.config import PlantConfig
 from scada.core.fixedrate import FixedRate
 from simulators.plant import COL, SIM_TAGS
-from simulators.runtime import SimulatedPlant
 from simulators.scenario import ScheduledFault, load_scenario
+from simulators.simulation import SimulatedPlant
 
 log = logging.getLogger(__name__)
 

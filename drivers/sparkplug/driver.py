@@ -23,9 +23,9 @@ import aiomqtt
 import numpy as np
 
 from drivers.base import Driver, DriverContext, DriverSettings, Reading, register
-from drivers.sparkplug import payload as sp
+from drivers.sparkplug import spbcodec as sp
 from drivers.sparkplug.host import HostSession
-from drivers.sparkplug.settings import SparkplugSettings, resolve_points
+from drivers.sparkplug.hostmap import SparkplugSettings, resolve_points
 from drivers.sparkplug.topics import (
     NAMESPACE,
     Topic,

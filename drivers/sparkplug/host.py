@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from drivers.sparkplug import payload as sp
+from drivers.sparkplug import spbcodec as sp
 from drivers.sparkplug.edge import QUALITY_DETAIL
 from drivers.sparkplug.topics import Topic
 

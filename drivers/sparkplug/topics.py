@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from drivers.sparkplug.payload import PayloadError
+from drivers.sparkplug.spbcodec import PayloadError
 
 NAMESPACE = "spBv1.0"  # [tck-id-topic-structure-namespace-a]
 NODE_TYPES = ("NBIRTH", "NDEATH", "NDATA", "NCMD")

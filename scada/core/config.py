@@ -359,7 +359,7 @@ class PlantConfig(Frozen):
     # Validated by scada.notify.settings, as drivers validate their settings (core imports
     # nothing of ours).
     notifications: dict[str, Any] = Field(default_factory=dict)
-    # The service as a Sparkplug B edge node, validated by scada.sparkplug.settings (off by
+    # The service as a Sparkplug B edge node, validated by scada.sparkplug.edgeconfig (off by
     # default: `make run` needs no broker).
     sparkplug: dict[str, Any] = Field(default_factory=dict)
     devices: list[DeviceConfig] = Field(default_factory=lambda: [DeviceConfig(name="sim")])

@@ -22,8 +22,8 @@ from drivers.sparkplug.edge import EdgeNode, Publish
 from drivers.sparkplug.edgeclient import EdgeClient, now_ms
 from scada.core.config import LineConfig
 from scada.core.tags import TagSchema
-from scada.sparkplug.metrics import AlarmInfo, PlantMetrics
-from scada.sparkplug.settings import EdgeSettings
+from scada.sparkplug.edgeconfig import EdgeSettings
+from scada.sparkplug.plantmetrics import AlarmInfo, PlantMetrics
 
 log = logging.getLogger(__name__)
 
@@ -148,4 +148,3 @@ class SparkplugEdge:
 def alarm_infos(defs: Iterable[Any]) -> list[AlarmInfo]:
     """The line alarms of the alarm engine's definitions (device alarms have no line)."""
     return [AlarmInfo(d.name, d.line_id, d.severity) for d in defs if d.line_id is not None]
-

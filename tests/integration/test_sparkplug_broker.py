@@ -10,7 +10,7 @@ import socket
 import aiomqtt
 import pytest
 
-from drivers.sparkplug import payload as sp
+from drivers.sparkplug import spbcodec as sp
 from drivers.sparkplug.broker import BrokerSettings
 from drivers.sparkplug.edge import EdgeNode, MetricDef
 from tests.conftest import scaled

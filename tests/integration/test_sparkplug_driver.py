@@ -12,10 +12,10 @@ import aiomqtt
 import numpy as np
 
 from drivers.base import DriverContext
-from drivers.sparkplug import payload as sp
+from drivers.sparkplug import spbcodec as sp
 from drivers.sparkplug.broker import BrokerSettings
 from drivers.sparkplug.driver import SparkplugDriver
-from drivers.sparkplug.settings import SparkplugSettings
+from drivers.sparkplug.hostmap import SparkplugSettings
 from drivers.sparkplug.topics import parse_state
 from scada.core.config import DeviceConfig, PlantConfig, load_config
 from scada.core.tags import Quality, TagSchema

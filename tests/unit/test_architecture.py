@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import ROOT
 
 PACKAGES = ("scada", "drivers", "simulators")
-INGEST = {"plant", "alarms", "historian", "notify"}
+INGEST = {"plant", "alarms", "historian", "notify", "sparkplug"}
 BELOW_AUTH = {"core", "drivers", "simulators", "bus", "fanout", *INGEST}
 # What each layer may load (its own modules always). Bottom up, as in docs/architecture.md.
 ALLOWED: dict[str, set[str]] = {

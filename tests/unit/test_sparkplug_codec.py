@@ -1,4 +1,4 @@
-"""Sparkplug B payload codec and topic namespace (drivers.sparkplug.payload, .topics)."""
+"""Sparkplug B payload codec and topic namespace (drivers.sparkplug.spbcodec, .topics)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.sparkplug import payload as sp
+from drivers.sparkplug import spbcodec as sp
 from drivers.sparkplug.sparkplug_b_pb2 import Payload
 from drivers.sparkplug.topics import (
     StateTopic,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from drivers.sparkplug import payload as sp
+from drivers.sparkplug import spbcodec as sp
 from drivers.sparkplug.edge import EdgeNode, EdgeState, MetricDef, Publish, Sample
 from drivers.sparkplug.topics import state_payload
 

@@ -3,7 +3,7 @@ seq gaps and the reorder timeout, deaths, aliases, DATA before BIRTH."""
 
 from __future__ import annotations
 
-from drivers.sparkplug import payload as sp
+from drivers.sparkplug import spbcodec as sp
 from drivers.sparkplug.edge import EdgeNode, MetricDef, Publish, Sample
 from drivers.sparkplug.host import HostSession
 from drivers.sparkplug.topics import Topic, parse_topic

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from drivers.sparkplug.broker import BrokerSettings
-from drivers.sparkplug.settings import SparkplugId
+from drivers.sparkplug.hostmap import SparkplugId
 from scada.core.config import PlantConfig, format_path
 from scada.core.errors import ConfigError
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from drivers.sparkplug import payload as sp
+from drivers.sparkplug import spbcodec as sp
 from drivers.sparkplug.edge import MetricDef, Sample
-from drivers.sparkplug.settings import device_id
+from drivers.sparkplug.hostmap import device_id
 from scada.core.alarmevent import ACTIVE_STATES, PRIORITY
 from scada.core.config import LineConfig, TagConfig
 from scada.core.tags import Quality, TagSchema
