@@ -16,7 +16,12 @@ from scada.core.config import DeviceConfig, PlantConfig, format_path
 from scada.core.errors import ConfigError
 
 # name -> module that registers it (with @drivers.base.register) when imported
-BUILTIN = {"sim": "drivers.sim", "modbus": "drivers.modbus", "opcua": "drivers.opcua"}
+BUILTIN = {
+    "sim": "drivers.sim",
+    "modbus": "drivers.modbus",
+    "opcua": "drivers.opcua",
+    "sparkplug": "drivers.sparkplug.driver",
+}
 
 
 class DriverUnavailable(ConfigError):

@@ -15,7 +15,9 @@ from enum import IntEnum
 from google.protobuf.message import DecodeError
 
 from drivers.sparkplug.sparkplug_b_pb2 import Payload
-from scada.core.errors import ScadaError
+from drivers.sparkplug.topics import PayloadError
+
+__all__ = ["Payload", "PayloadError"]
 
 Metric = Payload.Metric
 PropertySet = Payload.PropertySet
@@ -23,10 +25,6 @@ PropertySet = Payload.PropertySet
 BDSEQ = "bdSeq"
 REBIRTH = "Node Control/Rebirth"
 QUALITY = "Quality"  # the one property key the specification names (6.4.8)
-
-
-class PayloadError(ScadaError):
-    """A payload that is not a Sparkplug B protobuf, or a metric that breaks its rules."""
 
 
 class DataType(IntEnum):

@@ -13,13 +13,18 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from drivers.sparkplug.spbcodec import PayloadError
+from scada.core.errors import ScadaError
 
 NAMESPACE = "spBv1.0"  # [tck-id-topic-structure-namespace-a]
 NODE_TYPES = ("NBIRTH", "NDEATH", "NDATA", "NCMD")
 DEVICE_TYPES = ("DBIRTH", "DDEATH", "DDATA", "DCMD")
 MessageType = Literal["NBIRTH", "NDEATH", "NDATA", "NCMD", "DBIRTH", "DDEATH", "DDATA", "DCMD"]
 _RESERVED = frozenset("+/#")
+
+
+class PayloadError(ScadaError):
+    """A payload that is not a Sparkplug B protobuf (or STATE JSON), or a metric that breaks
+    its rules. Here, not in spbcodec, so settings and topics load without protobuf."""
 
 
 def id_problem(value: str) -> str | None:

@@ -33,8 +33,10 @@ def _load(path: str | None, *, secrets: bool = True, plant: bool = True) -> Plan
         return config
     from drivers.registry import device_problems
     from scada.notify.settings import notification_problems
+    from scada.sparkplug.edgeconfig import sparkplug_problems
 
     problems = device_problems(config) + notification_problems(config, environment=secrets)
+    problems += sparkplug_problems(config, environment=secrets)
     if problems:
         _print_problems(ConfigError(path or "<default plant.toml>", problems))
         raise SystemExit(EXIT_CONFIG)
@@ -119,6 +121,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     config = _load(args.config)
     try:
+        if args.protocol == "sparkplug":
+            return _simulate_sparkplug(args, config)
         if args.protocol == "modbus":
             from simulators.modbus_server import serve_modbus
 
@@ -152,6 +156,45 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             )
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _simulate_sparkplug(args: argparse.Namespace, config: PlantConfig) -> int:
+    from pydantic import ValidationError
+
+    from drivers.sparkplug.broker import BrokerSettings
+    from drivers.sparkplug.topics import id_problem
+    from simulators.sparkplug_edge import serve_sparkplug
+
+    try:
+        broker = BrokerSettings(
+            url=args.broker,
+            username=args.username,
+            password_env=args.password_env,
+            ca_file=args.ca_file,
+        )
+    except ValidationError as err:
+        print(f"error: {err.errors()[0]['msg']}", file=sys.stderr)
+        return EXIT_CONFIG
+    problems = [f"{k}: {m}" for k, m in broker.problems()]
+    for name in ("group", "edge_node", "primary_host"):
+        value = getattr(args, name)
+        why = id_problem(value) if value is not None else None
+        if why is not None:
+            problems.append(f"--{name.replace('_', '-')}: {why}")
+    if problems:
+        print("error: " + "; ".join(problems), file=sys.stderr)
+        return EXIT_CONFIG
+    asyncio.run(
+        serve_sparkplug(
+            config,
+            broker,
+            group=args.group,
+            edge_node=args.edge_node,
+            primary_host=args.primary_host,
+            scenario=args.scenario,
+        )
+    )
     return 0
 
 
@@ -288,8 +331,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--token", help="API token (or set SCADA_TOKEN)")
     p.set_defaults(func=cmd_watch)
 
-    p = sub.add_parser("simulate", help="serve the simulated plant over Modbus TCP or OPC UA")
-    p.add_argument("protocol", choices=["modbus", "opcua"])
+    p = sub.add_parser(
+        "simulate", help="serve the simulated plant over Modbus TCP or OPC UA, or Sparkplug B"
+    )
+    p.add_argument("protocol", choices=["modbus", "opcua", "sparkplug"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default 5020 (modbus), 4840 (opcua)")
     p.add_argument("--config", help="plant config whose lines to simulate")
@@ -312,6 +357,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help="OPC UA: keep anonymous login on even with --user",
     )
     p.add_argument("--cert-dir", help="OPC UA server certificate directory")
+    p.add_argument(
+        "--broker",
+        default="mqtt://127.0.0.1:1883",
+        help="Sparkplug: MQTT broker mqtt(s)://host:port",
+    )
+    p.add_argument("--username", help="Sparkplug: MQTT user")
+    p.add_argument("--password-env", help="Sparkplug: environment variable holding the password")
+    p.add_argument("--ca-file", help="Sparkplug: CA to trust for mqtts://")
+    p.add_argument("--group", default="plant", help="Sparkplug group id (default plant)")
+    p.add_argument("--edge-node", default="simulator", help="edge node id (default simulator)")
+    p.add_argument("--primary-host", help="Sparkplug: wait for this host's STATE online")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("bench", help="fan-out benchmark against reference servers, or --ingest")

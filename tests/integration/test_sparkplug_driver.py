@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -216,3 +220,71 @@ def test_data_before_birth_asks_for_a_rebirth(mosquitto: Mosquitto) -> None:  # 
             await driver.close()
 
     run(body())
+
+
+class SimulatorProcess:
+    """`scada simulate sparkplug` in a subprocess, the way an engineer runs it."""
+
+    def __init__(self, broker: Mosquitto, workdir: Path) -> None:
+        self.broker = broker
+        self.log = workdir / "sparkplug-sim.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SimulatorProcess:
+        env = {**os.environ, "SIM_MQTT_PASSWORD": self.broker.users["edge"]}
+        args = ["--broker", self.broker.url, "--username", "edge"]
+        args += ["--password-env", "SIM_MQTT_PASSWORD"]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "scada", "simulate", "sparkplug", *args],
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=scaled(10))
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=scaled(10))
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def test_a_killed_simulator_goes_stale_and_a_restarted_one_is_read_again(
+    mosquitto: Mosquitto,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """`kill -9` of `scada simulate sparkplug`: the broker's NDEATH marks every tag stale at
+    once ([tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-offline]);
+    a new process is born and read again."""
+    sim = SimulatorProcess(mosquitto, tmp_path).start()
+
+    async def body() -> None:
+        driver, _ = _driver(mosquitto)
+        await driver.connect()
+
+        async def quality(q: Quality) -> bool:
+            r = await driver.read()
+            return bool((r.quality == q).all()) and not np.isnan(r.values).all()
+
+        try:
+            await eventually_async(lambda: quality(Quality.GOOD), timeout=30, what="values")
+            sim.kill()
+            await eventually_async(lambda: quality(Quality.STALE), what="stale after kill -9")
+            sim.start()
+            await eventually_async(lambda: quality(Quality.GOOD), timeout=30, what="values again")
+            node = driver.describe()["edge_nodes"]["simulator"]
+            assert node["deaths"] == 1 and node["online"] is True
+        finally:
+            await driver.close()
+
+    try:
+        run(body())
+    finally:
+        sim.stop()
