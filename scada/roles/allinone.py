@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -34,6 +34,7 @@ from scada.historian.service import Historian
 from scada.notify.service import Notifier, build_notifier
 from scada.notify.settings import NotificationsConfig, notifications_of
 from scada.plant.runtime import Runtime
+from scada.sparkplug.edgeconfig import edge_settings
 from scada.web import api
 from scada.web import console as console_api
 from scada.web.alarms import routes as alarm_routes
@@ -43,6 +44,9 @@ from scada.web.history import history as history_route
 from scada.web.hub import Hub, RuntimeSource
 from scada.web.notify import routes as notify_routes
 from scada.web.pages import STATIC, page
+
+if TYPE_CHECKING:
+    from scada.sparkplug.service import SparkplugEdge
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +195,26 @@ async def stop_notifier(app: Starlette, plant: Plant, notifier: Notifier | None)
     app.state.notifier = None
 
 
+def build_sparkplug(plant: Plant) -> SparkplugEdge | None:
+    """The Sparkplug edge node of `[sparkplug]` (None when off: no MQTT library is loaded),
+    told after every tick; started and stopped with the runtime by the role."""
+    settings = edge_settings(plant.config)
+    if not settings.enabled:
+        return None
+    from scada.sparkplug.service import SparkplugEdge, alarm_infos
+
+    runtime = plant.runtime
+    edge = SparkplugEdge(
+        settings,
+        runtime.schema,
+        runtime.store,
+        alarm_defs=alarm_infos(plant.alarms.engine.defs),
+        alarms_current=plant.alarms.current,
+    )
+    runtime.on_tick(edge.tick)
+    return edge
+
+
 async def close_plant(plant: Plant) -> None:
     """The lifespan's end after the runtime and notifier stopped: every file closed."""
     if plant.historian is not None:
@@ -262,15 +286,20 @@ def create_app(
 ) -> Starlette:
     plant = build_plant(config, scenario=scenario, clock=clock, on_fatal=on_fatal)
     runtime = plant.runtime
+    sparkplug = build_sparkplug(plant)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await open_plant(app, plant)
         notifier = await start_notifier(app, plant)
         await runtime.start()
+        if sparkplug is not None:
+            sparkplug.start()
         try:
             yield
         finally:
+            if sparkplug is not None:
+                await sparkplug.stop()  # a clean NDEATH before the data stops
             # uvicorn has already sent close 1012 to every socket; this catches stragglers.
             plant.broadcaster.close_all(1012, "server restart")
             await runtime.stop()

@@ -58,7 +58,8 @@ def test_core_imports_nothing_of_ours_outside_itself() -> None:
 
 
 def test_a_simulator_only_plant_never_imports_the_protocol_libraries(tmp_path: Path) -> None:
-    """check-config and the full app of the simulated plant load neither asyncua nor pymodbus."""
+    """check-config and the full app of the simulated plant load neither asyncua nor pymodbus,
+    nor (Sparkplug off by default) an MQTT or protobuf library."""
     code = (
         "import json, sys\n"
         "from scada.tools.cli import _load\n"
@@ -68,7 +69,7 @@ def test_a_simulator_only_plant_never_imports_the_protocol_libraries(tmp_path: P
         "from scada.plant.runtime import Runtime\n"
         "Runtime(config)\n"
         "print(json.dumps(sorted(m for m in sys.modules "
-        "if m.split('.')[0] in ('asyncua', 'pymodbus'))))"
+        "if m.split('.')[0] in ('asyncua', 'pymodbus', 'aiomqtt', 'paho', 'google'))))"
     )
     # In a scratch directory: the app opens its data dir (relative to the working directory).
     out = subprocess.run(
