@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from scada.core.config import deep_merge
-from tests.conftest import ServerProcess, write_config
+from tests.conftest import ServerProcess, ms, write_config
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -112,8 +112,9 @@ def new_page(browser: Any, width: int = 1400, height: int = 1000, **options: Any
     return pg
 
 
-def wait_live(page: Any, timeout: float = 15_000) -> None:
-    page.wait_for_selector('body[data-live="yes"]', timeout=timeout)
+def wait_live(page: Any, timeout: float | None = None) -> None:
+    """Until the page shows live data (`timeout` in ms, from conftest.ms; 15 s scaled)."""
+    page.wait_for_selector('body[data-live="yes"]', timeout=ms(15) if timeout is None else timeout)
 
 
 def assert_nothing_shown_as_live(page: Any) -> None:

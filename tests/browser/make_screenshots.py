@@ -19,7 +19,7 @@ import httpx
 
 from tests.browser.conftest import ARGS, CHROMIUM
 from tests.browser.history_fixture import write_history
-from tests.conftest import ServerProcess, default_config_dict, write_config
+from tests.conftest import ServerProcess, default_config_dict, ms, write_config
 from tests.integration.test_security import cli
 
 SIZES = {"": (1600, 1000), "-phone": (390, 844)}
@@ -65,7 +65,7 @@ def main(out: Path) -> None:
                 page.fill("input[name=username]", "m.berg")
                 page.fill("input[name=password]", PASSWORD)
                 page.click("button[type=submit]")
-                page.wait_for_selector('body[data-live="yes"]', timeout=20_000)
+                page.wait_for_selector('body[data-live="yes"]', timeout=ms(20))
                 pages[suffix] = page
             time.sleep(3)  # sparklines fill
             shoot(pages, out, "overview")
@@ -84,7 +84,7 @@ def main(out: Path) -> None:
             for page in pages.values():
                 page.wait_for_function(
                     "document.querySelectorAll('#alarm-table tbody tr').length >= 4",
-                    timeout=60_000,
+                    timeout=ms(60),
                 )
             time.sleep(4)
             shoot(pages, out, "alarms")
@@ -103,7 +103,7 @@ def main(out: Path) -> None:
                     server.http
                     + "/#/line/1?pens=line1.diameter,line1.melt_pressure,line3.diameter&range=24h"
                 )
-                page.wait_for_selector('[data-testid="trend-box"][data-loaded="1"]', timeout=30_000)
+                page.wait_for_selector('[data-testid="trend-box"][data-loaded="1"]', timeout=ms(30))
                 loads.append(page.evaluate("window.consoleState.state.detail.trend.loadMs"))
                 box = page.locator('[data-testid="trend"] canvas').bounding_box()
                 page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
@@ -113,10 +113,10 @@ def main(out: Path) -> None:
 
             for page in pages.values():
                 page.goto(server.http + "/")
-                page.wait_for_selector('body[data-live="yes"]', timeout=20_000)
+                page.wait_for_selector('body[data-live="yes"]', timeout=ms(20))
             server.stop()
             for page in pages.values():
-                page.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=20_000)
+                page.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=ms(20))
             time.sleep(3)
             shoot(pages, out, "no-data")
             browser.close()

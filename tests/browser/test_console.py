@@ -24,7 +24,7 @@ from tests.browser.conftest import (
     wait_live,
 )
 from tests.browser.history_fixture import write_history
-from tests.conftest import ServerProcess, default_config_dict, eventually
+from tests.conftest import ServerProcess, default_config_dict, eventually, ms
 
 
 def plant_config() -> dict[str, Any]:
@@ -89,10 +89,10 @@ def test_overview_is_grey_with_units_limits_quality_clock_legend_and_devices(
     assert icons == ["1", "2", "3", "4"]
     # Limit states distinct and coloured by the alarm's priority; normal values stay grey.
     motor = '[data-line="2"] [data-tag="motor_current"]'
-    page.wait_for_selector(f'{motor}[data-limit="hi"][data-priority="4"]', timeout=10_000)
+    page.wait_for_selector(f'{motor}[data-limit="hi"][data-priority="4"]', timeout=ms(10))
     assert page.text_content(f"{motor} .lim") == "H"
     speed = '[data-line="3"] [data-tag="motor_current"]'
-    page.wait_for_selector(f'{speed}[data-limit="hihi"][data-priority="3"]', timeout=10_000)
+    page.wait_for_selector(f'{speed}[data-limit="hihi"][data-priority="3"]', timeout=ms(10))
     assert page.text_content(f"{speed} .lim") == "HH"
     colours = page.eval_on_selector_all(
         '[data-line="1"] .val .num', "els => els.map(e => getComputedStyle(e).color)"
@@ -126,7 +126,7 @@ def test_alarm_console_filters_sorts_bulk_acks_shelves_and_lists_history(
     for line in ("4", "5", "6"):
         fault(plant, line=line, kind="sensor_dropout", tag="melt_pressure")
     page.wait_for_function(
-        "document.querySelectorAll('#alarm-table tbody tr.unacked').length >= 5", timeout=15_000
+        "document.querySelectorAll('#alarm-table tbody tr.unacked').length >= 5", timeout=ms(15)
     )
     # The banner names the most important unacknowledged alarm, not the newest.
     assert int(page.get_attribute("#banner", "data-priority") or 0) == min(unacked_priorities(page))
@@ -176,7 +176,7 @@ def test_alarm_console_filters_sorts_bulk_acks_shelves_and_lists_history(
     page.fill("#ack-dialog textarea[name=comment]", "melt sensors checked")
     page.click("#ack-ok")
     page.wait_for_function(
-        "document.querySelectorAll('[data-testid=ack-refusals] li').length === 1", timeout=10_000
+        "document.querySelectorAll('[data-testid=ack-refusals] li').length === 1", timeout=ms(10)
     )
     assert rows[0][0] in (page.text_content('[data-testid="ack-refusals"]') or "")
     page.click("#ack-dialog button[value=cancel]")
@@ -230,7 +230,7 @@ def test_horn_sounds_for_a_new_high_alarm_until_silenced_and_silence_is_audited(
     page.click('[data-testid="silence"]')
     page.wait_for_selector('body[data-horn="quiet"]')
     fault(plant, line="7", kind="diameter_drift", rate=0.08)
-    page.wait_for_selector('body[data-horn="sounding"]', timeout=15_000)
+    page.wait_for_selector('body[data-horn="sounding"]', timeout=ms(15))
     assert "flashing" in (page.get_attribute("#banner", "class") or "")
     page.click('[data-testid="silence"]')
     page.wait_for_selector('body[data-horn="quiet"]')
@@ -473,12 +473,12 @@ def test_stopping_the_server_shows_no_live_data_everywhere_and_recovers(
     page = open_console(browser, plant)
     page.wait_for_selector('#alarm-table button[data-action="shelve"]:not([disabled])')
     plant.stop()
-    page.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=10_000)
+    page.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=ms(10))
     text = page.text_content('[data-testid="no-data"]') or ""
     assert re.match(r"no live data since \d\d:\d\d:\d\d — reconnecting \(attempt \d+\)", text), text
     assert_nothing_shown_as_live(page)
     plant.start()
-    page.wait_for_selector('[data-testid="no-data"]', state="hidden", timeout=30_000)
+    page.wait_for_selector('[data-testid="no-data"]', state="hidden", timeout=ms(30))
     wait_live(page)
     page.wait_for_selector('#alarm-table button[data-action="shelve"]:not([disabled])')
     assert page.js_errors == []

@@ -24,7 +24,7 @@ import httpx
 
 from scada.tools.watch import WatchState, receive
 from tests.browser.conftest import assert_nothing_shown_as_live, new_page, wait_live
-from tests.conftest import eventually
+from tests.conftest import eventually, ms
 from tests.integration.cluster_procs import Cluster, cluster_factory
 
 __all__ = ["cluster_factory"]  # the fixture, for this module's tests
@@ -43,7 +43,7 @@ BANNER = re.compile(
 def console_without_alarm(browser: Any, url: str, width: int = 1400, height: int = 1000) -> Any:
     page = new_page(browser, width, height, ignore_https_errors=True)
     page.goto(url + "/")
-    wait_live(page, timeout=30_000)
+    wait_live(page, timeout=ms(30))
     return page
 
 
@@ -105,16 +105,16 @@ def test_quiet_bus_shows_no_live_data_on_an_open_socket_and_recovers(
             status,
         ), status
         for page in pages.values():
-            page.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=15_000)
+            page.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=ms(15))
             page.wait_for_function(
                 "document.querySelector('[data-testid=\"no-data\"]').textContent"
                 ".includes('plant data not reaching the server')",
-                timeout=15_000,
+                timeout=ms(15),
             )
         for suffix, page in pages.items():
             # Heartbeats keep arriving on the open socket; the page stays at NO LIVE DATA.
             start = page.evaluate("window.plant.framesReceived")
-            page.wait_for_function(f"window.plant.framesReceived >= {start + 2}", timeout=15_000)
+            page.wait_for_function(f"window.plant.framesReceived >= {start + 2}", timeout=ms(15))
             text = page.text_content('[data-testid="no-data"]') or ""
             assert BANNER.fullmatch(text), text
             assert page.get_attribute("body", "data-live") == "no"
@@ -128,8 +128,8 @@ def test_quiet_bus_shows_no_live_data_on_an_open_socket_and_recovers(
     eventually(lambda: watch.status().startswith("live "), timeout=30)
     watch.stop()
     for page in pages.values():
-        page.wait_for_selector('[data-testid="no-data"]', state="hidden", timeout=30_000)
-        wait_live(page, timeout=30_000)
+        page.wait_for_selector('[data-testid="no-data"]', state="hidden", timeout=ms(30))
+        wait_live(page, timeout=ms(30))
         page.wait_for_selector('#alarm-table button[data-action="shelve"]:not([disabled])')
         assert page.evaluate("[window.plant.state, window.closes]") == ["connected", 0]
         assert page.js_errors == []
@@ -169,7 +169,7 @@ def test_console_resumes_on_another_gateway_with_exactly_the_missed_events(
     # gateway's ring; then it reconnects as after any drop, through nginx.
     page.evaluate("window.plant.stopped = true")
     mine.kill()
-    page.wait_for_function("window.plant.ws === null", timeout=10_000)
+    page.wait_for_function("window.plant.ws === null", timeout=ms(10))
     r = httpx.post(
         f"{url}/api/simulator/faults",
         json={"line": "4", "kind": "sensor_dropout", "tag": "diameter"},
@@ -185,7 +185,7 @@ def test_console_resumes_on_another_gateway_with_exactly_the_missed_events(
     top = eventually(raised, timeout=15)
     eventually(lambda: other.cluster_state().get("cursor", 0) >= top, timeout=15)
     page.evaluate("window.plant.stopped = false; window.plant.scheduleReconnect(1006)")
-    page.wait_for_function("window.resumes.length > 0", timeout=30_000)
+    page.wait_for_function("window.resumes.length > 0", timeout=ms(30))
     resume = page.evaluate("window.resumes[0]")
     replayed = page.evaluate("window.replayed")
     assert resume["recovered"] is True and resume["epoch"] == epoch
@@ -197,6 +197,6 @@ def test_console_resumes_on_another_gateway_with_exactly_the_missed_events(
     assert len(set(replayed)) == len(replayed)
     names = page.evaluate("window.consoleState.alarms.all().map((a) => a.alarm)")
     assert "line4.diameter.quality" in names
-    wait_live(page, timeout=30_000)
+    wait_live(page, timeout=ms(30))
     assert page.js_errors == []
     page.context.close()

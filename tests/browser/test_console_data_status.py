@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.browser.conftest import assert_nothing_shown_as_live, wait_live
-from tests.conftest import OPEN_PLANT, ServerProcess
+from tests.conftest import OPEN_PLANT, ServerProcess, ms
 
 SINCE = "2020-01-01T10:21:05.000Z"  # shown as 10:21:05: the pages run in UTC
 
@@ -83,7 +83,7 @@ def test_data_status_not_live_holds_no_live_data_while_frames_arrive(
     pages = {"": console(browser, plant, 1400, 1000), "-phone": console(browser, plant, 390, 844)}
     for suffix, page in pages.items():
         server_says(page, {"live": False, "reason": "bus stale", "since": SINCE})
-        page.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=5_000)
+        page.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=ms(5))
         # Real frames keep coming (every one restarts the frame watchdog): still not live.
         frames_after(page, 20)
         assert_no_live_data(page)
@@ -92,14 +92,14 @@ def test_data_status_not_live_holds_no_live_data_while_frames_arrive(
 
     desk = pages[""]
     server_says(desk, {"live": True, "reason": "", "since": SINCE})
-    desk.wait_for_selector('[data-testid="no-data"]', state="hidden", timeout=5_000)
-    wait_live(desk, timeout=5_000)
+    desk.wait_for_selector('[data-testid="no-data"]', state="hidden", timeout=ms(5))
+    wait_live(desk, timeout=ms(5))
     desk.wait_for_selector('#alarm-table button[data-action="shelve"]:not([disabled])')
 
     # A snapshot with data_live true clears it too (this server's answer to a resume); one
     # without the field (an older server's) does not.
     server_says(desk, {"live": False, "reason": "bus stale", "since": SINCE})
-    desk.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=5_000)
+    desk.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=ms(5))
     desk.evaluate("window.plant.on('snapshot', (f) => { window.lastSnapshot = f; })")
     desk.evaluate(
         "(() => { const c = window.consoleState;"
@@ -112,14 +112,14 @@ def test_data_status_not_live_holds_no_live_data_while_frames_arrive(
     assert_no_live_data(desk)
     desk.evaluate("window.plant.request('resume', {alarm_cursor: window.plant.alarmCursor})")
     assert desk.evaluate("window.lastSnapshot.data.data_live") is True
-    desk.wait_for_selector('[data-testid="no-data"]', state="hidden", timeout=5_000)
-    wait_live(desk, timeout=5_000)
+    desk.wait_for_selector('[data-testid="no-data"]', state="hidden", timeout=ms(5))
+    wait_live(desk, timeout=ms(5))
 
     # A new connection starts from its own word: the old socket's data_status goes with it.
     phone = pages["-phone"]
     phone.evaluate("window.plant.ws.close()")
-    phone.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=5_000)
-    wait_live(phone, timeout=15_000)
+    phone.wait_for_selector('[data-testid="no-data"]:not(.hidden)', timeout=ms(5))
+    wait_live(phone, timeout=ms(15))
     assert phone.text_content("#conn .label") == "connected"
     for page in pages.values():
         assert page.js_errors == []
@@ -154,7 +154,7 @@ def test_a_new_journal_replaces_the_alarm_list_and_forgets_what_was_held_by_id(
     plant.stop()
     (plant.workdir / "data" / "journal.sqlite").unlink()
     plant.start()
-    page.wait_for_function("window.resumes.length > 0", timeout=30_000)
+    page.wait_for_function("window.resumes.length > 0", timeout=ms(30))
     resume = page.evaluate("window.resumes[0]")
     assert resume["recovered"] is False and resume["epoch"] != old_epoch
     assert page.evaluate("window.plant.epoch") == resume["epoch"]

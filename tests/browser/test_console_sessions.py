@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.browser.conftest import new_page, wait_live
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, ms
 from tests.integration.test_security import cli
 
 PASSWORD = "correct horse battery"
@@ -59,7 +59,7 @@ def test_session_ended_elsewhere_drops_the_page_to_view_only_with_a_notice(
         headers={"Origin": viewer_plant.http},
     )
     assert r.status_code == 200, r.text
-    page.wait_for_selector('[data-testid="session-notice"]:not(.hidden)', timeout=10_000)
+    page.wait_for_selector('[data-testid="session-notice"]:not(.hidden)', timeout=ms(10))
     assert "session ended" in (page.text_content('[data-testid="session-notice"]') or "")
     page.wait_for_function(
         "document.querySelector('[data-testid=user]').textContent === 'not logged in (viewer)'"
@@ -100,7 +100,7 @@ def test_without_anonymous_viewing_an_ended_session_goes_to_login_with_the_reaso
     wait_live(page)
     assert page.text_content('[data-testid="user"]') == "op1 (operator)"
     cli(closed_plant, "users", "disable", "op1")
-    page.wait_for_url("**/login?reason=**", timeout=20_000)
+    page.wait_for_url("**/login?reason=**", timeout=ms(20))
     reason = page.text_content('[data-testid="login-reason"]') or ""
     assert "session ended" in reason.lower(), reason
     page.click('[data-testid="continue-as-viewer"]')
