@@ -297,7 +297,7 @@ class ModbusDriver(Driver):
         # reconnect_delay doubling per failed attempt up to reconnect_delay_max; the poll
         # loop waits it (the driver itself never sleeps before dialling).
         s = self.settings
-        return min(s.reconnect_delay * 2 ** max(failures - 1, 0), s.reconnect_delay_max)
+        return min(s.reconnect_delay * 2.0 ** max(failures - 1, 0), s.reconnect_delay_max)
 
     async def connect(self) -> None:
         await self.close()

@@ -273,7 +273,7 @@ class ModbusSimulator:
     async def _shutdown(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            await server.shutdown()
+            await server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus leaves it unannotated
 
     async def _updates(self, interval: float) -> None:
         rate = FixedRate(interval)

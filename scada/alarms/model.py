@@ -15,9 +15,8 @@ from scada.core.alarmevent import (
     EventKind,
     IsaState,
     WireState,
-    iso_ms,
-    iso_or_none,
 )
+from scada.core.timefmt import iso_ms, iso_or_none
 
 __all__ = [
     "ACTIVE_STATES",

@@ -81,8 +81,10 @@ def reconstruct(kept: Samples, t: np.ndarray, method: str) -> np.ndarray:
     """Values at times `t` as a reader of the kept samples sees them."""
     if method == "deadband":
         idx = np.searchsorted(kept.t, t, side="right") - 1
-        return kept.v[np.clip(idx, 0, len(kept) - 1)].astype(np.float64)
-    return np.interp(t, kept.t, kept.v.astype(np.float64))
+        held: np.ndarray = kept.v[np.clip(idx, 0, len(kept) - 1)].astype(np.float64)
+        return held
+    between: np.ndarray = np.interp(t, kept.t, kept.v.astype(np.float64))
+    return between
 
 
 def expand(kept: Samples, resolution_ms: int, method: str) -> Samples:

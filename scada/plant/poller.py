@@ -87,7 +87,7 @@ class Poller:
         own = self.driver.retry_delay(self._failures)
         if own is not None:
             return own
-        return min(self.backoff_initial * 2 ** (self._failures - 1), self.backoff_max)
+        return min(self.backoff_initial * 2.0 ** (self._failures - 1), self.backoff_max)
 
     def report(self) -> dict[str, Any]:
         """Status for /ready and /health/websocket, with the driver's own `describe()`."""

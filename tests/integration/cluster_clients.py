@@ -60,12 +60,13 @@ class Screen:
         return self.snapshots[-1] if self.snapshots else {}
 
     def take(self, frame: dict[str, Any]) -> None:
-        kind, data = frame["type"], frame.get("data")
+        kind = frame["type"]
+        data: Any = frame.get("data")
         if kind == "production_data":
             self.frames.append(frame_key(data))
         elif kind == "alarm":
-            held = self.connect_cursor is not None and int(data["event_id"]) > self.connect_cursor
-            if self.resuming and held:
+            later = self.connect_cursor is not None and int(data["event_id"]) > self.connect_cursor
+            if self.resuming and later:
                 self.held.append(data)
                 return
             self._alarm(data)

@@ -20,6 +20,7 @@ import string
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +54,10 @@ def _importable(module: str) -> bool:
         return find_spec(module) is not None
     except ModuleNotFoundError:  # its package is missing
         return False
+
+
+def answers_ready(process: RoleProcess) -> bool:
+    return process.ready()[0] == 200
 
 
 def ready_state(base_url: str) -> tuple[int, dict[str, Any]]:
@@ -261,7 +266,7 @@ class Cluster:
     def wait_gateways_live(self, timeout: float = 10) -> None:
         for gateway in self.gateways:
             if gateway.running():
-                eventually(lambda g=gateway: g.ready()[0] == 200, timeout=timeout)
+                eventually(partial(answers_ready, gateway), timeout=timeout)
 
     def logs(self) -> str:
         """Every process's log (for an assertion message)."""

@@ -18,7 +18,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from tests.integration.nginx_helpers import make_certificate
+from scada.tools.cluster.selfsigned import make_certificate
 
 
 class WebhookReceiver:

@@ -149,6 +149,7 @@ def test_client_resumes_in_its_epoch_and_takes_a_new_journals_snapshot_as_the_tr
                 break
         epoch, cursor = client.epoch, client.alarm_cursor
         assert epoch is not None and epoch == frame["data"]["epoch"] and client.data_live
+        assert cursor is not None
         await client.close()
         async with PlantClient(server.ws) as observer:  # sees the alarm while we are away
             inject(server, DRIFT)

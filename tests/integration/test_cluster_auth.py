@@ -239,7 +239,8 @@ def test_redis_holds_no_secret_but_digests_and_password_hashes(
                     for field, value in (await redis.hgetall(key)).items():
                         dump += b"\n" + key + b" " + field + b" " + value
                 elif kind == b"stream":
-                    for _, fields in await redis.xrange(key):
+                    entries: Any = await redis.xrange(key)
+                    for _, fields in entries:
                         dump += b"\n" + key + b" " + b" ".join(fields.values())
                 else:
                     dump += b"\n" + key + b" " + (await redis.get(key) or b"")
@@ -293,8 +294,12 @@ def test_gateway_audit_records_are_written_once_by_the_ingest(
 
     async def apply(command: Command) -> dict[str, Any]:
         raw = command.body["record"]
-        fields = ("user", "role", "address", "action", "target", "result", "detail")
-        record = AuditRecord(*(str(raw[f]) for f in fields), at=parse_time(raw["at"]))
+        user, role, address, action, target, result, detail = (
+            str(raw[f]) for f in ("user", "role", "address", "action", "target", "result", "detail")
+        )
+        record = AuditRecord(
+            user, role, address, action, target, result, detail, at=parse_time(raw["at"])
+        )
         await thread(store.audit, record, command.request_id)
         return {"ok": True}
 

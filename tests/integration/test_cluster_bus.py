@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from redis.asyncio import Redis
@@ -66,7 +66,8 @@ async def publishing(
 
 
 async def stream_ids(redis: Redis) -> list[int]:
-    return [event_id(entry) for entry, _ in await redis.xrange(KEYS.alarms)]
+    entries: Any = await redis.xrange(KEYS.alarms)
+    return [event_id(entry) for entry, _ in entries]
 
 
 async def alarms_through(
@@ -118,7 +119,7 @@ def test_outbox_republishes_only_what_is_missing_and_redis_refuses_the_rest(
         assert second.already_published_total == 80
 
         assert await stream_ids(redis) == list(range(1, 81))
-        entries = await redis.xrange(KEYS.alarms, "7", "7")
+        entries: Any = await redis.xrange(KEYS.alarms, "7", "7")
         assert decode_event(entries[0][1][b"e"]).event_id == 7
         assert entries[0][1][b"h"].decode() == epoch
         await redis.aclose()
@@ -165,6 +166,7 @@ def test_redis_restart_without_persistence_changes_the_epoch(
         await outbox.flush()
         reader = BusReader(redis_server.url, KEYS, cursor=0, epoch=old_epoch, frames=False)
         stream = reader.events()
+        assert isinstance(stream, AsyncGenerator)  # closed with aclose() below
         got, _ = await alarms_through(stream, 20)
         assert got == list(range(1, 21))
 
@@ -213,6 +215,7 @@ def test_redis_with_aof_killed_and_restarted_loses_nothing(tmp_path: Path) -> No
         redis, lease, outbox, epoch = await publishing(server.url, journal)
         reader = BusReader(server.url, KEYS, cursor=0, epoch=epoch, frames=False)
         stream = reader.events()
+        assert isinstance(stream, AsyncGenerator)  # closed with aclose() below
         for burst in range(3):
             commit(journal, 100)
             await outbox.flush()
@@ -262,6 +265,7 @@ def test_reader_goes_stale_when_the_bus_hangs_and_resumes_from_its_cursor(
         await frames.publish(b"tick-1")
         reader = BusReader(redis_server.url, KEYS, cursor=0, epoch=epoch)
         stream = reader.events()
+        assert isinstance(stream, AsyncGenerator)  # closed with aclose() below
         first = await next_of(stream, Frames)
         assert first.frames[-1][1] == b"tick-1"
         got, _ = await alarms_through(stream, 10)

@@ -57,12 +57,12 @@ def bus(cluster: Cluster) -> redis.Redis:
 
 def stream_ids(cluster: Cluster, after: int) -> list[int]:
     """Ids of the alarm events on the bus after `after`, in stream order."""
-    entries = bus(cluster).xrange(f"{PREFIX}:alarms", min=f"{after + 1}", max="+")
+    entries: Any = bus(cluster).xrange(f"{PREFIX}:alarms", min=f"{after + 1}", max="+")
     return [int(entry.split(b"-")[0]) for entry, _ in entries]
 
 
 def stream_top(cluster: Cluster) -> int:
-    last = bus(cluster).xrevrange(f"{PREFIX}:alarms", count=1)
+    last: Any = bus(cluster).xrevrange(f"{PREFIX}:alarms", count=1)
     return int(last[0][0].split(b"-")[0]) if last else 0
 
 
@@ -73,7 +73,7 @@ def redis_ms(cluster: Cluster) -> int:
 
 def published_frames(cluster: Cluster, start_ms: int, end_ms: int) -> list[FrameKey]:
     """The production frames the active node published between two Redis times."""
-    entries = bus(cluster).xrange(f"{PREFIX}:frames", min=str(start_ms), max=str(end_ms))
+    entries: Any = bus(cluster).xrange(f"{PREFIX}:frames", min=str(start_ms), max=str(end_ms))
     keys = [frame_key(orjson.loads(fields[b"e"])["lines"]) for _, fields in entries]
     return [k for k in keys if k]
 
@@ -239,9 +239,10 @@ def test_ack_through_gateway_b_during_failover_is_journaled_once(cluster: Cluste
     assert cluster.active() is standby
     sql = "SELECT count(*) FROM events WHERE occurrence_id = ? AND event = 'acknowledged'"
     in_journal = journal_count(standby, sql, occurrence)
+    entries: Any = bus(cluster).xrange(f"{PREFIX}:alarms")
     on_bus = [
         e
-        for _, fields in bus(cluster).xrange(f"{PREFIX}:alarms")
+        for _, fields in entries
         if (e := decode_event(fields[b"e"])).occurrence_id == occurrence
         and e.event == "acknowledged"
     ]

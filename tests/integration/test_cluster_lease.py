@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,7 +131,8 @@ def test_redis_refuses_a_stale_leaders_publish_even_if_it_skips_its_local_check(
             await publisher.publish(KEYS.frames, stale_value, [("*", b"stale")])
         assert not await old.renew()
         await FramePublisher(redis, KEYS, new).publish(b"fresh")
-        assert [f[b"e"] for _, f in await redis.xrange(KEYS.frames)] == [b"fresh"]
+        published: Any = await redis.xrange(KEYS.frames)
+        assert [f[b"e"] for _, f in published] == [b"fresh"]
         await redis.aclose()
 
     asyncio.run(main())
@@ -150,9 +152,11 @@ def test_a_paused_old_leader_that_wakes_up_publishes_nothing(
             await asyncio.sleep(0.1)
         # The new leader publishes (it would have mirrored the alarm stream into its journal
         # first; here it appends one entry above the top by hand).
-        top = event_id((await redis.xrevrange(KEYS.alarms, count=1))[0][0])
+        newest: Any = await redis.xrevrange(KEYS.alarms, count=1)
+        top = event_id(newest[0][0])
         publisher = FencedPublisher(redis, KEYS)
-        epoch = (await redis.get(KEYS.epoch)).decode()
+        raw_epoch: Any = await redis.get(KEYS.epoch)
+        epoch = raw_epoch.decode()
         await publisher.publish(KEYS.alarms, new.fence(), [(f"{top + 1}-0", b"{}")], epoch=epoch)
         await FramePublisher(redis, KEYS, new).publish(b"node-b")
         frames_before = await redis.xlen(KEYS.frames)
@@ -167,11 +171,11 @@ def test_a_paused_old_leader_that_wakes_up_publishes_nothing(
             await asyncio.sleep(0.1)
         assert "lost" in old.lines()
 
-        alarms = await redis.xrange(KEYS.alarms)
+        alarms: Any = await redis.xrange(KEYS.alarms)
         assert event_id(alarms[-1][0]) == top + 1  # nothing after the new leader's entry
         authors = {decode_event(f[b"e"]).message.split("/")[0] for _, f in alarms[:-1]}
         assert authors == {"node-a"}
-        frames = await redis.xrange(KEYS.frames)
+        frames: Any = await redis.xrange(KEYS.frames)
         assert len(frames) == frames_before and frames[-1][1][b"e"] == b"node-b"
         await redis.aclose()
 

@@ -116,7 +116,8 @@ def test_standby_takes_over_continues_the_ids_and_a_diverged_node_follows_again(
         assert await produce(b, journals["b"], 10, "b") == list(range(51, 61))
 
         async def stream_at_60() -> bool:
-            return [event_id(e) for e, _ in await redis.xrange(KEYS.alarms)] == list(range(1, 61))
+            entries: Any = await redis.xrange(KEYS.alarms)
+            return [event_id(e) for e, _ in entries] == list(range(1, 61))
 
         await until(stream_at_60)
 
@@ -138,7 +139,8 @@ def test_standby_takes_over_continues_the_ids_and_a_diverged_node_follows_again(
         await until(lambda: journals["c"].newest_id() == 60)
         assert c.state == "standby"
         assert records(journals["c"]) == records(journals["b"])
-        authors = [decode_event(f[b"e"]).message for _, f in await redis.xrange(KEYS.alarms)]
+        entries: Any = await redis.xrange(KEYS.alarms)
+        authors = [decode_event(f[b"e"]).message for _, f in entries]
         assert authors == ["a"] * 50 + ["b"] * 10
         for task in (a_task, b_task, c_task, d_task):
             task.cancel()

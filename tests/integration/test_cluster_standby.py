@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,7 +54,8 @@ def test_standby_mirrors_with_the_same_ids_and_continues_them_after_takeover(
         assert commit(standby_journal, 5) == [121, 122, 123, 124, 125]
         assert await takeover.flush() == 5
 
-        ids = [event_id(entry) for entry, _ in await redis.xrange(KEYS.alarms)]
+        entries: Any = await redis.xrange(KEYS.alarms)
+        ids = [event_id(entry) for entry, _ in entries]
         assert ids == list(range(1, 126))
         assert mirror.fit and mirror.mirrored == 120
         await redis.aclose()

@@ -53,7 +53,7 @@ def modbus_server(server_factory: Any, tmp_path: Path, port: int) -> ServerProce
     raw["devices"][0]["settings"]["port"] = port
     base = tmp_path / "modbus-base.toml"
     write_config(base, base=raw)
-    server = server_factory(base=tomllib.loads(base.read_text()), start=False)
+    server: ServerProcess = server_factory(base=tomllib.loads(base.read_text()), start=False)
     return server
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, deep_merge, default_config_dict, eventually, write_config
+from scada.core.config import deep_merge
+from tests.conftest import ServerProcess, default_config_dict, eventually, write_config
 
 
 @pytest.fixture(scope="module")

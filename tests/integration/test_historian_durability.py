@@ -17,7 +17,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import OPEN_PLANT, ServerProcess, deep_merge, eventually
+from scada.core.config import deep_merge
+from tests.conftest import OPEN_PLANT, ServerProcess, eventually
 
 TAG = "line1.diameter"
 

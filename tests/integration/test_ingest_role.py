@@ -102,7 +102,8 @@ def bus_epoch(url: str) -> str:
     async def read() -> str:
         redis = connect(url)
         try:
-            return str((await redis.get(KEYS.epoch)).decode())
+            epoch: Any = await redis.get(KEYS.epoch)
+            return str(epoch.decode())
         finally:
             await redis.aclose()
 

@@ -19,12 +19,13 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import ServerProcess, deep_merge, eventually
+from scada.core.config import deep_merge
+from scada.tools.cluster.selfsigned import make_certificate
+from tests.conftest import ServerProcess, eventually
 from tests.integration.nginx_helpers import (
     SHIPPED_CONF,
     NginxProcess,
     client_ssl_context,
-    make_certificate,
     nginx_binary,
 )
 from tests.integration.test_security import audit, token

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from scada.core.timefmt import parse_time
+from scada.tools.cluster.selfsigned import make_certificate
 from tests.conftest import free_port
-from tests.integration.nginx_helpers import make_certificate
 from tests.integration.notify_plant import Clock, Plant, until, until_async
 from tests.integration.notify_receivers import WebhookReceiver
 from tests.unit.conftest_alarms import diameter_plant, plant
@@ -177,6 +177,7 @@ def test_unacknowledged_for_n_minutes(tmp_path: Path) -> None:
         (body,) = receiver.unique()
         assert body["event"] == "unacknowledged" and body["unacknowledged_minutes"] == 15
         assert body["alarm"]["id"] == two["id"] and body["alarm"]["alarm"] == "line2.diameter.hi"
+        assert notifier.outbox is not None
         assert await notifier.db(notifier.outbox.next_due) is None  # nothing else pending
         await notifier.stop()
         await plant.service.close()
@@ -192,7 +193,7 @@ def test_https_webhook_verifies_the_certificate(
     The refused target's notification stays queued, also when the target leaves the config."""
     receiver = WebhookReceiver(free_port(), SECRET, tls=make_certificate(tmp_path / "tls")).start()
     assert receiver.tls is not None
-    hooks = {
+    hooks: dict[str, Any] = {
         "retry": {"initial_seconds": 0.05, "max_seconds": 0.2},
         "webhooks": [
             {

@@ -7,7 +7,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import OPEN_PLANT, deep_merge, eventually, write_config
+from scada.core.config import deep_merge
+from tests.conftest import OPEN_PLANT, eventually, write_config
 
 
 def test_reload_applies_new_limits_and_refuses_the_rest(server_factory: Any) -> None:

@@ -49,7 +49,7 @@ async def close_code(ws: ClientConnection, limit: int = 100_000) -> int:
 
 
 async def production_frames(ws: ClientConnection, n: int) -> list[dict[str, Any]]:
-    frames = []
+    frames: list[dict[str, Any]] = []
     while len(frames) < n:
         frame = await recv(ws)
         if frame["type"] == "production_data":

@@ -141,7 +141,7 @@ def test_request_body_has_a_deadline(limited: ServerProcess) -> None:
 def test_idle_keepalive_connections_make_room_then_the_gate_closes(
     limited: ServerProcess,
 ) -> None:
-    cap = LIMITS["server"]["max_http_connections"]
+    cap = int(LIMITS["server"]["max_http_connections"])
     idle = [dial(limited) for _ in range(cap)]
     for sock in idle:
         sock.sendall(HEALTH)

@@ -83,10 +83,10 @@ def test_clients_never_see_state_that_is_not_committed_yet(tmp_path: Path) -> No
         entered, release = threading.Event(), threading.Event()
         real_append = service.journal.append
 
-        def slow_append(events: Iterable[AlarmEvent]) -> list[AlarmEvent]:
+        def slow_append(events: Iterable[AlarmEvent], **kwargs: Any) -> list[AlarmEvent]:
             entered.set()
             release.wait(5)
-            return real_append(events)
+            return real_append(events, **kwargs)
 
         service.journal.append = slow_append  # type: ignore[method-assign]
         rig.set("diameter", 12.3)
@@ -160,7 +160,9 @@ def test_kpi_through_the_service(tmp_path: Path) -> None:
             await tick(service, rig, clock)
         report = await service.kpi(1.0)
         assert report["raised"] == 3
-        (chatter,) = report["chattering"]
+        chattering = report["chattering"]
+        assert isinstance(chattering, list)
+        (chatter,) = chattering
         assert (chatter["alarm"], chatter["max_per_minute"], chatter["activations"]) == (
             f"{D}.hi",
             3,
@@ -396,6 +398,7 @@ def test_rest_bulk_ack_answers_each_alarm_on_its_own(
         (hi, "acknowledged", "shift handover"),
         (comms, "acknowledged", "shift handover"),
     ]
+    bad: Any
     for bad in ({"alarm_ids": []}, {"alarm_ids": [True]}, {"alarm_ids": "1"}, {"comment": "x"}):
         assert client.post("/api/alarms/ack", json=bad).status_code == 400
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from scada.core.config import config_from_dict, load_config
+from scada.core.config import config_from_dict, deep_merge, load_config
 from scada.core.errors import ConfigError
-from tests.conftest import deep_merge, default_config_dict, write_config
+from tests.conftest import default_config_dict, write_config
 
 
-def problems(overrides: dict) -> list[tuple[str, str]]:
+def problems(overrides: dict[str, Any]) -> list[tuple[str, str]]:
     raw = deep_merge(default_config_dict(), overrides)
     with pytest.raises(ConfigError) as info:
         config_from_dict(raw)

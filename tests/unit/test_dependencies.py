@@ -21,7 +21,7 @@ OPTIONAL = [Requirement(r) for r in PROJECT["optional-dependencies"]["bench"]]
 
 
 def pins(path: str) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     for line in (ROOT / path).read_text().splitlines():
         line = line.split("#")[0].strip()
         if line:
@@ -35,7 +35,7 @@ def floor(req: Requirement) -> str | None:
 
 
 def imported_top_level(package: str) -> set[str]:
-    names = set()
+    names: set[str] = set()
     for path in (ROOT / package).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):

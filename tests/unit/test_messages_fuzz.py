@@ -4,26 +4,51 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
 
 from scada.fanout.broadcaster import Client
-from scada.fanout.messages import MessageHandler, RequestError
+from scada.fanout.messages import (
+    AckData,
+    MessageHandler,
+    RequestError,
+    ShelveData,
+    UnshelveData,
+)
+from scada.fanout.wsframes import OTHER
 
 LINES = [str(i) for i in range(1, 9)]
 
 
 class Sink:
+    """A FrameSink that keeps each message it is given (per-client framing: `write`)."""
+
+    framing = OTHER
+    kind = "asgi"
+
     def __init__(self) -> None:
         self.frames: list[dict[str, Any]] = []
+
+    @property
+    def dead(self) -> bool:
+        return False
+
+    def send(self, frame: bytes) -> object:
+        raise AssertionError("an OTHER-framed sink gets messages, not finished frames")
 
     def write(self, payload: bytes) -> bool:
         self.frames.append(orjson.loads(payload))
         return True
+
+    def write_frame(self, frame: bytes) -> bool:
+        raise AssertionError("an OTHER-framed sink gets messages, not finished frames")
+
+    def probe(self, now: float) -> None:
+        return None
 
     def buffered(self) -> int:
         return 0
@@ -33,6 +58,13 @@ class Sink:
 
     def close(self, code: int, reason: str) -> None:
         raise AssertionError("the handler must not close connections")
+
+    def detach(
+        self,
+        on_message: Callable[[Mapping[str, Any]], Awaitable[bool]],
+        on_gone: Callable[[], None],
+    ) -> bool:
+        return False
 
 
 class Services:
@@ -45,7 +77,13 @@ class Services:
         client.lines, client.types = lines, types
         self.subscriptions.append((lines, types))
 
-    async def alarm_request(self, client: Client, kind: str, data: BaseModel) -> Any:
+    async def ack(self, client: Client, data: AckData) -> Any:
+        raise RequestError("unknown_alarm", "no such alarm")
+
+    async def shelve(self, client: Client, data: ShelveData) -> Any:
+        raise RequestError("unknown_alarm", "no such alarm")
+
+    async def unshelve(self, client: Client, data: UnshelveData) -> Any:
         raise RequestError("unknown_alarm", "no such alarm")
 
     async def resume(self, client: Client, cursor: int, epoch: str | None = None) -> None:

@@ -67,7 +67,7 @@ def test_one_nearest_rank_percentile() -> None:
     assert percentile([5.0], 0.99) == 5.0
     assert percentile([1.0, 2.0], 0.0) == 1.0
     # The alarm KPIs use the same definition.
-    assert kpi.nearest_rank is nearest_rank  # (in SQL: ORDER BY ... OFFSET rank - 1)
+    assert vars(kpi)["nearest_rank"] is nearest_rank  # (in SQL: ORDER BY ... OFFSET rank - 1)
 
 
 def test_one_iso_formatter_rounds_to_the_millisecond() -> None:

@@ -142,7 +142,7 @@ def test_config_problems_have_key_paths(monkeypatch: pytest.MonkeyPatch) -> None
         ],
     }
     # Structural problems (pydantic) are reported first, alone.
-    structural = copy.deepcopy(broken)
+    structural: Any = copy.deepcopy(broken)
     structural["webhooks"][0]["secret"] = "short"
     structural["rules"][1]["bogus"] = 1
     assert problems(structural) == {

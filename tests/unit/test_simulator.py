@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -145,7 +147,7 @@ def test_fault_validation_names_the_problem() -> None:
         ({"line": "x" * 100, "kind": "line_stop"}, "line: String should have at most"),
     ],
 )
-def test_fault_parameters_are_required_and_bounded(request_: dict, message: str) -> None:
+def test_fault_parameters_are_required_and_bounded(request_: dict[str, Any], message: str) -> None:
     with pytest.raises(FaultError, match=message):
         parse_fault(request_)
 
@@ -167,7 +169,7 @@ def test_step_fault_moves_the_value_at_once_and_back_when_cleared() -> None:
 
 
 def test_scenario_schedules_faults_over_simulated_time() -> None:
-    raw = {
+    raw: dict[str, object] = {
         "events": [
             {"at": 5, "line": "2", "kind": "line_stop", "duration": 5},
             {"at": 1, "line": "1", "kind": "sensor_dropout", "tag": "diameter"},
