@@ -53,6 +53,11 @@ class BusKeys:
         """The counter fencing tokens are drawn from."""
         return f"{self.prefix}:fence"
 
+    @property
+    def sparkplug_bdseq(self) -> str:
+        """The Sparkplug edge node's connect counter (its bdSeq), shared by the ingest nodes."""
+        return f"{self.prefix}:sparkplug:bdseq"
+
     def replies(self, node: str) -> str:
         """The stream a gateway reads its command replies from."""
         return f"{self.prefix}:replies:{node}"

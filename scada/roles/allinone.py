@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,9 +195,12 @@ async def stop_notifier(app: Starlette, plant: Plant, notifier: Notifier | None)
     app.state.notifier = None
 
 
-def build_sparkplug(plant: Plant) -> SparkplugEdge | None:
+def build_sparkplug(
+    plant: Plant, next_bdseq: Callable[[], Awaitable[int]] | None = None
+) -> SparkplugEdge | None:
     """The Sparkplug edge node of `[sparkplug]` (None when off: no MQTT library is loaded),
-    told after every tick; started and stopped with the runtime by the role."""
+    told after every tick; started and stopped with the runtime by the role. `next_bdseq`:
+    a cluster's shared connect counter."""
     settings = edge_settings(plant.config)
     if not settings.enabled:
         return None
@@ -210,6 +213,7 @@ def build_sparkplug(plant: Plant) -> SparkplugEdge | None:
         runtime.store,
         alarm_defs=alarm_infos(plant.alarms.engine.defs),
         alarms_current=plant.alarms.current,
+        next_bdseq=next_bdseq,
     )
     runtime.on_tick(edge.tick)
     return edge

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 import numpy as np
@@ -49,6 +49,7 @@ class SparkplugEdge:
         alarm_defs: Iterable[AlarmInfo] = (),
         alarms_current: AlarmsCurrent | None = None,
         identifier: str | None = None,
+        next_bdseq: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -73,6 +74,7 @@ class SparkplugEdge:
             settings.broker,
             identifier=identifier or f"sparkplug-{settings.group}-{settings.edge_node}",
             refresh=self._refresh,
+            next_bdseq=next_bdseq,
             label="sparkplug edge node",
         )
         self.interval = settings.publish_interval_ms / 1000.0

@@ -21,12 +21,14 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
 from scada.auth.replica.publisher import AuthPublisher
+from scada.bus.bdseq import next_bdseq
 from scada.bus.keys import BusKeys
 from scada.bus.notifymark import NotifyMark
 from scada.core.config import PlantConfig
 from scada.roles.allinone import (
     Plant,
     build_plant,
+    build_sparkplug,
     close_plant,
     open_plant,
     plant_app,
@@ -146,6 +148,18 @@ def create_ingest_app(
     auth_rows = AuthPublisher(node.redis, node.keys, node.lease, plant.auth, first_admin=True)
     process.on_activate.append(auth_rows.activate)
     process.on_stand_by.append(auth_rows.stand_by)
+    # Only the active node is the Sparkplug edge node: connected after the takeover, a clean
+    # NDEATH when it stands by; every node connects with the same MQTT client id, so the broker
+    # drops a deposed holder's connection (and sends its will) when the new one connects.
+    sparkplug = build_sparkplug(plant, lambda: next_bdseq(node.redis, node.keys, node.lease))
+    if sparkplug is not None:
+        edge = sparkplug
+
+        async def start_sparkplug() -> None:
+            edge.start()
+
+        process.on_activate.append(start_sparkplug)
+        process.on_stand_by.append(edge.stop)
     plant.alarms.set_fence(node.fence)
     plant.alarms.on_committed(lambda _events: node.committed())
     runtime.on_frame(frames)
