@@ -12,6 +12,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -31,6 +32,11 @@ def _binary(name: str) -> str:
     return found
 
 
+class Credentials(TypedDict):
+    username: str
+    password: str
+
+
 class Mosquitto:
     """One broker process. `users` maps user names to passwords (all get random ones)."""
 
@@ -47,7 +53,7 @@ class Mosquitto:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def credentials(self, user: str) -> dict[str, str]:
+    def credentials(self, user: str) -> Credentials:
         """`username`/`password` settings for a client of this broker."""
         return {"username": user, "password": self.users[user]}
 

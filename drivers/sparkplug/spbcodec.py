@@ -110,8 +110,8 @@ def get_value(source: Metric | Payload.PropertyValue, datatype: int) -> Value | 
         return None
     if dt in _SIGNED:
         bits = 64 if dt == DataType.INT64 else 32
-        raw = int(raw) & (2**bits - 1)
-        return raw - 2**bits if raw >= 2 ** (bits - 1) else raw
+        n = int(raw) & ((1 << bits) - 1)
+        return n - (1 << bits) if n >= 1 << (bits - 1) else n
     if dt in _UNSIGNED or dt == DataType.DATETIME:
         return int(raw)
     if dt in (DataType.FLOAT, DataType.DOUBLE):
@@ -176,7 +176,7 @@ def add_metric(
 ) -> Metric:
     """Append a metric; value None is sent as is_null with no value
     ([tck-id-operational-behavior-data-publish-dbirth-values])."""
-    m = payload.metrics.add()
+    m: Metric = payload.metrics.add()
     if name is not None:
         m.name = name
     if alias is not None:

@@ -61,7 +61,7 @@ async def _will(mosquitto: Mosquitto) -> None:  # noqa: F811
         message = await asyncio.wait_for(anext(aiter(probe.messages)), scaled(15))
         assert str(message.topic) == "spBv1.0/plant/NDEATH/edge"
         assert message.qos == 1 and not message.retain
-        payload = sp.decode(bytes(message.payload))  # type: ignore[arg-type]
+        payload = sp.decode(bytes(message.payload))
         assert sp.bdseq_of(payload) == 41 and not payload.HasField("seq")
         with contextlib.suppress(aiomqtt.MqttError):
             await edge.__aexit__(None, None, None)

@@ -31,7 +31,7 @@ from tests.mosquitto import Mosquitto, mosquitto  # noqa: F401  (fixture)
 
 
 def run(coro: Awaitable[None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, scaled(120)))  # type: ignore[arg-type]
+    asyncio.run(asyncio.wait_for(coro, scaled(120)))
 
 
 def _driver(broker: Mosquitto, **settings: Any) -> tuple[SparkplugDriver, PlantConfig]:

@@ -48,7 +48,8 @@ def run(coro: Any) -> None:
 
 
 def _metric(p: Payload, name: str) -> Payload.Metric:
-    return next(m for m in p.metrics if m.name == name)
+    found: Payload.Metric = next(m for m in p.metrics if m.name == name)
+    return found
 
 
 class Session:
@@ -65,9 +66,9 @@ class Session:
                     (metric.timestamp, value_of(metric, metric.datatype))
                 ]
 
-    def take(self, m: Received) -> list[tuple[str, Any, Any]]:
-        """Apply a DDATA; returns (name, previous, new) of each metric in it."""
-        out = []
+    def take(self, m: Received) -> list[tuple[str, Any, Any, bool]]:
+        """Apply a DDATA; returns (name, previous, new, has properties) of each metric in it."""
+        out: list[tuple[str, Any, Any, bool]] = []
         for metric in m.payload.metrics:
             device, name, datatype = self.alias[metric.alias]
             assert device == m.device and not metric.name  # by alias only
@@ -114,7 +115,7 @@ def test_births_values_seq_rebirth_and_kill(
             assert rebirth.boolean_value is False and not rebirth.HasField("alias")
             births = probe.messages[start + 1 : start + 9]
             assert [m.kind for m in births] == ["DBIRTH"] * 8  # before any DATA
-            assert sorted(m.device for m in births) == DEVICES
+            assert sorted(m.device or "" for m in births) == DEVICES
             for m in births:
                 names = {x.name for x in m.payload.metrics}
                 assert set(TAGS) <= names, m.device

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import descriptor_pb2
 
@@ -124,8 +125,9 @@ def _normalised(defs: dict[str, object]) -> dict[str, object]:
     """Type names reduced to their last part on both sides (the parser sees them unqualified)."""
     norm: dict[str, object] = {}
     for name, d in defs.items():
-        if d[0] == "message":  # type: ignore[index]
-            _, fields, ranges = d  # type: ignore[misc]
+        item: Any = d
+        if item[0] == "message":
+            _, fields, ranges = item
             fields = sorted((n, num, lab, t.rsplit(".", 1)[-1], o) for n, num, lab, t, o in fields)
             norm[name] = ("message", fields, sorted(ranges))
         else:
