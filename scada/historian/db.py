@@ -48,6 +48,10 @@ TIERS = ("raw", "m1", "h1")
 TIER_MS = {"raw": 60_000, "m1": 60_000, "h1": 3_600_000}
 CHUNK_MS = 60_000
 HOUR_MS = 3_600_000
+BUSY_TIMEOUT_MS = 5000
+# After a checkpoint the WAL file is cut back to this size (SQLite keeps it at its largest
+# otherwise): a burst of writes, a prune or a long reader cannot leave it large for good.
+WAL_SIZE_LIMIT = 32 * 1024 * 1024
 
 
 def is_corruption(err: BaseException) -> bool:
@@ -72,7 +76,8 @@ def connect(path: Path) -> sqlite3.Connection:
     # NORMAL: a commit is in the WAL (OS cache) when it returns, so a killed process loses
     # nothing committed; only a power cut may lose the last commits (docs/historian.md).
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=5000")
+    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     db.executescript(SCHEMA)
     return db
 

@@ -13,6 +13,7 @@ succeeds again; a corrupt file is moved aside and a fresh one started.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -35,7 +36,8 @@ RETRY_BYTES = 64 * 1024 * 1024  # closed minutes kept in memory while the disk r
 RETRY_EVERY_S = 2.0
 MAX_QUEUED = 3000  # ticks waiting for a writer thread that stopped taking them
 STUCK_AFTER_S = 10.0
-PRUNE_EVERY_S = 3600.0
+PRUNE_EVERY_S = 3600.0  # the first pass an hour after start, then hourly (docs/historian.md)
+CHECKPOINT_WAIT_MS = 1000  # how long a WAL checkpoint waits for readers before trying later
 PRUNE_BATCH = 64  # series per prune transaction: writers never wait long
 
 
@@ -122,6 +124,7 @@ class Writer:
         retention: Retention | None = None,
         compression: dict[int, tuple[str, float]] | None = None,
         clock: Callable[[], float] = time.time,
+        prune_every_s: float = PRUNE_EVERY_S,
     ) -> None:
         self.path = path
         self.paths = list(paths)
@@ -151,7 +154,8 @@ class Writer:
         self._run_started = 0
         self._thread: threading.Thread | None = None
         self._prune_job: Iterator[int] | None = None
-        self._next_prune = 0.0
+        self.prune_every_s = prune_every_s
+        self._next_prune = time.monotonic() + prune_every_s
         self._next_retry = 0.0
         self.generation = 0  # bumped when the file is replaced; readers reopen
         self._alive = time.monotonic()  # when the thread last took a row
@@ -186,6 +190,10 @@ class Writer:
             self._thread.join(30)
             self._thread = None
         if self._db is not None:
+            # Readers' idle connections keep SQLite from removing the WAL at close: truncate
+            # it here, so a stopped server leaves no large -wal file behind.
+            with contextlib.suppress(sqlite3.Error):
+                checkpoint(self._db)
             self._db.close()
             self._db = None
         self.status.state = "stopped"
@@ -520,7 +528,7 @@ class Writer:
         if self._prune_job is None:
             if time.monotonic() < self._next_prune:
                 return
-            self._next_prune = time.monotonic() + PRUNE_EVERY_S
+            self._next_prune = time.monotonic() + self.prune_every_s
             self._prune_job = self.prune_batches()
         try:
             next(self._prune_job)
@@ -561,7 +569,13 @@ class Writer:
         database.execute("DELETE FROM runs WHERE last_ms < ?", (cutoffs["h1"],))
         self.status.pruned += removed
         if removed:
-            log.info("historian retention removed %d old row(s)", removed)
+            # The deletions went through the WAL: write them back and give its space back.
+            wal = checkpoint(database)
+            log.info(
+                "historian retention removed %d old row(s); WAL %s",
+                removed,
+                "truncated" if wal == 0 else f"{wal} bytes (readers busy; truncated later)",
+            )
 
     def prune_now(self) -> int:
         """Run a whole retention pass at once (tests, tools); the thread must not be running."""
@@ -569,6 +583,24 @@ class Writer:
         for _ in self.prune_batches():
             pass
         return self.status.pruned - before
+
+
+def checkpoint(database: sqlite3.Connection) -> int:
+    """Checkpoint the WAL into the file and truncate it; the WAL's bytes left (0: done).
+    Waits at most CHECKPOINT_WAIT_MS for readers (the writer thread, never the tick)."""
+    database.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
+    try:
+        busy, _log, _done = database.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        database.execute(f"PRAGMA busy_timeout={db.BUSY_TIMEOUT_MS}")
+    if not busy:
+        return 0
+    wal = Path(str(database_path(database)) + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def database_path(database: sqlite3.Connection) -> str:
+    return str(database.execute("PRAGMA database_list").fetchone()[2])
 
 
 def _layout_id(database: sqlite3.Connection, series: list[int]) -> int:

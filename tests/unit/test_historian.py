@@ -315,3 +315,75 @@ def test_a_file_that_cannot_be_opened_degrades_then_recovers_with_every_sample(
         assert "historian recovered" in caplog.text
     finally:
         h.stop()
+
+
+def _old_history(path: Path, now: int, minutes: int = 30) -> Writer:
+    """A file with `minutes` of two tags 40 days ago (past the raw tier's 30 days)."""
+    writer = Writer(path, ["a", "b"], ["", ""], resolution_ms=RES, clock=lambda: now / 1000)
+    writer.start()
+    t0 = now - 40 * DAY_MS
+    for k in range(minutes * 600 + 1):
+        writer.record((t0 + k * RES) / 1000, np.full(2, k % 97, np.float32), np.zeros(2, np.uint8))
+    assert writer.sync()
+    return writer
+
+
+def _raw_rows(path: Path) -> int:
+    with sqlite3.connect(path) as database:
+        return int(database.execute("SELECT count(*) FROM raw").fetchone()[0])
+
+
+def test_retention_runs_an_hour_after_start_not_at_the_first_flush(tmp_path: Path) -> None:
+    now = round(time.time() * 1000)
+    _old_history(tmp_path / "h.sqlite", now).stop()
+    writer = Writer(tmp_path / "h.sqlite", ["a", "b"], ["", ""], resolution_ms=RES)
+    writer.start()
+    try:
+        assert writer.sync()  # the last run's open minute is a chunk now
+        before = _raw_rows(tmp_path / "h.sqlite")
+        assert before > 0
+        flushes: list[float] = []
+
+        def timed_flushes() -> bool:  # the timed flush is where the prune step runs
+            last = writer.status.last_flush
+            if last is not None and (not flushes or flushes[-1] != last):
+                flushes.append(last)
+            return len(flushes) >= 3
+
+        eventually(timed_flushes)
+        assert writer.status.pruned == 0 and _raw_rows(tmp_path / "h.sqlite") == before
+    finally:
+        writer.stop()
+
+
+def test_pruning_checkpoints_and_truncates_the_wal(tmp_path: Path) -> None:
+    now = round(time.time() * 1000)
+    path = tmp_path / "h.sqlite"
+    writer = _old_history(path, now, minutes=120)
+    writer.stop()
+    writer = Writer(path, ["a", "b"], ["", ""], resolution_ms=RES, prune_every_s=0.0)
+    reader = sqlite3.connect(path)  # an idle reader, as the server's query threads hold
+    reader.execute("SELECT count(*) FROM raw").fetchone()
+    writer.start()
+    try:
+        eventually(lambda: writer.status.pruned > 0)
+        assert _raw_rows(path) == 0
+        wal = Path(f"{path}-wal")
+        # The prune deleted 240 chunks and their m1 rows through the WAL; it is empty again.
+        eventually(lambda: not wal.exists() or wal.stat().st_size == 0)
+    finally:
+        writer.stop()
+        reader.close()
+
+
+def test_a_clean_stop_leaves_no_wal_behind_even_with_readers_open(tmp_path: Path) -> None:
+    h = open_historian(tmp_path / "history.sqlite")
+    values, quality = signals(1300, SCHEMA.size)
+    feed(h, BASE, values, quality)
+    spec = h.spec(SCHEMA.refs[0].path)
+    assert spec is not None
+    assert h.history_sync([spec], BASE, BASE + 130_000, 100)  # a reader connection stays open
+    wal = tmp_path / "history.sqlite-wal"
+    assert wal.exists() and wal.stat().st_size > 0
+    h.stop()
+    assert not wal.exists() or wal.stat().st_size == 0
