@@ -37,6 +37,7 @@ import orjson
 
 from scada.alarms import ledger
 from scada.alarms.model import AlarmEvent
+from scada.core.schema import open_schema
 
 # The result a command's ledger row stores, made from the committed events (with their ids).
 CommandResult = Callable[[list[AlarmEvent]], dict[str, Any]]
@@ -65,13 +66,13 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 # Columns the KPIs aggregate in SQL (added to journals written before they existed).
 _COLUMNS = {"state": "TEXT", "severity": "TEXT", "raised_at": "REAL"}
-_INDEXES = """
-CREATE INDEX IF NOT EXISTS events_raised ON events(at, alarm, state, severity)
-    WHERE event = 'raised';
-DROP INDEX IF EXISTS events_acked;
-CREATE INDEX IF NOT EXISTS events_ack_delay ON events(at, raised_at)
-    WHERE event = 'acknowledged';
-"""
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS events_raised ON events(at, alarm, state, severity)"
+    " WHERE event = 'raised'",
+    "DROP INDEX IF EXISTS events_acked",
+    "CREATE INDEX IF NOT EXISTS events_ack_delay ON events(at, raised_at)"
+    " WHERE event = 'acknowledged'",
+)
 _DIVERGED = """
 CREATE TABLE IF NOT EXISTS diverged_events (
     id INTEGER NOT NULL,
@@ -79,6 +80,27 @@ CREATE TABLE IF NOT EXISTS diverged_events (
     body BLOB NOT NULL
 )
 """
+
+
+def _v1_kpi_columns(db: sqlite3.Connection) -> None:
+    """Version 1 (release 0.1): the columns the KPIs aggregate in SQL, filled from the
+    bodies of journals written before they existed, and their indexes."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    missing = [name for name in _COLUMNS if name not in have]
+    for name in missing:
+        db.execute(f"ALTER TABLE events ADD COLUMN {name} {_COLUMNS[name]}")
+    if missing:
+        db.execute(
+            "UPDATE events SET state = json_extract(CAST(body AS TEXT), '$.state'),"
+            " severity = json_extract(CAST(body AS TEXT), '$.severity'),"
+            " raised_at = json_extract(CAST(body AS TEXT), '$.raised_at')"
+        )
+    for statement in _INDEXES:
+        db.execute(statement)
+
+
+# The journal's schema versions (scada.core.schema): append, never edit a released one.
+MIGRATIONS = [_v1_kpi_columns]
 _OCC_HIGH = "occurrence_high"
 _EPOCH = "epoch"
 
@@ -96,23 +118,12 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: the WAL is fsynced at every commit, so a commit survives power loss.
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            open_schema(self._db, f"alarm journal {self.path}", _SCHEMA, MIGRATIONS)
             ledger.create(self._db)
-            self._migrate()
+            self._init_meta()
 
-    def _migrate(self) -> None:
-        """Bring a journal from an older version up to date (idempotent, once per open)."""
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
-        missing = [name for name in _COLUMNS if name not in have]
-        for name in missing:
-            self._db.execute(f"ALTER TABLE events ADD COLUMN {name} {_COLUMNS[name]}")
-        if missing:
-            self._db.execute(
-                "UPDATE events SET state = json_extract(CAST(body AS TEXT), '$.state'),"
-                " severity = json_extract(CAST(body AS TEXT), '$.severity'),"
-                " raised_at = json_extract(CAST(body AS TEXT), '$.raised_at')"
-            )
-        self._db.executescript(_INDEXES)
+    def _init_meta(self) -> None:
+        """The durable counters a journal needs, made once (idempotent, once per open)."""
         if self._meta(_OCC_HIGH) is None:
             # Journals from before the counter: the highest id anywhere is the floor.
             high = self._db.execute(

@@ -36,6 +36,7 @@ from scada.auth.passwords import (
 from scada.core.datadir import private_file
 from scada.core.errors import Refused
 from scada.core.roles import ROLES
+from scada.core.schema import baseline, open_schema
 from scada.core.timefmt import iso_ms
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,9 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
+
+# The auth store's schema versions (scada.core.schema): append, never edit a released one.
+MIGRATIONS = [baseline]
 
 
 @functools.cache
@@ -190,7 +194,7 @@ class AuthStore:
         self._db = self._connect()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        open_schema(self._db, f"auth store {self.path}", SCHEMA, MIGRATIONS)
         self._lock = threading.Lock()
         self._reader = self._connect()
         self._read_lock = threading.Lock()

@@ -20,6 +20,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from scada.core.schema import baseline, open_schema
+
 log = logging.getLogger(__name__)
 
 SCHEMA = """
@@ -43,6 +45,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started_ms INTEGER PRIMARY KEY, last_ms INTEGER, resolution_ms INTEGER
 );
 """
+# The historian's schema versions (scada.core.schema): append, never edit a released one.
+MIGRATIONS = [baseline]
 
 TIERS = ("raw", "m1", "h1")
 TIER_MS = {"raw": 60_000, "m1": 60_000, "h1": 3_600_000}
@@ -78,7 +82,7 @@ def connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-    db.executescript(SCHEMA)
+    open_schema(db, f"historian {path}", SCHEMA, MIGRATIONS)
     return db
 
 

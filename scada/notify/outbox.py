@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from scada.core.datadir import private_file
+from scada.core.schema import baseline, open_schema
 from scada.notify.rules import Timer
 
 _SCHEMA = """
@@ -55,6 +56,8 @@ CREATE TABLE IF NOT EXISTS targets (
     outage_since REAL
 );
 """
+# The outbox's schema versions (scada.core.schema): append, never edit a released one.
+MIGRATIONS = [baseline]
 
 # Timer operations, applied in the order the journal events asked for them:
 # ("start" | "refresh", Timer), ("cancel", occurrence_id), ("fired", (rule, occurrence_id)).
@@ -93,7 +96,7 @@ class Outbox:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        open_schema(self._db, f"notification outbox {self.path}", _SCHEMA, MIGRATIONS)
         self.instance = self._meta("instance") or self._new_instance()
         self.stats: dict[str, TargetStats] = {}
         self._load_stats()
