@@ -47,8 +47,9 @@ def private_file(path: Path) -> Path:
     return path
 
 
-def lock_data_dir(path: Path) -> IO[str]:
+def lock_data_dir(path: Path, *, holder: str = "scada server") -> IO[str]:
     """Hold an exclusive lock on the data dir; raise DataDirBusy if another process has it.
+    `holder` names this process in the lock file (what a refused one is told).
 
     The returned file must stay open as long as the server runs (closing it releases the
     lock; so does the process's death, also by SIGKILL)."""
@@ -58,14 +59,14 @@ def lock_data_dir(path: Path) -> IO[str]:
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = handle.read().strip() or "another process"
+        who = handle.read().strip() or "another process"
         handle.close()
         raise DataDirBusy(
-            f"data directory {path.resolve()} is in use by {holder}; stop that server or "
+            f"data directory {path.resolve()} is in use by {who}; stop that server or "
             "give this one its own [server] data_dir"
         ) from None
     handle.seek(0)
     handle.truncate()
-    handle.write(f"scada server pid {os.getpid()}\n")
+    handle.write(f"{holder} pid {os.getpid()}\n")
     handle.flush()
     return handle

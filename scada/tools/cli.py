@@ -198,6 +198,53 @@ def _simulate_sparkplug(args: argparse.Namespace, config: PlantConfig) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scada.tools.backup import BackupError, take_backup
+
+    config = _load(args.config, secrets=False)
+    try:
+        manifest = take_backup(
+            config,
+            Path(args.file),
+            config_path=Path(args.config) if args.config else None,
+            progress=None if args.quiet else lambda line: print(line, file=sys.stderr),
+        )
+    except BackupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    total = sum(d["bytes"] for d in manifest["databases"].values())
+    print(
+        f"{args.file}: {len(manifest['databases'])} database(s), {total:,} bytes, "
+        f"integrity ok (from {manifest['data_dir']}"
+        + (", server running)" if manifest["server_running"] else ", no server running)")
+    )
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scada.tools.backup import BackupError
+    from scada.tools.restore import RESTORED_CONFIG, restore
+
+    data_dir = Path(args.data_dir)
+    try:
+        manifest = restore(Path(args.file), data_dir, force=args.force)
+    except BackupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    names = ", ".join(manifest["databases"])
+    print(f"restored {names} into {data_dir}: integrity ok before and after")
+    if manifest.get("config"):
+        print(
+            f"the config it was taken with is {data_dir / RESTORED_CONFIG}; point its "
+            f"[server] data_dir at {data_dir.resolve()} (docs/operations.md)"
+        )
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from scada.tools.bench.args import run
 
@@ -376,6 +423,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
         add_arguments(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "backup", help="one consistent archive of the data directory, also while serving"
+    )
+    p.add_argument("file", help="the archive to write (.tar; .tar.gz compresses)")
+    p.add_argument("--config", help="the config the server runs with (default: built-in)")
+    p.add_argument("--quiet", action="store_true", help="no line per database")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("restore", help="restore a backup into a data directory no server uses")
+    p.add_argument("file", help="an archive written by `scada backup`")
+    p.add_argument("--data-dir", required=True, help="the data directory to restore into")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="the directory holds databases: move them to replaced-<time>/ first",
+    )
+    p.set_defaults(func=cmd_restore)
 
     roles = ["viewer", "operator", "engineer", "admin"]
     p = sub.add_parser("users", help="manage users (stored under the config's data dir)")
