@@ -64,6 +64,8 @@ class Historian:
         )
         self.clock = time.time  # wall clock: decides which tiers still hold a range
         self._local = threading.local()
+        self._readers: set[sqlite3.Connection] = set()  # every thread's, closed at stop
+        self._readers_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(READERS, thread_name_prefix="historian-read")
         self._series_cache: dict[str, tuple[int, str]] = {}
         self._series_gen = -1
@@ -89,6 +91,11 @@ class Historian:
 
     def stop(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        # Closed before the writer: the last connection to close removes the -wal and -shm.
+        with self._readers_lock:
+            readers, self._readers = self._readers, set()
+        for reader in readers:
+            reader.close()
         self.writer.stop()
 
     def record(self, t: float, values: np.ndarray, quality: np.ndarray) -> None:
@@ -141,8 +148,12 @@ class Historian:
         if getattr(local, "gen", None) != gen or getattr(local, "db", None) is None:
             if getattr(local, "db", None) is not None:
                 local.db.close()
+                with self._readers_lock:
+                    self._readers.discard(local.db)
             local.db = db.open_reader(self.path)
             local.gen = gen
+            with self._readers_lock:
+                self._readers.add(local.db)
         conn: sqlite3.Connection = local.db
         return conn
 
