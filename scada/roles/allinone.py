@@ -41,6 +41,7 @@ from scada.web.alarms import routes as alarm_routes
 from scada.web.auth import routes as auth_routes
 from scada.web.heavy import HeavyReadLimit, HeavyReads
 from scada.web.history import history as history_route
+from scada.web.httpgzip import GzipOffLoop
 from scada.web.hub import Hub, RuntimeSource
 from scada.web.notify import routes as notify_routes
 from scada.web.pages import STATIC, page
@@ -257,6 +258,8 @@ def plant_app(
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            # Outermost: compresses what every route and middleware below answers.
+            Middleware(GzipOffLoop),
             Middleware(AuthMiddleware, store=plant.auth, config=plant.config),
             # After auth (it reads the identity); before any route, whoever defines it.
             Middleware(HeavyReadLimit, heavy=plant.heavy, config=lambda: runtime.config),
