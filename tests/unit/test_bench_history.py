@@ -41,3 +41,15 @@ def test_tiny_history_bench_reports_every_measurement(tmp_path: Path) -> None:
     assert doc["writer"]["tags"] == 20 and doc["writer"]["writer_core_fraction"] > 0
     text = history.render(doc)
     assert "naive" in text and "bytes per raw value" in text
+
+
+def test_the_bench_plant_has_the_default_plants_lines_and_repeats_them() -> None:
+    from scada.core.config import load_config
+    from scada.tools.bench.ingestbench import plant_config
+
+    default = load_config().lines
+    bench = plant_config(12).lines
+    for got, want in zip(bench[:8], default, strict=True):
+        assert got.tags["diameter"] == want.tags["diameter"]
+    assert bench[4].tags["diameter"].setpoint == 16.0 and bench[6].tags["diameter"].setpoint == 8.0
+    assert bench[12 - 1].tags["diameter"] == default[3].tags["diameter"]  # line 12 as line 4

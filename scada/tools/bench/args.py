@@ -70,6 +70,16 @@ def run(args: argparse.Namespace) -> int:
         from scada.tools.bench import stall
 
         return emit(args, progress, stall.run(args, progress), stall.render)
+    if args.history_out:
+        from scada.core.errors import ConfigError
+        from scada.tools.bench import historybench as history
+
+        try:
+            doc = history.build_data_dir(args, progress)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return emit(args, progress, doc, history.render_data_dir)
     if args.history:
         from scada.tools.bench import historybench as history
 

@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from scada.core.config import HistorianSettings
+from scada.core.config import HistorianSettings, PlantConfig, load_config
+from scada.core.datadir import private_file
+from scada.core.errors import ConfigError
 from scada.core.tags import TagSchema
 from scada.historian.db import CHUNK_MS, HOUR_MS, disk_bytes
 from scada.historian.service import Historian
@@ -52,11 +54,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reps", type=int, default=20, help="repetitions of each query")
     g.add_argument("--sim-minutes", type=int, default=10, help="simulator minutes recorded")
     g.add_argument("--dir", help="where to build the files (default: a temporary directory)")
+    g.add_argument(
+        "--history-out",
+        metavar="DATA_DIR",
+        help="only build --history-days of the plant (--config's, or --history-lines of the "
+        "default) as DATA_DIR/history.sqlite, ending now, for a server to open",
+    )
 
 
-def simulate(lines: int, minutes: int, seed: int = 42) -> tuple[TagSchema, np.ndarray]:
-    """[minutes * 600, tags] float32 simulator output at 10 Hz."""
-    config = plant_config(lines)
+def simulate(
+    lines: int, minutes: int, seed: int = 42, config: PlantConfig | None = None
+) -> tuple[TagSchema, np.ndarray]:
+    """[minutes * 600, tags] float32 simulator output at 10 Hz (of `config`, or of the
+    default plant with `lines` lines)."""
+    config = config or plant_config(lines)
     schema = TagSchema(config.lines)
     plant = SimulatedPlant(config.lines, seed=seed)
     rows = minutes * CHUNK_MS // RES_MS
@@ -296,6 +307,37 @@ def writer_cpu(path: Path, data: np.ndarray, tags: int, seconds: float) -> dict[
         "writer_core_fraction": round(used / elapsed, 4),
         "handoff_us_per_tick": round(handoff / ticks * 1e6, 1),
     }
+
+
+def build_data_dir(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    """`--history-out DATA_DIR`: the historian file a server of that plant opens as its own
+    (same tag paths, 100 ms ticks, ending now: the server goes on from there)."""
+    config = load_config(args.config) if args.config else None
+    if config is not None and config.server.batch_interval_ms != RES_MS:
+        raise ConfigError(
+            args.config,
+            [("server.batch_interval_ms", f"--history-out builds {RES_MS} ms ticks only")],
+        )
+    path = Path(args.history_out) / "history.sqlite"
+    if path.exists():
+        raise ConfigError(str(path), [("<file>", "exists: --history-out never overwrites")])
+    private_file(path)
+    end_ms = round(time.time() * 1000)
+    end_ms -= end_ms % CHUNK_MS
+    if progress:
+        progress("simulating the plant")
+    schema, data = simulate(args.history_lines, args.sim_minutes, config=config)
+    doc = build(path, schema, data, end_ms, round(args.history_days * DAY_MS), progress)
+    doc["file"] = str(path)
+    return doc
+
+
+def render_data_dir(doc: dict[str, Any]) -> str:
+    return (
+        f"{doc['file']}: {doc['tags']} tags x {doc['days']} days = {doc['values']:,} values, "
+        f"{doc['bytes']:,} bytes ({doc['bytes_per_value']} B/value); serve it with "
+        "[server] data_dir (or [historian] path) pointing there"
+    )
 
 
 def run(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:

@@ -4,13 +4,15 @@ One tick here is what the server does every 100 ms before fan-out: the simulator
 read (the `sim` driver), the tag store takes the reading and checks staleness, the alarm
 engine evaluates every tag, the dirty lines become LineSample records and one encoded
 `production_data` frame (the batcher), and the history ring gets its row. Lines are copies
-of the default plant's line template (10 tags each); values arrive at 10 Hz.
+of the default plant's lines (10 tags each, 1-8 as configured, then again); values arrive at
+10 Hz.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import sys
 import time
 import tomllib
@@ -33,9 +35,14 @@ QUARTER_CORE = 0.25
 
 
 def plant_config(lines: int) -> PlantConfig:
-    """The default plant's settings with `lines` copies of its line template."""
+    """The default plant with `lines` lines: its own lines first (each with its overrides:
+    lines 5-8 run other diameters), then further lines repeating them in turn."""
     raw = tomllib.loads(default_config_text())
-    raw["lines"] = [{"id": str(i), "name": f"Line {i}"} for i in range(1, lines + 1)]
+    default = raw["lines"]
+    raw["lines"] = [
+        {**copy.deepcopy(default[(i - 1) % len(default)]), "id": str(i), "name": f"Line {i}"}
+        for i in range(1, lines + 1)
+    ]
     return config_from_dict(raw, source=f"<bench: {lines} lines>")
 
 
