@@ -15,11 +15,11 @@ from typing import Any
 
 import httpx
 
+from scada.core.config import deep_merge
 from scada.core.timefmt import iso_ms
 from tests.conftest import (
     OPEN_PLANT,
     ServerProcess,
-    deep_merge,
     eventually,
     scaled,
     write_config,

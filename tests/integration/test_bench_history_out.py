@@ -9,7 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ServerProcess, deep_merge, default_config_dict, scaled, write_config
+from scada.core.config import deep_merge
+from tests.conftest import ServerProcess, default_config_dict, scaled, write_config
 
 
 def test_a_built_history_is_served_with_each_lines_own_diameter(tmp_path: Path) -> None:

@@ -17,9 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from scada.core.config import deep_merge
 from scada.core.timefmt import iso_ms
 from scada.web import httpgzip
-from tests.conftest import ServerProcess, deep_merge, default_config_dict, write_config
+from tests.conftest import ServerProcess, default_config_dict, write_config
 
 TAGS = ",".join(f"line{n}.diameter" for n in range(1, 9))
 
