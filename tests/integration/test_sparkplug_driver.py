@@ -213,9 +213,14 @@ def test_data_before_birth_asks_for_a_rebirth(mosquitto: Mosquitto) -> None:  # 
             await sim.connected.wait()
             await driver.connect()
             await _ticks_until(sim, lambda: len(probe.ncmd) == 1, "a rebirth request")
-            await _ticks_until(sim, lambda: driver.host.nodes["simulator"].born, "the rebirth")
-            reading = await driver.read()
-            assert (reading.quality == Quality.GOOD).all()
+
+            async def all_good() -> bool:
+                reading = await driver.read()
+                return bool((reading.quality == Quality.GOOD).all())
+
+            # the NBIRTH and the 8 DBIRTHs after it
+            await _ticks_until(sim, all_good, "every tag good after the rebirth")
+            assert driver.host.nodes["simulator"].births == 1
             await sim.stop()
             await driver.close()
 
