@@ -390,17 +390,44 @@ class AlarmService:
             before,
         )
 
+    async def history_body(
+        self,
+        *,
+        since: float | None,
+        until: float | None,
+        line: str | None,
+        alarm: str | None,
+        limit: int,
+        before: int | None,
+    ) -> bytes:
+        """`/api/alarms/history`'s body, read and encoded off the server process."""
+        return await run_off(
+            self.offload,
+            reads.history_body,
+            self.journal.path,
+            since,
+            until,
+            line,
+            alarm,
+            limit,
+            before,
+        )
+
     async def kpi(self, hours: float = 720.0, *, end: float | None = None) -> dict[str, object]:
         """KPIs over the last `hours` (default 30 days), aggregated in SQL on a read
         connection off the event loop (the worker process): never the writer's lock."""
+        return await run_off(self.offload, reads.kpi_figures, *self._kpi_args(hours, end))
+
+    async def kpi_body(self, hours: float) -> bytes:
+        """`/api/alarms/kpi`'s body: the figures encoded in the worker too."""
+        return await run_off(self.offload, reads.kpi_body, *self._kpi_args(hours, None))
+
+    def _kpi_args(self, hours: float, end: float | None) -> tuple[Any, ...]:
         end = self._clock() if end is None else end
         start = end - hours * 3600.0
-        current = list(self._committed)
-        info = self.engine.kpi_info()
         detector = self._new_detector(self.engine)
-        return await run_off(
-            self.offload, reads.kpi_figures, self.journal.path, start, end, current, info, detector
-        )
+        current = list(self._committed)
+        return self.journal.path, start, end, current, self.engine.kpi_info(), detector
 
     async def export_page(
         self, since: float, until: float, after_id: int, limit: int, fmt: str

@@ -8,6 +8,7 @@ with `requires(role, endpoint)`; a refusal is answered 401/403 and written to th
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -255,8 +256,7 @@ def audited(action: str, endpoint: Endpoint) -> Endpoint:
             return refused(err)
         return await endpoint(request)
 
-    run.__name__ = getattr(endpoint, "__name__", "audited")
-    return run
+    return functools.update_wrapper(run, endpoint)  # __wrapped__: what it guards
 
 
 def requires(role: str, endpoint: Endpoint, *, action: str | None = None) -> Endpoint:
@@ -287,8 +287,7 @@ def requires(role: str, endpoint: Endpoint, *, action: str | None = None) -> End
         except Refused as err:
             return refused(err)
 
-    guarded.__name__ = getattr(endpoint, "__name__", "guarded")
-    return guarded
+    return functools.update_wrapper(guarded, endpoint)
 
 
 def identity_dict(identity: Identity) -> dict[str, Any]:

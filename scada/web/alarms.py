@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from scada.alarms import export as export_mod
@@ -105,7 +105,7 @@ async def list_current(request: Request) -> JSONResponse:
     return JSONResponse({"alarms": alarms, "alarm_cursor": _service(request).cursor()})
 
 
-async def history(request: Request) -> JSONResponse:
+async def history(request: Request) -> Response:
     q = request.query_params
     try:
         since = parse_time("since", q.get("since"))
@@ -114,7 +114,7 @@ async def history(request: Request) -> JSONResponse:
         before = parse_int("before", q.get("before"), None, 1, 2**62)
     except BadParam as err:
         return _bad(str(err))
-    events = await _service(request).history(
+    body = await _service(request).history_body(
         since=since,
         until=until,
         line=q.get("line") or None,
@@ -122,11 +122,10 @@ async def history(request: Request) -> JSONResponse:
         limit=limit,
         before=before,
     )
-    next_before = events[-1]["event_id"] if len(events) == limit else None
-    return JSONResponse({"events": events, "next_before": next_before})
+    return Response(body, media_type="application/json")
 
 
-async def kpi(request: Request) -> JSONResponse:
+async def kpi(request: Request) -> Response:
     text = request.query_params.get("hours", DEFAULT_KPI_HOURS)
     try:
         hours = float(text)
@@ -134,7 +133,7 @@ async def kpi(request: Request) -> JSONResponse:
         return _bad("bad query parameter 'hours': expected a number")
     if not (math.isfinite(hours) and 0 < hours <= MAX_KPI_HOURS):
         return _bad(f"bad query parameter 'hours': must be above 0 and at most {MAX_KPI_HOURS}")
-    return JSONResponse(await _service(request).kpi(hours))
+    return Response(await _service(request).kpi_body(hours), media_type="application/json")
 
 
 async def acknowledge(request: Request) -> JSONResponse:

@@ -13,6 +13,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from scada.core.offload import Offload, run_off
 from scada.core.timefmt import iso_ms
 from scada.historian.params import BadParameter, parse_request
 from scada.historian.query import Plan, SeriesSpec, plain
@@ -54,13 +55,28 @@ async def history(request: Request) -> Response:
         doc = await historian.history(specs, req.from_ms, req.to_ms, req.points)
     except sqlite3.Error as err:
         return _unavailable(err)
+    # 10,000 rows x 32 tags is megabytes of text: encoded in the heavy-read worker process,
+    # never on the event loop that ticks the plant (docs/security.md).
+    body = await run_off(offload_of(request), encode_history, doc, req.format)
     if req.format == "csv":
         return Response(
-            to_csv(doc),
+            body,
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="history.csv"'},
         )
-    return _json(doc)
+    return Response(body, media_type="application/json")
+
+
+def offload_of(request: Request) -> Offload | None:
+    offload: Offload | None = getattr(request.app.state, "offload", None)
+    return offload
+
+
+def encode_history(doc: dict[str, Any], fmt: str) -> bytes:
+    """The /api/history body: CSV or JSON bytes (runs in the worker process)."""
+    if fmt == "csv":
+        return to_csv(doc).encode()
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _unavailable(err: Exception) -> Response:
@@ -113,7 +129,7 @@ async def line_history(request: Request, historian: Historian, line_id: str) -> 
     plan = Plan(tier, math.ceil(width), round(t0 * 1000), points)
     refs = historian.schema.refs[historian.schema.line_slices[line_id]]
 
-    def compute() -> tuple[dict[str, Any], list[int], int]:
+    def compute() -> bytes:
         out: dict[str, Any] = {}
         t: list[int] = []
         samples = 0
@@ -128,14 +144,7 @@ async def line_history(request: Request, historian: Historian, line_id: str) -> 
                 "max": clean_column(b.vmax, ref.config.decimals),
                 "mean": clean_column(b.mean, ref.config.decimals),
             }
-        return out, t, samples
-
-    try:
-        series, t, samples = await historian.run(compute)
-    except sqlite3.Error as err:
-        return _unavailable(err)
-    return _json(
-        {
+        doc = {
             "line": line_id,
             "from": t0,
             "to": t1,
@@ -143,6 +152,12 @@ async def line_history(request: Request, historian: Historian, line_id: str) -> 
             "points": points,
             "samples": samples,
             "t": t,
-            "series": series,
+            "series": out,
         }
-    )
+        return orjson.dumps(doc)  # in the historian's reader thread, with the query
+
+    try:
+        body = await historian.run(compute)
+    except sqlite3.Error as err:
+        return _unavailable(err)
+    return Response(body, media_type="application/json")
