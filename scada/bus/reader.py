@@ -20,60 +20,22 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from scada.bus.conn import connect, raise_if_cancelled, stream_entries
+from scada.bus.cursor import CursorCheck
+from scada.bus.deadline import ReadDeadline
 from scada.bus.epoch import read_epoch
+from scada.bus.events import AlarmEntries, BusEvent, EpochChanged, Frames, Gap, Status
 from scada.bus.keys import BusKeys, event_id, text
 from scada.bus.publish import EPOCH, PAYLOAD
 
 log = logging.getLogger("scada.bus.reader")
 
-
-@dataclass(frozen=True, slots=True)
-class AlarmEntries:
-    """Contiguous alarm entries: [(event_id, payload)], oldest first."""
-
-    entries: list[tuple[int, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class Frames:
-    """Frames read since the last batch, oldest first: [(entry id, payload)]."""
-
-    frames: list[tuple[str, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """The stream no longer holds the events after `after`: it goes on at `first`."""
-
-    after: int
-    first: int
-
-
-@dataclass(frozen=True, slots=True)
-class EpochChanged:
-    """The bus epoch is not the one the cursor belonged to (new=None: Redis has none yet)."""
-
-    old: str | None
-    new: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    """`stale`: nothing read for `read_deadline` s (data on screen must be marked stale);
-    `live`: reading again."""
-
-    state: Literal["live", "stale"]
-    reason: str
-
-
-BusEvent = AlarmEntries | Frames | Gap | EpochChanged | Status
+__all__ = ["AlarmEntries", "BusEvent", "BusReader", "EpochChanged", "Frames", "Gap", "Status"]
 
 
 class BusReader:
@@ -93,12 +55,10 @@ class BusReader:
     ) -> None:
         """`cursor`: the last alarm event id already had (None: from the start of the stream);
         `epoch`: the epoch that cursor belongs to (None: take the current one as it is)."""
-        if block >= read_deadline:
-            raise ValueError("block must be shorter than read_deadline")
         self.url = url
         self.keys = keys
-        self.cursor = cursor
-        self.epoch = epoch
+        self.check = CursorCheck(cursor, epoch)
+        self.deadline = ReadDeadline(read_deadline, clock(), block=block)
         self.read_deadline = read_deadline
         self.block = block
         self.batch = batch
@@ -107,10 +67,15 @@ class BusReader:
         self._clock = clock
         self._redis: Redis | None = None
         self._frame_cursor = "$"
-        self._last_read = clock()
-        self._state: Literal["live", "stale"] = "live"
         self.reconnects = 0
-        self._epoch_lost = False  # Redis had no epoch at the last connect
+
+    @property
+    def cursor(self) -> int | None:
+        return self.check.cursor
+
+    @property
+    def epoch(self) -> str | None:
+        return self.check.epoch
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -159,26 +124,23 @@ class BusReader:
             log.debug("bus connect failed: %r", err)
             await _quiet_close(redis)
             return
+        changed = self.check.connected(epoch)
         if epoch is None:
             # No epoch: Redis lost its data and no ingest node has published since. Nothing
             # read here could be trusted; keep reconnecting until one appears.
             await _quiet_close(redis)
-            if self.epoch is not None:
-                yield EpochChanged(self.epoch, None)
-                self.epoch, self.cursor, self._epoch_lost = None, None, True
+            if changed is not None:
+                yield changed
             return
         self._redis = redis
         self.reconnects += 1
-        if (self.epoch is not None and epoch != self.epoch) or self._epoch_lost:
-            yield EpochChanged(self.epoch, epoch)
-            self.cursor = None
-        self.epoch, self._epoch_lost = epoch, False
+        if changed is not None:
+            yield changed
         if latest:
             # Go on from the newest frame (the latest value is what counts), delivering it
             # unless it is the one delivered last before the reconnect.
             entry, fields = latest[0]
             assert entry is not None and fields is not None
-            self._last_read = self._clock()
             async for event in self._live():
                 yield event
             if text(entry) != self._frame_cursor:
@@ -187,7 +149,7 @@ class BusReader:
 
     async def _read(self) -> Any:
         assert self._redis is not None
-        streams: dict[Any, Any] = {self.keys.alarms: str(self.cursor or 0)}
+        streams: dict[Any, Any] = {self.keys.alarms: str(self.check.read_from)}
         if self.with_frames:
             streams[self.keys.frames] = self._frame_cursor
         return await self._redis.xread(streams, count=self.batch, block=int(self.block * 1000))
@@ -204,47 +166,40 @@ class BusReader:
                         epoch_seen = text(fields[EPOCH])
             else:
                 frames.extend((entry, fields[PAYLOAD]) for entry, fields in entries)
-        self._last_read = self._clock()
         async for event in self._live():
             yield event
-        if epoch_seen is not None and epoch_seen != self.epoch:
+        changed = self.check.entry_epoch(epoch_seen)
+        if changed is not None:
             # Entries of another epoch: drop them and reconnect, which re-reads the epoch key.
-            yield EpochChanged(self.epoch, epoch_seen)
-            self.epoch, self.cursor = epoch_seen, None
+            yield changed
             await self.close()
             return
         if frames:
             self._frame_cursor = frames[-1][0]
             yield Frames(frames)
-        if alarms:
-            run: list[tuple[int, bytes]] = []
-            expected = None if self.cursor is None else self.cursor + 1
-            for ev_id, payload in alarms:
-                if expected is not None and ev_id != expected:
-                    if run:
-                        yield AlarmEntries(run)
-                        run = []
-                    log.warning("alarm stream gap: after %d comes %d", expected - 1, ev_id)
-                    yield Gap(expected - 1, ev_id)
-                run.append((ev_id, payload))
-                expected = ev_id + 1
-                self.cursor = ev_id
-            yield AlarmEntries(run)
+        for event in self.check.entries(alarms):
+            if isinstance(event, Gap):
+                log.warning("alarm stream gap: after %d comes %d", event.after, event.first)
+            yield event
 
     async def _live(self) -> AsyncIterator[BusEvent]:
-        if self._state != "live":
-            self._state = "live"
+        status = self.deadline.read(self._clock())
+        if status is not None:
             log.info("bus live again (epoch %s, cursor %s)", self.epoch, self.cursor)
-            yield Status("live", "reading again")
+            yield status
 
     async def _check_deadline(self, reason: str) -> AsyncIterator[BusEvent]:
-        silent = self._clock() - self._last_read
-        if silent < self.read_deadline or self._state == "stale":
+        now = self._clock()
+        status = self.deadline.silent(now, reason)
+        if status is None:
             return
-        self._state = "stale"
-        log.warning("bus stale: nothing read for %.1f s (%s); reconnecting", silent, reason)
+        log.warning(
+            "bus stale: nothing read for %.1f s (%s); reconnecting",
+            self.deadline.silent_for(now),
+            reason,
+        )
         await self.close()
-        yield Status("stale", reason)
+        yield status
 
 
 def _bytes(value: bytes | str) -> bytes:
