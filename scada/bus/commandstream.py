@@ -94,7 +94,7 @@ class CommandSender:
 
     async def reply(self, request_id: str) -> Reply:
         while request_id not in self._early:
-            for reply in await self._read_replies():
+            for reply in await self.read_replies():
                 self._early[reply.request_id] = reply
         return self._early.pop(request_id)
 
@@ -103,7 +103,8 @@ class CommandSender:
             last: Any = await self.redis.xrevrange(self.keys.replies(self.node), count=1)
             self._reply_cursor = text(last[0][0]) if last else "0-0"
 
-    async def _read_replies(self, block: float = 1.0) -> list[Reply]:
+    async def read_replies(self, block: float = 1.0) -> list[Reply]:
+        """Replies on this gateway's stream since the last call, waiting up to `block` s."""
         await self._start_replies()
         stream = self.keys.replies(self.node)
         answer = await self.redis.xread(

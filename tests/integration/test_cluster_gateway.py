@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from scada.bus.redisbus import RedisBus
 from scada.roles.gateway.feed import FeedListener, GatewayFeed
 from scada.roles.ingest.node import IngestNode
 from tests.integration.cluster_redis import RedisServer, redis_server
@@ -57,7 +58,7 @@ def test_three_gateways_get_the_same_alarms_and_frames_and_resume_on_each_other(
         await produce(node, journal, 20, "before")  # what the gateways find in the state hash
         await until(lambda: node.outbox.published_through == 20)
         screens = [Screen() for _ in range(3)]
-        feeds = [GatewayFeed(redis_server.url, KEYS, s) for s in screens]
+        feeds = [GatewayFeed(RedisBus(redis_server.url, KEYS), s) for s in screens]
         tasks = [asyncio.create_task(f.run()) for f in feeds]
         await until(lambda: all(s.resets for s in screens))
         epoch = screens[0].resets[0][0]
@@ -94,7 +95,7 @@ def test_gateways_see_a_new_epoch_after_redis_lost_its_data_and_stale_while_it_h
         node, node_task = await active_node(redis_server.url, journal)
         await produce(node, journal, 5, "first")
         screen = Screen()
-        feed = GatewayFeed(redis_server.url, KEYS, screen)
+        feed = GatewayFeed(RedisBus(redis_server.url, KEYS), screen)
         feed_task = asyncio.create_task(feed.run())
         pulse = asyncio.create_task(ticks(node, 10_000))
         await until(lambda: bool(screen.resets and screen.frames))

@@ -22,7 +22,9 @@ from starlette.staticfiles import StaticFiles
 from scada.auth.audit import Auditor
 from scada.auth.identify import AuthMiddleware, CredentialStore, requires
 from scada.auth.replica.view import BusAuditor, RedisAuthView, close_sockets
+from scada.bus.interface import Bus
 from scada.bus.keys import BusKeys
+from scada.bus.redisbus import RedisBus
 from scada.core.clock import SYSTEM_CLOCK, Clock
 from scada.core.config import PlantConfig
 from scada.roles.gateway import status
@@ -44,20 +46,23 @@ def create_gateway_app(
     credentials: CredentialStore | None = None,
     auditor: Auditor | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    bus: Bus | None = None,
 ) -> Starlette:
     """`scenario` and `on_fatal` are the all-in-one server's (a gateway simulates nothing
     and has no journal to fail); accepted so every role has one factory signature.
-    `credentials` and `auditor` replace the cluster's (tests)."""
+    `credentials`, `auditor` and `bus` (default: the cluster's Redis) replace the cluster's
+    (tests)."""
     cluster = config.cluster
     node = cluster.node or "gateway"
     keys = BusKeys(cluster.prefix)
-    source = BusSource(config, keys)
+    if bus is None:
+        bus = RedisBus(cluster.redis_url, keys, name=f"scada-gateway-{node}")
+    source = BusSource(config, bus)
     commands = BusCommands(
         source,
         source.broadcaster,
         None,
-        url=cluster.redis_url,
-        keys=keys,
+        bus=bus,
         node=node,
         timeout=cluster.command_timeout,
     )
@@ -92,6 +97,7 @@ def create_gateway_app(
             if view is not None:
                 await view.stop()
             await commands.stop()
+            await bus.close()
             log.info("gateway %s stopped", cluster.node)
 
     routes = [

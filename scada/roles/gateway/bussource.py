@@ -1,4 +1,7 @@
-"""A gateway's plant source: what the hub shows, fed from the Redis bus by a GatewayFeed.
+"""A gateway's plant source: what the hub shows, fed from the bus by a GatewayFeed.
+
+It knows the bus by its interface only (scada.bus.interface.Bus): Redis in a gateway, the
+in-memory bus in tests.
 
 The feed keeps the alarm state, the ring of recent events and the latest frame; this module
 turns what it reports into frames for the clients:
@@ -28,7 +31,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from scada.bus.keys import BusKeys
+from scada.bus.interface import Bus
 from scada.core.alarmevent import AlarmEvent
 from scada.core.config import PlantConfig
 from scada.core.fixedrate import FixedRate
@@ -120,15 +123,14 @@ class _Relay(FeedListener):
 class BusSource:
     """PlantSource of a gateway (see scada.web.hub.plantsource)."""
 
-    def __init__(self, config: PlantConfig, keys: BusKeys | None = None) -> None:
+    def __init__(self, config: PlantConfig, bus: Bus) -> None:
         cluster = config.cluster
         srv = config.server
         self.config = config
         self.broadcaster = Broadcaster.from_settings(srv)
         self.line_ids = [line.id for line in config.lines]
         self.feed = GatewayFeed(
-            cluster.redis_url,
-            keys or BusKeys(cluster.prefix),
+            bus,
             _Relay(self),
             ring_size=cluster.ring_size,
             read_deadline=cluster.read_deadline,

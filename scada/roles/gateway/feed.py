@@ -1,8 +1,9 @@
 """What a gateway keeps from the bus for its clients: alarm state, alarm ring, latest frame.
 
-Start: read the epoch and the state hash in one transaction (each alarm's newest event, as of
-`_cursor`), the ring's history up to that cursor, then follow the stream from the cursor with
-a `BusReader`. A gap or an epoch change means the state may have missed events: the feed
+It knows the bus only by its interface (scada.bus.interface.Bus): Redis in a gateway, the
+in-memory bus in tests. Start: read the epoch and the state hash together (each alarm's newest
+event, as of its cursor), the ring's history up to that cursor, then follow the stream from
+the cursor. A gap or an epoch change means the state may have missed events: the feed
 starts over from the hash and tells its listener `reset`, which gives every client a fresh
 snapshot (`recovered: false` for a resume across it). Staleness is passed on as it comes.
 """
@@ -15,12 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
 
-from scada.bus.conn import connect
-from scada.bus.keys import BusKeys, event_id, text
-from scada.bus.publish import EPOCH, PAYLOAD
-from scada.bus.reader import AlarmEntries, BusReader, EpochChanged, Frames, Gap, Status
+from scada.bus.events import AlarmEntries, EpochChanged, Frames, Gap, Status
+from scada.bus.interface import Bus, BusFollower
 from scada.bus.ring import AlarmRing, contiguous
 
 log = logging.getLogger("scada.roles.gateway.feed")
@@ -54,15 +52,13 @@ class Snapshot:
 class GatewayFeed:
     def __init__(
         self,
-        url: str,
-        keys: BusKeys,
+        bus: Bus,
         listener: FeedListener | None = None,
         *,
         ring_size: int = 10_000,
         read_deadline: float = 2.0,
     ) -> None:
-        self.url = url
-        self.keys = keys
+        self.bus = bus
         self.listener = listener or FeedListener()
         self.ring = AlarmRing(ring_size)
         self.read_deadline = read_deadline
@@ -88,34 +84,18 @@ class GatewayFeed:
                 await asyncio.sleep(self.read_deadline / 4)
                 continue
             epoch, cursor = started
-            reader = BusReader(
-                self.url, self.keys, cursor=cursor, epoch=epoch, read_deadline=self.read_deadline
-            )
-            reason = await self._follow(reader)
+            follower = self.bus.follow(cursor=cursor, epoch=epoch, read_deadline=self.read_deadline)
+            try:
+                reason = await self._follow(follower)
+            finally:
+                await follower.close()
 
     async def _bootstrap(self, reason: str) -> tuple[str, int] | None:
-        redis = connect(self.url, timeout=self.read_deadline)
-        try:
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.get(self.keys.epoch)
-                pipe.hgetall(self.keys.state)
-                raw_epoch, state = await pipe.execute()
-            if raw_epoch is None:
-                return None
-            epoch = text(raw_epoch)
-            cursor = event_id(state.pop(b"_cursor", b"0-0"))
-            history: Any = (
-                await redis.xrevrange(self.keys.alarms, max=str(cursor), count=self.ring.size)
-                if cursor
-                else []
-            )
-        except (RedisError, OSError) as err:
-            log.debug("feed bootstrap failed: %r", err)
+        start = await self.bus.start(history=self.ring.size, timeout=self.read_deadline)
+        if start is None:
             return None
-        finally:
-            await redis.aclose()
-        entries = [(event_id(e), f[PAYLOAD]) for e, f in reversed(history) if _in(f, epoch)]
-        self.table = {text(k): orjson.loads(v) for k, v in state.items()}
+        epoch, cursor, entries = start.epoch, start.cursor, start.history
+        self.table = {k: orjson.loads(v) for k, v in start.state.items()}
         self.ring.reset(epoch, newest=cursor)
         if entries and entries[-1][0] == cursor and contiguous(entries):
             self.ring.reset(epoch)
@@ -125,9 +105,9 @@ class GatewayFeed:
         self.listener.reset(epoch, cursor, reason)
         return epoch, cursor
 
-    async def _follow(self, reader: BusReader) -> str:
+    async def _follow(self, follower: BusFollower) -> str:
         """Pass events on until the state must be rebuilt; returns why."""
-        async for event in reader.events():
+        async for event in follower.events():
             if isinstance(event, Frames):
                 for _, payload in event.frames:
                     self.latest_frame = payload
@@ -146,7 +126,3 @@ class GatewayFeed:
             elif isinstance(event, EpochChanged):
                 return f"epoch {event.old} → {event.new}"
         return "reader ended"
-
-
-def _in(fields: dict[bytes, bytes], epoch: str) -> bool:
-    return text(fields.get(EPOCH, b"")) == epoch

@@ -24,13 +24,10 @@ import uuid
 from typing import Any
 
 from pydantic import BaseModel
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from scada.auth.audit import Auditor
-from scada.bus.commandstream import CommandSender, Reply
-from scada.bus.conn import connect
-from scada.bus.keys import BusKeys
+from scada.bus.commandstream import Reply
+from scada.bus.interface import Bus, BusUnavailable, CommandChannel
 from scada.core.errors import Refused
 from scada.fanout.broadcaster import Broadcaster, Client
 from scada.fanout.messages import AckData, ShelveData, UnshelveData
@@ -60,27 +57,23 @@ class BusCommands(AlarmCommands):
         broadcaster: Broadcaster,
         auditor: Auditor | None,
         *,
-        url: str,
-        keys: BusKeys,
+        bus: Bus,
         node: str,
         timeout: float,
         retry_every: float = 1.0,
     ) -> None:
         super().__init__(source, broadcaster, auditor)
-        self.url = url
-        self.keys = keys
+        self.bus = bus
         self.node = node
         self.timeout = timeout
         self.retry_every = retry_every
-        self.redis: Redis | None = None
-        self.sender: CommandSender | None = None
+        self.sender: CommandChannel | None = None
         self.sent = self.resent = self.answered = self.timed_out = 0
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.redis = connect(self.url, name=f"scada-gateway-{self.node}")
-        self.sender = CommandSender(self.redis, self.keys, self.node)
+        self.sender = self.bus.commands(self.node)
         self._task = asyncio.create_task(self._read_replies(), name="command-replies")
 
     async def stop(self) -> None:
@@ -89,10 +82,9 @@ class BusCommands(AlarmCommands):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self.redis is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self.redis.aclose()
-            self.redis = None
+        if self.sender is not None:
+            sender, self.sender = self.sender, None
+            await sender.close()
 
     async def ack(self, client: Client, data: AckData) -> dict[str, Any]:
         return await self.request(client, "ack", data)
@@ -156,7 +148,7 @@ class BusCommands(AlarmCommands):
             return
         try:
             await self.sender.send(kind, body, request_id)
-        except (RedisError, OSError) as err:
+        except BusUnavailable as err:
             log.debug("command %s not sent (try %d): %r", request_id, tries, err)
             return
         if tries == 1:
@@ -170,8 +162,8 @@ class BusCommands(AlarmCommands):
         failing = False
         while True:
             try:
-                replies = await self.sender._read_replies(block=1.0)
-            except (RedisError, OSError) as err:
+                replies = await self.sender.read_replies(block=1.0)
+            except BusUnavailable as err:
                 if not failing:
                     log.warning("command replies unreadable: %r; retrying", err)
                     failing = True
