@@ -48,7 +48,7 @@ async def publish(bus: MemoryBus, fence: str, epoch: str, ids: range, maxlen: in
 
 
 async def take(events: AsyncIterator[BusEvent], count: int) -> list[BusEvent]:
-    out = []
+    out: list[BusEvent] = []
     while len(out) < count:
         out.append(await asyncio.wait_for(anext(events), 5))
     return out
