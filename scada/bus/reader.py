@@ -136,6 +136,10 @@ class BusReader:
         self.reconnects += 1
         if changed is not None:
             yield changed
+        if self.with_frames and not latest and self._frame_cursor == "$":
+            # No frame yet: every one appended from now on counts. ("$" would only see those
+            # appended while a read blocks, losing any that come between two reads.)
+            self._frame_cursor = "0-0"
         if latest:
             # Go on from the newest frame (the latest value is what counts), delivering it
             # unless it is the one delivered last before the reconnect.

@@ -45,7 +45,7 @@ class Ingest:
     def __init__(self, bus: MemoryBus, lines: list[str]) -> None:
         self.bus = bus
         self.lines = lines
-        self.lease = bus.lease("ingest-m")
+        self.lease = bus.lease("ingest-m", ttl=3600.0)  # never renewed in the test
         self.epoch = ""
         self.next_id = 1
         self.frames = 0
