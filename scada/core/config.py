@@ -418,16 +418,47 @@ def parse_config(text: str, *, source: str = "<config>") -> PlantConfig:
 
 
 def config_from_dict(raw: dict[str, Any], *, source: str = "<config>") -> PlantConfig:
-    expanded = _apply_line_defaults(raw)
-    try:
-        config = PlantConfig.model_validate(expanded)
-    except ValidationError as err:
-        problems = [_pydantic_problem(e) for e in err.errors()]
-        raise ConfigError(source, _blame_line_defaults(raw, problems)) from err
-    problems = list(_semantic_problems(config))
+    """Validate a config; ConfigError lists every problem found at once: schema errors, and
+    the checks of what is valid (invalid keys read as their defaults), not only the first."""
+    config, problems = _validate_what_can_be(_apply_line_defaults(raw))
+    if config is not None:
+        problems += [p for p in _semantic_problems(config) if p not in problems]
     if problems:
-        raise ConfigError(source, _blame_line_defaults(raw, problems))
+        raise ConfigError(source, _blame_line_defaults(raw, problems), partial=config)
+    assert config is not None
     return config
+
+
+def _validate_what_can_be(data: dict[str, Any]) -> tuple[PlantConfig | None, list[tuple[str, str]]]:
+    """The model, after dropping each key the schema refuses (up to a few rounds), and the
+    schema's problems; None when a refusal cannot be dropped (a required key)."""
+    data = copy.deepcopy(data)
+    problems: list[tuple[str, str]] = []
+    for _ in range(5):
+        try:
+            return PlantConfig.model_validate(data), problems
+        except ValidationError as err:
+            errors = err.errors()
+            problems += [p for p in map(_pydantic_problem, errors) if p not in problems]
+            if not all([_drop(data, e["loc"]) for e in errors]):
+                return None, problems
+    return None, problems
+
+
+def _drop(data: Any, loc: tuple[Any, ...]) -> bool:
+    """Remove the table key at `loc` (list items stay: later paths keep their indices)."""
+    keys = [k for k in loc if isinstance(k, int) or not str(k).startswith("function-")]
+    for key in keys[:-1]:
+        if (isinstance(data, dict) and key in data) or (
+            isinstance(data, list) and isinstance(key, int) and key < len(data)
+        ):
+            data = data[key]
+        else:
+            return False
+    if keys and isinstance(data, dict) and keys[-1] in data:
+        del data[keys[-1]]
+        return True
+    return False
 
 
 _LINE_PATH = re.compile(r"lines\[(\d+)\]\.(.+)")

@@ -10,9 +10,14 @@ class ScadaError(Exception):
 class ConfigError(ScadaError):
     """A configuration file is unreadable or invalid. Carries every problem found."""
 
-    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, source: str, problems: list[tuple[str, str]], partial: object = None
+    ) -> None:
         self.source = source
         self.problems = problems
+        # The config as far as it could be read (invalid keys left at their defaults), so
+        # later checks (drivers, notifications) can still report their problems; or None.
+        self.partial = partial
         lines = "\n".join(f"  {path}: {reason}" for path, reason in problems)
         super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
 

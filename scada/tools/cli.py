@@ -1,4 +1,4 @@
-"""The `scada` command: serve, check-config, watch, simulate, bench."""
+"""The `scada` command: every subcommand is listed by `scada --help`."""
 
 from __future__ import annotations
 
@@ -27,20 +27,28 @@ def _load(path: str | None, *, secrets: bool = True, plant: bool = True) -> Plan
     try:
         config = load_config(path)
     except ConfigError as err:
+        partial = err.partial if plant else None
+        if isinstance(partial, PlantConfig):  # what else is wrong, in the same list
+            err.problems += _plant_problems(partial, secrets=secrets)
         _print_problems(err)
         raise SystemExit(EXIT_CONFIG) from None
     if not plant:
         return config
+    problems = _plant_problems(config, secrets=secrets)
+    if problems:
+        _print_problems(ConfigError(path or "<default plant.toml>", problems))
+        raise SystemExit(EXIT_CONFIG)
+    return config
+
+
+def _plant_problems(config: PlantConfig, *, secrets: bool) -> list[tuple[str, str]]:
+    """The checks beyond the config's schema: drivers, notifications, Sparkplug."""
     from drivers.registry import device_problems
     from scada.notify.settings import notification_problems
     from scada.sparkplug.edgeconfig import sparkplug_problems
 
     problems = device_problems(config) + notification_problems(config, environment=secrets)
-    problems += sparkplug_problems(config, environment=secrets)
-    if problems:
-        _print_problems(ConfigError(path or "<default plant.toml>", problems))
-        raise SystemExit(EXIT_CONFIG)
-    return config
+    return problems + sparkplug_problems(config, environment=secrets)
 
 
 def _print_problems(err: ConfigError) -> None:
@@ -106,10 +114,15 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from scada.tools.watch import watch
+    from scada.tools.watch import watch, ws_url
 
+    try:
+        url = ws_url(args.url)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(watch(args.url, lines=args.lines, token=args.token))
+        asyncio.run(watch(url, lines=args.lines, token=args.token))
     return 0
 
 
@@ -330,6 +343,20 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     return _run_auth_command(args, act)
 
 
+# `scada bench`'s modes (the flag that picks each; scada.tools.bench.args runs them).
+BENCH_MODES = [
+    ("(default)", "fan-out: frames per second and CPU against reference servers"),
+    ("--compression", "fan-out with permessage-deflate off, per-client and shared"),
+    ("--cluster", "bus latency and gateway CPU per frame against the all-in-one"),
+    ("--ingest", "the per-tick pipeline at plant sizes 8..500 lines"),
+    ("--history", "historian queries, bytes per value and writer CPU"),
+    ("--history-out", "only build a history file a server opens (DATA_DIR/history.sqlite)"),
+    ("--idle-memory", "memory per idle connection"),
+    ("--churn", "memory over rounds of connecting and disconnecting clients"),
+    ("--stall", "whether heavy reads stall the plant view"),
+]
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """`command`: the subcommand about to run, if known (others' heavy arguments are skipped)."""
     parser = argparse.ArgumentParser(prog="scada", description=__doc__)
@@ -373,7 +400,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("watch", help="print the live plant in the terminal")
-    p.add_argument("url", nargs="?", default="ws://127.0.0.1:8000/ws")
+    p.add_argument(
+        "url",
+        nargs="?",
+        default="ws://127.0.0.1:8000/ws",
+        help="the server: ws(s)://HOST:PORT/ws or its page http(s)://HOST:PORT/",
+    )
     p.add_argument("--lines", nargs="*", help="only these line ids")
     p.add_argument("--token", help="API token (or set SCADA_TOKEN)")
     p.set_defaults(func=cmd_watch)
@@ -417,7 +449,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--primary-host", help="Sparkplug: wait for this host's STATE online")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("bench", help="fan-out benchmark against reference servers, or --ingest")
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks: " + ", ".join(mode for mode, _ in BENCH_MODES),
+        description="Benchmarks, one mode per run:\n"
+        + "\n".join(f"  {mode:<14} {what}" for mode, what in BENCH_MODES),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     if command in (None, "bench"):  # its arguments import what it measures: only when asked
         from scada.tools.bench.args import add_arguments
 
@@ -472,6 +510,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for action in tokens.choices.values():
         _config_after_action(action)
     p.set_defaults(func=cmd_tokens)
+    parser.description = "The scada command: " + ", ".join(sub.choices) + " (each has --help)."
     return parser
 
 
