@@ -1,5 +1,9 @@
 """`scada watch`: the live plant in a terminal, redrawn twice a second.
 
+Not on a terminal (piped to a file or a program) it writes plain text blocks, no escape
+codes, every PLAIN_EVERY_S seconds and at once when the status changes. The URL may be the
+server's WebSocket (ws://, wss://) or its page (http://, https://: the socket is /ws there).
+
 Truth first: the screen is redrawn on a timer, not per frame, so when frames stop (server
 stopped, socket dead, gateway starved) it says "NO LIVE DATA since hh:mm:ss", dims every value
 and shows line states as unknown; when it cannot connect it says so and why, with the attempt.
@@ -16,13 +20,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from scada.tools.client import PlantClient, PolicyClose, backoff_delay
 
 REDRAW_S = 0.5
+PLAIN_EVERY_S = 5.0  # not a terminal: a block this often, and at every change of status
 NO_DATA_AFTER_S = 2.0  # no frame for this long: the values on screen are not live
 CLEAR = "\x1b[H\x1b[2J"
 COLOURS = {"good": "", "uncertain": "\x1b[33m", "stale": "\x1b[2m", "bad": "\x1b[31m"}
@@ -96,16 +102,37 @@ def _num(value: Any, width: int, decimals: int) -> str:
     return f"{value:{width}.{decimals}f}"
 
 
+def ws_url(url: str) -> str:
+    """The WebSocket URL for what a user typed: ws(s) as given; http(s) of the server (its
+    page) mapped to the socket on it; HOST:PORT taken as ws://HOST:PORT/ws. ValueError
+    with a sentence for anything else."""
+    parts = urlsplit(url if "://" in url else f"ws://{url}")
+    scheme = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}.get(parts.scheme.lower())
+    if scheme is None or not parts.hostname:
+        raise ValueError(
+            f"not a server URL: {url!r}; give ws://HOST:PORT/ws, wss://…, or the page's "
+            "http(s)://HOST:PORT/"
+        )
+    path = parts.path
+    if parts.scheme.lower() in ("http", "https") and path in ("", "/"):
+        path = "/ws"
+    return urlunsplit((scheme, parts.netloc, path or "/ws", parts.query, ""))
+
+
 def render(
     lines: dict[str, dict[str, Any]],
     alarms: dict[str, dict[str, Any]],
     status: str,
     *,
     live: bool = True,
+    plain: bool = False,
 ) -> str:
-    """The screen. Not live: banner in reverse video, states unknown, every value dimmed."""
+    """The screen. Not live: banner in reverse video, states unknown, every value dimmed.
+    plain: no escape codes (not a terminal); a banner that is not live starts with "!! "."""
     head = f"SCADA plant — {status} — {time.strftime('%H:%M:%S %Z')}"
-    out = [head if live else f"{REVERSE}{head}{RESET}", ""]
+    if not live:
+        head = f"!! {head}" if plain else f"{REVERSE}{head}{RESET}"
+    out = [head, ""]
     out.append(
         f"{'line':>4} {'state':<9}{'quality':<10}{'zones °C':^27} {'die':>6} "
         f"{'diam mm':>8} {'m/min':>6} {'A':>6} {'bar':>6}"
@@ -121,7 +148,7 @@ def render(
             and "state" not in (s.get("bad_tags") or [])
         )
         state = s["state"] if known else "unknown"
-        colour = COLOURS.get(quality, "") if live else DIM
+        colour = "" if plain else COLOURS.get(quality, "") if live else DIM
         out.append(
             f"{colour}{line_id:>4} {state:<9}{quality:<10}{zones:<27} "
             f"{_num(s.get('die_temperature'), 6, 1)} {_num(s.get('diameter'), 8, 3)} "
@@ -200,15 +227,32 @@ async def receive(st: WatchState, *, lines: list[str] | None, token: str | None)
         st.attempt += 1
 
 
-async def watch(url: str, *, lines: list[str] | None = None, token: str | None = None) -> None:
+async def watch(
+    url: str,
+    *,
+    lines: list[str] | None = None,
+    token: str | None = None,
+    out: TextIO | None = None,
+) -> None:
+    out = out or sys.stdout
+    terminal = out.isatty()
     st = WatchState(url)
     task = asyncio.create_task(receive(st, lines=lines, token=token))
+    last_kind: tuple[bool, str] | None = None
+    next_plain = 0.0
     try:
         while True:
             now = time.time()
             live = st.live(now)
-            sys.stdout.write(CLEAR + render(st.lines, st.alarms, st.status(now), live=live) + "\n")
-            sys.stdout.flush()
+            status = st.status(now)
+            kind = (live, status.split(" — ")[0] if not live else "live")
+            if terminal:
+                out.write(CLEAR + render(st.lines, st.alarms, status, live=live) + "\n")
+            elif kind != last_kind or time.monotonic() >= next_plain:
+                next_plain = time.monotonic() + PLAIN_EVERY_S
+                out.write(render(st.lines, st.alarms, status, live=live, plain=True) + "\n\n")
+            last_kind = kind
+            out.flush()
             if task.done():
                 if st.fatal:
                     raise SystemExit(f"scada watch: {st.fatal}")

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import threading
 import time
 
-from scada.tools.watch import WatchState, receive, render
-from tests.conftest import ServerProcess, free_port
+import pytest
+
+from scada.tools.watch import WatchState, receive, render, ws_url
+from tests.conftest import ServerProcess, eventually, free_port, scaled
 
 
 def test_watch_goes_from_live_to_no_live_data_when_the_server_stops(server: ServerProcess) -> None:
@@ -49,3 +54,41 @@ def test_watch_says_when_it_cannot_connect() -> None:
             task.cancel()
 
     asyncio.run(main())
+
+
+def test_the_url_may_be_the_servers_page_and_anything_else_is_a_clear_error() -> None:
+    assert ws_url("http://10.0.0.5:8000/") == "ws://10.0.0.5:8000/ws"
+    assert ws_url("https://plant.example") == "wss://plant.example/ws"
+    assert ws_url("ws://h:1/ws?x=1") == "ws://h:1/ws?x=1"
+    assert ws_url("127.0.0.1:8000") == "ws://127.0.0.1:8000/ws"
+    with pytest.raises(ValueError, match="not a server URL"):
+        ws_url("ftp://h/")
+    bad = subprocess.run(
+        [sys.executable, "-m", "scada", "watch", "ftp://h/"],
+        capture_output=True, text=True, timeout=scaled(60),
+    )  # fmt: skip
+    assert bad.returncode == 2 and "not a server URL" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_piped_watch_of_an_http_url_writes_plain_blocks(server: ServerProcess) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scada", "watch", f"{server.http}/"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stdout = proc.stdout
+    assert stdout is not None
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.extend(iter(stdout.readline, b"")))
+    reader.start()
+    try:
+        eventually(lambda: b"alarms:" in b"".join(received) and b"live ws://" in b"".join(received))
+    finally:
+        proc.terminate()
+        proc.wait(scaled(10))
+        reader.join(scaled(10))
+    text = b"".join(received)
+    assert b"\x1b" not in text  # no clear-screen, no colour codes in a file
+    assert f"live ws://127.0.0.1:{server.port}/ws".encode() in text
+    assert b"Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
