@@ -2,8 +2,8 @@
 
 Starlette's GZipMiddleware compresses on the loop: 8 tags x 24 h of history is 404 KB of
 JSON, 33-67 ms of zlib on the busy 2-core box, during which the 100 ms tick and every socket
-would wait. Here the compression runs in `anyio.to_thread` (zlib releases the GIL while it works),
-so the loop only hands bytes over.
+would wait. Here the compression runs in starlette's thread pool (zlib releases the GIL
+while it works), so the loop only hands bytes over.
 
 What is compressed: a response whose `content-type` is JSON, NDJSON or CSV and which has no
 `content-encoding` yet, to a request whose `Accept-Encoding` accepts gzip; a whole body only
@@ -19,7 +19,7 @@ import zlib
 from collections.abc import MutableMapping
 from typing import Any
 
-import anyio.to_thread
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -95,7 +95,7 @@ class _Responder:
             headers = MutableHeaders(scope=_raw(start))
             if not more:
                 if len(body) >= self.minimum_size:
-                    body = await anyio.to_thread.run_sync(gzip_bytes, body)
+                    body = await run_in_threadpool(gzip_bytes, body)
                     headers["Content-Encoding"] = "gzip"
                     headers["Content-Length"] = str(len(body))
                 await self._send(start)
@@ -107,9 +107,9 @@ class _Responder:
             await self._send(start)
         if self.stream is None:  # a whole body went out already
             return
-        out = await anyio.to_thread.run_sync(self.stream.compress, body) if body else b""
+        out = await run_in_threadpool(self.stream.compress, body) if body else b""
         if not more:
-            out += await anyio.to_thread.run_sync(self.stream.flush)
+            out += await run_in_threadpool(self.stream.flush)
             self.stream = None
         if out or not more:
             await self._send({"type": "http.response.body", "body": out, "more_body": more})
