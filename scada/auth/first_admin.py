@@ -2,7 +2,9 @@
 
 On a terminal the password is printed there, once. Without one (systemd, docker, a pipe)
 stderr goes to journald or a log file that outlives the console, so the password is written
-to a 0600 file next to the user database instead, and the log says only where it is.
+to a 0600 file next to the user database instead, and the log says only where it is. The file
+holds the password alone (one line), so its whole content can be pasted into the password
+field; the user is `admin`.
 
 In a cluster (`ensure_cluster_admin`) only the active ingest node creates it, at activation,
 after taking the cluster's auth rows over, and only if the cluster has no user at all: one
@@ -24,6 +26,7 @@ from scada.auth.store import AuthStore
 log = logging.getLogger(__name__)
 
 PASSWORD_FILE = "initial-admin-password"
+FIRST_USER = "admin"
 
 
 def ensure_admin(store: AuthStore, *, interactive: bool | None = None) -> Path | None:
@@ -31,7 +34,7 @@ def ensure_admin(store: AuthStore, *, interactive: bool | None = None) -> Path |
     if store.count_users() > 0:
         return None
     password = new_password()
-    store.add_user("admin", "admin", password)
+    store.add_user(FIRST_USER, "admin", password)
     if sys.stderr.isatty() if interactive is None else interactive:
         print(
             f"\n  Created the first user: admin / {password}\n  It is shown only this once; "
@@ -44,22 +47,30 @@ def ensure_admin(store: AuthStore, *, interactive: bool | None = None) -> Path |
     path = store.path.parent / PASSWORD_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        out.write(f"admin {password}\n")
+        out.write(f"{password}\n")
     log.warning(
-        "created the first user 'admin'; its password is in %s (mode 0600): read it, "
-        "delete the file, and change the password with `scada users passwd admin`",
+        "created the first user 'admin'; its password is in %s (mode 0600, the password "
+        "alone): log in as admin with it, delete the file, and change the password with "
+        "`scada users passwd admin`",
         path.resolve(),
     )
     return path
 
 
 def read_password_file(path: Path) -> tuple[str, str] | None:
-    """(user, password) from a password file; None if it is missing or not of that form."""
+    """(user, password) from a password file; None if it is missing or not of that form.
+
+    The file holds the password alone; files written before that hold `admin PASSWORD`.
+    """
     try:
-        user, _, password = path.read_text().strip().partition(" ")
+        words = path.read_text().split()
     except OSError:
         return None
-    return (user, password) if user and password else None
+    if len(words) == 1:
+        return FIRST_USER, words[0]
+    if len(words) == 2:
+        return words[0], words[1]
+    return None
 
 
 def password_file_valid(path: Path, password_hash: Callable[[str], str | None]) -> bool:

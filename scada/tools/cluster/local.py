@@ -417,7 +417,7 @@ class LocalCluster:
             f"wss://127.0.0.1:{self.port}/ws  (scada watch needs SSL_CERT_FILE={self.dir / 'tls' / 'fullchain.pem'})",
         ]
         if password is not None:
-            hints.append(f"first login: user and password in {password}")
+            hints.append(f"first login: user admin, its password alone in {password}")
         hints.append("Ctrl-C stops everything")
         for hint in hints:
             say(hint)
