@@ -40,6 +40,11 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 HANDSHAKE_LINES = ('%s - "WebSocket %s"', "connection rejected (", "connection open")
 
 
+# Reads every open console repeats on a timer (the device list every 3 s) and health probes:
+# an access-log line for each success would bury the lines that matter. Failures still log.
+QUIET_POLLS = frozenset({"/api/devices", "/ready", "/health"})
+
+
 class StartupRefused(RuntimeError):
     pass
 
@@ -81,6 +86,19 @@ class RedactTokens(logging.Filter):
         return True
 
 
+class QuietPolls(logging.Filter):
+    """No access-log line for a successful GET of a periodic poll (QUIET_POLLS)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn.access: '%s - "%s %s HTTP/%s" %d' with (client, method, path, version, status)
+        args = record.args if isinstance(record.args, tuple) else ()
+        if len(args) != 5 or args[1] not in ("GET", "HEAD"):
+            return True
+        path = str(args[2]).partition("?")[0]
+        status = args[4]
+        return not (path in QUIET_POLLS and isinstance(status, int) and status < 400)
+
+
 class FoldHandshakeLines(logging.Filter):
     """uvicorn logs lines per WebSocket handshake; in a reconnect storm that floods the log.
 
@@ -102,6 +120,7 @@ class FoldHandshakeLines(logging.Filter):
 def install_log_filters() -> None:
     # Folding first: it keys on uvicorn's format string, which redaction would replace.
     logging.getLogger("uvicorn.error").addFilter(FoldHandshakeLines())
+    logging.getLogger("uvicorn.access").addFilter(QuietPolls())
     redact = RedactTokens()
     for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
