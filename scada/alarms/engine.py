@@ -65,6 +65,7 @@ _NO_OCCURRENCE: dict[str, Any] = {
     "acked_by": None,
     "comment": None,
     "first_out": False,
+    "raised_value": None,
 }
 
 
@@ -230,9 +231,14 @@ class AlarmEngine:
         values: np.ndarray,
         out: list[AlarmEvent],
     ) -> None:
-        self._raise_if_due(a, now, value, out)
-        if a.defn.supersedes is not None:
-            lesser = self._alarm_by_name[a.defn.supersedes]
+        lesser = None if a.defn.supersedes is None else self._alarm_by_name[a.defn.supersedes]
+        # An escalation is the lesser occurrence getting worse, not a new burst: it carries
+        # that occurrence's first-out mark (the lesser occurrence ends just below).
+        escalating = lesser is not None and lesser.last.alarm_state != "normal"
+        self._raise_if_due(
+            a, now, value, out, first_out=lesser.last.first_out if lesser and escalating else None
+        )
+        if lesser is not None:
             if lesser.last.alarm_state != "normal":
                 self._escalate(lesser, a, now, _tag_value(lesser.defn, values), out)
             elif lesser.last.suppressed_by is not None:  # listed silently: the greater stands
@@ -273,7 +279,12 @@ class AlarmEngine:
         value: float | None,
         out: list[AlarmEvent],
         note: str | None = None,
+        first_out: bool | None = None,
     ) -> None:
+        """Raise a new occurrence unless one is active, superseded or suppressed by design.
+
+        `first_out`: the mark an escalation inherits (None: the first-out window decides).
+        """
         if a.last.alarm_state in ACTIVE_STATES or self._cond(a.defn.superseded_by):
             return
         by = self._supp.get(a.defn.id)
@@ -305,22 +316,29 @@ class AlarmEngine:
             alarm_state="unacked_active",
             value=value,
             raised_at=now,
+            raised_value=value,
             cleared_at=None,
             acked_at=None,
             acked_by=None,
             comment=None,
             suppressed_by=None,
-            first_out=self._first_out(a.defn),
+            first_out=self._first_out(a, first_out),
             note=note,
         )
 
-    def _first_out(self, d: AlarmDef) -> bool:
-        """Opens a burst on its line: no other annunciated raise there within the window."""
-        if d.suppressed:
-            return False  # out of service: never annunciated
-        scope = d.line_id or ""
+    def _first_out(self, a: _Alarm, inherited: bool | None) -> bool:
+        """Opens a burst on its line: no other annunciated raise there within the window.
+
+        A raise the operator is not shown (out of service, shelved) is never first-out and
+        does not count for the window: it cannot take the mark from the next real alarm.
+        """
+        if a.defn.suppressed or a.last.shelved_until is not None:
+            return False
+        scope = a.defn.line_id or ""
         last = self._last_raise.get(scope)
         self._last_raise[scope] = self._mono
+        if inherited is not None:
+            return inherited
         return last is None or self._mono - last > self.config.alarms.first_out_window + EPS
 
     def _escalate(

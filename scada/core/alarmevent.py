@@ -90,6 +90,9 @@ class AlarmEvent:
     # e.g. device.plc.comms, or a line state condition, e.g. line1.state.stopped).
     suppressed_by: str | None = None
     first_out: bool = False  # this occurrence opened a burst on its line
+    # The value the occurrence was raised at: carried unchanged by every later event of the
+    # occurrence (`value` is the value at this event, e.g. at the clear).
+    raised_value: float | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """The PROTOCOL `Alarm` object plus `event_id`, `event` and extension fields."""
@@ -120,6 +123,7 @@ class AlarmEvent:
             "shelve_comment": self.shelve_comment,
             "suppressed_by": self.suppressed_by,
             "first_out": self.first_out,
+            "raised_value": self.raised_value,
             "priority": PRIORITY.get(self.severity, 4),
         }
 
