@@ -218,11 +218,12 @@ def compute(
     raised = int(
         db.execute(f"SELECT count(*) FROM events WHERE {_ANNUNCIATED}", args).fetchone()[0]
     )
-    # Raised while out of service, plus conditions withheld by designed suppression.
+    # Raised while shelved or out of service, plus conditions withheld by designed
+    # suppression: everything left out of `raised` (docs/alarms.md).
     suppressed = int(
         db.execute(
             "SELECT count(*) FROM events WHERE at >= :start AND at <= :end AND ("
-            "(event = 'raised' AND state = 'suppressed') OR (event = 'suppressed'"
+            "(event = 'raised' AND state IN ('shelved', 'suppressed')) OR (event = 'suppressed'"
             " AND occurrence_id = 0))",
             args,
         ).fetchone()[0]

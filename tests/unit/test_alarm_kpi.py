@@ -64,8 +64,10 @@ def window_events() -> list[AlarmEvent]:
 
 def test_rate_and_flood_share() -> None:
     report = kpi.compute(window_events(), start=START, end=END)
-    # Shelved and suppressed raises are not shown to operators: not counted.
+    # Shelved and suppressed raises are not shown to operators: not counted in `raised`,
+    # counted in `suppressed_raised` (d while shelved, e while out of service).
     assert report["raised"] == 12 + 3 + 2
+    assert report["suppressed_raised"] == 2
     # bins: [12, 4, 0, 0, 0, 1] -> 17 / 6 = 2.833; only bin 0 is above 10.
     assert report["rate"] == {
         "bins": 6,
