@@ -106,6 +106,7 @@ class TargetWorker:
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
+        await self.prepare()
         while True:
             self.wake.clear()
             rows = await self.db(self.outbox.head, self.name, 1)
@@ -125,6 +126,9 @@ class TargetWorker:
             else:
                 await self.db(self.outbox.delivered, self.name, [r.id for r in rows], self.clock())
                 self.health.success(len(rows))
+
+    async def prepare(self) -> None:
+        """Once per start of `run`, before the first row."""
 
     async def ready(self, head: list[Row]) -> list[Row]:
         """Wait until the target may send, then return the rows to send together."""
@@ -172,11 +176,26 @@ class TokenBucket:
         self._tokens = float(capacity)
         self._stamp = monotonic()
 
-    def try_take(self) -> float:
-        """Take a token and return 0, or return the seconds until one is there."""
+    @property
+    def tokens(self) -> float:
+        """Tokens there now."""
+        self._refill()
+        return self._tokens
+
+    def restore(self, tokens: float, elapsed: float) -> None:
+        """Go on from a bucket that held `tokens` `elapsed` seconds ago (a restart: measured
+        on the wall clock; a clock stepped back counts as no time, never as a refill)."""
+        self._tokens = min(self.capacity, max(0.0, tokens) + max(0.0, elapsed) * self.rate)
+        self._stamp = self._monotonic()
+
+    def _refill(self) -> None:
         now = self._monotonic()
         self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
+
+    def try_take(self) -> float:
+        """Take a token and return 0, or return the seconds until one is there."""
+        self._refill()
         if self._tokens >= 1:
             self._tokens -= 1
             return 0.0
@@ -203,13 +222,26 @@ class EmailWorker(TargetWorker):
         # smtplib blocks: its own thread, so a slow mail server never holds a shared pool.
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"notify-smtp-{target.name}")
 
+    async def prepare(self) -> None:
+        """The rate limit goes on where the last run (this process or one before) left it."""
+        saved = await self.db(self.outbox.bucket, self.name)
+        if saved is not None:
+            tokens, at = saved
+            self.bucket.restore(tokens, self.clock() - at)
+
+    async def take_token(self) -> None:
+        """Wait for a token; the bucket is stored before the mail goes out, so a restart
+        (or a crash right after the send) never finds more tokens than were left."""
+        await self.bucket.take()
+        await self.db(self.outbox.save_bucket, self.name, self.bucket.tokens, self.clock())
+
     async def ready(self, head: list[Row]) -> list[Row]:
         if self.target.digest_minutes > 0:
             due = head[0].created_at + self.target.digest_minutes * 60.0
             if (wait := due - self.clock()) > 0:
                 await asyncio.sleep(wait)
         else:
-            await self.bucket.take()
+            await self.take_token()
         rows: list[Row] = await self.db(
             self.outbox.head, self.name, self.target.max_events_per_message
         )

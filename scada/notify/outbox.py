@@ -3,7 +3,9 @@
 One row per (target, event) waiting for delivery, in id order; a row is deleted once its
 receiver confirmed it. The journal cursor the feeder last routed is stored in the same
 transaction as the rows it produced, so after a crash the feeder neither skips nor
-re-routes an event. The table `targets` keeps delivery counters across restarts.
+re-routes an event. The table `targets` keeps delivery counters across restarts, and
+`rate_buckets` each e-mail target's rate limit (tokens left, wall time), so a restart does not
+hand out a fresh bucket.
 
 Not thread-safe by itself: the Notifier calls it from one dedicated thread.
 """
@@ -54,6 +56,11 @@ CREATE TABLE IF NOT EXISTS targets (
     last_error_at REAL,
     last_success REAL,
     outage_since REAL
+);
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    target TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    at REAL NOT NULL
 );
 """
 # The outbox's schema versions (scada.core.schema): append, never edit a released one.
@@ -262,6 +269,21 @@ class Outbox:
         stats.last_error, stats.last_error_at = error, now
         if stats.outage_since is None:
             stats.outage_since = now
+
+    def save_bucket(self, target: str, tokens: float, at: float) -> None:
+        """A target's rate-limit tokens left at wall time `at` (committed before the send)."""
+        self._db.execute(
+            "INSERT INTO rate_buckets(target, tokens, at) VALUES (?, ?, ?)"
+            " ON CONFLICT(target) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
+            (target, tokens, at),
+        )
+
+    def bucket(self, target: str) -> tuple[float, float] | None:
+        """(tokens, at) last saved for a target, or None."""
+        row = self._db.execute(
+            "SELECT tokens, at FROM rate_buckets WHERE target = ?", (target,)
+        ).fetchone()
+        return None if row is None else (float(row[0]), float(row[1]))
 
     # ------------------------------------------------------------------ reading
 
