@@ -48,6 +48,7 @@ def alarm_event(n: int, message: str = "diameter high") -> AlarmEvent:
         value=2.1,
         limit=2.0,
         at=time.time(),
+        raised_value=2.1,
     )
 
 

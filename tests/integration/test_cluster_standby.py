@@ -36,6 +36,9 @@ def test_standby_mirrors_with_the_same_ids_and_continues_them_after_takeover(
             await asyncio.sleep(0.05)
         records = [ev.to_record() for ev in active_journal.since(0) or []]
         assert [ev.to_record() for ev in standby_journal.since(0) or []] == records
+        # What an occurrence was raised at is in the mirrored snapshot: a console of the
+        # standby after a failover shows it, not a later event's value (issue 21 #1).
+        assert {r["raised_value"] for r in records} == {2.1}
 
         # The standby stops reading; the active node publishes 20 more and dies.
         mirroring.cancel()
