@@ -2,8 +2,8 @@
 // suppressed tabs with filters and sorting, bulk acknowledge with one comment, and the
 // history of occurrences with quick ranges and CSV export.
 import {
-  $, $$, el, fmtDateTime, fmtDuration, fmtNum, fmtTime, priorityIcon, priorityOf,
-  PRIORITY_NAMES, isUnacked, downloadCsv, heavyFetch,
+  $, $$, dotted, el, fmtDateTime, fmtDateMinutes, fmtDuration, fmtNum, fmtTime, isoUtc, parseDateTime,
+  priorityIcon, priorityOf, PRIORITY_NAMES, isUnacked, downloadCsv, heavyFetch,
 } from "/static/util.js";
 
 const STATE_TEXT = {
@@ -11,8 +11,17 @@ const STATE_TEXT = {
   shelved: "SHELVED", suppressed: "SUPPRESSED", normal: "normal",
 };
 
+// What the occurrence was raised at: every event carries it (`raised_value`), unlike `value`,
+// which is the value at that event (a clear, an ack). A server before `raised_value`: only
+// the raise event itself says it.
+export function raisedValue(a) {
+  if (a.raised_value !== undefined) return a.raised_value;
+  return a.event === "raised" ? a.value : null;
+}
+
 export class AlarmConsole {
-  // ctx: {conn(), canOperate(), live(), lines (Map), liveValue(line, tag) -> {value, quality, unit, decimals}}
+  // ctx: {conn(), canOperate(), live(), lines (Map), liveValue(line, tag) -> {value, quality, unit, decimals},
+  //       requireComment() -> severities whose acknowledgement needs a comment}
   constructor(ctx) {
     this.ctx = ctx;
     this.alarms = new Map(); // alarm name -> latest record (not normal)
@@ -144,7 +153,7 @@ export class AlarmConsole {
       case "line": return Number(a.production_line_id) || a.production_line_id || "";
       case "alarm": return a.alarm;
       case "message": return a.message;
-      case "value": return a.value ?? -Infinity;
+      case "value": return raisedValue(a) ?? -Infinity;
       case "live": { const lv = this.liveOf(a); return lv ? lv.value ?? -Infinity : -Infinity; }
       case "limit": return a.limit ?? -Infinity;
       case "raised": return a.raised_at || "";
@@ -205,7 +214,7 @@ export class AlarmConsole {
     tr.append(td("Priority", priorityIcon(a.priority, true)));
     tr.append(td("State", el("span", { class: "stt" }, STATE_TEXT[a.state] || a.state)));
     tr.append(td("Line", a.production_line_id ?? "—"));
-    tr.append(td("Alarm", el("span", { class: "mono" }, a.alarm),
+    tr.append(td("Alarm", dotted(a.alarm),
       a.first_out ? el("span", { class: "first-out", title: "first out: this alarm opened a burst on its line" }, "FIRST OUT") : null));
     tr.append(td("Message", a.message));
     const dec = this.decimals(a);
@@ -222,7 +231,8 @@ export class AlarmConsole {
       tr.append(td("Since", fmtDateTime(a.at)));
       tr.append(td("Value", `${fmtNum(a.value, dec)} ${unit}`));
     } else {
-      tr.append(td("At raise", `${fmtNum(a.value, dec)} ${unit}`));
+      const atRaise = raisedValue(a);
+      tr.append(td("At raise", atRaise == null ? "—" : `${fmtNum(atRaise, dec)} ${unit}`.trim()));
       const lv = this.liveOf(a);
       const liveCell = td("Live", lv ? `${fmtNum(lv.value, dec)} ${unit}`.trim() : "—");
       liveCell.classList.add("live-value");
@@ -288,13 +298,31 @@ export class AlarmConsole {
     const title = { ack: n > 1 ? `Acknowledge ${n} alarms` : "Acknowledge alarm", shelve: "Shelve alarm", unshelve: "Unshelve alarm" }[kind];
     $("#ack-title").textContent = title;
     $("#ack-ok").textContent = { ack: n > 1 ? `Acknowledge ${n}` : "Acknowledge", shelve: "Shelve", unshelve: "Unshelve" }[kind];
-    $("#ack-ok").disabled = false;
+    // What the server would refuse for want of a comment is refused here, before submitting:
+    // a shelve always, an ack where alarms.require_comment lists a severity among them.
+    const needy = kind === "ack" ? alarms.filter((a) => this.ctx.requireComment().includes(a.severity)) : [];
+    const commentNeeded = kind === "shelve" || needy.length > 0;
+    const check = () => {
+      const missing = commentNeeded && !form.comment.value.trim();
+      $("#ack-ok").disabled = missing;
+      let why = "";
+      if (missing && kind === "shelve") why = "A comment (the reason) is required to shelve.";
+      else if (missing) {
+        const sev = [...new Set(needy.map((a) => a.severity))].join(" or ");
+        why = n > 1 ? `A comment is required: ${needy.length} of these alarms are ${sev}.` : `A comment is required to acknowledge a ${sev} alarm.`;
+      }
+      $("#ack-hint").textContent = why;
+      return !missing;
+    };
+    form.comment.oninput = check;
+    check();
     $("#ack-detail").textContent = n > 1 ? alarms.slice(0, 5).map((a) => a.alarm).join(", ") + (n > 5 ? `, … (${n - 5} more)` : "") : `${alarms[0].alarm} — ${alarms[0].message}`;
     form.querySelector(".shelve-only").classList.toggle("hidden", kind !== "shelve");
     dialog.dataset.kind = kind;
     form.onsubmit = async (ev) => {
       if (ev.submitter && ev.submitter.value === "cancel") return;
       ev.preventDefault();
+      if (!check()) return;
       const comment = form.comment.value.trim();
       $("#ack-ok").disabled = true;
       try {
@@ -420,8 +448,7 @@ export class AlarmConsole {
     } else if (name === "7d") since = new Date(now - 7 * 86400e3);
     else since = new Date(now - 86400e3);
     const f = $("#history-form");
-    const local = (d) => new Date(d - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
-    f.since.value = local(since);
+    f.since.value = fmtDateMinutes(since);
     f.until.value = "";
     for (const b of $$("[data-range]", f)) b.classList.toggle("on", b.dataset.range === name);
   }
@@ -430,8 +457,15 @@ export class AlarmConsole {
     const f = $("#history-form");
     const params = new URLSearchParams({ limit: "1000" });
     if (f.line.value) params.set("line", f.line.value);
-    if (f.since.value) params.set("since", new Date(f.since.value).toISOString());
-    if (f.until.value) params.set("until", new Date(f.until.value).toISOString());
+    // The console's one date format (not the browser locale's): YYYY-MM-DD HH:MM, local time.
+    for (const name of ["since", "until"]) {
+      const text = f[name].value.trim();
+      if (!text) continue;
+      const d = parseDateTime(text);
+      f[name].setAttribute("aria-invalid", d ? "false" : "true");
+      if (!d) { $("#history-status").textContent = `${name === "since" ? "Since" : "Until"}: "${text}" is not a time; write YYYY-MM-DD HH:MM`; return; }
+      params.set(name, d.toISOString());
+    }
     const events = [];
     let before = null;
     for (let page = 0; page < 20; page++) {
@@ -450,11 +484,11 @@ export class AlarmConsole {
       let o = byOcc.get(key);
       if (!o) {
         o = { key, id: e.id, alarm: e.alarm, line: e.production_line_id, message: e.message, priority: priorityOf(e), condition: e.condition,
-          raised: e.raised_at, value: e.value, acked_at: null, acked_by: null, cleared: null, comments: [], tag: e.tag };
+          raised: e.raised_at, value: raisedValue(e), acked_at: null, acked_by: null, cleared: null, comments: [], tag: e.tag };
         byOcc.set(key, o);
       }
       o.raised = o.raised || e.raised_at;
-      if (e.event === "raised") o.value = e.value;
+      if (o.value == null) o.value = raisedValue(e);
       if (e.acked_at) { o.acked_at = e.acked_at; o.acked_by = e.acked_by; }
       if (e.cleared_at) o.cleared = e.cleared_at;
       const note = e.event === "acknowledged" ? e.comment || e.note : e.note;
@@ -471,17 +505,25 @@ export class AlarmConsole {
       const dur = o.raised ? (o.cleared ? Date.parse(o.cleared) : Date.now()) - Date.parse(o.raised) : null;
       const td = (label, ...c) => el("td", { "data-label": label }, ...c);
       return el("tr", { class: `p-${o.priority}`, "data-occurrence": o.id, "data-alarm": o.alarm },
-        td("Priority", priorityIcon(o.priority, true)), td("Alarm", el("span", { class: "mono" }, o.alarm)), td("Message", o.message),
-        td("Raised", fmtDateTime(o.raised)), td("Value", fmtNum(o.value, 3)),
+        td("Priority", priorityIcon(o.priority, true)), td("Alarm", dotted(o.alarm)), td("Message", o.message),
+        td("Raised", fmtDateTime(o.raised)), td("Value at raise", o.value == null ? "—" : `${this.fmtValue(o)} ${this.unit(this.ref(o))}`.trim()),
         td("Acked", o.acked_by ? `${o.acked_by} ${fmtDateTime(o.acked_at)}` : "—"),
         td("Cleared", o.cleared ? fmtDateTime(o.cleared) : "active"), td("Duration", fmtDuration(dur)),
         td("Comments", o.comments.join(" · ")));
     }));
   }
 
+  // A history row as an alarm record (line and tag), for decimals() and unit().
+  ref(o) { return { production_line_id: o.line, tag: o.tag }; }
+
+  // The value at raise at the tag's display precision.
+  fmtValue(o) { return o.value == null ? "" : fmtNum(o.value, this.decimals(this.ref(o))); }
+
+  // Times in UTC with their zone (ISO 8601, "Z"): a file read elsewhere must not depend on
+  // this browser's zone. Values at the tag's display precision, the unit in its own column.
   exportHistory() {
-    const head = ["occurrence", "priority", "alarm", "line", "message", "raised", "value_at_raise", "acked_by", "acked_at", "cleared", "duration_s", "comments"];
-    const rows = this.history.map((o) => [o.id, o.priority, o.alarm, o.line, o.message, fmtDateTime(o.raised), o.value, o.acked_by, o.acked_at ? fmtDateTime(o.acked_at) : "", o.cleared ? fmtDateTime(o.cleared) : "",
+    const head = ["occurrence", "priority", "alarm", "line", "message", "raised", "value_at_raise", "unit", "acked_by", "acked_at", "cleared", "duration_s", "comments"];
+    const rows = this.history.map((o) => [o.id, o.priority, o.alarm, o.line, o.message, isoUtc(o.raised), this.fmtValue(o), this.unit(this.ref(o)), o.acked_by, isoUtc(o.acked_at), isoUtc(o.cleared),
       o.raised ? Math.round(((o.cleared ? Date.parse(o.cleared) : Date.now()) - Date.parse(o.raised)) / 1000) : "", o.comments.join(" | ")]);
     downloadCsv(`alarm-history-${fmtDateTime(new Date()).replace(/[ :]/g, "-")}.csv`, [head, ...rows]);
   }

@@ -18,7 +18,7 @@ const state = {
   noDataAfterMs: 1000,
   live: false,
   detail: null,
-  settings: { anonymous_sound: false, no_data_after: 1 },
+  settings: { anonymous_sound: false, no_data_after: 1, require_comment: [] },
 };
 
 const session = new Session();
@@ -42,6 +42,7 @@ const alarms = new AlarmConsole({
   live: () => state.live,
   lines: state.lines,
   liveValue,
+  requireComment: () => state.settings.require_comment || [],
 });
 
 const tileCtx = {
@@ -121,7 +122,8 @@ function renderSound() {
   b.textContent = horn.soundOn ? "Sound on" : "Sound off";
   b.setAttribute("aria-pressed", horn.soundOn ? "true" : "false");
   b.dataset.on = horn.soundOn ? "yes" : "no";
-  $("#silence").classList.toggle("hidden", !horn.flashing);
+  // Nothing to silence on a console whose sound is off (the banner still flashes until ack).
+  $("#silence").classList.toggle("hidden", !horn.sounding);
   $("#banner").classList.toggle("flashing", horn.flashing);
   document.body.dataset.horn = horn.sounding ? "sounding" : horn.flashing ? "flashing" : "quiet";
 }
@@ -176,11 +178,13 @@ function route() {
   const m = /^#\/line\/([^?]+)(?:\?(.*))?$/.exec(hash);
   const lineId = m ? decodeURIComponent(m[1]) : null;
   if (state.detail && (!lineId || state.detail.lineId !== lineId)) { state.detail.destroy(); state.detail = null; }
+  // The line already shown, with other pens or another range in the URL: the URL wins.
+  if (state.detail && lineId) state.detail.applyQuery(new URLSearchParams(m[2] || ""));
   $("#view-overview").classList.toggle("hidden", !!lineId);
   $("#view-line").classList.toggle("hidden", !lineId);
   if (lineId && !state.detail) {
     state.detail = new LineDetail($("#view-line"), {
-      lines: state.lines, alarms, live: () => state.live, liveValue,
+      lines: state.lines, alarms, alarmsLoaded: () => state.alarmsLoaded, live: () => state.live, liveValue,
       setHash: (q) => history.replaceState(null, "", `#/line/${encodeURIComponent(lineId)}?${q}`),
     }, lineId, new URLSearchParams(m[2] || ""));
     window.scrollTo(0, 0);
@@ -244,8 +248,10 @@ function connect() {
       showNotice("The server's alarm journal changed (new epoch): the alarm list was reloaded from the server.");
     }
     alarms.reset(f.data.alarms);
+    state.alarmsLoaded = true;
     if (f.data.flood) alarms.flood = f.data.flood;
     renderAll();
+    if (state.detail) state.detail.alarmsKnown();
     checkLive(); // a snapshot may say the data are (not) live
   });
   conn.on("data_status", () => checkLive());
@@ -348,6 +354,9 @@ async function main() {
   kpi.wire();
   $("#audit-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadAudit(); });
   $("#audit-more").addEventListener("click", () => loadAudit(true));
+  // The banners stick right under the header, whatever height it wraps to.
+  const header = $("header.top");
+  new ResizeObserver(() => document.documentElement.style.setProperty("--header-h", `${header.offsetHeight}px`)).observe(header);
   window.addEventListener("hashchange", route);
   route();
   renderSound();

@@ -91,6 +91,26 @@ export class Trend {
     this.load();
   }
 
+  // Pens and range from outside (the URL, the tag in alarm); nothing to do if they are these.
+  setView(pens, range) {
+    const same = (a, b) => (a.name || null) === (b.name || null) && a.from === b.from && a.to === b.to;
+    pens = pens.slice(0, COLOURS.length);
+    if (pens.join(",") === this.pens.join(",") && same(range, this.range)) return;
+    this.pens = pens;
+    this.range = range;
+    if (range.name) this.lastName = range.name;
+    this.load();
+  }
+
+  // A tag row clicked: its pen is added (and selected, so its limits are the ones drawn).
+  addPen(pen) {
+    this.selectedPen = pen;
+    if (this.pens.includes(pen)) { this.renderPens(); if (this.plot) this.plot.redraw(false, false); return; }
+    if (this.pens.length >= COLOURS.length) { this.status.textContent = `at most ${COLOURS.length} pens: remove one first`; return; }
+    this.pens.push(pen);
+    this.changed();
+  }
+
   size() {
     const w = Math.max(280, this.chart.clientWidth);
     return { width: w, height: Math.max(220, Math.min(460, Math.round(w * 0.4))) };
@@ -104,9 +124,14 @@ export class Trend {
   }
 
   renderPens() {
+    const drawn = new Set(this.limitPens().map((s) => s.tag));
     this.penList.replaceChildren(...this.pens.map((p, i) => {
-      const chip = el("span", { class: "pen", "data-pen": p });
-      chip.append(el("span", { class: "swatch", "data-colour": i }), p);
+      const chip = el("span", { class: `pen${drawn.has(p) ? " limits" : ""}`, "data-pen": p });
+      // Clicking a pen's name draws its limits (one pen's per unit, or they pile up).
+      const name = el("button", { type: "button", class: "pen-name", "aria-pressed": drawn.has(p) ? "true" : "false", title: "show this pen's limits" },
+        el("span", { class: "swatch", "data-colour": i }), p);
+      name.addEventListener("click", () => { this.selectedPen = p; this.renderPens(); if (this.plot) this.plot.redraw(false, false); });
+      chip.append(name);
       chip.querySelector(".swatch").style.background = COLOURS[i];
       const x = el("button", { type: "button", "aria-label": `remove ${p}`, class: "x" }, "×");
       x.addEventListener("click", () => { this.pens = this.pens.filter((q) => q !== p); this.changed(); });
@@ -176,6 +201,7 @@ export class Trend {
     this.tier = body.tier;
     this.loadMs = Math.round(performance.now() - started);
     this.draw(from, to);
+    this.renderPens(); // which pens' limits are drawn is known once the series are
     this.loaded += 1;
     const n = this.series.reduce((k, s) => k + s.t.length, 0);
     this.status.textContent = `${fmtDateTime(from * 1000)} – ${fmtDateTime(to * 1000)} · ${this.source === "memory" ? "in-memory history (last 15 min only)" : `tier ${body.tier}`} · ${n} points · ${this.loadMs} ms`;
@@ -270,35 +296,76 @@ export class Trend {
     this.plot = new window.uPlot(opts, data, this.chart);
   }
 
+  // The pens whose limits are drawn: one per unit (the selected pen for its unit, else the
+  // first pen of that unit). Several pens of one unit have limits at nearly the same heights:
+  // drawing all of them piles up lines and labels.
+  limitPens() {
+    const chosen = new Map();
+    for (const p of this.pens) {
+      const s = this.series.find((x) => x.tag === p);
+      if (!s) continue;
+      const u = s.unit || "";
+      if (!chosen.has(u) || p === this.selectedPen) chosen.set(u, s);
+    }
+    return [...chosen.values()];
+  }
+
   drawLimits(u) {
     const ctx = u.ctx;
+    const dpr = devicePixelRatio;
     let drawn = 0;
     ctx.save();
     const { left, top, width, height } = u.bbox;
-    this.series.forEach((s) => {
+    const units = [...new Set(this.series.map((s) => s.unit || ""))];
+    const labels = [];
+    for (const s of this.limitPens()) {
       const scale = s.unit || "";
+      const { line, tag } = splitTag(s.tag);
+      const meta = this.ctx.lines.get(line)?.meta.tags[tag];
+      const dec = meta ? meta.decimals : 3;
       const entries = Object.entries(s.limits || {});
       if (s.setpoint != null) entries.push(["sp", s.setpoint]);
       for (const [k, v] of entries) {
-        if (v == null) continue;
+        if (v == null || !LIMIT_STYLE[k] && k !== "sp") continue;
         const y = u.valToPos(v, scale, true);
         if (y < top || y > top + height) continue;
         const [w, dash] = LIMIT_STYLE[k] || [1, [2, 4]];
         ctx.strokeStyle = k === "sp" ? "#6e7681" : "#b0b8c1";
-        ctx.lineWidth = w * devicePixelRatio;
-        ctx.setLineDash(dash.map((d) => d * devicePixelRatio));
+        ctx.lineWidth = w * dpr;
+        ctx.setLineDash(dash.map((d) => d * dpr));
         ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(left + width, y); ctx.stroke();
-        ctx.fillStyle = "#b0b8c1";
-        ctx.font = `${11 * devicePixelRatio}px system-ui`;
-        // uPlot leaves the y axis's right alignment on the context: labels would sit on its ticks.
-        ctx.textAlign = "left";
-        ctx.textBaseline = "alphabetic";
-        ctx.fillText(`${k} ${v}`, left + 4 * devicePixelRatio, y - 3 * devicePixelRatio);
+        // The first unit's labels on the left (its axis), the others' on the right.
+        labels.push({ side: units.indexOf(scale) === 0 ? "left" : "right", y, text: `${k} ${fmtNum(v, dec)}${s.unit ? ` ${s.unit}` : ""}` });
         drawn += 1;
       }
-    });
+    }
+    // Labels sit just above their line, pushed down where they would overlap the one above.
+    const lineH = 13 * dpr;
+    const placed = [];
+    ctx.fillStyle = "#b0b8c1";
+    ctx.font = `${11 * dpr}px system-ui`;
+    ctx.textBaseline = "alphabetic";
+    for (const side of ["left", "right"]) {
+      let prev = -Infinity;
+      for (const l of labels.filter((x) => x.side === side).sort((a, b) => a.y - b.y)) {
+        const base = Math.max(l.y - 3 * dpr, prev + lineH);
+        prev = base;
+        // uPlot leaves the y axis's right alignment on the context: set it every time.
+        ctx.textAlign = side;
+        const x = side === "left" ? left + 4 * dpr : left + width - 4 * dpr;
+        // A dark backing so a label stays legible over a trace.
+        const w = ctx.measureText(l.text).width;
+        ctx.fillStyle = "rgba(42, 46, 51, .75)";
+        ctx.fillRect(side === "left" ? x - 2 * dpr : x - w - 2 * dpr, base - 10 * dpr, w + 4 * dpr, 12 * dpr);
+        ctx.fillStyle = "#b0b8c1";
+        ctx.fillText(l.text, x, base);
+        placed.push({ side, text: l.text, top: (base - 10 * dpr) / dpr, bottom: (base + 2 * dpr) / dpr });
+      }
+    }
     ctx.restore();
+    this.limitLabels = placed;
     this.root.dataset.limitsDrawn = String(drawn);
+    this.root.dataset.limitPens = this.limitPens().map((s) => s.tag).join(",");
   }
 
   readCursor(u) {

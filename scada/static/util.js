@@ -36,14 +36,42 @@ export function fmtDateTime(x) {
   return d ? `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${fmtTime(d)}` : "—";
 }
 
-export function tzName() {
-  const offset = -new Date().getTimezoneOffset();
+// Names of UTC itself: the clock then says "UTC" once, not "UTC+00:00 UTC".
+const UTC_ZONES = /^(Etc\/)?(UTC|UCT|GMT|GMT0|Universal|Zulu|Greenwich)$/;
+
+export function tzName(date = new Date()) {
+  const offset = -date.getTimezoneOffset();
+  let zone = "";
+  try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch { zone = ""; }
+  if (offset === 0 && (!zone || UTC_ZONES.test(zone))) return "UTC";
   const sign = offset >= 0 ? "+" : "−";
   const hh = pad(Math.floor(Math.abs(offset) / 60));
   const mm = pad(Math.abs(offset) % 60);
-  let zone = "";
-  try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch { zone = ""; }
   return `UTC${sign}${hh}:${mm}${zone ? ` ${zone}` : ""}`;
+}
+
+// A date field in the console's one format, "YYYY-MM-DD HH:MM" (seconds optional, a "T" for
+// the space accepted), in the browser's time zone; null when it is not one.
+export function parseDateTime(text) {
+  const m = /^\s*(\d{4})-(\d\d)-(\d\d)(?:[ T](\d\d):(\d\d)(?::(\d\d))?)?\s*$/.exec(text || "");
+  if (!m) return null;
+  const [y, mo, d, h, mi, s] = m.slice(1).map((v) => Number(v || 0));
+  const date = new Date(y, mo - 1, d, h, mi, s);
+  // Reject what Date would roll over (2026-02-30, 25:00).
+  if (date.getFullYear() !== y || date.getMonth() !== mo - 1 || date.getDate() !== d || date.getHours() !== h || date.getMinutes() !== mi) return null;
+  return date;
+}
+
+// "YYYY-MM-DD HH:MM" of a date, for the date fields.
+export function fmtDateMinutes(x) {
+  const d = toDate(x);
+  return d ? fmtDateTime(d).slice(0, 16) : "";
+}
+
+// ISO 8601 in UTC with its zone ("2026-12-06T05:52:49.123Z"): for files that leave the console.
+export function isoUtc(x) {
+  const d = toDate(x);
+  return d ? d.toISOString() : "";
 }
 
 export function fmtDuration(ms) {
@@ -56,6 +84,16 @@ export function fmtDuration(ms) {
   if (h) return `${h} h ${pad(m)} min`;
   if (m) return `${m} min ${pad(s)} s`;
   return `${s} s`;
+}
+
+// A dotted name ("line6.motor_current.hi") that may wrap after its dots, not inside a word.
+export function dotted(name) {
+  const span = el("span", { class: "mono" });
+  String(name ?? "").split(".").forEach((part, i) => {
+    if (i) span.append(".", document.createElement("wbr"));
+    span.append(part);
+  });
+  return span;
 }
 
 // ---------------------------------------------------------------- numbers

@@ -19,6 +19,8 @@ async def console_settings(request: Request) -> Response:
         {
             "anonymous_sound": config.console.anonymous_sound,
             "no_data_after": config.console.no_data_after or stale,
+            # Severities whose acknowledgement needs a comment: the console asks before submit.
+            "require_comment": list(config.alarms.require_comment),
         }
     )
 
