@@ -18,7 +18,8 @@ import logging
 
 from starlette.requests import HTTPConnection
 
-from scada.auth.store import AuditRecord, AuthStore
+from scada.auth.auditlog import AuditRecord
+from scada.auth.store import AuthStore
 from scada.core.clock import SYSTEM_CLOCK, Clock
 from scada.core.errors import Refused
 

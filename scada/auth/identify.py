@@ -21,7 +21,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scada.auth.audit import Auditor
-from scada.auth.store import AuditRecord, Identity, IdentityUnavailable
+from scada.auth.auditlog import AuditRecord
+from scada.auth.identity import Identity, IdentityUnavailable
 from scada.core.config import PlantConfig
 from scada.core.errors import Refused
 from scada.core.roles import ANONYMOUS, role_allows

@@ -283,7 +283,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 def _run_auth_command(args: argparse.Namespace, action: Callable[[AuthStore], str]) -> int:
     """Open the config's auth store, run one user/token action, audit it as the CLI."""
-    from scada.auth.store import AuthError
+    from scada.auth.authdb import AuthError
 
     store = _auth_store(args)
     try:
@@ -297,7 +297,7 @@ def _run_auth_command(args: argparse.Namespace, action: Callable[[AuthStore], st
 
 
 def _audit_cli(store: AuthStore, action: str, target: str, detail: str = "") -> None:
-    from scada.auth.store import AuditRecord
+    from scada.auth.auditlog import AuditRecord
 
     store.audit(AuditRecord("cli", "admin", "local", action, target, "ok", detail))
 

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from scada.auth.audit import Auditor
+from scada.auth.auditlog import AuditRecord, audit_page
 from scada.auth.identify import (
     COOKIE,
     audit_request,
@@ -22,15 +23,10 @@ from scada.auth.identify import (
     refused,
     requires,
 )
-from scada.auth.store import (
-    AuditRecord,
-    AuthStore,
-    Identity,
-    audit_page,
-    check_name,
-    check_role,
-)
+from scada.auth.identity import Identity
+from scada.auth.store import AuthStore
 from scada.auth.throttle import LoginGate
+from scada.auth.users import check_name, check_role
 from scada.core.config import PlantConfig
 from scada.core.errors import Refused
 from scada.core.offload import run_off

@@ -25,12 +25,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from scada.auth.audit import Auditor, AuditUnavailable
+from scada.auth.auditlog import AuditRecord, audit_query
 from scada.auth.identify import COOKIE, AuthMiddleware, requires
+from scada.auth.identity import IdentityUnavailable
 from scada.auth.passwords import token_digest
 from scada.auth.replica.publisher import AuthPublisher
 from scada.auth.replica.rows import AuthKeys
 from scada.auth.replica.view import BusAuditor, RedisAuthView, SenderChannel
-from scada.auth.store import AuditRecord, AuthStore, IdentityUnavailable, audit_query
+from scada.auth.store import AuthStore
 from scada.bus.commandstream import Command, CommandConsumer, CommandSender
 from scada.bus.conn import connect
 from scada.bus.keys import BusKeys

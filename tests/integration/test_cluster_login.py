@@ -21,7 +21,8 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from scada.auth.store import AuthStore, audit_query
+from scada.auth.auditlog import audit_query
+from scada.auth.store import AuthStore
 from tests.conftest import eventually, scaled
 from tests.integration.cluster_procs import Cluster, RoleProcess, require_roles
 

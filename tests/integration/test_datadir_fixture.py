@@ -14,7 +14,7 @@ import httpx
 import tomli_w
 
 from scada.alarms.journal import MIGRATIONS as JOURNAL
-from scada.auth.store import MIGRATIONS as AUTH
+from scada.auth.authdb import MIGRATIONS as AUTH
 from scada.core.schema import version_of
 from scada.historian.db import MIGRATIONS as HISTORY
 from scada.notify.outbox import MIGRATIONS as NOTIFY

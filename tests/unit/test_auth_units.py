@@ -52,7 +52,7 @@ def test_password_hash_round_trip() -> None:
 def test_old_scrypt_hash_verifies_and_is_replaced_at_login(tmp_path: Path) -> None:
     store = AuthStore(tmp_path / "auth.sqlite")
     store.add_user("olga", "operator", "first password")
-    store._write("UPDATE users SET password = ? WHERE name = 'olga'", scrypt_hash("old secret"))
+    store.db.write("UPDATE users SET password = ? WHERE name = 'olga'", scrypt_hash("old secret"))
     assert needs_rehash(store.password_hash("olga") or "")
     assert store.verify_login("olga", "wrong") is None
     assert (store.password_hash("olga") or "").startswith("scrypt$")  # no rehash on failure

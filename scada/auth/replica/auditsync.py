@@ -20,7 +20,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from scada.auth.store import AuditRecord, AuthStore
+from scada.auth.auditlog import AuditRecord
+from scada.auth.store import AuthStore
 from scada.bus.keys import BusKeys, text
 from scada.bus.publish import Fenced
 

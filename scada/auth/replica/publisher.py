@@ -33,7 +33,8 @@ from redis.exceptions import RedisError, ResponseError
 from scada.auth.first_admin import ensure_cluster_admin
 from scada.auth.replica.auditsync import AuditShipper
 from scada.auth.replica.rows import KINDS, AuthKeys, Change, decode_hash, encode_changes, encode_row
-from scada.auth.store import AuthRows, AuthStore
+from scada.auth.rowset import AuthRows
+from scada.auth.store import AuthStore
 from scada.bus.conn import raise_if_cancelled
 from scada.bus.keys import BusKeys, text
 from scada.bus.lease import Lease, LeaseLost

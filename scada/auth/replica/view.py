@@ -30,9 +30,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from redis.exceptions import RedisError
 
 from scada.auth.audit import Auditor, AuditUnavailable
+from scada.auth.auditlog import AuditRecord
+from scada.auth.identity import Identity, IdentityUnavailable
 from scada.auth.passwords import token_digest
 from scada.auth.replica.rows import KINDS, AuthKeys, decode_changes, decode_hash, public_row
-from scada.auth.store import AuditRecord, Identity, IdentityUnavailable
 from scada.bus.commandstream import CommandSender
 from scada.bus.conn import connect, raise_if_cancelled, stream_entries
 from scada.bus.keys import BusKeys, text

@@ -20,7 +20,8 @@ from pydantic import ValidationError
 
 from scada.alarms.service import AlarmService
 from scada.auth.audit import Auditor
-from scada.auth.store import AuditRecord, AuthStore
+from scada.auth.auditlog import AuditRecord
+from scada.auth.store import AuthStore
 from scada.bus.commandstream import Command
 from scada.core.errors import Refused
 from scada.core.timefmt import parse_time

@@ -28,7 +28,8 @@ from typing import Any
 
 from scada.alarms.journal import Journal
 from scada.alarms.model import AlarmEvent
-from scada.auth.store import AuditRecord, AuthStore
+from scada.auth.auditlog import AuditRecord
+from scada.auth.store import AuthStore
 from scada.core.config import default_config_text
 from scada.tools.bench.servers import ServerUnderTest, descendants_pss_kb, rss_kb
 
@@ -110,16 +111,14 @@ def build_data_dir(data: Path, events: int) -> list[str]:
     store = AuthStore(data / "auth.sqlite")
     store.add_user("admin", "admin", "bench-password-not-used")
     tokens = [store.create_token(f"bench{i}", "admin", "bench")[1] for i in range(CONCURRENCY)]
-    with store._lock:
-        store._db.execute("BEGIN")
+    with store.db.transaction() as db:
         for i in range(events // 10):
             r = AuditRecord("bench", "admin", "127.0.0.1", "ack", str(i), "ok", "", at=now - i)
-            store._db.execute(
+            db.execute(
                 "INSERT INTO audit(at, user, role, address, action, target, result, detail) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (r.at, r.user, r.role, r.address, r.action, r.target, r.result, r.detail),
             )
-        store._db.execute("COMMIT")
     store.close()
     return tokens
 

@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket
 from scada import __version__
 from scada.auth.audit import Auditor
 from scada.auth.identify import CredentialStore
-from scada.auth.store import Identity
+from scada.auth.identity import Identity
 from scada.core.clock import SYSTEM_CLOCK, Clock, wall_to_monotonic
 from scada.core.config import PlantConfig
 from scada.core.ratelimit import TokenBucket

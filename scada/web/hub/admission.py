@@ -14,8 +14,9 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
 from scada.auth.audit import Auditor
+from scada.auth.auditlog import AuditRecord
 from scada.auth.identify import COOKIE, Invalid, effective_identity
-from scada.auth.store import AuditRecord, Identity
+from scada.auth.identity import Identity
 from scada.core.config import PlantConfig
 from scada.core.errors import Refused
 from scada.fanout.broadcaster import Broadcaster

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from scada.auth.audit import Auditor
-from scada.auth.store import AuditRecord
+from scada.auth.auditlog import AuditRecord
 from scada.core.errors import Refused
 from scada.core.timefmt import iso_ms
 from scada.fanout.broadcaster import Broadcaster, Client
