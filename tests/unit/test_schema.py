@@ -10,7 +10,7 @@ import pytest
 
 from scada.alarms import journal as journal_mod
 from scada.alarms.journal import Journal
-from scada.auth import store as store_mod
+from scada.auth import authdb
 from scada.auth.store import AuthStore
 from scada.core.schema import Migration, SchemaTooNew, open_schema, statements, version_of
 from scada.historian import db as historian_db
@@ -24,7 +24,7 @@ def _journal(path: Path) -> object:
 
 OPENERS: dict[str, tuple[Callable[[Path], object], Sequence[Migration]]] = {
     "journal": (_journal, journal_mod.MIGRATIONS),
-    "auth": (AuthStore, store_mod.MIGRATIONS),
+    "auth": (AuthStore, authdb.MIGRATIONS),
     "historian": (historian_db.open_writer, historian_db.MIGRATIONS),
     "notify": (Outbox, outbox_mod.MIGRATIONS),
 }
