@@ -213,16 +213,12 @@ class EdgeNode:
         return out
 
     def set_values(self, device: str, values: Mapping[str, Sample]) -> None:
-        """The metrics' current values; only the ones that differ are looked at by changes()."""
+        """The metrics' current values; only the ones set since the last DATA are looked at
+        by changes() (callers pass what changed)."""
         current = self.current
-        dirty = None
         for name, sample in values.items():
-            key = (device, name)
-            if current.get(key) != sample:
-                current[key] = sample
-                if dirty is None:
-                    dirty = self._dirty.setdefault(device, set())
-                dirty.add(name)
+            current[(device, name)] = sample
+        self._dirty.setdefault(device, set()).update(values)
 
     def changes(self, now_ms: int) -> list[Publish]:
         """DDATA of each device with the metrics that changed since they were last sent
@@ -231,16 +227,17 @@ class EdgeNode:
             return []
         out = []
         dirty, self._dirty = self._dirty, {}
-        for device, defs in self.devices.items():
-            names = dirty.get(device)
-            if not names or device in self.dead_devices:
+        defs = self._defs
+        for device, names in dirty.items():
+            if device in self.dead_devices:
                 continue
             payload = None
-            for d in defs:
-                if d.name not in names:
-                    continue
-                key = (device, d.name)
+            for name in names:
+                key = (device, name)
+                d = defs.get(key)
                 sample = self.current.get(key)
+                if d is None:
+                    continue
                 if sample is None or not _changed(self.sent.get(key), sample, d.deadband):
                     continue
                 if payload is None:
@@ -306,13 +303,17 @@ class EdgeNode:
     def _add(
         self, payload: sp.Payload, key: tuple[str, str], d: MetricDef, s: Sample, *, birth: bool
     ) -> None:
-        props: dict[str, sp.Prop] = dict(d.properties) if birth else {}
         previous = self.sent.get(key)
-        if (
-            birth
-            or previous is None
-            or (previous.quality, previous.detail) != (s.quality, s.detail)
-        ):
+        same_quality = (
+            previous is not None and previous.quality is s.quality and previous.detail == s.detail
+        )
+        if not birth and same_quality and s.value is not None:
+            fast = _FAST_FIELD.get(d.datatype)
+            if fast is not None:  # the common DATA metric: alias, timestamp, value
+                payload.metrics.add(alias=self.alias[key], timestamp=s.timestamp, **{fast: s.value})
+                return
+        props: dict[str, sp.Prop] = dict(d.properties) if birth else {}
+        if birth or not same_quality:
             props[sp.QUALITY] = sp.quality_property(s.quality)
             props[QUALITY_DETAIL] = sp.Prop(sp.DataType.STRING, s.detail or s.quality.name.lower())
         value = None if s.quality is sp.SpQuality.BAD else s.value
@@ -341,9 +342,19 @@ class EdgeNode:
         return found[1] if found is not None and found[0] == device else None
 
 
+# Data types whose value goes into one protobuf field as is (no range check, no conversion).
+_FAST_FIELD = {
+    sp.DataType.DOUBLE: "double_value",
+    sp.DataType.BOOLEAN: "boolean_value",
+    sp.DataType.STRING: "string_value",
+}
+
+
 def _changed(sent: Sample | None, now: Sample, deadband: float) -> bool:
     if sent is None:
         return True
+    if deadband == 0 and sent.value != now.value and now.value == now.value:
+        return True  # the usual case: a new value (not NaN), no deadband
     if (sent.quality, sent.detail) != (now.quality, now.detail):
         return True
     a, b = sent.value, now.value

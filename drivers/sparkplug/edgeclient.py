@@ -186,6 +186,20 @@ class EdgeClient:
         return out.disconnect
 
     async def _send(self, client: aiomqtt.Client, messages: list[Publish]) -> None:
-        for m in messages:
-            await client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+        await send(client, messages)
         self.sent += len(messages)
+
+
+async def send(client: aiomqtt.Client, messages: list[Publish]) -> None:
+    """Publish in order. QoS 0 messages (every DATA and BIRTH) go straight to paho's outgoing
+    queue: aiomqtt's `publish` waits for each one's on_publish through a future of its own,
+    ~0.2 ms of CPU a message, which at 500 devices a tick is more than the tick. QoS 1 (the
+    NDEATH before a deliberate disconnect) waits for its PUBACK."""
+    paho = client._client
+    for m in messages:
+        if m.qos == 0:
+            info = paho.publish(m.topic, m.payload, qos=0, retain=m.retain)
+            if info.rc != 0:
+                raise aiomqtt.MqttCodeError(info.rc, "could not publish")
+        else:
+            await client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)

@@ -214,6 +214,7 @@ def build_sparkplug(
         runtime.store,
         alarm_defs=alarm_infos(plant.alarms.engine.defs),
         alarms_current=plant.alarms.current,
+        alarms_version=plant.alarms.cursor,
         next_bdseq=next_bdseq,
     )
     runtime.on_tick(edge.tick)

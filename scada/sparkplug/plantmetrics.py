@@ -25,14 +25,17 @@ from scada.core.alarmevent import ACTIVE_STATES, PRIORITY
 from scada.core.config import LineConfig, TagConfig
 from scada.core.tags import Quality, TagSchema
 
-_SP_QUALITY = {
-    Quality.GOOD: (sp.SpQuality.GOOD, None),
-    Quality.UNCERTAIN: (sp.SpQuality.GOOD, "uncertain"),
-    Quality.STALE: (sp.SpQuality.STALE, "stale"),
-    Quality.BAD: (sp.SpQuality.BAD, "bad"),
-}
+# Indexed by the store's Quality code (GOOD, UNCERTAIN, STALE, BAD).
+_SP_QUALITY: list[tuple[sp.SpQuality, str | None]] = [
+    (sp.SpQuality.GOOD, None),
+    (sp.SpQuality.GOOD, "uncertain"),
+    (sp.SpQuality.STALE, "stale"),
+    (sp.SpQuality.BAD, "bad"),
+]
+assert [int(q) for q in Quality] == [0, 1, 2, 3]
 _LIMIT_PROPS = {"hihi": "limitHiHi", "hi": "limitHi", "lo": "limitLo", "lolo": "limitLoLo"}
 UNACKED = ("unacked_active", "unacked_cleared")
+_ALARM_PARTS = ("Active", "Acknowledged", "Priority", "State")
 SUMMARY = ("Alarms/Active Count", "Alarms/Unacknowledged Count", "Alarms/Highest Priority")
 
 
@@ -91,6 +94,12 @@ class PlantMetrics:
                 MetricDef(r.name, kind, tag_properties(r.config), band)
             )
         self.alarms = [a for a in alarms if device_id(a.line_id) in self._defs]
+        # Per alarm: its device and its metrics' names, worked out once.
+        self._alarm_metrics = [
+            (a, device_id(a.line_id), [f"{alarm_metric_prefix(a)}/{s}" for s in _ALARM_PARTS])
+            for a in self.alarms
+        ]
+        self._alarm_version: object = None
         for a in self.alarms:
             prefix = alarm_metric_prefix(a)
             self._defs[device_id(a.line_id)] += [
@@ -137,7 +146,7 @@ class PlantMetrics:
         quals: list[int] = q[changed].tolist()
         times: list[float] = source_time[pos[changed]].tolist()
         for i, value, qual, t in zip(changed.tolist(), vals, quals, times, strict=True):
-            code, detail = _SP_QUALITY[Quality(qual)]
+            code, detail = _SP_QUALITY[qual]
             states = self.states[i]
             item: sp.Value | None
             if value != value or code is sp.SpQuality.BAD:
@@ -152,36 +161,49 @@ class PlantMetrics:
         return out
 
     def alarm_samples(
-        self, current: list[dict[str, Any]], now_ms: int, *, full: bool = False
+        self,
+        current: list[dict[str, Any]],
+        now_ms: int,
+        *,
+        full: bool = False,
+        version: object = None,
     ) -> dict[str, dict[str, Sample]]:
         """Samples of the alarm metrics that changed, from the alarm service's current alarms
-        (wire records of every alarm not normal)."""
+        (wire records of every alarm not normal). `version`: a value that changes whenever
+        the alarms do (the journal cursor); while it stays the same nothing is looked at."""
         if not self.alarms:
             return {}
+        if version is not None and version == self._alarm_version and not full:
+            return {}
+        self._alarm_version = version
         by_name = {rec["alarm"]: rec for rec in current}
         out: dict[str, dict[str, Sample]] = {}
         summary: dict[str, list[int]] = {}
-        for a in self.alarms:
+        last = self._last_alarms
+        normal = (False, True)
+        for a, dev, names in self._alarm_metrics:
             rec = by_name.get(a.name)
-            state = rec["state"] if rec is not None else "normal"
-            isa = rec.get("alarm_state", state) if rec is not None else "normal"
-            now = (isa in ACTIVE_STATES, isa not in UNACKED, PRIORITY.get(a.severity, 4), state)
-            dev = device_id(a.line_id)
             s = summary.setdefault(dev, [0, 0, 0])
-            if now[0]:
+            if rec is None:
+                active, acked, state = *normal, "normal"
+            else:
+                state = rec["state"]
+                isa = rec.get("alarm_state", state)
+                active, acked = isa in ACTIVE_STATES, isa not in UNACKED
+            priority = PRIORITY.get(a.severity, 4)
+            if active:
                 s[0] += 1
-                s[2] = now[2] if s[2] == 0 else min(s[2], now[2])
-            if not now[1]:
+                s[2] = priority if s[2] == 0 else min(s[2], priority)
+            if not acked:
                 s[1] += 1
-            if not full and self._last_alarms.get(a.name) == now:
+            now: tuple[bool, bool, int, str] = (active, acked, priority, state)
+            if not full and last.get(a.name) == now:
                 continue
-            self._last_alarms[a.name] = now
-            prefix = alarm_metric_prefix(a)
+            last[a.name] = now
             samples = out.setdefault(dev, {})
-            for suffix, value in zip(
-                ("Active", "Acknowledged", "Priority", "State"), now, strict=True
-            ):
-                samples[f"{prefix}/{suffix}"] = Sample(value, now_ms)
+            values: tuple[sp.Value, ...] = now
+            for name, value in zip(names, values, strict=True):
+                samples[name] = Sample(value, now_ms)
         for dev, counts in summary.items():
             if full or self._last_summary.get(dev) != tuple(counts):
                 self._last_summary[dev] = tuple(counts)

@@ -48,6 +48,7 @@ class SparkplugEdge:
         *,
         alarm_defs: Iterable[AlarmInfo] = (),
         alarms_current: AlarmsCurrent | None = None,
+        alarms_version: Callable[[], object] | None = None,
         identifier: str | None = None,
         next_bdseq: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
@@ -57,6 +58,7 @@ class SparkplugEdge:
             line for line in schema.lines if settings.lines == "*" or line.id in settings.lines
         ]
         self.alarms_current = alarms_current if settings.alarms else None
+        self.alarms_version = alarms_version or (lambda: None)
         self.metrics = PlantMetrics(
             schema,
             lines,
@@ -140,7 +142,9 @@ class SparkplugEdge:
         )
         if self.alarms_current is not None:
             with contextlib.suppress(Exception):
-                extra = self.metrics.alarm_samples(self.alarms_current(), now_ms(), full=full)
+                extra = self.metrics.alarm_samples(
+                    self.alarms_current(), now_ms(), full=full, version=self.alarms_version()
+                )
                 for device, values in extra.items():
                     samples.setdefault(device, {}).update(values)
         for device, values in samples.items():

@@ -59,6 +59,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     history_arguments(p)
     stall_arguments(p)
+    p.add_argument(
+        "--sparkplug",
+        action="store_true",
+        help="the Sparkplug edge node's CPU per published value (--sizes, default 8,500)",
+    )
+    p.add_argument("--broker", help="--sparkplug: also publish to this MQTT broker (mqtt://...)")
+    p.add_argument("--mqtt-user", help="--sparkplug --broker: user name")
+    p.add_argument("--mqtt-password-env", help="--sparkplug --broker: password's variable")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--config", help="plant config for the servers (default: the 8-line plant)")
@@ -96,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
         from scada.tools.bench import clusterbench as cluster
 
         return emit(args, progress, cluster.run(args, progress), cluster.render)
+    if args.sparkplug:
+        from scada.tools.bench.sparkplugbench import run_sparkplug
+
+        return run_sparkplug(args, progress)
     if args.ingest:
         from scada.tools.bench.ingestbench import run_ingest
 
