@@ -105,6 +105,34 @@ def unit_of(position: int) -> int:
     return position + 1
 
 
+def driver_settings(line_ids: Sequence[str], *, host: str, port: int) -> dict[str, object]:
+    """`[devices.settings]` of a `modbus` device that reads this simulator's lines (the
+    layout above; config/modbus.toml is the same, written out): for a config generated to
+    poll a simulator process, e.g. the ingest nodes of `scada cluster`."""
+    tags: dict[str, object] = {}
+    for f in INPUT_FIELDS:
+        if f.name not in COL:
+            continue
+        point: dict[str, object] = {"table": "input", "address": f.address, "type": f.data_type}
+        if f.scale != 1.0:
+            point["scale"] = f.scale
+        if f.invalid is not None:
+            point["invalid"] = f.invalid
+        tags[f.name] = point
+    return {
+        "host": host,
+        "port": port,
+        "timeout": 0.3,
+        "retries": 0,
+        "reconnect_delay": 0.5,
+        "reconnect_delay_max": 2.0,
+        "max_gap": 8,
+        "order": FLOAT_ORDER,
+        "lines": {lid: {"unit": unit_of(i)} for i, lid in enumerate(line_ids)},
+        "map": tags,
+    }
+
+
 @dataclass
 class _UnitData:
     input: list[int]
@@ -359,8 +387,11 @@ async def serve_modbus(
     port: int = 5020,
     scenario: str | None = None,
     ready: asyncio.Event | None = None,
+    control_port: int | None = None,
+    control_token: str = "",
 ) -> None:
-    """Serve the simulated plant until cancelled (`scada simulate modbus`)."""
+    """Serve the simulated plant until cancelled (`scada simulate modbus`); with
+    `control_port`, its faults over HTTP too (simulators.control)."""
     sim = ModbusSimulator(config, host=host, port=port, scenario=scenario)
     await sim.start()
     units = ", ".join(f"line {lid} = unit {unit_of(i)}" for i, lid in enumerate(sim.plant.line_ids))
@@ -368,7 +399,12 @@ async def serve_modbus(
     if ready is not None:
         ready.set()
     try:
-        await asyncio.Event().wait()
+        if control_port is not None:
+            from simulators.control import serve_control
+
+            await serve_control(sim.plant, control_token, host=host, port=control_port)
+        else:
+            await asyncio.Event().wait()
     finally:
         with contextlib.suppress(Exception):
             await sim.stop()

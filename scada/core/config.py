@@ -167,6 +167,11 @@ class DeviceConfig(Frozen):
 class SimulatorConfig(Frozen):
     seed: int = 42
     scenario: str | None = None
+    # The plant is a simulator process (`scada simulate modbus --control-port`): the
+    # /api/simulator/faults routes forward to its fault port (docs/cluster.md), with the
+    # bearer token read from this environment variable.
+    control_url: str | None = Field(default=None, pattern=r"^https?://")
+    control_token_env: str = "SCADA_SIMULATOR_TOKEN"
 
 
 class ServerConfig(Frozen):

@@ -133,6 +133,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     config = _load(args.config)
+    token = ""
+    if args.control_port is not None:
+        import os
+
+        from simulators.control import TOKEN_ENV
+
+        if args.protocol != "modbus":
+            print("error: --control-port is for the modbus simulator", file=sys.stderr)
+            return EXIT_CONFIG
+        token = os.environ.get(TOKEN_ENV, "")
+        if not token:
+            print(f"error: --control-port needs a token in ${TOKEN_ENV}", file=sys.stderr)
+            return EXIT_CONFIG
     try:
         if args.protocol == "sparkplug":
             return _simulate_sparkplug(args, config)
@@ -140,7 +153,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             from simulators.modbus_server import serve_modbus
 
             asyncio.run(
-                serve_modbus(config, host=args.host, port=args.port or 5020, scenario=args.scenario)
+                serve_modbus(
+                    config,
+                    host=args.host,
+                    port=args.port or 5020,
+                    scenario=args.scenario,
+                    control_port=args.control_port,
+                    control_token=token,
+                )
             )
         else:
             from simulators.opcua_server import serve_opcua
@@ -447,6 +467,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--group", default="plant", help="Sparkplug group id (default plant)")
     p.add_argument("--edge-node", default="simulator", help="edge node id (default simulator)")
     p.add_argument("--primary-host", help="Sparkplug: wait for this host's STATE online")
+    p.add_argument(
+        "--control-port",
+        type=int,
+        default=None,
+        help="modbus: also serve the plant's faults over HTTP on this port (bearer token from "
+        "$SCADA_SIMULATOR_TOKEN; an ingest node's [simulator] control_url forwards to it)",
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser(

@@ -1,6 +1,8 @@
 """`scada cluster`: a whole cluster on this machine for trying it (docs/cluster.md).
 
-Redis (AOF, appendfsync everysec, noeviction), two ingest nodes, two gateways and nginx
+Redis (AOF, appendfsync everysec, noeviction), the simulated plant as its own process (`scada
+simulate modbus` with its fault port, polled by the ingest nodes through the modbus driver, so
+a failover does not reset the plant), two ingest nodes, two gateways and nginx
 (nginx/cluster.conf rendered for loopback, a self-signed certificate), all on 127.0.0.1, run
 in the foreground under this small supervisor. Every process logs to `<dir>/logs/<name>.log`
 and keeps its data under `<dir>/<name>/`. A process that exits on its own is started again
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -29,10 +32,20 @@ from typing import Any
 import httpx
 
 from scada.auth.first_admin import PASSWORD_FILE
+from scada.core.config import config_from_dict
+from scada.core.errors import ConfigError
 from scada.tools.cluster.firstlogin import cluster_password_file
-from scada.tools.cluster.localconf import base_config, write_node_config
+from scada.tools.cluster.localconf import (
+    base_config,
+    dumps_inline,
+    node_config,
+    over_simulator,
+    simulated_lines,
+    write_node_config,
+)
 from scada.tools.cluster.nginxconf import main_conf, render_cluster_conf, render_plain_conf
 from scada.tools.cluster.selfsigned import make_certificate
+from simulators.control import TOKEN_ENV
 
 PR_SET_PDEATHSIG = 1
 START_TIMEOUT = 90.0  # a cold start on a busy 2-core box: imports, SQLite, the first lease
@@ -44,6 +57,7 @@ INGEST_FIRST_DELAY = 5.0
 STEADY_AFTER = 60.0  # a process that ran this long starts again after the first delay
 INGESTS = ("ingest-a", "ingest-b")
 GATEWAYS = ("gateway-1", "gateway-2")
+SIMULATOR = "simulator"
 
 
 class Refused(Exception):
@@ -174,6 +188,8 @@ class Child:
     failures: int = 0
     restart_at: float | None = None
     first_delay: float = RESTART_DELAYS[0]
+    # Not started again by the supervisor while set (a tool that stops or wipes it on purpose).
+    held: bool = False
 
     def start(self) -> None:
         with self.log.open("ab") as out:
@@ -240,6 +256,13 @@ class LocalCluster:
         self.logs = self.dir / "logs"
         self.redis_port = free_port()
         self.ports = {name: free_port() for name in (*INGESTS, *GATEWAYS)}
+        # The Redis port each process's redis_url names (default: Redis itself); a tool may
+        # put a proxy in between (tests/chaos: hang, reset or heal one node's link).
+        self.redis_ports: dict[str, int] = {}
+        self.sim_port = free_port()
+        self.sim_control_port = free_port()
+        self.sim_token = secrets.token_urlsafe(24)
+        self.simulator: Child | None = None
         self.redis: Child | None = None
         self.ingests: list[Child] = []
         self.gateways: list[Child] = []
@@ -253,10 +276,15 @@ class LocalCluster:
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
+    def redis_url_of(self, name: str) -> str:
+        return f"redis://127.0.0.1:{self.redis_ports.get(name, self.redis_port)}/0"
+
     @property
     def children(self) -> list[Child]:
-        """In stopping order: nginx first (clients go), Redis last."""
-        return [c for c in (self.nginx, *self.gateways, *self.ingests, self.redis) if c]
+        """In stopping order: nginx first (clients go), the simulator and Redis last."""
+        return [
+            c for c in (self.nginx, *self.gateways, *self.ingests, self.simulator, self.redis) if c
+        ]
 
     # ------------------------------------------------------------------ plan
     def prepare(self) -> None:
@@ -270,20 +298,56 @@ class LocalCluster:
             "--maxmemory-policy", "noeviction", "--save", "", "--daemonize", "no",
         ]  # fmt: skip
         self.redis = Child("redis", redis, self.logs / "redis.log", self.dir / "redis")
+        base = self._plant_as_device(base)
+        env = {"PYTHONUNBUFFERED": "1", TOKEN_ENV: self.sim_token}
         for name in (*INGESTS, *GATEWAYS):
             role = "ingest" if name in INGESTS else "gateway"
             home = self.dir / name
-            config = write_node_config(base, directory=home, node=name, redis_url=self.redis_url)
+            url = self.redis_url_of(name)
+            config = write_node_config(base, directory=home, node=name, redis_url=url)
             argv = [
                 sys.executable, "-m", "scada", "serve",
-                "--role", role, "--node", name, "--redis-url", self.redis_url,
+                "--role", role, "--node", name, "--redis-url", url,
                 "--config", str(config), "--port", str(self.ports[name]),
             ]  # fmt: skip
-            child = Child(name, argv, self.logs / f"{name}.log", home, {"PYTHONUNBUFFERED": "1"})
+            child = Child(name, argv, self.logs / f"{name}.log", home, dict(env))
             if role == "ingest":
                 child.first_delay = INGEST_FIRST_DELAY
             (self.ingests if role == "ingest" else self.gateways).append(child)
         self.nginx = self._nginx_child()
+
+    def _plant_as_device(self, base: dict[str, Any]) -> dict[str, Any]:
+        """Where the config reads the built-in simulator: a simulator process (`scada simulate
+        modbus`, with its fault port) that the ingest nodes poll over Modbus; `base` for the
+        nodes. A plant of real devices only is left as it is."""
+        try:
+            line_ids = [line.id for line in config_from_dict(base).lines]
+        except ConfigError as err:
+            raise Refused(f"the plant config is not valid: {err}") from err
+        if not simulated_lines(base, line_ids):
+            return base
+        home = self.dir / SIMULATOR
+        home.mkdir(parents=True, exist_ok=True)
+        conf = node_config(base, directory=home, node=SIMULATOR, redis_url="redis://unused/0")
+        conf.pop("cluster", None)
+        (home / "plant.toml").write_text(
+            "# Written by `scada cluster` for the simulator; rewritten at each start.\n"
+            + dumps_inline(conf),
+            "utf-8",
+        )
+        argv = [
+            sys.executable, "-m", "scada", "simulate", "modbus",
+            "--port", str(self.sim_port), "--control-port", str(self.sim_control_port),
+            "--config", str(home / "plant.toml"),
+        ]  # fmt: skip
+        env = {"PYTHONUNBUFFERED": "1", TOKEN_ENV: self.sim_token}
+        self.simulator = Child(SIMULATOR, argv, self.logs / f"{SIMULATOR}.log", home, env)
+        return over_simulator(
+            base,
+            line_ids=line_ids,
+            port=self.sim_port,
+            control_url=f"http://127.0.0.1:{self.sim_control_port}",
+        )
 
     def _nginx_child(self) -> Child:
         return nginx_child(
@@ -326,6 +390,13 @@ class LocalCluster:
         assert self.redis is not None and self.nginx is not None
         self.redis.start()
         self._wait("Redis answering", lambda: redis_answers(self.redis_port), [self.redis])
+        if self.simulator is not None:
+            self.simulator.start()
+            self._wait(
+                "the simulator listening",
+                lambda: port_listens(self.sim_port) and port_listens(self.sim_control_port),
+                [self.simulator],
+            )
         for child in self.ingests:
             child.start()
         self._wait("one ingest node active", self._ingest_ready, [self.redis, *self.ingests])
@@ -339,6 +410,8 @@ class LocalCluster:
 
     def describe(self) -> str:
         parts = [f"redis-server :{self.redis_port} (AOF)"]
+        if self.simulator is not None:
+            parts.append(f"simulator modbus :{self.sim_port} (faults :{self.sim_control_port})")
         parts += [f"{c.name} :{self.ports[c.name]}" for c in (*self.ingests, *self.gateways)]
         return ", ".join(parts)
 
@@ -347,7 +420,7 @@ class LocalCluster:
         while not self.stopping:
             now = time.monotonic()
             for child in self.children:
-                if child.alive():
+                if child.alive() or child.held:
                     continue
                 if child.restart_at is None:
                     ran = now - child.started_at
@@ -368,7 +441,7 @@ class LocalCluster:
         groups = [
             [c for c in (self.nginx,) if c],
             [*self.gateways, *self.ingests],
-            [c for c in (self.redis,) if c],
+            [c for c in (self.simulator, self.redis) if c],
         ]
         for group in groups:
             for child in group:

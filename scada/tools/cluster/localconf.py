@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from scada.core.config import deep_merge, default_config_text
+from simulators.modbus_server import driver_settings
 
 # Paths that default to a file under data_dir: removed, so nodes never share a store.
 PER_NODE_PATHS = (("alarms", "journal_path"), ("historian", "path"), ("auth", "database"))
@@ -71,6 +72,41 @@ def node_config(
             "cluster": {"node": node, "redis_url": redis_url},
         },
     )
+
+
+def simulated_lines(base: dict[str, Any], line_ids: list[str]) -> list[str]:
+    """The lines `base` reads from the built-in simulator (`sim` devices; none given: all)."""
+    devices = base.get("devices")
+    if not devices:
+        return list(line_ids)
+    wanted: set[str] = set()
+    for device in devices:
+        if device.get("driver", "sim") == "sim":
+            lines = device.get("lines", "*")
+            wanted |= set(line_ids) if lines == "*" else {str(x) for x in lines}
+    return [lid for lid in line_ids if lid in wanted]
+
+
+def over_simulator(
+    base: dict[str, Any], *, line_ids: list[str], port: int, control_url: str
+) -> dict[str, Any]:
+    """`base` with its `sim` devices replaced by one `modbus` device that polls the simulator
+    process on `port` (the plant is a device: a failover does not reset it), and the fault
+    routes forwarded to that process's `control_url`."""
+    lines = simulated_lines(base, line_ids)
+    devices = [d for d in base.get("devices", []) if d.get("driver", "sim") != "sim"]
+    devices.append(
+        {
+            "name": "simulator",
+            "driver": "modbus",
+            "lines": lines,
+            "poll_interval_ms": 100,
+            "settings": driver_settings(lines, host="127.0.0.1", port=port),
+        }
+    )
+    out = deep_merge(base, {"simulator": {"control_url": control_url}})
+    out["devices"] = devices
+    return out
 
 
 def write_node_config(base: dict[str, Any], *, directory: Path, node: str, redis_url: str) -> Path:
