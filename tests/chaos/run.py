@@ -1,0 +1,183 @@
+"""Run the chaos faults against one local cluster and print the table.
+
+    python -m tests.chaos.run --rounds 3 [--fault NAME ...] [--dir DIR] [--screens 6]
+
+Each round runs every fault once, in order; after each the cluster is left to recover (the
+supervisor restarts what died) until it has settled: one ingest node serving, the other a
+standby whose journal reached the active one's top, the stream at that top, both gateways
+ready, every screen live with every event up to it. Then the checker counts. A fault whose
+cluster does not settle within the deadline counts as a takeover that did not finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from contextlib import closing
+from pathlib import Path
+
+from tests.chaos.checker import Checker, Row
+from tests.chaos.harness import ChaosCluster
+from tests.chaos.nemesis import FAULTS, NemesisError
+from tests.chaos.screens import Screens
+
+SETTLE_DEADLINE = 150.0
+
+
+def _top(path: Path) -> int:
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            return int(db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+    except sqlite3.Error:
+        return -1
+
+
+def _epoch(path: Path) -> str:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+        row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+    return f"{int(row[0]):016x}" if row else ""
+
+
+def _stream_top(c: ChaosCluster) -> int:
+    client = c.redis()
+    try:
+        last = client.xrevrange("scada:alarms", count=1)
+        return int(last[0][0].split(b"-")[0]) if last else 0
+    except Exception:
+        return -1
+    finally:
+        client.close()
+
+
+def settle(c: ChaosCluster, screens: Screens, notes: list[str]) -> str | None:
+    """The active node once the cluster settled, or None at the deadline."""
+    deadline = time.monotonic() + SETTLE_DEADLINE
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if not c.all_alive():
+            continue
+        active = c.active()
+        if len(active) != 1:
+            continue
+        node = active[0]
+        other = next(n for n in c.proxies if n != node)
+        _, body = c.http(other, "/ready")
+        state = ((body or {}).get("cluster") or {}).get("state") if isinstance(body, dict) else None
+        if state != "standby":
+            if state == "unfit" and f"{other} unfit" not in notes:
+                notes.append(f"{other} unfit")
+            continue
+        if not all(c.http(g, "/ready")[0] == 200 for g in ("gateway-1", "gateway-2")):
+            continue
+        top = _top(c.journal(node))
+        if top < 0 or _stream_top(c) < top or _top(c.journal(other)) < top:
+            continue
+        if not screens.settled(top, _epoch(c.journal(node))):
+            continue
+        return node
+    return None
+
+
+def run(
+    rounds: int,
+    faults: Iterable[str],
+    directory: Path,
+    screens_count: int = 6,
+    on_row: Callable[[Row], None] | None = None,
+) -> list[Row]:
+    cluster = ChaosCluster(directory)
+    rows: list[Row] = []
+    cluster.start()
+    screens = Screens(cluster.ws_url, screens_count)
+    screens.start()
+    try:
+        checker = Checker(cluster, screens)
+        notes: list[str] = []
+        if settle(cluster, screens, notes) is None:
+            raise RuntimeError(f"the cluster did not settle after its start: {notes}")
+        for _ in range(rounds):
+            for name in faults:
+                rows.append(one(cluster, screens, checker, name))
+                if on_row is not None:
+                    on_row(rows[-1])
+    finally:
+        screens.stop()
+        cluster.stop()
+    return rows
+
+
+def one(cluster: ChaosCluster, screens: Screens, checker: Checker, name: str) -> Row:
+    notes: list[str] = []
+    started = time.monotonic()
+    try:
+        what = FAULTS[name](cluster)
+    except NemesisError as err:
+        what = f"not run: {err}"
+    active = settle(cluster, screens, notes)
+    ended = time.monotonic()
+    if active is None:
+        row = Row(name, finished=False, notes=[what, *notes, "did not settle"])
+        now = cluster.active()
+        if len(now) == 1:  # count what can be counted
+            counted = checker.check(name, started, ended, now[0])
+            counted.finished, counted.notes = False, row.notes + counted.notes
+            return counted
+        return row
+    row = checker.check(name, started, ended, active)
+    row.notes = [what, *notes, *row.notes]
+    return row
+
+
+HEADER = (
+    "| fault | runs | forked ids | lost | missing | duplicated | out of order "
+    "| takeover s (max) | two active s (max) | no live data s (max) | token down | finished |"
+)
+
+
+def table(rows: list[Row]) -> str:
+    lines = [HEADER, "|" + "---|" * 12]
+    order = list(dict.fromkeys(r.fault for r in rows))
+    for fault in order:
+        rs = [r for r in rows if r.fault == fault]
+        lines.append(
+            f"| {fault} | {len(rs)} | {sum(r.forked for r in rs)} | {sum(r.lost for r in rs)} "
+            f"| {sum(r.missing for r in rs)} | {sum(r.duplicated for r in rs)} "
+            f"| {sum(r.out_of_order for r in rs)} | {max(r.takeover_s for r in rs):.1f} "
+            f"| {max(r.two_active_s for r in rs):.1f} "
+            f"| {max(r.no_live_s for r in rs):.1f} | {sum(r.token_down for r in rs)} "
+            f"| {sum(r.finished for r in rs)}/{len(rs)} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.chaos.run", description=__doc__)
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--fault", action="append", choices=sorted(FAULTS), help="default: all")
+    p.add_argument("--dir", help="cluster directory (default: a new temporary one)")
+    p.add_argument("--screens", type=int, default=6)
+    args = p.parse_args(argv)
+    directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="scada-chaos-"))
+
+    def show(row: Row) -> None:
+        print(
+            f"{row.fault}: forked {row.forked} lost {row.lost} missing {row.missing} "
+            f"dup {row.duplicated} ooo {row.out_of_order} takeover {row.takeover_s} s "
+            f"two-active {row.two_active_s} s "
+            f"no-live {row.no_live_s} s token-down {row.token_down} "
+            f"finished {row.finished} | {'; '.join(row.notes)}",
+            flush=True,
+        )
+
+    print(f"chaos: cluster in {directory}", flush=True)
+    rows = run(args.rounds, args.fault or list(FAULTS), directory, args.screens, show)
+    print(table(rows))
+    return 0 if all(r.clean for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
