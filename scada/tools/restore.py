@@ -149,7 +149,10 @@ def _restore_locked(
         if CONFIG in tar.getnames():
             config = tar.extractfile(CONFIG)
             assert config is not None
-            (data_dir / RESTORED_CONFIG).write_bytes(config.read())
+            target = data_dir / RESTORED_CONFIG  # may hold secrets: the service user's only
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "wb") as out:
+                out.write(config.read())
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for name in manifest["databases"]:
