@@ -79,7 +79,7 @@ def sparkplug_problems(config: PlantConfig, *, environment: bool = True) -> list
                 f"({config.server.batch_interval_ms})",
             )
         )
-    for key, message in section.broker.problems():
+    for key, message in section.broker.problems() if section.enabled else []:
         if environment or not key.endswith("_env"):
             problems.append((f"sparkplug.broker.{key}", message))
     return problems
