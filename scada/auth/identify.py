@@ -184,7 +184,7 @@ def session_cookie(header: str) -> str | None:
 
 def effective_identity(conn: HTTPConnection, config: PlantConfig) -> Identity | Invalid | None:
     """The caller's identity, the anonymous one where allowed, Invalid, or None (refused)."""
-    identity = conn.state.identity if "identity" in conn.state._state else None
+    identity: Identity | Invalid | None = getattr(conn.state, "identity", None)
     if identity is None and config.auth.allow_anonymous:
         return anonymous_identity(config)
     return identity

@@ -98,7 +98,7 @@ class Hub:
     def _client(self, websocket: WebSocket, identity: Identity) -> Client:
         # Raw frame sink from our uvicorn protocol; the ASGI fallback only for other servers.
         sink: FrameSink = websocket.scope.get("extensions", {}).get("scada.sink") or AsgiSink(
-            websocket._send
+            websocket.send
         )
         expires = None
         if identity.expires is not None:
