@@ -13,7 +13,8 @@ FLOORS := requirements-floors.txt
 # The tests that exercise the libraries with floors: drivers, simulators, the WebSocket server.
 FLOORS_TESTS ?= tests/unit tests/integration/test_modbus_driver.py \
 	tests/integration/test_opcua_driver.py tests/integration/test_websocket.py \
-	tests/integration/test_security.py tests/integration/test_comms_e2e.py
+	tests/integration/test_security.py tests/integration/test_comms_e2e.py \
+	tests/integration/test_sparkplug_driver.py tests/integration/test_sparkplug_edge.py
 
 # `make run PORT=8080 HOST=0.0.0.0 CONFIG=config/modbus.toml`
 SERVE_ARGS := $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) \
