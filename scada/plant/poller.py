@@ -11,6 +11,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -23,11 +24,36 @@ from scada.plant.tagstore import TagStore
 log = logging.getLogger(__name__)
 
 
+class DeviceState(StrEnum):
+    """A device as its poll loop sees it (the values are what /ready and /metrics show)."""
+
+    CONNECTING = "connecting"  # no good read yet since the start
+    CONNECTED = "connected"  # the last read was good
+    FAILED = "failed"  # the last connect or read failed; retrying
+    STOPPED = "stopped"  # the loop has ended
+
+
+# The moves a poll loop makes; any other is a bug (InvalidTransition), as in websockets'
+# State. FAILED -> FAILED: each further failed attempt of one outage.
+TRANSITIONS: dict[DeviceState, frozenset[DeviceState]] = {
+    DeviceState.CONNECTING: frozenset(
+        {DeviceState.CONNECTED, DeviceState.FAILED, DeviceState.STOPPED}
+    ),
+    DeviceState.CONNECTED: frozenset({DeviceState.FAILED, DeviceState.STOPPED}),
+    DeviceState.FAILED: frozenset({DeviceState.CONNECTED, DeviceState.FAILED, DeviceState.STOPPED}),
+    DeviceState.STOPPED: frozenset({DeviceState.STOPPED}),
+}
+
+
+class InvalidTransition(RuntimeError):
+    """A device state change that its poll loop never makes."""
+
+
 @dataclass
 class DeviceStatus:
     name: str
     driver: str
-    state: str = "connecting"  # connecting, connected, failed, stopped
+    state: DeviceState = DeviceState.CONNECTING
     last_error: str | None = None
     errors: int = 0
     reconnects: int = 0
@@ -37,15 +63,23 @@ class DeviceStatus:
     last_ok: float | None = None  # epoch seconds of the last good read
     poll_ms: deque[float] = field(default_factory=lambda: deque(maxlen=600))
     poll_seconds_sum: float = 0.0  # every good read's duration, for the metrics summary's _sum
-    # Flipped whenever the device goes up or down, for the comms alarm.
-    healthy: bool = False
+
+    @property
+    def healthy(self) -> bool:
+        """The last read was good (/ready, scada_device_up)."""
+        return self.state is DeviceState.CONNECTED
+
+    def move(self, to: DeviceState) -> None:
+        if to not in TRANSITIONS[self.state]:
+            raise InvalidTransition(f"device {self.name}: {self.state} -> {to}")
+        self.state = to
 
     def as_dict(self) -> dict[str, Any]:
         lat = list(self.poll_ms)
         return {
             "name": self.name,
             "driver": self.driver,
-            "state": self.state,
+            "state": self.state.value,
             "last_error": self.last_error,
             "errors": self.errors,
             "reconnects": self.reconnects,
@@ -106,7 +140,7 @@ class Poller:
                 await asyncio.wait({task}, timeout=0.1)
             self._task = None
         await self._close()
-        self.status.state = "stopped"
+        self.status.move(DeviceState.STOPPED)
 
     async def run(self) -> None:
         rate = FixedRate(self.interval)
@@ -143,8 +177,7 @@ class Poller:
                     self.status.name,
                     self._failures,
                 )
-            self.status.healthy = True
-            self.status.state = "connected"
+            self.status.move(DeviceState.CONNECTED)
             self.status.connected_since = self.status.state_since = time.time()
             self.status.last_error = None
         self._failures = 0
@@ -167,8 +200,7 @@ class Poller:
             )
         else:
             log.debug("device %s still failing: %s", self.status.name, reason)
-        self.status.healthy = False
-        self.status.state = "failed"
+        self.status.move(DeviceState.FAILED)
         await self._close()
 
     async def _close(self) -> None:

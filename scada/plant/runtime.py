@@ -26,7 +26,7 @@ from scada.core.fixedrate import FixedRate
 from scada.core.stats import TickStats
 from scada.core.tags import TagSchema
 from scada.core.timefmt import iso_ms
-from scada.plant.poller import Poller
+from scada.plant.poller import DeviceState, Poller
 from scada.plant.samples import SampleEncoder
 from scada.plant.tagstore import TagStore
 from scada.plant.trendring import HistoryRing
@@ -188,7 +188,7 @@ class Runtime:
 
     def device_ok(self) -> dict[str, bool]:
         # A device still making its first connection is not a comms failure yet.
-        return {p.status.name: p.status.state != "failed" for p in self.pollers}
+        return {p.status.name: p.status.state is not DeviceState.FAILED for p in self.pollers}
 
     async def tick(self) -> None:
         mono, now = time.monotonic(), time.time()

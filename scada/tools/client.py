@@ -24,6 +24,7 @@ import logging
 import os
 import random
 from collections.abc import AsyncIterator
+from enum import StrEnum
 from types import TracebackType
 from typing import Any
 
@@ -51,6 +52,47 @@ class PolicyClose(Exception):
     """The server closed with 1008 (credentials refused or expired): reconnecting won't help."""
 
 
+class ConnectionState(StrEnum):
+    """The client's connection, as `PlantClient.state` shows it."""
+
+    DISCONNECTED = "disconnected"  # not yet connected, closed, or dropped (before a retry)
+    CONNECTING = "connecting"  # the first attempt of a connect()
+    RECONNECTING = "reconnecting"  # a later attempt, after a backoff
+    CONNECTED = "connected"
+
+
+# The moves the client makes; any other is a bug (InvalidTransition), as in websockets' State.
+TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
+    ConnectionState.DISCONNECTED: frozenset(
+        {ConnectionState.DISCONNECTED, ConnectionState.CONNECTING}
+    ),
+    ConnectionState.CONNECTING: frozenset(
+        {
+            ConnectionState.CONNECTING,  # a connect() that raised, called again
+            ConnectionState.RECONNECTING,
+            ConnectionState.CONNECTED,
+            ConnectionState.DISCONNECTED,
+        }
+    ),
+    ConnectionState.RECONNECTING: frozenset(
+        {
+            ConnectionState.CONNECTING,
+            ConnectionState.RECONNECTING,
+            ConnectionState.CONNECTED,
+            ConnectionState.DISCONNECTED,
+        }
+    ),
+    # RECONNECTING: the connection dropped while the resume was being sent.
+    ConnectionState.CONNECTED: frozenset(
+        {ConnectionState.DISCONNECTED, ConnectionState.RECONNECTING}
+    ),
+}
+
+
+class InvalidTransition(RuntimeError):
+    """A connection state change the client never makes."""
+
+
 class PlantClient:
     def __init__(
         self,
@@ -72,7 +114,7 @@ class PlantClient:
         self.last_seq = 0
         self.gaps = 0
         self.connects = 0
-        self.state = "disconnected"
+        self.state = ConnectionState.DISCONNECTED
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
         self._pending: dict[Any, asyncio.Future[dict[str, Any]]] = {}
@@ -98,7 +140,7 @@ class PlantClient:
         self._closed = False
         attempt = 0
         while True:
-            self.state = "connecting" if attempt == 0 else "reconnecting"
+            self._move(ConnectionState.CONNECTING if attempt == 0 else ConnectionState.RECONNECTING)
             try:
                 await self._open()
                 return
@@ -128,7 +170,7 @@ class PlantClient:
         self.last_seq = 0
         self.connects += 1
         self._first_snapshot = True
-        self.state = "connected"
+        self._move(ConnectionState.CONNECTED)
         if self.connects > 1:
             if self._subscription is not None:
                 await self._send("subscribe", self._subscription)
@@ -152,7 +194,12 @@ class PlantClient:
         self._closed = True
         if self._ws is not None:
             await self._ws.close()
-        self.state = "disconnected"
+        self._move(ConnectionState.DISCONNECTED)
+
+    def _move(self, to: ConnectionState) -> None:
+        if to not in TRANSITIONS[self.state]:
+            raise InvalidTransition(f"{self.url}: {self.state} -> {to}")
+        self.state = to
 
     # -- requests ------------------------------------------------------------------------
 
@@ -201,6 +248,7 @@ class PlantClient:
             except ConnectionClosed as err:
                 code = err.rcvd.code if err.rcvd is not None else 1006
                 self._ws = None
+                self._move(ConnectionState.DISCONNECTED)
                 for fut in self._pending.values():
                     if not fut.done():
                         fut.set_exception(ConnectionError(f"connection closed ({code})"))

@@ -3,10 +3,13 @@ counts in, the server's word on its plant data, and the snapshot as the whole tr
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
-from scada.tools.client import PlantClient
+import pytest
+
+from scada.tools.client import ConnectionState, InvalidTransition, PlantClient
 from scada.tools.watch import WatchState, _apply, render
 
 
@@ -81,3 +84,22 @@ def test_watch_says_no_live_data_with_the_servers_reason_while_frames_arrive() -
     assert "unknown" in screen and "running" not in screen
     st.data_status = None
     assert st.live(now) and st.status(now).startswith("live ")
+
+
+def state_of(client: PlantClient) -> ConnectionState:
+    """Read afresh (an assert on `client.state` would narrow it for mypy)."""
+    return client.state
+
+
+def test_connection_state_is_checked() -> None:
+    client = PlantClient("ws://127.0.0.1:9/ws", reconnect=False)
+    assert (
+        state_of(client) is ConnectionState.DISCONNECTED and str(state_of(client)) == "disconnected"
+    )
+    with pytest.raises(InvalidTransition, match="disconnected -> connected"):
+        client._move(ConnectionState.CONNECTED)  # never connected without an attempt
+    with pytest.raises(OSError):
+        asyncio.run(client.connect())  # nothing listens on port 9
+    assert state_of(client) is ConnectionState.CONNECTING
+    asyncio.run(client.close())
+    assert state_of(client) is ConnectionState.DISCONNECTED

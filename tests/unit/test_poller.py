@@ -12,7 +12,7 @@ from drivers.base import Driver, DriverContext, DriverSettings, Reading
 from scada.core.config import DeviceConfig, load_config
 from scada.core.errors import DriverError
 from scada.core.tags import Quality, TagSchema
-from scada.plant.poller import Poller
+from scada.plant.poller import DeviceState, DeviceStatus, InvalidTransition, Poller
 from scada.plant.tagstore import TagStore
 
 CONFIG = load_config()
@@ -130,3 +130,29 @@ def test_one_backoff_owner_the_poll_loop_waits_the_drivers_schedule() -> None:
     flaky = Poller(FlakyDriver(), TagStore(SCHEMA), interval=0.1, backoff_initial=0.25)
     flaky._failures = 3
     assert flaky.retry_delay() == 1.0
+
+
+def state_of(status: DeviceStatus) -> DeviceState:
+    """Read afresh (an assert on `status.state` would narrow it for mypy)."""
+    return status.state
+
+
+def test_device_state_moves_only_as_the_poll_loop_does() -> None:
+    async def main() -> None:
+        poller = Poller(FlakyDriver(), TagStore(SCHEMA), interval=0.01)
+        status = poller.status
+        assert state_of(status) is DeviceState.CONNECTING and not status.healthy
+        assert await poller.poll_once()
+        assert state_of(status) is DeviceState.CONNECTED and status.healthy
+        assert status.as_dict()["state"] == "connected"  # the wire value, a plain string
+        await poller.stop()
+        assert state_of(status) is DeviceState.STOPPED and not status.healthy
+        with pytest.raises(InvalidTransition, match="plc1: stopped -> connected"):
+            status.move(DeviceState.CONNECTED)  # a stopped loop never reads again
+        assert state_of(status) is DeviceState.STOPPED
+
+    asyncio.run(main())
+    fresh = DeviceStatus("plc2", "flaky")
+    with pytest.raises(InvalidTransition):
+        fresh.move(DeviceState.CONNECTING)  # there is no way back to a first connect
+    assert [s.value for s in DeviceState] == ["connecting", "connected", "failed", "stopped"]
