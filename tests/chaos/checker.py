@@ -3,9 +3,10 @@ read-only), the `alarms` stream and what every screen received, and counts what 
 
 - **forked**: an id that names two different events: in the two journals (same journal
   epoch), in the stream against the active journal, or at a screen against the active journal.
-- **lost**: an event committed in any journal (its `events`, or set aside in
-  `diverged_events`) that the active node's journal does not hold, under any id. An event is
-  its (alarm, event, time, occurrence): a late event forwarded under a new id still counts.
+- **lost**: an event committed in any journal (its `events`, set aside in `diverged_events`,
+  or kept in `pending_events` for the record) that the active node's journal does not hold,
+  under any id, once the cluster settled. An event is its (alarm, event, time, occurrence): a
+  late event forwarded under a new id counts as kept.
 - **missing / duplicated / out of order**: per screen, within each segment (screens.py).
 - **takeover s**: the longest stretch with no ingest node serving (`/ready` 200).
 - **two active s**: how long both ingest nodes answered `/ready` 200 at once.
@@ -70,11 +71,12 @@ def read_journal(path: Path) -> JournalView | None:
         }
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         diverged = []
-        if "diverged_events" in tables:
-            diverged = [
-                event_key(orjson.loads(body))
-                for (body,) in db.execute("SELECT body FROM diverged_events")
-            ]
+        for table in ("diverged_events", "pending_events"):  # before / after issue #19
+            if table in tables:
+                diverged += [
+                    event_key(orjson.loads(body))
+                    for (body,) in db.execute(f"SELECT body FROM {table}")
+                ]
     return JournalView(epoch, events, diverged)
 
 
