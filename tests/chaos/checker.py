@@ -153,7 +153,7 @@ class Checker:
     def __init__(self, cluster: ChaosCluster, screens: Screens) -> None:
         self.cluster = cluster
         self.screens = screens
-        self.forked: set[tuple[str, int]] = set()
+        self.forked: set[int] = set()
         self.lost: set[EventKey] = set()
         self.client_counts: dict[str, tuple[int, int, int]] = {}
         self.tokens_seen: list[int] = []
@@ -190,11 +190,12 @@ class Checker:
                 for i, (alarm, event) in seg.names.items():
                     if i in main.events and main.events[i][:2] != (alarm, event):
                         forks.add(("screen", i))
-        new_forks = forks - self.forked
-        self.forked |= forks
-        row.forked = len({i for _, i in new_forks})
+        new_forks = {i for _, i in forks} - self.forked
+        self.forked |= new_forks
+        row.forked = len(new_forks)
         if new_forks:
-            row.notes.append(f"forked ids {sorted({i for _, i in new_forks})[:10]}")
+            where = sorted({kind for kind, i in forks if i in new_forks})
+            row.notes.append(f"forked ids {sorted(new_forks)[:10]} ({', '.join(where)})")
 
         kept = set(main.events.values())
         committed: set[EventKey] = set(main.diverged)

@@ -174,6 +174,3 @@ class ChaosCluster:
             child.start()
         finally:
             child.held = False
-
-    def all_alive(self) -> bool:
-        return all(self.child(n).alive() for n in (*INGESTS, *GATEWAYS, "redis"))

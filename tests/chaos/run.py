@@ -54,32 +54,42 @@ def _stream_top(c: ChaosCluster) -> int:
 
 
 def settle(c: ChaosCluster, screens: Screens, notes: list[str]) -> str | None:
-    """The active node once the cluster settled, or None at the deadline."""
+    """The active node once the cluster settled, or None at the deadline (with what was
+    still not so added to `notes`)."""
     deadline = time.monotonic() + SETTLE_DEADLINE
+    why = ""
     while time.monotonic() < deadline:
         time.sleep(0.2)
-        if not c.all_alive():
-            continue
-        active = c.active()
-        if len(active) != 1:
-            continue
-        node = active[0]
-        other = next(n for n in c.proxies if n != node)
-        _, body = c.http(other, "/ready")
-        state = ((body or {}).get("cluster") or {}).get("state") if isinstance(body, dict) else None
-        if state != "standby":
-            if state == "unfit" and f"{other} unfit" not in notes:
-                notes.append(f"{other} unfit")
-            continue
-        if not all(c.http(g, "/ready")[0] == 200 for g in ("gateway-1", "gateway-2")):
-            continue
-        top = _top(c.journal(node))
-        if top < 0 or _stream_top(c) < top or _top(c.journal(other)) < top:
-            continue
-        if not screens.settled(top, _epoch(c.journal(node))):
-            continue
-        return node
+        why = _unsettled(c, screens)
+        if why.startswith("active:"):
+            return why.split(":", 1)[1]
+    notes.append(f"not settled: {why}")
     return None
+
+
+def _unsettled(c: ChaosCluster, screens: Screens) -> str:
+    """What is not settled yet, or `active:<node>` when everything is."""
+    dead = [n for n in (*c.proxies, "gateway-1", "gateway-2", "redis") if not c.child(n).alive()]
+    if dead:
+        return f"not running: {', '.join(dead)}"
+    active = c.active()
+    if len(active) != 1:
+        return f"serving: {active or 'none'}"
+    node = active[0]
+    other = next(n for n in c.proxies if n != node)
+    health, body = c.http(other, "/ready")
+    state = ((body or {}).get("cluster") or {}).get("state") if isinstance(body, dict) else None
+    if state != "standby":
+        return f"{other} state {state} (/ready {health}, /health {c.http(other, '/health')[0]})"
+    if not all(c.http(g, "/ready")[0] == 200 for g in ("gateway-1", "gateway-2")):
+        return "a gateway not ready"
+    top = _top(c.journal(node))
+    stream, behind = _stream_top(c), _top(c.journal(other))
+    if top < 0 or stream < top or behind < top:
+        return f"{node} journal at {top}, stream at {stream}, {other} journal at {behind}"
+    if not screens.settled(top, _epoch(c.journal(node))):
+        return f"screens not all live and at {top}"
+    return f"active:{node}"
 
 
 def run(
@@ -120,7 +130,7 @@ def one(cluster: ChaosCluster, screens: Screens, checker: Checker, name: str) ->
     active = settle(cluster, screens, notes)
     ended = time.monotonic()
     if active is None:
-        row = Row(name, finished=False, notes=[what, *notes, "did not settle"])
+        row = Row(name, finished=False, notes=[what, *notes])
         now = cluster.active()
         if len(now) == 1:  # count what can be counted
             counted = checker.check(name, started, ended, now[0])
