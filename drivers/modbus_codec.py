@@ -47,7 +47,6 @@ DEFAULT_MAX_GAP = 8
 
 DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "float64", "bool", "bit"]
 Order = Literal["ABCD", "CDAB", "BADC", "DCBA"]
-DATA_TYPES: tuple[str, ...] = DataType.__args__  # type: ignore[attr-defined]
 ORDERS: tuple[str, ...] = Order.__args__  # type: ignore[attr-defined]
 
 

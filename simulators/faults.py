@@ -25,7 +25,6 @@ FaultKind = Literal[
     "connection_drop",
     "seq_gap",
 ]
-FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
 
 # Which optional parameters each kind takes; anything else in a request is an error.
 _PARAMS: dict[str, set[str]] = {

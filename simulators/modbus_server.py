@@ -243,7 +243,6 @@ class ModbusSimulator:
         self.units: dict[int, _UnitData] = {}
         self.values = np.zeros(0)  # last published plant sample [lines, SIM_TAGS]
         self.valid = np.zeros(0, dtype=bool)
-        self.published_at = 0.0  # epoch seconds of the last publish
         self.heartbeat = 0
         self.requests = 0
         self._context = _PlantContext(self)
@@ -346,7 +345,6 @@ class ModbusSimulator:
                 plant_time=model.time,
             )
         self.units, self.values, self.valid = units, values, valid
-        self.published_at = time.time()
 
     # -- requests --------------------------------------------------------------------------
 

@@ -130,9 +130,6 @@ class AlarmEngine:
             out[d.name] = AlarmInfo(d.condition, tag.unit if tag else "", span)
         return out
 
-    def definition(self, alarm: str) -> AlarmDef | None:
-        return self._by_name.get(alarm)
-
     def state_of(self, alarm: str) -> AlarmEvent:
         """Snapshot of one alarm (its newest event, or a blank normal one)."""
         return dataclasses.replace(self._alarm_by_name[alarm].last)

@@ -57,7 +57,6 @@ class Client:
     lines: frozenset[str] | None = None  # None: every line
     types: frozenset[str] = ALL_TYPES
     seq: int = 0
-    connected_at: float = field(default_factory=time.time)
     last_write: float = field(default_factory=time.monotonic)  # not counting group fan-outs
     closed: bool = False
     snapshot_cursor: int = 0  # alarm cursor of the last snapshot sent (live events follow it)

@@ -48,8 +48,6 @@ CREATE TABLE IF NOT EXISTS runs (
 # The historian's schema versions (scada.core.schema): append, never edit a released one.
 MIGRATIONS = [baseline]
 
-TIERS = ("raw", "m1", "h1")
-TIER_MS = {"raw": 60_000, "m1": 60_000, "h1": 3_600_000}
 CHUNK_MS = 60_000
 HOUR_MS = 3_600_000
 BUSY_TIMEOUT_MS = 5000

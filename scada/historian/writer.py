@@ -59,7 +59,6 @@ class WriterStatus:
     failures: int = 0
     pruned: int = 0
     last_flush: float | None = None  # epoch seconds of the last successful commit
-    moved_aside: str | None = None
 
 
 @dataclass
@@ -459,7 +458,6 @@ class Writer:
             err,
             aside,
         )
-        self.status.moved_aside = str(aside)
         self._merge_minutes.clear()
         self._flushed = 0  # the open minute goes into the new file's `pending` from its start
         try:

@@ -17,7 +17,6 @@ from urllib.parse import unquote, urlsplit
 from scada.core.errors import ScadaError
 
 USER_AGENT = "scada-stream-notify/1"
-MAX_STATUS_LINE = 8192
 
 
 class DeliveryError(ScadaError):

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import numpy as np
-
 from drivers.base import Driver
 from scada.core.fixedrate import FixedRate
 from scada.core.stats import percentile_rounded
@@ -218,8 +216,3 @@ def _describe(err: BaseException, timeout: float) -> str:
         return f"no answer within {timeout:g} s"
     text = str(err) or type(err).__name__
     return text if len(text) < 300 else text[:297] + "..."
-
-
-def all_indices(pollers: list[Poller]) -> np.ndarray:
-    parts = [p.indices for p in pollers]
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.intp)

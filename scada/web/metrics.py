@@ -1,11 +1,8 @@
 """Prometheus exposition through prometheus_client.
 
-Two kinds of metric meet in one scrape:
-
-* process-wide instruments that any module creates once, at import, with `counter()`,
-  `gauge()` or `histogram()` below (they live in `REGISTRY`);
-* values the running plant already counts (broadcaster, tick, devices), read at scrape time by
-  `RuntimeCollector`, plus any per-runtime source added to `Runtime.metric_sources`.
+A scrape reads the values the running plant already counts (broadcaster, tick, devices) at
+scrape time through `RuntimeCollector`, plus any per-runtime source added to
+`Runtime.metric_sources`; nothing is counted twice into a registry of its own.
 
 prometheus_client writes every value at full precision and gives summaries their `_sum` and
 `_count`, which a hand-written `%g` exposition did not.
@@ -16,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from scada.core.stats import percentile, percentile_rounded
@@ -25,24 +22,7 @@ if TYPE_CHECKING:
     from scada.fanout.broadcaster import Broadcaster
     from scada.plant.runtime import Runtime
 
-REGISTRY = CollectorRegistry(auto_describe=True)
 MetricSource = Callable[[], Iterable[Metric]]
-
-
-def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
-    return Counter(name, doc, labels, registry=REGISTRY)
-
-
-def gauge(name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
-    return Gauge(name, doc, labels, registry=REGISTRY)
-
-
-def histogram(
-    name: str, doc: str, labels: Sequence[str] = (), buckets: Sequence[float] | None = None
-) -> Histogram:
-    if buckets is None:
-        return Histogram(name, doc, labels, registry=REGISTRY)
-    return Histogram(name, doc, labels, registry=REGISTRY, buckets=buckets)
 
 
 def summary(
@@ -171,12 +151,11 @@ class _Scrape:
         self.extra = extra
 
     def collect(self) -> Iterator[Metric]:
-        yield from REGISTRY.collect()
         yield from self.extra.collect()
 
 
 def render_with(extra: _Collector) -> bytes:
-    """The process-wide instruments plus `extra`'s metrics (read at scrape time)."""
+    """`extra`'s metrics (read at scrape time) in the exposition format."""
     return generate_latest(_Scrape(extra))
 
 

@@ -242,12 +242,6 @@ class Cluster:
         )
         return self.nginx.start()
 
-    def add_gateway(self, *, start: bool = True) -> RoleProcess:
-        """One more gateway (not in nginx's upstream unless nginx is started after)."""
-        gateway = self._role("gateway", f"gateway-{len(self.gateways) + 1}")
-        self.gateways.append(gateway)
-        return gateway.start() if start else gateway
-
     def active(self, timeout: float = 10) -> RoleProcess:
         """The ingest node that answers /ready 200 (waits up to `timeout` for one)."""
 

@@ -126,7 +126,6 @@ def create_gateway_app(
     state.hub = hub
     state.commands = commands
     state.auth = credentials
-    state.auth_view = view
     state.auditor = auditor
     state.heavy = heavy
     state.clock = clock

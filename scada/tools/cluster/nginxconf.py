@@ -13,7 +13,6 @@ from pathlib import Path
 from scada.core.errors import ScadaError
 
 TEMPLATE = Path(__file__).resolve().parents[3] / "nginx" / "cluster.conf"
-UPSTREAMS = ("scada_gateways", "scada_ingest")
 
 
 class TemplateError(ScadaError):
