@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import redis
 
-from scada.tools.cluster.local import GATEWAYS, INGESTS, Child, LocalCluster, free_port
+from scada.tools.cluster.local import INGESTS, Child, LocalCluster, free_port
 from tests.chaos.proxy import LinkProxy
 
 START_DEADLINE = 180.0  # a cold start on a loaded 2-core box
