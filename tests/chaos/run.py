@@ -36,6 +36,15 @@ def _top(path: Path) -> int:
         return -1
 
 
+def _pending(path: Path) -> int:
+    """Events a journal keeps for the record (issue #19: forwarded late), 0 without the table."""
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            return int(db.execute("SELECT COUNT(*) FROM pending_events").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
 def _epoch(path: Path) -> str:
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
         row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
@@ -87,6 +96,9 @@ def _unsettled(c: ChaosCluster, screens: Screens) -> str:
     stream, behind = _stream_top(c), _top(c.journal(other))
     if top < 0 or stream < top or behind < top:
         return f"{node} journal at {top}, stream at {stream}, {other} journal at {behind}"
+    pending = {n: _pending(c.journal(n)) for n in c.proxies}
+    if any(pending.values()):
+        return f"events pending for the record: {pending}"
     if not screens.settled(top, _epoch(c.journal(node))):
         return f"screens not all live and at {top}"
     return f"active:{node}"
