@@ -205,9 +205,15 @@ def build_sparkplug(
     settings = edge_settings(plant.config)
     if not settings.enabled:
         return None
+    from scada.roles.edgegate import AuditedWriteGate
     from scada.sparkplug.service import SparkplugEdge, alarm_infos
 
     runtime = plant.runtime
+
+    async def acknowledge(occurrence: int, user: str, comment: str) -> None:
+        events = await plant.alarms.ack(occurrence, user, comment)
+        plant.hub.announce(events)
+
     edge = SparkplugEdge(
         settings,
         runtime.schema,
@@ -216,8 +222,11 @@ def build_sparkplug(
         alarms_current=plant.alarms.current,
         alarms_version=plant.alarms.cursor,
         next_bdseq=next_bdseq,
+        gate=AuditedWriteGate(plant.auth, plant.auditor),
+        acknowledge=acknowledge,
     )
     runtime.on_tick(edge.tick)
+    runtime.metric_sources.append(edge.prometheus)
     return edge
 
 

@@ -29,6 +29,20 @@ from scada.core.config import PlantConfig, format_path
 from scada.core.errors import ConfigError
 
 
+class WriteSettings(BaseModel):
+    """DCMD writes a host may make, as which user of this service (`scada users add`): the
+    user's role must allow the action (acknowledging: operator) when the write arrives, and
+    every write is audited as that user. The one write there is: `Alarms/<alarm>/Acknowledged`
+    = true acknowledges the alarm."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user: str = Field(min_length=1, max_length=64)
+    allow: list[str] = Field(
+        default_factory=list
+    )  # metric name patterns, e.g. "Alarms/*/Acknowledged"
+
+
 class EdgeSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -43,6 +57,7 @@ class EdgeSettings(BaseModel):
     # value must make to be published (after rounding to the tag's decimals).
     deadband: dict[str, float] = Field(default_factory=dict)
     alarms: bool = True  # alarm state of each line as metrics "Alarms/..."
+    writes: WriteSettings | None = None  # None: every DCMD write refused
 
 
 def edge_settings(config: PlantConfig) -> EdgeSettings:

@@ -13,17 +13,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from drivers.sparkplug.edge import EdgeNode, Publish
+from drivers.sparkplug.edge import EdgeNode, EdgeState, Publish, Write
 from drivers.sparkplug.edgeclient import EdgeClient, now_ms
 from scada.core.config import LineConfig
 from scada.core.tags import TagSchema
 from scada.sparkplug.edgeconfig import EdgeSettings
 from scada.sparkplug.plantmetrics import AlarmInfo, PlantMetrics
+from scada.sparkplug.writes import Acknowledge, EdgeWrites, WriteGate
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ class SparkplugEdge:
         alarms_version: Callable[[], object] | None = None,
         identifier: str | None = None,
         next_bdseq: Callable[[], Awaitable[int]] | None = None,
+        gate: WriteGate | None = None,
+        acknowledge: Acknowledge | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -76,9 +80,12 @@ class SparkplugEdge:
             settings.broker,
             identifier=identifier or f"sparkplug-{settings.group}-{settings.edge_node}",
             refresh=self._refresh,
+            on_writes=self._on_writes,
             next_bdseq=next_bdseq,
             label="sparkplug edge node",
         )
+        self.writes = EdgeWrites(settings.writes, gate, alarms_current, acknowledge)
+        self._write_tasks: set[asyncio.Task[None]] = set()
         self.interval = settings.publish_interval_ms / 1000.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -109,7 +116,36 @@ class SparkplugEdge:
             "births": node.births,
             "messages": self.client.sent,
             "values": node.values_sent,
+            "writes_applied": self.writes.applied,
+            "writes_refused": self.writes.refused,
         }
+
+    def prometheus(self) -> Iterator[Metric]:
+        """For /metrics (Runtime.metric_sources)."""
+        node = self.node
+        yield GaugeMetricFamily(
+            "scada_sparkplug_online",
+            "1 while the edge node is born on the broker (births sent, data flowing).",
+            1.0 if node.state is EdgeState.ONLINE else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "scada_sparkplug_bdseq", "bdSeq of the current session.", node.bdseq
+        )
+        yield CounterMetricFamily(
+            "scada_sparkplug_births", "NBIRTH sequences sent.", value=node.births
+        )
+        yield CounterMetricFamily(
+            "scada_sparkplug_messages", "Sparkplug messages published.", value=self.client.sent
+        )
+        yield CounterMetricFamily(
+            "scada_sparkplug_values", "Metric values published in DATA.", value=node.values_sent
+        )
+        yield CounterMetricFamily(
+            "scada_sparkplug_writes_applied", "DCMD writes applied.", value=self.writes.applied
+        )
+        yield CounterMetricFamily(
+            "scada_sparkplug_writes_refused", "DCMD writes refused.", value=self.writes.refused
+        )
 
     async def _publisher(self) -> None:
         next_at = 0.0
@@ -126,6 +162,11 @@ class SparkplugEdge:
                 raise
             except Exception as err:  # the session notices a lost broker and reconnects
                 log.debug("sparkplug edge node: publish failed: %s", err)
+
+    def _on_writes(self, writes: list[Write]) -> None:
+        task = asyncio.create_task(self.writes.apply(writes), name="sparkplug-writes")
+        self._write_tasks.add(task)
+        task.add_done_callback(self._write_tasks.discard)
 
     def _refresh(self) -> None:
         """Every metric's current value into the session (before a birth)."""

@@ -267,3 +267,98 @@ def _ms(iso: str) -> int:
 async def _later(http: httpx.AsyncClient, first: str, ms: int) -> bool:
     now = (await http.get("/api/lines")).json()["lines"][0]["latest"]["timestamp"]
     return _ms(now) - _ms(first) > ms
+
+
+def test_dcmd_acknowledges_an_alarm_only_as_an_allowed_user_and_audited(
+    mosquitto: Mosquitto,  # noqa: F811
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """[tck-id-operational-behavior-data-commands-dcmd-verb]
+    [tck-id-operational-behavior-data-commands-dcmd-metric-name] -metric-value: a DCMD write is
+    refused unless [sparkplug.writes] allows the metric and its user's role allows the action."""
+    writes = {"user": "mes", "allow": ["Alarms/*/Acknowledged"]}
+    overrides = {**_sparkplug(mosquitto, writes=writes), "auth": {"anonymous_role": "engineer"}}
+    server = server_factory(overrides, start=False)
+    topic = "spBv1.0/plant/DCMD/scada/line2"
+
+    def dcmd(name: str, **value: Any) -> bytes:
+        cmd = Payload(timestamp=int(time.time() * 1000))
+        cmd.metrics.add(name=name, **value)
+        return bytes(cmd.SerializeToString())
+
+    async def body() -> None:
+        async with Probe(mosquitto) as probe, httpx.AsyncClient(base_url=server.http) as http:
+            await asyncio.to_thread(server.start)
+            await eventually_async(lambda: len(probe.of("DBIRTH")) >= 8, timeout=30, what="births")
+            # line 2's diameter steps between hi and hihi: line2.diameter.hi is raised
+            step = {"line": "2", "kind": "step", "tag": "diameter", "offset": 0.3}
+            assert (await http.post("/api/simulator/faults", json=step)).status_code == 201
+
+            async def alarm() -> dict[str, Any] | None:
+                current = (await http.get("/api/alarms")).json()["alarms"]
+                return next((a for a in current if a["alarm"] == "line2.diameter.hi"), None)
+
+            raised = await eventually_async(alarm, timeout=30, what="line2.diameter.hi raised")
+            assert raised["state"] == "unacked_active"
+
+            # not an allowed metric; then the right one, but user mes does not exist yet
+            await probe.publish(topic, dcmd("diameter", datatype=10, double_value=1.0))
+            ack = dcmd("Alarms/diameter.hi/Acknowledged", datatype=11, boolean_value=True)
+            await probe.publish(topic, ack)
+            token = await asyncio.to_thread(server.token, "admin")
+            auth = {"Authorization": f"Bearer {token}"}
+
+            async def audited(result: str) -> list[dict[str, Any]]:
+                page = (await http.get("/api/audit", headers=auth)).json()["records"]
+                return [r for r in page if r["action"] == "sparkplug_ack" and r["result"] == result]
+
+            async def refused() -> bool:
+                return await _metric_value(http, "scada_sparkplug_writes_refused_total") == 2
+
+            await eventually_async(refused, what="both writes refused")
+            # audited; the second refusal is folded into the first's count (a flood of
+            # refused DCMDs writes one record per window, as for any refusal)
+            (forbidden,) = await audited("forbidden")
+            assert forbidden["target"] == "line2/diameter" and forbidden["user"] == "mes"
+            assert (await alarm() or {}).get("state") == "unacked_active"
+
+            # an operator named mes: the same write acknowledges the alarm, audited as mes
+            await asyncio.to_thread(
+                server.cli, "users", "add", "mes", "--role", "operator", "--password-stdin",
+                stdin="a long enough password 1\n",
+            )  # fmt: skip
+            await probe.publish(topic, ack)
+            done = await eventually_async(
+                lambda: _acked_by(alarm, "mes"), what="acknowledged over DCMD"
+            )
+            assert done["state"] == "acked_active"
+            (ok,) = await eventually_async(lambda: audited("ok"), what="the audit record")
+            assert ok["user"] == "mes" and ok["address"] == "sparkplug"
+            assert ok["detail"] == "line2.diameter.hi"
+            # and the edge node reports it: Acknowledged true in line 2's DATA
+            births = [m for m in probe.of("DBIRTH") if m.device == "line2"]
+            alias = _metric(births[-1].payload, "Alarms/diameter.hi/Acknowledged").alias
+            await eventually_async(
+                lambda: any(
+                    x.alias == alias and x.boolean_value
+                    for m in probe.of("DDATA")
+                    if m.device == "line2"
+                    for x in m.payload.metrics
+                ),
+                what="Acknowledged true in DDATA",
+            )
+
+    run(body())
+
+
+async def _metric_value(http: httpx.AsyncClient, name: str) -> float | None:
+    text = (await http.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+async def _acked_by(alarm: Callable[[], Any], user: str) -> dict[str, Any] | None:
+    found = await alarm()
+    return found if found is not None and found.get("acked_by") == user else None
