@@ -8,24 +8,28 @@ Order of the checks, each of which stops with nothing changed:
    `replaced-<time>/` in it, never deleted);
 4. every database of the archive, unpacked beside its place: its SHA-256 against the
    manifest, `PRAGMA integrity_check`, and a schema version this release knows.
-Then the files are renamed into place (stale -wal/-shm removed first) and each is checked
-again with `PRAGMA integrity_check` where it now lies.
+Then the journal gets a new epoch and the outbox a new instance (a new lineage of ids: see
+`_new_lineage`), the files are renamed into place (stale -wal/-shm removed first) and each is
+checked again with `PRAGMA integrity_check` where it now lies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import sqlite3
 import tarfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from scada.core.datadir import DataDirBusy, lock_data_dir, private_dir
-from scada.core.schema import version_of
+from scada.core.schema import Migration, version_of
 from scada.tools.backup import (
     CONFIG,
     DATABASES,
@@ -39,18 +43,22 @@ from scada.tools.backup import (
 log = logging.getLogger(__name__)
 
 RESTORED_CONFIG = "config-from-backup.toml"
-_KNOWN_VERSIONS = {
-    "journal.sqlite": "scada.alarms.journal",
-    "auth.sqlite": "scada.auth.store",
-    "history.sqlite": "scada.historian.db",
-    "notify.sqlite": "scada.notify.outbox",
-}
 
 
 def _newest_version(name: str) -> int:
-    import importlib
+    """The newest schema version of archive member `name` this release knows."""
+    from scada.alarms.journal import MIGRATIONS as JOURNAL
+    from scada.auth.authdb import MIGRATIONS as AUTH
+    from scada.historian.db import MIGRATIONS as HISTORY
+    from scada.notify.outbox import MIGRATIONS as NOTIFY
 
-    return len(importlib.import_module(_KNOWN_VERSIONS[name]).MIGRATIONS)
+    known: dict[str, Sequence[Migration]] = {
+        "journal.sqlite": JOURNAL,
+        "auth.sqlite": AUTH,
+        "history.sqlite": HISTORY,
+        "notify.sqlite": NOTIFY,
+    }
+    return len(known[name])
 
 
 def read_manifest(tar: tarfile.TarFile, archive: Path) -> dict[str, Any]:
@@ -82,6 +90,19 @@ def _existing(data_dir: Path) -> list[Path]:
     return [
         p for name in DATABASES for p in (data_dir / name, data_dir / f"{name}-wal") if p.exists()
     ]
+
+
+def _new_lineage(work: Path, names: dict[str, Any]) -> None:
+    """A restored journal hands out again the ids its source used after the backup, for other
+    events: it gets a new epoch, so a client's resume cursor from before is not taken as
+    meaning these (it gets a fresh snapshot), and the outbox a new instance, so a receiver
+    that de-duplicates by notification id does not drop them as seen."""
+    if "journal.sqlite" in names:
+        with contextlib.closing(sqlite3.connect(work / "journal.sqlite")) as db, db:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (secrets.randbits(63),))
+    if "notify.sqlite" in names:
+        with contextlib.closing(sqlite3.connect(work / "notify.sqlite")) as db, db:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'instance'", (secrets.token_hex(4),))
 
 
 def restore(archive: Path, data_dir: Path, *, force: bool = False) -> dict[str, Any]:
@@ -136,6 +157,7 @@ def _restore_locked(
                     f"{name} has schema version {version}, newer than this release knows "
                     f"({_newest_version(name)}): restore it with the release that took it"
                 )
+        _new_lineage(work, manifest["databases"])
         if existing:
             aside = private_dir(data_dir / time.strftime("replaced-%Y%m%dT%H%M%S"))
             for path in existing + [Path(f"{p}-shm") for p in existing]:

@@ -14,6 +14,7 @@ from scada.alarms.journal import Journal
 from scada.auth.store import AuthStore
 from scada.core.config import load_config
 from scada.core.datadir import lock_data_dir
+from scada.notify.outbox import Outbox
 from scada.tools.backup import BackupError, take_backup
 from scada.tools.restore import restore
 
@@ -22,6 +23,7 @@ def _plant(tmp_path: Path) -> Path:
     data = tmp_path / "data"
     journal = Journal(data / "journal.sqlite", retention_days=1, retention_events=100)
     journal.close()
+    Outbox(data / "notify.sqlite").close()
     store = AuthStore(data / "auth.sqlite")
     store.add_user("bob", "operator", "pw-bob-123")
     store.close()
@@ -51,12 +53,23 @@ def _rewrite(archive: Path, out: Path, name: str, content: bytes, *, manifest: b
             tar.addfile(info, io.BytesIO(body))
 
 
-def test_a_good_archive_restores_and_reopens(tmp_path: Path) -> None:
+def test_a_good_archive_restores_and_reopens_as_a_new_lineage(tmp_path: Path) -> None:
     archive = _plant(tmp_path)
     restore(archive, tmp_path / "new")
     store = AuthStore(tmp_path / "new" / "auth.sqlite")
     assert [u["name"] for u in store.list_users()] == ["bob"]
     store.close()
+    old, new = tmp_path / "data", tmp_path / "new"
+    epochs = [
+        Journal(d / "journal.sqlite", retention_days=1, retention_events=9) for d in (old, new)
+    ]
+    assert epochs[0].epoch != epochs[1].epoch  # resume cursors of the source mean nothing here
+    instances = [Outbox(d / "notify.sqlite") for d in (old, new)]
+    assert instances[0].instance != instances[1].instance  # nor its notification ids
+    for journal in epochs:
+        journal.close()
+    for outbox in instances:
+        outbox.close()
 
 
 def test_a_damaged_database_is_refused_before_anything_moves(tmp_path: Path) -> None:
