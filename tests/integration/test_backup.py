@@ -41,7 +41,9 @@ def alarm_events(server: ServerProcess) -> list[dict[str, Any]]:
     before = None
     while True:
         query = {"limit": 1000, **({"before": before} if before else {})}
-        body = httpx.get(f"{server.http}/api/alarms/history", params=query, timeout=10).json()
+        r = httpx.get(f"{server.http}/api/alarms/history", params=query, timeout=scaled(30))
+        assert r.status_code == 200, r.text
+        body = r.json()
         out += body["events"]
         before = body["next_before"]
         if before is None:
@@ -54,20 +56,20 @@ def history(server: ServerProcess, start_ms: int, end_ms: int) -> dict[str, Any]
         "from": iso_ms(start_ms / 1000),
         "to": iso_ms(end_ms / 1000),
     }
-    r = httpx.get(f"{server.http}/api/history", params=params, timeout=30)
+    r = httpx.get(f"{server.http}/api/history", params=params, timeout=scaled(30))
     assert r.status_code == 200, r.text
     return dict(r.json())
 
 
 def flushed_after(server: ServerProcess, t_ms: int) -> bool:
-    ready = httpx.get(f"{server.http}/ready", timeout=5).json()
+    ready = httpx.get(f"{server.http}/ready", timeout=scaled(10)).json()
     last = ready["historian"]["last_flush"]
     return last is not None and datetime.fromisoformat(last).timestamp() * 1000 > t_ms
 
 
 def inject(server: ServerProcess, line: str, offset: float) -> None:
     body = {"line": line, "kind": "step", "tag": "diameter", "offset": offset}
-    r = httpx.post(f"{server.http}/api/simulator/faults", json=body, timeout=10)
+    r = httpx.post(f"{server.http}/api/simulator/faults", json=body, timeout=scaled(10))
     assert r.status_code == 201, r.text
 
 
@@ -96,7 +98,7 @@ def test_a_backup_of_a_running_server_restores_to_the_same_alarms_history_and_us
     # Not over the directory the live server uses: refused, and that server goes on.
     refused = scada("restore", str(archive), "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
     assert refused.returncode == 1 and "in use" in refused.stderr
-    assert httpx.get(f"{live.http}/ready", timeout=5).status_code == 200
+    assert httpx.get(f"{live.http}/ready", timeout=scaled(10)).status_code == 200
 
     restored_dir = tmp_path / "restored"
     done = scada("restore", str(archive), "--data-dir", str(restored_dir), cwd=tmp_path)
@@ -130,12 +132,18 @@ def test_a_backup_of_a_running_server_restores_to_the_same_alarms_history_and_us
         assert history(copy, range_end_ms - 60_000, range_end_ms) == original
         # Users and tokens: the same list, through the same admin token.
         users = [
-            httpx.get(f"{s.http}/api/users", headers={"Authorization": f"Bearer {admin}"}).json()
+            httpx.get(
+                f"{s.http}/api/users",
+                headers={"Authorization": f"Bearer {admin}"},
+                timeout=scaled(10),
+            ).json()
             for s in (live, copy)
         ]
         assert users[0] == users[1] and "bob" in str(users[1])
         login = httpx.post(
-            f"{copy.http}/api/login", json={"username": "bob", "password": "pw-bob-123"}
+            f"{copy.http}/api/login",
+            json={"username": "bob", "password": "pw-bob-123"},
+            timeout=scaled(30),
         )
         assert login.status_code == 200, login.text
     finally:

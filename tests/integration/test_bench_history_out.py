@@ -35,7 +35,7 @@ def test_a_built_history_is_served_with_each_lines_own_diameter(tmp_path: Path) 
     try:
         params: dict[str, str | int] = {"tags": "line1.diameter,line5.diameter,line7.diameter", "from": "-70m",
                   "to": "-5m", "points": 100}  # fmt: skip
-        doc = httpx.get(f"{server.http}/api/history", params=params, timeout=30).json()
+        doc = httpx.get(f"{server.http}/api/history", params=params, timeout=scaled(30)).json()
         means = [statistics.median(v for v in s["mean"] if v is not None) for s in doc["series"]]
         assert [round(m) for m in means] == [12, 16, 8]  # the lines' own setpoints
     finally:

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from scada.core.config import deep_merge
 from scada.core.timefmt import iso_ms
 from scada.web import httpgzip
-from tests.conftest import ServerProcess, default_config_dict, write_config
+from tests.conftest import ServerProcess, default_config_dict, scaled, write_config
 
 TAGS = ",".join(f"line{n}.diameter" for n in range(1, 9))
 
@@ -42,7 +42,7 @@ def raw_get(
 ) -> httpx.Response:
     """The bytes as sent (httpx would decode them), with this Accept-Encoding."""
     with (
-        httpx.Client(timeout=30) as client,
+        httpx.Client(timeout=scaled(30)) as client,
         client.stream(
             "GET", f"{server.http}{path}", params=params, headers={"Accept-Encoding": encoding}
         ) as r,

@@ -18,7 +18,7 @@ from scada.auth.authdb import MIGRATIONS as AUTH
 from scada.core.schema import version_of
 from scada.historian.db import MIGRATIONS as HISTORY
 from scada.notify.outbox import MIGRATIONS as NOTIFY
-from tests.conftest import ROOT, ServerProcess
+from tests.conftest import ROOT, ServerProcess, scaled
 
 FIXTURE = ROOT / "tests" / "fixtures" / "datadir-0.1"
 
@@ -36,13 +36,15 @@ def test_the_release_0_1_data_directory_reads_back_unchanged(tmp_path: Path) -> 
     server = ServerProcess(plant / "plant.toml", plant).start()
     try:
         newest = max(e["event_id"] for e in expected["events"])
-        served = httpx.get(f"{server.http}/api/alarms/history", params={"limit": 1000}).json()
+        served = httpx.get(
+            f"{server.http}/api/alarms/history", params={"limit": 1000}, timeout=scaled(30)
+        ).json()
         old = [e for e in served["events"] if e["event_id"] <= newest]
         assert len(old) == len(expected["events"]) >= 2
         for got, want in zip(old, expected["events"], strict=True):
             assert {k: got.get(k) for k in want} == want  # new fields may be added, none lost
         auth = {"Authorization": f"Bearer {expected['token']}"}
-        users = httpx.get(f"{server.http}/api/users", headers=auth).json()
+        users = httpx.get(f"{server.http}/api/users", headers=auth, timeout=scaled(30)).json()
         assert users == expected["users"]
         for want in expected["history"].values():
             params = {
@@ -51,7 +53,7 @@ def test_the_release_0_1_data_directory_reads_back_unchanged(tmp_path: Path) -> 
                 "to": want["to"],
                 "points": 60,
             }
-            got = httpx.get(f"{server.http}/api/history", params=params, timeout=30).json()
+            got = httpx.get(f"{server.http}/api/history", params=params, timeout=scaled(30)).json()
             for g, w in zip(got["series"], want["series"], strict=True):
                 for key in w:  # the first difference, named, before the whole answer
                     assert g[key] == w[key], (w["tag"], key)
