@@ -283,6 +283,10 @@ def requires(role: str, endpoint: Endpoint, *, action: str | None = None) -> End
             await audit_request(request, what, path, "forbidden", f"needs {role}")
             return refused(Refused("forbidden", f"needs role {role}; you are {identity.role}", 403))
         request.state.user = identity
+        # A heavy read's slot is taken only now, past the role check (scada.web.heavy).
+        ticket = getattr(request.state, "heavy_ticket", None)
+        if ticket is not None and (over := ticket()) is not None:
+            return over  # type: ignore[no-any-return]
         try:
             return await endpoint(request)
         except Refused as err:

@@ -12,7 +12,7 @@ from typing import Any
 from scada.auth.authdb import AuthDb, AuthError, end_sessions
 from scada.auth.identity import Identity
 from scada.auth.passwords import hash_password, needs_rehash, verify_password
-from scada.core.roles import ROLES
+from scada.core.roles import RESERVED_NAMES, ROLES
 
 MAX_NAME = 64  # user and token names
 
@@ -53,6 +53,8 @@ class Users:
             or not name.replace("_", "").replace("-", "").replace(".", "").isalnum()
         ):
             raise AuthError("a user name is 1-64 letters, digits, '.', '-' or '_'")
+        if name.lower() in RESERVED_NAMES:
+            raise AuthError(f"{name!r} is reserved (it names clients without credentials)")
         if len(password) < 8:
             raise AuthError("a password needs at least 8 characters")
         try:

@@ -9,6 +9,8 @@ ROLES: Final[tuple[str, ...]] = get_args(Role)
 # The identity of a client without credentials (where `auth.allow_anonymous` lets it in):
 # its own name, its own connection quota, never a real user's.
 ANONYMOUS: Final = "anonymous"
+# Names no account may take: the audit log and the quotas would mistake it for the above.
+RESERVED_NAMES: Final = frozenset({ANONYMOUS})
 # Whom a per-role limit applies to: the roles, and anonymous clients on their own.
 Audience = Literal["anonymous", "viewer", "operator", "engineer", "admin"]
 AUDIENCES: Final[tuple[str, ...]] = get_args(Audience)

@@ -6,7 +6,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from scada.core.timefmt import parse_time
+from scada.core.timefmt import TimeParameterError, time_param
 
 MAX_TAGS = 32
 MAX_SPAN_DAYS = 3650 * 1.1  # a little beyond the longest default retention
@@ -38,11 +38,14 @@ def parse_instant(name: str, text: str, now_ms: int) -> int:
     if m:
         return now_ms - round(float(m.group(1)) * _UNIT_MS[m.group(2)])
     try:
-        return round(parse_time(text) * 1000)
-    except (ValueError, OverflowError, OSError):
+        instant = time_param(name, text)
+    except TimeParameterError:
         raise BadParameter(
-            name, f"{name} must be ISO 8601, `now` or relative like -15m, -8h, -7d"
+            name, f"{name} must be ISO 8601, `now` or relative like -15m, -8h, -7d (1970-9999)"
         ) from None
+    if instant is None:
+        raise BadParameter(name, f"{name} is empty")
+    return round(instant * 1000)
 
 
 def parse_request(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -19,6 +18,7 @@ from starlette.routing import Route
 from scada.alarms import export as export_mod
 from scada.alarms.model import SEVERITY_RANK, AlarmRequestError
 from scada.alarms.service import AlarmService
+from scada.core.timefmt import TimeParameterError, time_param
 
 STATUS = {
     "already_acknowledged": 409,
@@ -59,22 +59,19 @@ def _bad(message: str, code: str = "invalid", status: int = 400) -> JSONResponse
 
 
 def parse_time(name: str, text: str | None) -> float | None:
-    """Epoch seconds from ISO 8601 (naive means UTC) or a number of epoch seconds."""
-    if text is None or text == "":
-        return None
+    """scada.core.timefmt.time_param, refused as this module's BadParam."""
     try:
-        value = float(text)
-    except ValueError:
-        try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError as err:
-            raise BadParam(name, "expected ISO 8601 or epoch seconds") from err
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
-    if not math.isfinite(value):
-        raise BadParam(name, "expected a finite number")
-    return value
+        return time_param(name, text)
+    except TimeParameterError as err:
+        raise BadParam(name, str(err).split(": ", 1)[1]) from None
+
+
+def first_time(q: Any, *names: str) -> float | None:
+    """The first of `names` given (`since` or its alias `from`, as the export names it)."""
+    for name in names:
+        if q.get(name) not in (None, ""):
+            return parse_time(name, q.get(name))
+    return None
 
 
 def parse_int(name: str, text: str | None, default: int | None, lo: int, hi: int) -> int | None:
@@ -108,8 +105,8 @@ async def list_current(request: Request) -> JSONResponse:
 async def history(request: Request) -> Response:
     q = request.query_params
     try:
-        since = parse_time("since", q.get("since"))
-        until = parse_time("until", q.get("until"))
+        since = first_time(q, "since", "from")
+        until = first_time(q, "until", "to")
         limit = parse_int("limit", q.get("limit"), 100, 1, MAX_HISTORY_LIMIT) or 100
         before = parse_int("before", q.get("before"), None, 1, 2**62)
     except BadParam as err:

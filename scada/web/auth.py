@@ -30,7 +30,7 @@ from scada.auth.users import check_name, check_role
 from scada.core.config import PlantConfig
 from scada.core.errors import Refused
 from scada.core.offload import run_off
-from scada.core.timefmt import parse_time
+from scada.core.timefmt import TimeParameterError, time_param
 from scada.web.pages import page
 
 MAX_BODY = 16_384  # logins, users and tokens are small; nothing unauthenticated reads more
@@ -221,8 +221,11 @@ async def revoke_token(request: Request) -> Response:
 def _audit_params(request: Request) -> dict[str, Any]:
     q = request.query_params
     try:
-        since = parse_time(q["since"]) if q.get("since") else None
-        until = parse_time(q["until"]) if q.get("until") else None
+        since = time_param("since", q.get("since"))
+        until = time_param("until", q.get("until"))
+    except TimeParameterError as err:
+        raise Refused("invalid_parameter", str(err)) from None
+    try:
         limit = int(q.get("limit", "100"))
         before = int(q["before"]) if q.get("before") else None
     except (ValueError, OverflowError) as err:

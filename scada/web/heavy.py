@@ -8,7 +8,9 @@ queue: a queue is memory an attacker controls). The work itself runs off the eve
 its own SQLite connection (each route's job); this bounds how much of it there can be.
 
 `HeavyReadLimit` applies the limiter to every HTTP route whose path is heavy, whoever
-defines the route, so a new heavy route only needs its path listed in HEAVY_PATHS.
+defines the route, so a new heavy route only needs its path listed in HEAVY_PATHS. It takes
+the slot only once the route's role check passed (`requires` calls the request's
+`heavy_ticket`): a client refused by role gets 401/403 and never holds a slot.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scada.core.config import AuthSettings, PlantConfig
@@ -125,26 +127,35 @@ class HeavyReadLimit:
             name, role = ANONYMOUS, self.config().auth.anonymous_role
         key = f"{state.get('client_address', '')}|{name}"
         export = bool(EXPORT_PATHS.match(scope.get("path", "")))
-        try:
-            who = self.heavy.acquire(key, str(role), anonymous)
-            if export:
-                try:
-                    self.heavy.acquire_export()
-                except Refused:
-                    self.heavy.release(key, who)
-                    raise
-        except Refused as err:
-            log.debug("heavy read refused for %s: %s", key, err.message)
-            response = JSONResponse(
-                {"ok": False, "error": err.code, "message": err.message},
-                status_code=err.status,
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            )
-            await response(scope, receive, send)
-            return
+        taken: list[str] = []
+
+        def ticket() -> Response | None:
+            """Take the slot (called by `requires` after its role check): None, or the 429."""
+            if taken:
+                return None
+            try:
+                who = self.heavy.acquire(key, str(role), anonymous)
+                if export:
+                    try:
+                        self.heavy.acquire_export()
+                    except Refused:
+                        self.heavy.release(key, who)
+                        raise
+            except Refused as err:
+                log.debug("heavy read refused for %s: %s", key, err.message)
+                return JSONResponse(
+                    {"ok": False, "error": err.code, "message": err.message},
+                    status_code=err.status,
+                    headers={"Retry-After": str(RETRY_AFTER_S)},
+                )
+            taken.append(who)
+            return None
+
+        scope.setdefault("state", {})["heavy_ticket"] = ticket
         try:
             await self.app(scope, receive, send)
         finally:
-            self.heavy.release(key, who)
-            if export:
-                self.heavy.release_export()
+            if taken:
+                self.heavy.release(key, taken[0])
+                if export:
+                    self.heavy.release_export()

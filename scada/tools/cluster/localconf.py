@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from scada.core.config import deep_merge, default_config_text
+from scada.tools.cluster.nginxconf import NGINX_SOURCE
 from simulators.modbus_server import driver_settings
 
 # Paths that default to a file under data_dir: removed, so nodes never share a store.
@@ -59,7 +60,8 @@ def base_config(path: Path | None) -> dict[str, Any]:
 def node_config(
     base: dict[str, Any], *, directory: Path, node: str, redis_url: str
 ) -> dict[str, Any]:
-    """`base` for one process: data under `directory/data`, loopback only, nginx trusted."""
+    """`base` for one process: data under `directory/data`, loopback only, the local
+    cluster's nginx (and only it, by its own source address) trusted as a proxy."""
     out = deep_merge(base, {})
     for table, key in PER_NODE_PATHS:
         out.get(table, {}).pop(key, None)
@@ -68,7 +70,7 @@ def node_config(
         out,
         {
             "server": {"data_dir": str(directory / "data"), "host": "127.0.0.1"},
-            "auth": {"trusted_proxies": sorted({*proxies, "127.0.0.1"})},
+            "auth": {"trusted_proxies": sorted({*proxies, NGINX_SOURCE})},
             "cluster": {"node": node, "redis_url": redis_url},
         },
     )

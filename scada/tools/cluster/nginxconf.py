@@ -13,6 +13,10 @@ from pathlib import Path
 from scada.core.errors import ScadaError
 
 TEMPLATE = Path(__file__).resolve().parents[3] / "nginx" / "cluster.conf"
+# The local cluster's nginx talks to the nodes from this loopback address of its own, so the
+# nodes can trust it alone: a local client that skips nginx comes from 127.0.0.1 and its
+# X-Forwarded-For is not believed (the audit log and the per-address login limit stay true).
+NGINX_SOURCE = "127.0.0.2"
 
 
 class TemplateError(ScadaError):
@@ -91,6 +95,12 @@ def _common(text: str, gateways: list[int], ingests: list[int], log_dir: Path) -
     text = _servers(text, "scada_gateways", gateways)
     text = _servers(text, "scada_ingest", ingests)
     text = _sub(r"/var/log/nginx/", f"{log_dir}/", text)
+    text = _sub(
+        r"^(\s*)proxy_http_version 1\.1;\n",
+        rf"\g<0>\g<1>proxy_bind {NGINX_SOURCE};\n",
+        text,
+        expected=1,
+    )
     return re.sub(r"/var/www/letsencrypt", f"{log_dir}/acme", text)
 
 
