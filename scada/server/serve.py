@@ -17,12 +17,9 @@ from starlette.types import ASGIApp
 from scada.core.config import PlantConfig, ServerConfig
 from scada.core.logfold import Fold
 from scada.server.httpguard import GuardMiddleware, own_hosts
-from scada.server.uvicorn_adapter import (
-    UnsupportedServer,
-    WireSettings,
-    require_uvicorn,
-    uvicorn_options,
-)
+from scada.server.uvicorn_adapter import uvicorn_options
+from scada.server.uvicorn_check import UnsupportedServer, require_uvicorn
+from scada.server.wiresettings import WireSettings
 
 log = logging.getLogger(__name__)
 

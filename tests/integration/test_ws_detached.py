@@ -22,7 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from scada.core.config import config_from_dict, default_config_text
 from scada.roles.allinone import create_app
 from scada.server.serve import build_server
-from scada.server.uvicorn_adapter import ScadaWebSocketProtocol
+from scada.server.wsprotocol import ScadaWebSocketProtocol
 from tests.conftest import eventually, eventually_async, free_port
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import gc
 import subprocess
@@ -12,14 +13,11 @@ import uvloop
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from scada.server.tcpinfo import borrow, tcp_progress
-from scada.server.uvicorn_adapter import (
-    ScadaWebSocketProtocol,
-    UnsupportedServer,
-    WireSettings,
-    missing_internals,
-    require_uvicorn,
-    uvicorn_options,
-)
+from scada.server.uvicorn_adapter import uvicorn_options
+from scada.server.uvicorn_check import UnsupportedServer, missing_internals, require_uvicorn
+from scada.server.wiresettings import WireSettings
+from scada.server.wsprotocol import ScadaWebSocketProtocol
+from tests.conftest import ROOT
 
 
 def test_frame_code_imports_no_server() -> None:
@@ -104,3 +102,20 @@ def test_a_borrowed_socket_probes_but_never_closes_the_transport_descriptor() ->
 
     uvloop.run(main())
     asyncio.run(main())
+
+
+def test_only_the_adapters_parts_import_uvicorns_protocols() -> None:
+    """What require_uvicorn checks is all that uses uvicorn's internals: the parts listed in
+    scada.server.uvicorn_adapter (the check itself, the two protocols)."""
+    importers = set()
+    for path in (ROOT / "scada").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                ("uvicorn.protocols", "uvicorn.server")
+            ):
+                importers.add(str(path.relative_to(ROOT)))
+    assert importers == {
+        "scada/server/uvicorn_check.py",
+        "scada/server/wsprotocol.py",
+        "scada/server/httpprotocol.py",
+    }
