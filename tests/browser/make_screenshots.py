@@ -59,7 +59,8 @@ def main(out: Path) -> None:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             pages = {}
             for suffix, (w, h) in SIZES.items():
-                context = browser.new_context(viewport={"width": w, "height": h})
+                # bypass_csp: wait_for_function's string predicates need eval (as in conftest).
+                context = browser.new_context(viewport={"width": w, "height": h}, bypass_csp=True)
                 page = context.new_page()
                 page.goto(server.http + "/login")
                 page.fill("input[name=username]", "m.berg")
