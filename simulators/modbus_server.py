@@ -27,7 +27,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
-from drivers.modbus_codec import DataType, Order, encode_value, to_raw
+from drivers.modbus_codec import WIDTH, DataType, Order, encode_value, to_raw
 from scada.core.config import PlantConfig
 from scada.core.errors import ScadaError
 from scada.core.fixedrate import FixedRate
@@ -74,7 +74,6 @@ INPUT_FIELDS: tuple[Field, ...] = (
     Field("heartbeat", 18, "uint32", description="update counter, +1 every 100 ms"),
     Field("plant_time", 20, "float64", description="simulated seconds since start"),
 )
-INPUT_SIZE = 24
 # Holding registers (function code 3): the line's setpoints, read-only here.
 HOLDING_FIELDS: tuple[Field, ...] = (
     *(
@@ -85,7 +84,6 @@ HOLDING_FIELDS: tuple[Field, ...] = (
     Field("diameter_setpoint", 10, "float32", description="mm"),
     Field("line_speed_setpoint", 12, "uint16", 0.01, description="m/min × 100"),
 )
-HOLDING_SIZE = 16
 # Discrete inputs (function code 2) and coils (function code 1): bit addresses.
 DISCRETE_BITS: tuple[str, ...] = (
     "running",
@@ -95,7 +93,18 @@ DISCRETE_BITS: tuple[str, ...] = (
     *(f"heater_{z + 1}_on" for z in range(ZONES)),
 )
 COIL_BITS: tuple[str, ...] = ("run_enable",)  # false while a line_stop holds the line down
-BIT_BLOCK_SIZE = 16
+
+
+def block_size(fields: Sequence[Field]) -> int:
+    """Registers a table holds: exactly up to its last field (a read past it is exception 2,
+    as docs/drivers.md and config/modbus.toml say), never padding that answers zeros."""
+    return max(f.address + WIDTH[f.data_type] for f in fields)
+
+
+INPUT_SIZE = block_size(INPUT_FIELDS)  # 24
+HOLDING_SIZE = block_size(HOLDING_FIELDS)  # 13
+DISCRETE_SIZE = len(DISCRETE_BITS)  # 8
+COIL_SIZE = len(COIL_BITS)  # 1
 
 _STATE_BITS = {RUNNING: 0, STARTING: 1, STOPPED: 2, FAULT: 3}
 
@@ -167,7 +176,7 @@ def encode_unit(
     """The register block of one line. Pure: `values`/`valid` are one row of plant.sample()."""
     inp = [0] * INPUT_SIZE
     state = int(values[COL["state"]])
-    bits = [False] * BIT_BLOCK_SIZE
+    bits = [False] * DISCRETE_SIZE
     bits[_STATE_BITS.get(state, 3)] = True
     for z, on in enumerate(heater_on):
         bits[4 + z] = bool(on)
@@ -181,7 +190,7 @@ def encode_unit(
     hold = [0] * HOLDING_SIZE
     for f, sp in zip(HOLDING_FIELDS, setpoints, strict=True):
         _put(hold, f, sp, True)
-    coils = [False] * BIT_BLOCK_SIZE
+    coils = [False] * COIL_SIZE
     coils[0] = run_enable
     return _UnitData(inp, hold, bits, coils)
 
