@@ -28,7 +28,7 @@ from scada.core.timefmt import iso_ms
 from scada.historian import codec, compress, db, query
 from scada.historian.db import CHUNK_MS
 from scada.historian.query import Buckets, Plan, Rows, SeriesSpec
-from scada.historian.writer import Retention, Writer
+from scada.historian.writer import Retention, Writer, WriterState
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,8 @@ class Historian:
     def status(self) -> dict[str, Any]:
         st = self.writer.status
         return {
-            "state": st.state,
-            "degraded": st.state == "degraded",
+            "state": st.state.value,
+            "degraded": st.state is WriterState.DEGRADED,
             "reason": st.reason,
             "path": str(self.path),
             "disk_bytes": db.disk_bytes(self.path),
@@ -125,7 +125,7 @@ class Historian:
         yield GaugeMetricFamily(
             "scada_historian_degraded",
             "1 while the historian cannot write (disk full, unwritable or missing file).",
-            1.0 if st.state == "degraded" else 0.0,
+            1.0 if st.state is WriterState.DEGRADED else 0.0,
         )
         yield GaugeMetricFamily(
             "scada_historian_disk_bytes",

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +49,31 @@ class Retention:
     h1_days: float = 3650.0
 
 
+class WriterState(StrEnum):
+    """The writer as /ready and /metrics show it (the values are the wire's)."""
+
+    STARTING = "starting"  # the file not open yet
+    OK = "ok"  # the last flush committed
+    DEGRADED = "degraded"  # the file cannot be written; retrying, rows kept in memory
+    STOPPED = "stopped"
+
+
+# The moves the writer makes; any other is a bug (InvalidTransition), as in websockets' State.
+TRANSITIONS: dict[WriterState, frozenset[WriterState]] = {
+    WriterState.STARTING: frozenset({WriterState.OK, WriterState.DEGRADED, WriterState.STOPPED}),
+    WriterState.OK: frozenset({WriterState.OK, WriterState.DEGRADED, WriterState.STOPPED}),
+    WriterState.DEGRADED: frozenset({WriterState.OK, WriterState.DEGRADED, WriterState.STOPPED}),
+    WriterState.STOPPED: frozenset({WriterState.STOPPED}),
+}
+
+
+class InvalidTransition(RuntimeError):
+    """A historian writer state change the writer never makes."""
+
+
 @dataclass
 class WriterStatus:
-    state: str = "starting"  # ok, degraded, stopped
+    state: WriterState = WriterState.STARTING
     reason: str | None = None
     degraded_since: float | None = None
     rows: int = 0  # ticks recorded
@@ -59,6 +82,11 @@ class WriterStatus:
     failures: int = 0
     pruned: int = 0
     last_flush: float | None = None  # epoch seconds of the last successful commit
+
+    def move(self, to: WriterState) -> None:
+        if to not in TRANSITIONS[self.state]:
+            raise InvalidTransition(f"historian writer: {self.state} -> {to}")
+        self.state = to
 
 
 @dataclass
@@ -195,7 +223,7 @@ class Writer:
                 checkpoint(self._db)
             self._db.close()
             self._db = None
-        self.status.state = "stopped"
+        self.status.move(WriterState.STOPPED)
 
     # -- readers' view of the open minute -------------------------------------------------------
 
@@ -342,7 +370,7 @@ class Writer:
 
     def _flush(self) -> None:
         now = time.monotonic()
-        if self._db is None or self.status.state == "degraded":
+        if self._db is None or self.status.state is WriterState.DEGRADED:
             if now < self._next_retry:
                 return
             self._next_retry = now + RETRY_EVERY_S
@@ -353,13 +381,14 @@ class Writer:
         except (sqlite3.Error, OSError) as err:
             self._failed(err)
             return
-        if self.status.state == "degraded":
+        if self.status.state is WriterState.DEGRADED:
             log.warning(
                 "historian recovered: writing again after %.0f s (%d tick(s) lost)",
                 self.clock() - (self.status.degraded_since or self.clock()),
                 self.status.dropped_rows,
             )
-        self.status.state, self.status.reason, self.status.degraded_since = "ok", None, None
+        self.status.move(WriterState.OK)
+        self.status.reason, self.status.degraded_since = None, None
         self.status.last_flush = self.clock()
 
     def _commit(self) -> None:
@@ -435,7 +464,7 @@ class Writer:
         if db.is_corruption(err):
             self._replace_corrupt(err)
             return
-        if self.status.state != "degraded":
+        if self.status.state is not WriterState.DEGRADED:
             log.error(
                 "historian cannot write %s (%s): history is degraded, the live stream and "
                 "alarms go on; retrying every %.0f s",
@@ -444,7 +473,8 @@ class Writer:
                 RETRY_EVERY_S,
             )
             self.status.degraded_since = self.clock()
-        self.status.state, self.status.reason = "degraded", str(err)
+        self.status.move(WriterState.DEGRADED)
+        self.status.reason = str(err)
         self._next_retry = time.monotonic() + RETRY_EVERY_S
 
     def _replace_corrupt(self, err: Exception) -> None:
@@ -463,7 +493,8 @@ class Writer:
         try:
             self._open()
         except (sqlite3.Error, OSError) as again:
-            self.status.state, self.status.reason = "degraded", str(again)
+            self.status.move(WriterState.DEGRADED)
+            self.status.reason = str(again)
 
     # -- opening and recovery ------------------------------------------------------------------
 
@@ -479,8 +510,8 @@ class Writer:
         )
         self._db = database
         self.generation += 1
-        if self.status.state == "starting":
-            self.status.state = "ok"
+        if self.status.state is WriterState.STARTING:
+            self.status.move(WriterState.OK)
 
     def _recover(self, database: sqlite3.Connection) -> set[int]:
         """Turn `pending` rows left by a killed run into chunks; returns the minutes written."""
@@ -521,7 +552,7 @@ class Writer:
     # -- retention ------------------------------------------------------------------------------
 
     def _prune_step(self) -> None:
-        if self._db is None or self.status.state != "ok":
+        if self._db is None or self.status.state is not WriterState.OK:
             return
         if self._prune_job is None:
             if time.monotonic() < self._next_prune:

@@ -15,7 +15,7 @@ from scada.core.tags import TagSchema
 from scada.historian import codec, compress, query
 from scada.historian.db import CHUNK_MS, HOUR_MS
 from scada.historian.service import Historian
-from scada.historian.writer import Retention, Writer
+from scada.historian.writer import InvalidTransition, Retention, Writer, WriterState, WriterStatus
 from tests.conftest import eventually
 
 LINES = load_config().lines[:2]  # 20 tags
@@ -387,3 +387,16 @@ def test_a_clean_stop_leaves_no_wal_behind_even_with_readers_open(tmp_path: Path
     assert wal.exists() and wal.stat().st_size > 0
     h.stop()
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_writer_state_moves_only_as_the_writer_does() -> None:
+    status = WriterStatus()
+    assert status.state is WriterState.STARTING
+    status.move(WriterState.DEGRADED)  # the file could not be opened
+    status.move(WriterState.OK)  # a retry opened it
+    status.move(WriterState.STOPPED)
+    with pytest.raises(InvalidTransition, match="stopped -> ok"):
+        status.move(WriterState.OK)  # a stopped writer never commits again
+    with pytest.raises(InvalidTransition):
+        WriterStatus().move(WriterState.STARTING)
+    assert [s.value for s in WriterState] == ["starting", "ok", "degraded", "stopped"]
