@@ -24,6 +24,13 @@ from scada.server.wiresettings import WireSettings
 from scada.server.wsinbox import ALWAYS_WRITABLE, Inbox
 
 CLOSE_INVALID_DATA = 1007
+# A lingering close (as web servers do): after a close for a frame it will not take (1009 too
+# big, 1002), the server reads and discards what the client is still sending, up to this many
+# bytes or seconds, before it closes the socket. Closing with the frame unread makes the
+# kernel answer with a reset, and a client still blocked in its send (websocket-client) then
+# never reads the close frame: it sees "connection reset" instead of 1009.
+LINGER_MIN_BYTES = 1 << 20
+LINGER_SECONDS = 2.0
 
 
 class ScadaWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -37,6 +44,7 @@ class ScadaWebSocketProtocol(WebSocketsSansIOProtocol):
         # hot path checks one attribute instead of calling into the transport per client.
         self.sink: TransportSink | None = None
         self.inbox: Inbox | None = None  # set when the app detached (see `detach`)
+        self.linger_left: int | None = None  # bytes still discarded before closing, if closing
         offer = _deflate_offer(wire.compression)
         if offer is not None:
             self.conn = ServerProtocol(
@@ -51,6 +59,11 @@ class ScadaWebSocketProtocol(WebSocketsSansIOProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.wire.send_buffer_bytes)
 
     def data_received(self, data: bytes) -> None:
+        if self.linger_left is not None:
+            self.linger_left -= len(data)
+            if self.linger_left <= 0:
+                self.transport.close()
+            return
         super().data_received(data)
         if not self.handshake_initiated and self.conn.handshake_exc is not None:
             # websockets refused the request head (431 for too many or too long header
@@ -79,6 +92,22 @@ class ScadaWebSocketProtocol(WebSocketsSansIOProtocol):
             # A denial response (401, 403, 503) completes the handshake too; uvicorn would
             # log "returned without completing handshake" at ERROR for every refusal.
             self.handshake_complete = True
+
+    def handle_parser_exception(self) -> None:
+        """uvicorn's, except that the socket is closed only after a lingering read: the close
+        frame goes out at once, what the client still sends is read and dropped."""
+        self._mark_dead()
+        assert self.conn.close_sent is not None
+        code, reason = self.conn.close_sent.code, self.conn.close_sent.reason
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the close frame, then end of stream
+        self.linger_left = max(LINGER_MIN_BYTES, 4 * self.config.ws_max_size)
+        self.close_timer = asyncio.get_running_loop().call_later(
+            LINGER_SECONDS, self.transport.close
+        )
 
     def send_receive_event_to_app(self) -> None:
         if self.curr_msg_data_type == "text" and not self.close_sent:
@@ -163,10 +192,6 @@ class ScadaWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_close(self, event: Any) -> None:
         self._mark_dead()
         super().handle_close(event)
-
-    def handle_parser_exception(self) -> None:
-        self._mark_dead()
-        super().handle_parser_exception()
 
     def pause_writing(self) -> None:
         super().pause_writing()

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, scaled
 from tests.integration.test_websocket import close_code, production_frames, recv, until
 
 ADMIN_LINE = re.compile(r"Created the first user: admin / (\S+)")
@@ -351,3 +351,54 @@ def test_cross_site_post_is_refused(server_factory: Any) -> None:
         f"{server.http}/api/simulator/faults", headers=own, json={"line": "1", "kind": "line_stop"}
     )
     assert r.status_code == 201
+
+
+def test_a_blocking_client_sending_an_oversized_message_reads_close_1009(
+    server: ServerProcess,
+) -> None:
+    """A client that blocks in its send of a 300 KB message (as websocket-client does) still
+    reads the close frame: the server reads and drops the rest before closing the socket,
+    instead of resetting a connection whose close frame the client never got to read."""
+    import base64
+    import os
+    import socket
+    import struct
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=scaled(10)) as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101")
+        payload = b"x" * 300_000
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        frame = bytes([0x81, 0x80 | 127]) + struct.pack(">Q", len(payload)) + mask + masked
+        sock.sendall(frame)  # blocks until the server has taken (and dropped) all of it
+        received = head.split(b"\r\n\r\n", 1)[1]
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    # The server's frames: text frames (connected, snapshot, ...), then the close frame.
+    codes = []
+    at = 0
+    while at + 2 <= len(received):
+        opcode, length = received[at] & 0x0F, received[at + 1] & 0x7F
+        at += 2
+        if length == 126:
+            length, at = struct.unpack(">H", received[at : at + 2])[0], at + 2
+        elif length == 127:
+            length, at = struct.unpack(">Q", received[at : at + 8])[0], at + 8
+        if opcode == 0x8:
+            codes.append(struct.unpack(">H", received[at : at + 2])[0])
+        at += length
+    assert codes == [1009]
