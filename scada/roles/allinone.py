@@ -33,6 +33,7 @@ from scada.fanout.broadcaster import Broadcaster
 from scada.historian.service import Historian
 from scada.notify.service import Notifier, build_notifier
 from scada.notify.settings import NotificationsConfig, notifications_of
+from scada.plant import faultstore
 from scada.plant.runtime import Runtime
 from scada.sparkplug.edgeconfig import edge_settings
 from scada.web import api
@@ -309,6 +310,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await open_plant(app, plant)
         notifier = await start_notifier(app, plant)
+        if runtime.plant is not None:
+            faultstore.restore(faultstore.fault_file(config.server.data_dir), runtime.plant)
         await runtime.start()
         if sparkplug is not None:
             sparkplug.start()

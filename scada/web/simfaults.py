@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from scada.auth.identify import audit_request, audited, requires
 from scada.core.errors import FaultError
+from scada.plant import faultstore
 from scada.web.responses import OrjsonResponse, problem, runtime_of
 from simulators.faults import parse_fault
 
@@ -32,6 +33,11 @@ FORWARD_TIMEOUT = 5.0  # seconds: the simulator answers from memory
 
 def _plant(request: Request) -> Any:
     return runtime_of(request).plant
+
+
+def _keep(request: Request, plant: Any) -> None:
+    """The active faults to the data dir, so a restart injects them again."""
+    faultstore.save(faultstore.fault_file(runtime_of(request).config.server.data_dir), plant)
 
 
 def _control(request: Request) -> tuple[str, str] | None:
@@ -96,6 +102,7 @@ async def inject_fault(request: Request) -> Response:
         fault = plant.inject(parse_fault(body))
     except FaultError as err:
         return problem(400, "invalid_fault", str(err))
+    _keep(request, plant)
     await audit_request(
         request,
         "fault_inject",
@@ -146,6 +153,7 @@ async def clear_fault(request: Request) -> Response:
         fault = plant.clear(int(request.path_params["fault_id"]))
     except (FaultError, ValueError) as err:
         return problem(404, "unknown_fault", str(err))
+    _keep(request, plant)
     await audit_request(request, "fault_clear", f"fault {fault.id}", "ok")
     return OrjsonResponse({"id": fault.id, "cleared": True})
 
