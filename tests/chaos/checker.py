@@ -236,13 +236,15 @@ class Checker:
             if b >= started and a <= ended
         ]
         row.no_live_s = round(max(spells, default=0.0), 1)
-        # fencing tokens: each new activation's token above all before it
+        # fencing tokens: each activation's token (one not seen before) above all before it;
+        # an old holder still showing its own token is counted in two_active_s, not here
         for s in samples[self.samples_read :]:
             for token in s.tokens.values():
-                if not self.tokens_seen or token != self.tokens_seen[-1]:
-                    if self.tokens_seen and token <= max(self.tokens_seen):
-                        row.token_down += 1
-                        row.notes.append(f"token {token} after {max(self.tokens_seen)}")
-                    self.tokens_seen.append(token)
+                if token in self.tokens_seen:
+                    continue
+                if self.tokens_seen and token <= max(self.tokens_seen):
+                    row.token_down += 1
+                    row.notes.append(f"token {token} after {max(self.tokens_seen)}")
+                self.tokens_seen.append(token)
         self.samples_read = len(samples)
         return row

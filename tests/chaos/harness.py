@@ -135,8 +135,10 @@ class ChaosCluster:
     # -- the monitor ---------------------------------------------------------------------------
     def _monitor(self) -> None:
         while not self._stop.is_set():
-            at = time.monotonic()
             looks = {n: self.ready_state(n) for n in INGESTS}
+            # stamped when the answers are in: a node stopped (SIGSTOP) answers a request it
+            # took before the stop only when it runs again, and that answer is about then
+            at = time.monotonic()
             self.samples.append(
                 Sample(
                     at,
