@@ -76,8 +76,10 @@ class WatchState:
             since_at = min(known) if known else None
         elif self.connected:
             what = "connected but no frames"
+        elif self.last_frame is None and self.last_error is None:
+            what = f"connecting to {self.url}"  # the first attempt has not ended yet
         elif self.last_frame is None:
-            what = f"cannot connect to {self.url}: {self.last_error or 'connecting'}"
+            what = f"cannot connect to {self.url}: {self.last_error}"
         else:
             what = f"reconnecting to {self.url}: {self.last_error or 'connection lost'}"
         since = (

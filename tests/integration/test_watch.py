@@ -39,6 +39,17 @@ def test_watch_goes_from_live_to_no_live_data_when_the_server_stops(server: Serv
     asyncio.run(main())
 
 
+def test_watch_says_connecting_until_the_first_attempt_fails() -> None:
+    # Its first screen (piped: its first block) comes before the first attempt ends: it
+    # said "cannot connect to URL: connecting (attempt 0)" of a server that was up.
+    st = WatchState("ws://127.0.0.1:1/ws")
+    status = st.status(time.time())
+    assert "connecting to ws://127.0.0.1:1/ws (attempt 0)" in status, status
+    assert "cannot connect" not in status
+    st.last_error = "Connect call failed"
+    assert "cannot connect to ws://127.0.0.1:1/ws: Connect call failed" in st.status(time.time())
+
+
 def test_watch_says_when_it_cannot_connect() -> None:
     async def main() -> None:
         url = f"ws://127.0.0.1:{free_port()}/ws"
