@@ -3,6 +3,8 @@
 // dragging, pan and range buttons, a cursor read-out, and live points at the right edge.
 import { $, el, fmtDateTime, fmtNum, heavyFetch } from "/static/util.js";
 
+// The time axis's labels: uPlot's default axis font, named so the tick spacing can measure them.
+const AXIS_FONT = '12px system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "Noto Sans", sans-serif';
 export const RANGES = [["15m", 15 * 60], ["1h", 3600], ["8h", 8 * 3600], ["24h", 86400], ["7d", 7 * 86400], ["30d", 30 * 86400]];
 const COLOURS = ["#6cb6ff", "#56d4dd", "#d2a8ff", "#e6edf3", "#a5d6a7", "#ff9bce"];
 const LIMIT_STYLE = { hihi: [2, []], hi: [1, [6, 4]], lo: [1, [6, 4]], lolo: [2, []] };
@@ -273,7 +275,15 @@ export class Trend {
       if (span <= 86400 * 1.5) return hm;
       return span <= 86400 * 8 ? `${md} ${hm}` : md;
     };
-    const axes = [{ ...axisStyle, values: (u, splits) => splits.map(tick) }];
+    // uPlot spaces time ticks at least 50 px apart, narrower than "MM-DD HH:MM": at 7 days
+    // the labels ran into each other. Space them by the widest label, measured in the axis font.
+    const measure = document.createElement("canvas").getContext("2d");
+    measure.font = AXIS_FONT;
+    const space = Math.ceil(measure.measureText(tick(to)).width) + 16;
+    const axes = [{
+      ...axisStyle, font: AXIS_FONT, space,
+      values: (u, splits) => { this.xTicks = splits; return splits.map(tick); },
+    }];
     units.slice(0, 2).forEach((u, i) => axes.push({ ...axisStyle, scale: u, side: i === 0 ? 3 : 1, label: u, size: 56, grid: i === 0 ? axisStyle.grid : { show: false } }));
     const opts = {
       ...this.size(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +300,38 @@ def test_line_detail_has_every_tag_its_alarms_and_a_live_multi_pen_trend(
     page.mouse.up()
     page.wait_for_selector(f"{trend}[data-loaded='5']")
     assert re.search(r"range=\d+-\d+", page.url)
+    assert page.js_errors == []
+    page.context.close()
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_trend_time_labels_never_overlap_at_any_range(
+    plant: ServerProcess, browser: Any, width: int
+) -> None:
+    # At 7 days uPlot put "MM-DD HH:MM" labels 50 px apart on a 1280 px screen: unreadable.
+    page = open_console(browser, plant, width=width, height=900)
+    page.click('[data-line="2"] .zones')
+    trend = '[data-testid="trend-box"]'
+    page.wait_for_selector(f"{trend}[data-loaded='1'] canvas")
+    loaded = 1
+    for name in ("7d", "30d", "24h", "8h", "1h", "15m"):
+        page.click(f'{trend} button[data-range="{name}"]')
+        loaded += 1
+        page.wait_for_selector(f"{trend}[data-loaded='{loaded}'] canvas")
+        ticks = page.evaluate(
+            """(font) => {
+              const t = window.consoleState.state.detail.trend;
+              const labels = t.plot.axes[0].values(t.plot, t.xTicks);
+              const ctx = document.createElement("canvas").getContext("2d");
+              ctx.font = font;
+              return t.xTicks.map((s, i) => [t.plot.valToPos(s, "x"), ctx.measureText(labels[i]).width, labels[i]]);
+            }""",
+            '12px system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, '
+            '"Noto Sans", sans-serif',
+        )
+        assert len(ticks) >= 2, (name, ticks)
+        for (x0, w0, a), (x1, w1, b) in pairwise(ticks):
+            assert x1 - x0 >= (w0 + w1) / 2 + 4, (name, width, a, b, x1 - x0)
     assert page.js_errors == []
     page.context.close()
 
