@@ -158,6 +158,7 @@ class Checker:
         self.client_counts: dict[str, tuple[int, int, int]] = {}
         self.tokens_seen: list[int] = []
         self.samples_read = 0
+        self.broken: str | None = None  # set when a fault left a cluster nothing repairs
 
     def journals(self) -> dict[str, JournalView]:
         views = {}

@@ -161,6 +161,19 @@ class ChaosCluster:
             with contextlib.suppress(Exception):
                 child.proc.wait(10)
 
+    def reseed(self, node: str) -> None:
+        """What an operator does for an unfit node (docs/cluster.md): stop it, delete its
+        journal, start it again; it mirrors the cluster's record from the stream."""
+        child = self.child(node)
+        child.held = True
+        try:
+            self.kill(node)
+            for path in self.journal(node).parent.glob(self.journal(node).name + "*"):
+                path.unlink()
+            child.start()
+        finally:
+            child.held = False
+
     def redis_restart_empty(self) -> None:
         """kill -9, delete the AOF and everything, start again (held from the supervisor)."""
         child = self.child("redis")

@@ -133,6 +133,8 @@ def run(
 
 
 def one(cluster: ChaosCluster, screens: Screens, checker: Checker, name: str) -> Row:
+    if checker.broken:
+        return Row(name, finished=False, notes=[f"not run: {checker.broken}"])
     notes: list[str] = []
     started = time.monotonic()
     try:
@@ -147,11 +149,29 @@ def one(cluster: ChaosCluster, screens: Screens, checker: Checker, name: str) ->
         if len(now) == 1:  # count what can be counted
             counted = checker.check(name, started, ended, now[0])
             counted.finished, counted.notes = False, row.notes + counted.notes
-            return counted
+            row = counted
+        if not _repair(cluster, screens, row):
+            checker.broken = f"the cluster did not settle after {name}, nor after a repair"
         return row
     row = checker.check(name, started, ended, active)
     row.notes = [what, *notes, *row.notes]
     return row
+
+
+def _repair(cluster: ChaosCluster, screens: Screens, row: Row) -> bool:
+    """After a fault the cluster did not settle from: reseed a node that declared itself
+    unfit (the operator's remedy), so the next fault meets a whole cluster again."""
+    for node in cluster.proxies:
+        _, body = cluster.http(node, "/ready")
+        state = ((body or {}).get("cluster") or {}).get("state") if isinstance(body, dict) else None
+        if state == "unfit":
+            cluster.reseed(node)
+            row.notes.append(f"{node} reseeded")
+    notes: list[str] = []
+    if settle(cluster, screens, notes) is None:
+        row.notes.append(f"still not settled after the repair: {notes}")
+        return False
+    return True
 
 
 HEADER = (
