@@ -18,6 +18,17 @@ this lineage of ids: a client's resume cursor means something only to a journal 
 epoch (`snapshot.epoch` on the wire). A cluster standby that mirrors another node's journal
 adopts that journal's epoch (`adopt_epoch`), since it holds the same events under the same ids.
 
+In a cluster (docs/cluster.md, "One id, one event") the journal writes under a cluster id only
+what the bus accepted: `gate(batch)` runs inside `append`, with the batch numbered newest + 1..
+and before anything is written, and publishes it under exactly those ids (the fenced script
+refuses ids the stream already has). A batch the gate did not accept is not in `events`; a
+tick's batch (events the plant produced; an operator request is simply refused) is kept in
+`pending_events` instead, with the id it was offered under, until the cluster's record has it
+(forwarded late, scada.roles.ingest.late). Events moved out of the numbered record (a journal
+that ran ahead of a stream that lost its data) go there too. A late event (`late: true`, an
+event that reached the record after others that happened later) is history only: it never
+becomes an alarm's state (`alarm_last`, restore).
+
 Writes go through one connection (the service calls them from its dedicated journal thread).
 Reads (history, replay, KPIs, exports) each open their own connection: with WAL they never
 wait for the writer's lock nor it for them, and a slow read cannot delay a commit.
@@ -37,6 +48,7 @@ import orjson
 
 from scada.alarms import ledger
 from scada.alarms.model import AlarmEvent
+from scada.core.errors import WriteFenced
 from scada.core.schema import open_schema
 
 # The result a command's ledger row stores, made from the committed events (with their ids).
@@ -73,13 +85,6 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS events_ack_delay ON events(at, raised_at)"
     " WHERE event = 'acknowledged'",
 )
-_DIVERGED = """
-CREATE TABLE IF NOT EXISTS diverged_events (
-    id INTEGER NOT NULL,
-    set_aside_at REAL NOT NULL,
-    body BLOB NOT NULL
-)
-"""
 
 
 def _v1_kpi_columns(db: sqlite3.Connection) -> None:
@@ -99,10 +104,45 @@ def _v1_kpi_columns(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _v2_pending_events(db: sqlite3.Connection) -> None:
+    """Version 2 (issue 19): `pending_events`, what a cluster node recorded and the cluster's
+    record does not hold yet (forwarded late). The old set-aside table (`diverged_events`,
+    read by no one) is emptied into it, so those events reach the record too."""
+    db.execute(
+        "CREATE TABLE pending_events (pid INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " offered_id INTEGER, kept_at REAL NOT NULL, body BLOB NOT NULL)"
+    )
+    old = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'diverged_events'"
+    ).fetchone()
+    if old:
+        db.execute(
+            "INSERT INTO pending_events(offered_id, kept_at, body)"
+            " SELECT id, set_aside_at, body FROM diverged_events ORDER BY rowid"
+        )
+        db.execute("DROP TABLE diverged_events")
+
+
 # The journal's schema versions (scada.core.schema): append, never edit a released one.
-MIGRATIONS = [_v1_kpi_columns]
+MIGRATIONS = [_v1_kpi_columns, _v2_pending_events]
 _OCC_HIGH = "occurrence_high"
 _EPOCH = "epoch"
+_TOKEN_HIGH = "token_high"
+
+
+class NotAccepted(WriteFenced):
+    """The cluster did not accept a batch: nothing was written under a cluster id.
+
+    `keep`: the batch may be real (the bus refused it or never answered): keep a tick's
+    batch in `pending_events` so it reaches the record late."""
+
+    def __init__(self, why: str, *, keep: bool = True) -> None:
+        super().__init__(why)
+        self.keep = keep
+
+
+# Publishes a numbered batch before the journal commits it; raises NotAccepted if it did not.
+Gate = Callable[[list[AlarmEvent]], None]
 
 
 class Journal:
@@ -111,6 +151,7 @@ class Journal:
         self.retention_days = retention_days
         self.retention_events = retention_events
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.gate: Gate | None = None  # a cluster node's: publish first (see the module doc)
         # One connection shared by the service's worker threads, serialised by a lock.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
@@ -167,65 +208,176 @@ class Journal:
 
         With `request_id`, the command that planned them is remembered in the same
         transaction with `result(events)` (scada.alarms.ledger): a second command with that
-        id raises sqlite3.IntegrityError and stores nothing.
+        id raises sqlite3.IntegrityError and stores nothing. With a `gate`, the batch is
+        numbered and accepted by it first (NotAccepted: nothing numbered is written; a batch
+        without request id is kept pending when the gate says so).
         """
         batch = list(events)
         if not batch:
             return batch
         with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                for ev in batch:
-                    cur.execute(
-                        "INSERT INTO events(at, alarm, line, occurrence_id, event, body,"
-                        " state, severity, raised_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            ev.at,
-                            ev.alarm,
-                            ev.production_line_id,
-                            ev.occurrence_id,
-                            ev.event,
-                            _body(ev),
-                            ev.state,
-                            ev.severity,
-                            ev.raised_at,
-                        ),
-                    )
-                    ev.event_id = cur.lastrowid
+            if self.gate is not None:
+                first = self._newest_id() + 1
+                for i, ev in enumerate(batch):
+                    ev.event_id = first + i
+                try:
+                    self.gate(batch)
+                except NotAccepted as err:
+                    if err.keep and request_id is None:
+                        self._keep_pending(batch)
+                    for ev in batch:
+                        ev.event_id = None
+                    raise
+                except BaseException:
+                    for ev in batch:
+                        ev.event_id = None
+                    raise
+            self._insert(batch, request_id, result, at, numbered=self.gate is not None)
+        return batch
+
+    def append_numbered(self, events: Iterable[AlarmEvent]) -> list[AlarmEvent]:
+        """Store events under the ids they carry (a standby mirroring the cluster's record):
+        they must continue this journal's ids exactly (ValueError otherwise, nothing stored)."""
+        batch = list(events)
+        if not batch:
+            return batch
+        with self._lock:
+            first = self._newest_id() + 1
+            ids = [ev.event_id for ev in batch]
+            if ids != list(range(first, first + len(batch))):
+                raise ValueError(f"ids {ids[0]}.. do not continue the journal at {first - 1}")
+            self._insert(batch, None, None, 0.0, numbered=True)
+        return batch
+
+    def _insert(
+        self,
+        batch: list[AlarmEvent],
+        request_id: str | None,
+        result: CommandResult | None,
+        at: float,
+        *,
+        numbered: bool,
+    ) -> None:
+        """One transaction, under the lock: the events (their own ids if `numbered`)."""
+        cur = self._db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            for ev in batch:
+                cur.execute(
+                    "INSERT INTO events(id, at, alarm, line, occurrence_id, event, body,"
+                    " state, severity, raised_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        ev.event_id if numbered else None,
+                        ev.at,
+                        ev.alarm,
+                        ev.production_line_id,
+                        ev.occurrence_id,
+                        ev.event,
+                        _body(ev),
+                        ev.state,
+                        ev.severity,
+                        ev.raised_at,
+                    ),
+                )
+                ev.event_id = cur.lastrowid
+                if not ev.late:  # a late event is history, never an alarm's state
                     cur.execute(
                         "INSERT OR REPLACE INTO alarm_last(alarm, event_id, occurrence_id, live)"
                         " VALUES (?, ?, ?, ?)",
                         (ev.alarm, ev.event_id, ev.occurrence_id, int(ev.state != "normal")),
                     )
-                cur.execute(
-                    "UPDATE meta SET value = max(value, ?) WHERE key = ?",
-                    (max(ev.occurrence_id for ev in batch), _OCC_HIGH),
-                )
-                if request_id is not None:
-                    done = result(batch) if result is not None else {}
-                    ledger.record(cur, request_id, done, at)
-                cur.execute("COMMIT")
-            except BaseException:
-                # SQLite already rolled back on some errors (SQLITE_FULL): a second ROLLBACK
-                # would raise and hide the real cause ("database or disk is full").
-                if self._db.in_transaction:
-                    cur.execute("ROLLBACK")
-                for ev in batch:
-                    ev.event_id = None
-                raise
-        return batch
+            cur.execute(
+                "UPDATE meta SET value = max(value, ?) WHERE key = ?",
+                (max(ev.occurrence_id for ev in batch), _OCC_HIGH),
+            )
+            if request_id is not None:
+                done = result(batch) if result is not None else {}
+                ledger.record(cur, request_id, done, at)
+            cur.execute("COMMIT")
+        except BaseException:
+            # SQLite already rolled back on some errors (SQLITE_FULL): a second ROLLBACK
+            # would raise and hide the real cause ("database or disk is full").
+            if self._db.in_transaction:
+                cur.execute("ROLLBACK")
+            for ev in batch:
+                ev.event_id = None
+            raise
 
-    def set_aside_after(self, event_id: int, now: float) -> int:
-        """Move the events after `event_id` to `diverged_events` (kept for inspection, never
-        read again) and continue the ids from `event_id` + 1: a cluster node that journaled
-        events nobody else saw (it had lost the lease) follows the alarm stream again.
+    def _keep_pending(self, batch: list[AlarmEvent]) -> None:
+        """Under the lock: a batch the cluster did not accept, kept with its offered ids."""
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO pending_events(offered_id, kept_at, body) VALUES (?, ?, ?)",
+                [(ev.event_id, ev.at, _body(ev)) for ev in batch],
+            )
+            self._db.execute(
+                "UPDATE meta SET value = max(value, ?) WHERE key = ?",
+                (max(ev.occurrence_id for ev in batch), _OCC_HIGH),
+            )
+
+    # ------------------------------------------------------------------ cluster: pending, floors
+
+    def pending(self, limit: int = 500) -> list[tuple[int, AlarmEvent]]:
+        """Events kept out of the numbered record, oldest first: (pending id, event)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT pid, body FROM pending_events ORDER BY pid LIMIT ?", (limit,)
+            ).fetchall()
+        return [(int(pid), _event((None, body))) for pid, body in rows]
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM pending_events").fetchone()[0])
+
+    def drop_pending(self, pids: Iterable[int]) -> int:
+        """Forget pending events the cluster's record now holds."""
+        with self._lock, self._db:
+            return self._db.executemany(
+                "DELETE FROM pending_events WHERE pid = ?", [(p,) for p in pids]
+            ).rowcount
+
+    def contains(self, ev: AlarmEvent) -> bool:
+        """Whether the numbered record holds this event (same alarm, kind, time, occurrence),
+        under whatever id and late or not."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM events WHERE alarm = ? AND at = ? AND event = ?"
+                " AND occurrence_id = ? LIMIT 1",
+                (ev.alarm, ev.at, ev.event, ev.occurrence_id),
+            ).fetchone()
+        return row is not None
+
+    def raise_occurrence_floor(self, floor: int) -> None:
+        """New occurrence ids from here on are above `floor` (a cluster node's token range:
+        occurrence ids stay unique across nodes, also for events one of them kept pending)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE meta SET value = max(value, ?) WHERE key = ?", (floor, _OCC_HIGH)
+            )
+
+    def token_high(self) -> int:
+        """The highest fencing token this node has seen (its floor after Redis lost data)."""
+        with self._lock:
+            return self._meta(_TOKEN_HIGH) or 0
+
+    def raise_token_high(self, token: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+                (_TOKEN_HIGH, token),
+            )
+
+    def move_to_pending_after(self, event_id: int, now: float) -> int:
+        """Move the events after `event_id` to `pending_events` (with the id they had) and
+        continue the ids from `event_id` + 1: a cluster node whose journal ran ahead of the
+        cluster's record (Redis lost what it had accepted, and another node went on under
+        those ids) follows the record again, and its events reach the record late.
         Returns how many events were moved."""
         with self._lock:
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                cur.execute(_DIVERGED)
                 alarms = [
                     r[0]
                     for r in cur.execute(
@@ -236,8 +388,8 @@ class Journal:
                     "SELECT min(at) FROM events WHERE id > ?", (event_id,)
                 ).fetchone()[0]
                 cur.execute(
-                    "INSERT INTO diverged_events(id, set_aside_at, body)"
-                    " SELECT id, ?, body FROM events WHERE id > ?",
+                    "INSERT INTO pending_events(offered_id, kept_at, body)"
+                    " SELECT id, ?, body FROM events WHERE id > ? ORDER BY id",
                     (now, event_id),
                 )
                 moved = cur.execute("DELETE FROM events WHERE id > ?", (event_id,)).rowcount
@@ -245,6 +397,7 @@ class Journal:
                 for alarm in alarms:
                     row = cur.execute(
                         "SELECT id, occurrence_id, state FROM events WHERE alarm = ?"
+                        " AND json_extract(CAST(body AS TEXT), '$.late') IS NOT 1"
                         " ORDER BY id DESC LIMIT 1",
                         (alarm,),
                     ).fetchone()
@@ -388,7 +541,7 @@ class Journal:
                 " OR id > ? ORDER BY id",
                 (self._newest_id() - recent,),
             ).fetchall()
-        return [_event(r) for r in rows]
+        return [ev for ev in map(_event, rows) if not ev.late]  # late events: history only
 
     def all_events(self) -> Iterator[AlarmEvent]:
         """Every stored event, oldest first: what AlarmEngine.restore() needs."""
@@ -440,7 +593,7 @@ def _body(ev: AlarmEvent) -> bytes:
     return orjson.dumps(record)
 
 
-def _event(row: tuple[int, bytes]) -> AlarmEvent:
+def _event(row: tuple[int | None, bytes]) -> AlarmEvent:
     record = orjson.loads(row[1])
     record["event_id"] = row[0]
     return AlarmEvent.from_record(record)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from scada.bus.conn import raise_if_cancelled
 from scada.bus.keys import BusKeys, text
 from scada.bus.lease import Lease, LeaseLost
 from scada.bus.publish import Fenced
@@ -140,6 +141,7 @@ class NotifyMark:
     async def _run(self, delivered: Callable[[], Awaitable[int] | None]) -> None:
         failing = False
         while True:
+            raise_if_cancelled()
             ok = await self._once(delivered, quiet=failing)
             if ok and failing:
                 log.info("notifications: hand-over mark recorded again")

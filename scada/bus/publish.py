@@ -6,6 +6,9 @@ a node that lost the lease, however long it was paused, cannot slip an entry in 
 check and the write. Entries with an explicit id at or below the stream's last generated id
 are refused by Redis; the script counts them as already published (idempotent republish).
 An entry published with an epoch carries it (field `h`), so a reader can check every entry.
+A *strict* publish (the journal's gate: these ids are new events) refuses instead: if the
+first id is not above the stream's last generated id, nothing is written and the caller gets
+`Behind` (the stream holds those ids already, perhaps for other events).
 An alarm entry also replaces its alarm's field in the state hash (every event is a full
 snapshot of its alarm), with `_cursor` = its id: a gateway that starts reads the hash (the
 state at `_cursor`) and then the stream after `_cursor`.
@@ -22,7 +25,8 @@ from redis.exceptions import ResponseError
 from scada.bus.keys import BusKeys
 
 # KEYS: lease, epoch, stream, state hash. ARGV: lease value, epoch ('' = not checked), maxlen
-# ('0' = no trimming), then (id, payload, state field) triples; a state field other than ''
+# ('0' = no trimming), strict ('1': an id at or below the top is an error, BEHIND), then
+# (id, payload, state field) triples; a state field other than ''
 # also stores the payload under that field of the state hash, and the entry's id under
 # `_cursor`, in the same step. Returns {added, already_published, last id added}.
 _PUBLISH = """
@@ -33,7 +37,7 @@ if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then
   return redis.error_reply('EPOCH the bus epoch is no longer ' .. ARGV[2])
 end
 local added, skipped, last = 0, 0, ''
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local cmd = {'XADD', KEYS[3]}
   if ARGV[3] ~= '0' then
     table.insert(cmd, 'MAXLEN'); table.insert(cmd, '~'); table.insert(cmd, ARGV[3])
@@ -45,6 +49,9 @@ for i = 4, #ARGV, 3 do
   local r = redis.pcall(unpack(cmd))
   if type(r) == 'table' and r.err then
     if string.find(r.err, 'equal or smaller', 1, true) then
+      if ARGV[4] == '1' then
+        return redis.error_reply('BEHIND the stream already has ' .. ARGV[i])
+      end
       skipped = skipped + 1
     else
       return r
@@ -66,6 +73,10 @@ EPOCH = b"h"  # the epoch an alarm entry was published in (a reader checks each 
 
 class Fenced(Exception):
     """Redis refused the write: the caller's lease is no longer the current one."""
+
+
+class Behind(Exception):
+    """A strict publish found its first id already on the stream: nothing was written."""
 
 
 class EpochChanged(Exception):
@@ -94,12 +105,14 @@ class FencedPublisher:
         epoch: str = "",
         maxlen: int = 0,
         state: Sequence[str] = (),
+        strict: bool = False,
     ) -> Published:
         """Append (id, payload) entries ("*" = Redis picks the id) if `fence` holds the lease.
 
         `state`, if given, names for each entry the field of the state hash it replaces.
+        `strict`: ids at or below the stream's top are refused (Behind), not skipped.
         """
-        args: list[str | bytes | int] = [fence, epoch, maxlen]
+        args: list[str | bytes | int] = [fence, epoch, maxlen, "1" if strict else "0"]
         fields = state or [""] * len(entries)
         for (entry, payload), field in zip(entries, fields, strict=True):
             args += [entry, payload, field]
@@ -113,5 +126,7 @@ class FencedPublisher:
                 raise Fenced(text) from None
             if text.startswith("EPOCH"):
                 raise EpochChanged(text) from None
+            if text.startswith("BEHIND"):
+                raise Behind(text) from None
             raise
         return Published(int(added), int(skipped), last.decode() if last else None)

@@ -93,6 +93,11 @@ class AlarmEvent:
     # The value the occurrence was raised at: carried unchanged by every later event of the
     # occurrence (`value` is the value at this event, e.g. at the clear).
     raised_value: float | None = None
+    # Cluster: the ingest node that recorded it, and whether it reached the cluster's record
+    # after events that happened later (recorded by a node cut off from the bus, forwarded
+    # when it could reach it again): history only, never the alarm's current state.
+    node: str | None = None
+    late: bool = False
 
     def to_wire(self) -> dict[str, Any]:
         """The PROTOCOL `Alarm` object plus `event_id`, `event` and extension fields."""
@@ -125,6 +130,8 @@ class AlarmEvent:
             "first_out": self.first_out,
             "raised_value": self.raised_value,
             "priority": PRIORITY.get(self.severity, 4),
+            "node": self.node,
+            "late": self.late,
         }
 
     def to_record(self) -> dict[str, Any]:

@@ -333,8 +333,9 @@ class ClusterSettings(Frozen):
     node: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")
     prefix: str = Field(default="scada", min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
     # Lease: held for lease_ttl s, renewed every renew_every s; a standby takes over at most
-    # lease_ttl + 0.5 s after the holder's last renewal.
-    lease_ttl: float = Field(default=3.0, ge=1.0, le=60.0)
+    # lease_ttl + 0.5 s after the holder's last renewal. The holder trusts it until 1 s before
+    # (counted from its last renewal Redis confirmed), so renew_every < lease_ttl - 1.
+    lease_ttl: float = Field(default=3.0, ge=2.0, le=60.0)
     renew_every: float = Field(default=1.0, gt=0, le=20.0)
     # A gateway that reads nothing from the bus for this long marks its clients' data stale.
     read_deadline: float = Field(default=2.0, gt=0, le=60.0)
@@ -348,8 +349,8 @@ class ClusterSettings(Frozen):
 
     @model_validator(mode="after")
     def _renew_within_ttl(self) -> ClusterSettings:
-        if not self.renew_every < self.lease_ttl - 0.5:
-            raise ValueError("renew_every must be shorter than lease_ttl - 0.5")
+        if not self.renew_every < self.lease_ttl - 1.0:
+            raise ValueError("renew_every must be shorter than lease_ttl - 1")
         return self
 
 

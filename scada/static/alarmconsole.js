@@ -49,6 +49,9 @@ export class AlarmConsole {
   }
 
   apply(a) {
+    // A late event (recorded by a cluster node cut off from the bus, journaled after events
+    // that happened later) is history: it never changes what is active now.
+    if (a.late) return;
     const rec = { ...a, priority: priorityOf(a) };
     if (a.state === "normal") this.alarms.delete(a.alarm);
     else this.alarms.set(a.alarm, rec);
@@ -491,6 +494,7 @@ export class AlarmConsole {
       if (o.value == null) o.value = raisedValue(e);
       if (e.acked_at) { o.acked_at = e.acked_at; o.acked_by = e.acked_by; }
       if (e.cleared_at) o.cleared = e.cleared_at;
+      if (e.late) o.late = true;
       const note = e.event === "acknowledged" ? e.comment || e.note : e.note;
       if (note) o.comments.push(`${e.event}${e.user ? ` by ${e.user}` : ""}: ${note}`);
       o.priority = priorityOf(e);
@@ -505,7 +509,8 @@ export class AlarmConsole {
       const dur = o.raised ? (o.cleared ? Date.parse(o.cleared) : Date.now()) - Date.parse(o.raised) : null;
       const td = (label, ...c) => el("td", { "data-label": label }, ...c);
       return el("tr", { class: `p-${o.priority}`, "data-occurrence": o.id, "data-alarm": o.alarm },
-        td("Priority", priorityIcon(o.priority, true)), td("Alarm", dotted(o.alarm)), td("Message", o.message),
+        td("Priority", priorityIcon(o.priority, true)), td("Alarm", dotted(o.alarm),
+          ...(o.late ? [" ", el("span", { class: "pill late", title: "reached the record late (recorded by a node cut off from the bus)" }, "late")] : [])), td("Message", o.message),
         td("Raised", fmtDateTime(o.raised)), td("Value at raise", o.value == null ? "—" : `${this.fmtValue(o)} ${this.unit(this.ref(o))}`.trim()),
         td("Acked", o.acked_by ? `${o.acked_by} ${fmtDateTime(o.acked_at)}` : "—"),
         td("Cleared", o.cleared ? fmtDateTime(o.cleared) : "active"), td("Duration", fmtDuration(dur)),

@@ -49,18 +49,19 @@ def commit(journal: Journal, count: int) -> list[int]:
     return [ev.event_id or 0 for ev in journal.append(events)]
 
 
-async def leader(redis: Redis, node: str = "ingest-a") -> Lease:
-    lease = Lease(redis, KEYS, node)
+async def leader(redis: Redis, node: str = "ingest-a", ttl: float = 60.0) -> Lease:
+    """A lease held without a renewal loop: a long TTL, so a slow test step cannot outlast it."""
+    lease = Lease(redis, KEYS, node, ttl=ttl)
     assert await lease.try_acquire()
     return lease
 
 
 async def publishing(
-    url: str, journal: Journal, node: str = "ingest-a", backfill: int = 1000
+    url: str, journal: Journal, node: str = "ingest-a", backfill: int = 1000, ttl: float = 60.0
 ) -> tuple[Redis, Lease, Outbox, str]:
     """A leader on `url` with its outbox started: (redis, lease, outbox, epoch)."""
     redis = connect(url)
-    lease = await leader(redis, node)
+    lease = await leader(redis, node, ttl)
     outbox = Outbox(redis, KEYS, lease, journal, JOURNAL_EPOCH, backfill=backfill)
     return redis, lease, outbox, await outbox.start()
 
@@ -212,7 +213,8 @@ def test_redis_with_aof_killed_and_restarted_loses_nothing(tmp_path: Path) -> No
     journal = make_journal(tmp_path / "journal.db")
 
     async def main() -> None:
-        redis, lease, outbox, epoch = await publishing(server.url, journal)
+        # The lease outlives the kill in the AOF: the restarted leader waits for it to expire.
+        redis, lease, outbox, epoch = await publishing(server.url, journal, ttl=8.0)
         reader = BusReader(server.url, KEYS, cursor=0, epoch=epoch, frames=False)
         stream = reader.events()
         assert isinstance(stream, AsyncGenerator)  # closed with aclose() below
@@ -224,8 +226,8 @@ def test_redis_with_aof_killed_and_restarted_loses_nothing(tmp_path: Path) -> No
                 await redis.aclose()
                 server.start()
                 redis = connect(server.url)
-                lease = Lease(redis, KEYS, "ingest-a")
-                await wait_async(lease.try_acquire)
+                lease = Lease(redis, KEYS, "ingest-a", ttl=8.0)
+                await wait_async(lease.try_acquire, timeout=30.0)
                 outbox = Outbox(redis, KEYS, lease, journal, JOURNAL_EPOCH)
                 assert await outbox.start() == epoch  # the epoch key survived with the stream
                 assert outbox.published_through == 200

@@ -117,10 +117,10 @@ def test_redis_refuses_a_stale_leaders_publish_even_if_it_skips_its_local_check(
 ) -> None:
     async def main() -> None:
         redis = connect(redis_server.url)
-        old = Lease(redis, KEYS, "node-a", ttl=1.0, renew_every=0.2, safety=0.2)
+        old = Lease(redis, KEYS, "node-a", ttl=1.0, renew_every=0.2, retry_every=0.1, safety=0.2)
         assert await old.try_acquire()
         stale_value = old.fence()
-        new = Lease(redis, KEYS, "node-b", ttl=1.0, renew_every=0.2, safety=0.2)
+        new = Lease(redis, KEYS, "node-b", ttl=1.0, renew_every=0.2, retry_every=0.1, safety=0.2)
         while not await new.try_acquire():  # the old leader stops renewing
             await asyncio.sleep(0.05)
         assert new.token is not None and old.token is not None and new.token > old.token

@@ -46,7 +46,7 @@ def test_standby_mirrors_with_the_same_ids_and_continues_them_after_takeover(
         await outbox.flush()
         await active.release()
 
-        standby = Lease(redis, KEYS, "ingest-b")
+        standby = Lease(redis, KEYS, "ingest-b", ttl=60.0)  # held without renewals
         assert await standby.try_acquire()
         with pytest.raises(JournalBehind):  # publishing now would reuse ids 101..120
             await Outbox(redis, KEYS, standby, standby_journal, JOURNAL_EPOCH).start()

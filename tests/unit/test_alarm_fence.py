@@ -93,11 +93,11 @@ def test_a_request_id_is_journaled_with_its_events_once(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_a_tail_set_aside_leaves_the_journal_as_it_was_before_it(tmp_path: Path) -> None:
+def test_a_tail_moved_to_pending_leaves_the_journal_as_it_was_before_it(tmp_path: Path) -> None:
     async def main() -> None:
         service, clock, raised = await one_alarm_raised(tmp_path)
         await service.ack(raised["id"], "ann", "seen", request_id="r-1")  # event 2, unpublished
-        assert service.journal.set_aside_after(1, clock()) == 1
+        assert service.journal.move_to_pending_after(1, clock()) == 1
 
         assert [e.event for e in service.journal.all_events()] == ["raised"]
         assert service.journal.newest_id() == 1
@@ -108,7 +108,7 @@ def test_a_tail_set_aside_leaves_the_journal_as_it_was_before_it(tmp_path: Path)
         assert (acked["event_id"], acked["acked_by"]) == (2, "bob")  # the ids go on from 1
         await service.close()
         db = sqlite3.connect(tmp_path / "j.sqlite")
-        assert db.execute("SELECT id FROM diverged_events").fetchall() == [(2,)]
+        assert db.execute("SELECT offered_id FROM pending_events").fetchall() == [(2,)]
         db.close()
 
     asyncio.run(main())

@@ -7,6 +7,16 @@ it through the fenced script, so the normal path, a Redis outage and a restart o
 one path. On start it learns what is published from the stream itself (its last generated id)
 and republishes the rest; entries Redis already has are refused by Redis and counted as such.
 
+In a cluster the journal writes nothing the bus has not accepted: `accept` is the journal's
+gate (scada.alarms.journal: it numbers each batch newest + 1.. and calls the gate before it
+writes), run on the journal's thread; it publishes the batch under exactly those ids with a
+strict fenced publish and waits, at most as long as this node may still trust its lease. So an
+id is handed out by one publish into one stream, and a journal holds under it the event the
+stream holds: the ids of two nodes cannot fork. What the bus did not accept in time stays out
+of the numbered journal (a tick's events are kept pending and reach the record late). The run
+loop and `start` remain for what the bus lost (a Redis that lost its newest writes): they
+republish the journal's tail under the same ids.
+
 A journal that is *behind* the stream (a standby that takes over before it mirrored the
 stream's tail) must not publish: its next ids would be refused as "already published" while
 holding other events. `start()` raises JournalBehind then; the node mirrors first.
@@ -15,20 +25,22 @@ holding other events. `start()` raises JournalBehind then; the node mirrors firs
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from scada.alarms.journal import NotAccepted
 from scada.bus.conn import raise_if_cancelled
 from scada.bus.epoch import ensure_epoch, seed_state
 from scada.bus.keys import BusKeys, entry_id
 from scada.bus.lease import Lease, LeaseLost
-from scada.bus.publish import EpochChanged, Fenced, FencedPublisher
+from scada.bus.publish import PAYLOAD, Behind, EpochChanged, Fenced, FencedPublisher
 from scada.core.alarmevent import AlarmEvent
 
 log = logging.getLogger("scada.roles.ingest.alarmoutbox")
@@ -107,7 +119,12 @@ class Outbox:
         self._state_from = 0  # events from this id on update the state hash
         self.added_total = 0
         self.already_published_total = 0
+        self.refused_total = 0  # batches the gate did not accept
         self._poke = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Called (on the event loop) when the stream holds ids this journal lacks: the node
+        # steps down and catches up as a standby.
+        self.on_behind: Callable[[str], None] | None = None
 
     async def start(self) -> str:
         """Mint or join the bus epoch and learn what is published; returns the epoch.
@@ -116,6 +133,7 @@ class Outbox:
         are republished so gateways start with a recent history; older cursors get
         `recovered: false` by the epoch change anyway.
         """
+        self._loop = asyncio.get_running_loop()
         fence = self.lease.fence()
         self.epoch, minted = await ensure_epoch(self.redis, self.keys, fence, self.journal_epoch)
         newest = await asyncio.to_thread(self.journal.newest_id)
@@ -137,6 +155,91 @@ class Outbox:
             if newest > top:
                 log.info("outbox: republishing events %d..%d", top + 1, newest)
         return self.epoch
+
+    # ------------------------------------------------------------------ the journal's gate
+
+    def accept(self, events: list[AlarmEvent]) -> None:
+        """The journal's gate, on its thread: publish this numbered batch before it is written.
+
+        Raises NotAccepted when the bus did not take it while this node could trust its
+        lease (refused, Redis unreachable or silent): the journal writes none of it."""
+        loop = self._loop
+        left = self.lease.remaining()
+        if loop is None or self.epoch is None or left <= 0:
+            self.refused_total += 1
+            raise NotAccepted(f"{self.lease.node} is not publishing (lease or epoch not held)")
+        for ev in events:
+            if ev.node is None:
+                ev.node = self.lease.node
+        future = asyncio.run_coroutine_threadsafe(self._accept(events, left), loop)
+        try:
+            future.result(left + 1.0)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            self.refused_total += 1
+            raise NotAccepted("the bus did not answer while the lease could be trusted") from None
+        except NotAccepted:
+            self.refused_total += 1
+            raise
+
+    async def _accept(self, events: list[AlarmEvent], left: float) -> None:
+        entries = [(entry_id(_id(ev)), self.encode(ev)) for ev in events]
+        state = ["" if ev.late else ev.alarm for ev in events]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + left
+        failure = "no attempt"
+        while True:
+            raise_if_cancelled()
+            try:
+                fence = self.lease.fence()
+            except LeaseLost as err:
+                raise NotAccepted(str(err)) from None
+            epoch, remaining = self.epoch, deadline - loop.time()
+            if epoch is None:
+                raise NotAccepted("the bus epoch changed (Redis lost its data?)")
+            if remaining <= 0:
+                raise NotAccepted(f"the bus did not accept the events in time: {failure}")
+            try:
+                result = await asyncio.wait_for(
+                    self.publisher.publish(
+                        self.keys.alarms,
+                        fence,
+                        entries,
+                        epoch=epoch,
+                        maxlen=self.maxlen,
+                        state=state,
+                        strict=True,
+                    ),
+                    remaining,
+                )
+            except Behind:
+                if not await self._on_stream(entries):  # an earlier try did land: accepted
+                    why = f"the alarm stream already has id {entries[0][0]} (journal behind)"
+                    if self.on_behind is not None:
+                        self.on_behind(why)
+                    raise NotAccepted(why) from None
+            except (Fenced, EpochChanged) as err:
+                raise NotAccepted(str(err)) from None
+            except (RedisError, OSError, TimeoutError) as err:
+                failure = repr(err)
+                await asyncio.sleep(0.05)
+                continue
+            else:
+                self.added_total += result.added
+            self.published_through = max(self.published_through, _id(events[-1]))
+            return
+
+    async def _on_stream(self, entries: list[tuple[str, bytes]]) -> bool:
+        """Whether the stream holds exactly these entries (a publish whose answer was lost)."""
+        try:
+            found: Any = await self.redis.xrange(
+                self.keys.alarms, min=entries[0][0], max=entries[-1][0]
+            )
+        except (RedisError, OSError):
+            return False
+        return [(e.decode() if isinstance(e, bytes) else e, f[PAYLOAD]) for e, f in found] == [
+            (i, p) for i, p in entries
+        ]
 
     def poke(self) -> None:
         """Tell the outbox the journal committed something (call after every commit)."""
@@ -164,7 +267,7 @@ class Outbox:
             result = await self.publisher.publish(
                 self.keys.alarms, fence, entries, epoch=self.epoch, maxlen=self.maxlen, state=state
             )
-            self.published_through = _id(events[-1])
+            self.published_through = max(self.published_through, _id(events[-1]))
             added += result.added
             self.added_total += result.added
             self.already_published_total += result.already_published

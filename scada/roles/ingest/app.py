@@ -129,7 +129,11 @@ def create_ingest_app(
         if on_fatal is not None:
             on_fatal(f"cluster node failed: {reason}")
 
-    routes: list[BaseRoute] = [Route("/ready", web.ready), *plant_routes(plant)]
+    routes: list[BaseRoute] = [
+        Route("/ready", web.ready),
+        Route("/health", web.health),  # before the plant's: 503 when stuck between roles
+        *plant_routes(plant),
+    ]
     app = plant_app(plant, routes, lifespan, config_path)
     follower = follow_frames(plant)
     process = IngestProcess(app, plant, frames, follower)
@@ -161,6 +165,8 @@ def create_ingest_app(
         process.on_activate.append(start_sparkplug)
         process.on_stand_by.append(edge.stop)
     plant.alarms.set_fence(node.fence)
+    # The journal writes only what the bus accepted (one id, one event across the nodes).
+    plant.alarms.journal.gate = node.outbox.accept
     plant.alarms.on_committed(lambda _events: node.committed())
     runtime.on_frame(frames)
     runtime.metric_sources.append(lambda: web.node_metrics(node, frames))

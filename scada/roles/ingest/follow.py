@@ -10,7 +10,9 @@ over at the newest frame and waits for the next full one.
 
 The process stops following before its own tick starts (`stop`, on activation) and starts
 again after its tick stopped (`start`, on standing by); a frame not later than the last row
-recorded (by the tick or by a frame) is skipped, so no instant is written twice.
+recorded (by the tick or by a frame) is skipped, so no instant is written twice. The loop
+re-raises its cancellation every turn, and `stop` waits for it a bounded time (an activation
+must never hang on it); a frame read after `stop` was asked is never recorded.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis.exceptions import RedisError
 
-from scada.bus.conn import connect, stream_entries
+from scada.bus.conn import connect, raise_if_cancelled, stream_entries
 from scada.bus.keys import BusKeys
 from scada.bus.publish import PAYLOAD
 from scada.core.tags import Quality, TagSchema
@@ -65,6 +67,7 @@ class FrameFollower:
         self.recorded = 0
         self.skipped = 0  # frames not later than the last recorded row
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @property
     def following(self) -> bool:
@@ -72,22 +75,30 @@ class FrameFollower:
 
     def start(self) -> None:
         if not self.following:
+            self._stopping = False
             self._task = asyncio.get_running_loop().create_task(self.run(), name="follow")
 
-    async def stop(self) -> None:
+    async def stop(self, limit: float = 3.0) -> None:
+        """Stop following; waits at most `limit` s for the loop (nothing recorded after)."""
+        self._stopping = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            log.info("historian: stopped following the active node's frames")
+            _, pending = await asyncio.wait({task}, timeout=limit)
+            if pending:
+                log.error("historian: the frame follower did not stop within %.0f s", limit)
+            else:
+                log.info("historian: stopped following the active node's frames")
 
     async def run(self) -> None:
         failing = False
         while True:
+            raise_if_cancelled()
             redis = connect(self.url, timeout=self.block + 2.0, name="scada-ingest-follow")
             self.whole, cursor = False, "$"
             try:
                 while True:
+                    raise_if_cancelled()
                     reply: Any = await redis.xread(
                         {self.keys.frames: cursor}, count=100, block=int(self.block * 1000)
                     )
@@ -122,6 +133,8 @@ class FrameFollower:
 
     def take(self, payload: bytes) -> bool:
         """Decode one frame; record it if every line is known. True if recorded."""
+        if self._stopping:
+            return False  # the node's own tick records from now on
         frame = orjson.loads(payload)
         self.decoder.decode_into(frame.get("lines") or (), self.values, self.quality)
         if frame.get("full"):

@@ -2,7 +2,8 @@
 
 `activate`: restore alarm state from the journal (what this node wrote or mirrored), then
 connect the devices and tick, then notifications and the activation hooks. `stand_by`: the
-reverse; a standby never talks to devices. Before its first activation the process does not
+reverse, also of an activation that did not finish (the node's activation deadline cancelled
+it half way); a standby never talks to devices. Before its first activation the process does not
 poll either (the app starts neither the pollers nor the tick).
 """
 
@@ -48,13 +49,13 @@ class IngestProcess:
 
     async def activate(self) -> None:
         plant = self.plant
+        self.active = True  # from here on stand_by() undoes whatever started
         await plant.alarms.start()  # the engine's state from the journal, mirrored tail too
         plant.runtime.alarms_fenced = False
         if self.follower is not None:
             await self.follower.stop()  # the tick records from now on
         self.frames.reset()
         await plant.runtime.start()
-        self.active = True
         self.activations += 1
         log.info(
             "ingest active: %d alarm(s) not normal, journal cursor %d, %d device(s) connecting",
