@@ -60,7 +60,9 @@ class MemoryBus:
         self.alarms_top = 0  # the last generated id (trimming never lowers it)
         self.state: dict[str, bytes] = {}
         self.state_cursor = 0
-        self.frames: deque[tuple[int, bytes]] = deque()
+        # (n, payload, the last alarm id published before it): a follower interleaves the two
+        # streams in publish order (a tick's alarm events before its frame).
+        self.frames: deque[tuple[int, bytes, int]] = deque()
         self.frames_top = 0
         self.lease_value: str | None = None
         self.lease_expires = 0.0
@@ -183,7 +185,7 @@ class MemoryBus:
     def publish_frame_now(self, fence: str, payload: bytes, *, maxlen: int = 100) -> str:
         self._fenced(fence)
         self.frames_top += 1
-        self.frames.append((self.frames_top, payload))
+        self.frames.append((self.frames_top, payload, self.alarms_top))
         while len(self.frames) > max(1, maxlen):
             self.frames.popleft()
         self._wake()
@@ -214,12 +216,12 @@ class MemoryBus:
         start = bisect.bisect_right(self.alarms, cursor, key=lambda a: a.id)
         return self.alarms[start : start + count]
 
-    def frames_after(self, cursor: int) -> list[tuple[int, bytes]]:
-        out: list[tuple[int, bytes]] = []
-        for n, payload in reversed(self.frames):
-            if n <= cursor:
+    def frames_after(self, cursor: int) -> list[tuple[int, bytes, int]]:
+        out: list[tuple[int, bytes, int]] = []
+        for frame in reversed(self.frames):
+            if frame[0] <= cursor:
                 break
-            out.append((n, payload))
+            out.append(frame)
         out.reverse()
         return out
 
@@ -318,7 +320,7 @@ class MemoryFollower:
         self.connected = True
         out: list[BusEvent] = [changed] if changed is not None else []
         if self.with_frames and bus.frames:
-            n, payload = bus.frames[-1]
+            n, payload, _ = bus.frames[-1]
             out += self._live()
             if n != self._frame_cursor:
                 self._frame_cursor = n
@@ -339,7 +341,27 @@ class MemoryFollower:
             return [*out, changed]
         if frames:
             self._frame_cursor = frames[-1][0]
-            out.append(Frames([(f"{n}-0", p) for n, p in frames]))
+        # In publish order: the alarm entries published before a frame come before it.
+        taken = 0
+        run: list[tuple[str, bytes]] = []
+        for n, payload, before in frames:
+            upto = taken
+            while upto < len(alarms) and alarms[upto].id <= before:
+                upto += 1
+            if upto > taken:
+                if run:
+                    out.append(Frames(run))
+                    run = []
+                out += self._alarm_events(alarms[taken:upto])
+                taken = upto
+            run.append((f"{n}-0", payload))
+        if run:
+            out.append(Frames(run))
+        out += self._alarm_events(alarms[taken:])
+        return out
+
+    def _alarm_events(self, alarms: list[_Alarm]) -> list[BusEvent]:
+        out: list[BusEvent] = []
         for event in self.check.entries([(a.id, a.payload) for a in alarms]):
             if isinstance(event, Gap):
                 log.warning("alarm stream gap: after %d comes %d", event.after, event.first)

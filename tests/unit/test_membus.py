@@ -19,6 +19,7 @@ from scada.bus.lease import LeaseLost
 from scada.bus.membus import MemoryBus
 from scada.bus.publish import EpochChanged as EpochRefused
 from scada.bus.publish import Fenced
+from scada.core.alarmevent import AlarmEvent
 from scada.roles.gateway.feed import FeedListener, GatewayFeed
 
 
@@ -30,8 +31,14 @@ class FakeClock:
         return self.now
 
 
-def record(n: int, state: str = "unacked_active") -> bytes:
-    return orjson.dumps({"event_id": n, "alarm": f"a{n % 3}", "state": state})
+def record(n: int) -> bytes:
+    """A journal record of event n (of alarm a0, a1 or a2)."""
+    event = AlarmEvent(
+        event_id=n, occurrence_id=n, alarm=f"a{n % 3}", production_line_id="1", tag="diameter",
+        condition="hi", severity="high", event="raised", state="unacked_active",
+        message="diameter high", value=2.1, limit=2.0, at=1.0e9 + n,
+    )  # fmt: skip
+    return orjson.dumps(event.to_record())
 
 
 async def active(bus: MemoryBus, journal: str = "J1") -> tuple[str, str]:
@@ -135,7 +142,7 @@ def test_frames_are_bounded_and_a_follower_starts_at_the_newest() -> None:
         fence, _ = await active(bus)
         for n in range(20):
             await bus.publish_frame(fence, b"f%d" % n, maxlen=5)
-        assert [p for _, p in bus.frames] == [b"f%d" % n for n in range(15, 20)]
+        assert [p for _, p, _ in bus.frames] == [b"f%d" % n for n in range(15, 20)]
         events = bus.follow(cursor=None, epoch=None).events()
         assert await take(events, 1) == [Frames([("20-0", b"f19")])]
         await bus.publish_frame(fence, b"next", maxlen=5)
@@ -283,5 +290,40 @@ def test_the_gateway_feed_on_the_memory_bus_state_ring_frames_and_a_gap() -> Non
         assert lagging.alarm_ids == []  # nothing across the gap
         tasks[0].cancel()
         await asyncio.gather(tasks[0], return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def test_a_follower_gets_the_two_streams_in_publish_order() -> None:
+    """A tick's alarm events are published before its frame; a follower that reads both in
+    one go keeps that order (the all-in-one server sends them so)."""
+
+    async def main() -> None:
+        bus = MemoryBus()
+        fence, epoch = await active(bus)
+        follower = bus.follow(cursor=0, epoch=epoch)
+        got: list[BusEvent] = []
+
+        async def collect() -> None:
+            async for event in follower.events():
+                got.append(event)
+
+        task = asyncio.create_task(collect())
+        await until(lambda: follower.connected)
+        # No await between these: the follower reads them in one go.
+        bus.publish_frame_now(fence, b"f1")
+        bus.publish_alarms_now(fence, epoch, [(i, record(i), "") for i in (1, 2)])
+        bus.publish_frame_now(fence, b"f2")
+        bus.publish_frame_now(fence, b"f3")
+        bus.publish_alarms_now(fence, epoch, [(3, record(3), "")])
+        await until(lambda: len(got) >= 4)
+        assert got == [
+            Frames([("1-0", b"f1")]),
+            AlarmEntries([(1, record(1)), (2, record(2))]),
+            Frames([("2-0", b"f2"), ("3-0", b"f3")]),
+            AlarmEntries([(3, record(3))]),
+        ]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(main())
