@@ -82,7 +82,7 @@ def test_a_failover_keeps_the_plants_faults_and_alarms(tmp_path: Path) -> None:
             if (m := _found(lines, rf"{name} :(\d+)", proc))
         }
         hint = eventually(
-            lambda: _found(lines, r"first login: user and password in (\S+)", proc),
+            lambda: _found(lines, r"first login: .* in (\S+)$", proc),
             timeout=30,
         )
         credentials = read_password_file(Path(hint[1]))
