@@ -200,7 +200,9 @@ class Cluster:
         self.nginx: NginxProcess | None = None
 
     def _role(self, role: Role, node: str) -> RoleProcess:
-        return RoleProcess(role, node, self.directory, self.redis.url, self.overrides)
+        # Each process with its role's ACL user (a gateway's own), as `scada cluster` does.
+        url = self.redis.url_for(role, node, PREFIX)
+        return RoleProcess(role, node, self.directory, url, self.overrides)
 
     @property
     def processes(self) -> list[RoleProcess]:

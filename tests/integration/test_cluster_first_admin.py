@@ -59,7 +59,8 @@ def test_one_admin_for_the_cluster_made_by_the_active_node(tmp_path: Path) -> No
         assert eventually(lambda: logs_in(active, user, password))
         # The hint of `scada cluster` names this file (the cluster's rows hold its password).
         candidates = [p.data_dir / PASSWORD_FILE for p in cluster.ingests]
-        assert cluster_password_file(cluster.redis.url, "scada", candidates, timeout=10) == files[0]
+        ingest_url = cluster.redis.url_for("ingest", prefix="scada")  # the nodes' own user
+        assert cluster_password_file(ingest_url, "scada", candidates, timeout=10) == files[0]
 
         active.kill()  # kill -9
         new = cluster.active(timeout=15)

@@ -13,6 +13,7 @@ import itertools
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import orjson
 import pytest
 import websockets
 
+from scada.auth.store import AuthStore, audit_query
 from scada.bus.commandstream import CommandSender
 from scada.bus.conn import connect
 from scada.bus.keys import BusKeys, event_id
@@ -36,6 +38,7 @@ ACTOR = {
     "anonymous": False,
     "session": None,
 }
+USERS = {"op1": "operator", "op-off": "operator", "vic": "viewer"}
 STEP_6 = {"line": "6", "kind": "step", "tag": "diameter", "offset": 0.35}
 STEP_7 = {"line": "7", "kind": "step", "tag": "diameter", "offset": 0.35}
 
@@ -51,6 +54,13 @@ class Cluster:
             config = write_config(
                 here / "plant.toml", {**OPEN_PLANT, "server": {"data_dir": str(here / "data")}}
             )
+            # The node's own users decide who may act (the commands' role is not believed).
+            (here / "data").mkdir()
+            store = AuthStore(here / "data" / "auth.sqlite")
+            for user, role in USERS.items():
+                store.add_user(user, role, "a long password " + user)
+            store.set_disabled("op-off")
+            store.close()
             args = ["--role", "ingest", "--node", f"ingest-{name}", "--redis-url", self.redis.url]
             self.nodes[name] = ServerProcess(config, here, args)
 
@@ -251,6 +261,58 @@ def test_an_ack_command_is_journaled_once_and_its_retry_answers_from_the_ledger(
         ("op1", "203.0.113.7", "ack", "requested"),
         ("op1", "203.0.113.7", "ack", "already_acknowledged"),
     ]
+
+
+def test_a_command_is_refused_and_audited_unless_the_ingest_node_knows_its_user(
+    cluster: Cluster,
+) -> None:
+    """The role a gateway claims counts for nothing: a user that does not exist, is disabled
+    or lacks the role (whatever role the command says) is refused, audited, and acks nothing."""
+    inject(cluster.nodes["a"], {"line": "2", "kind": "step", "tag": "diameter", "offset": 0.35})
+    event = eventually(lambda: raised(cluster.redis.url, "line2.diameter."))
+    data = {"alarm_id": event["occurrence_id"], "comment": "forged"}
+    forged = {
+        "ghost": ("unknown_user", {**ACTOR, "user": "ghost", "role": "admin"}),
+        "off": ("user_disabled", {**ACTOR, "user": "op-off", "role": "admin"}),
+        "viewer": ("forbidden", {**ACTOR, "user": "vic", "role": "admin"}),
+        "anon-name": ("unauthenticated", {**ACTOR, "anonymous": True, "role": "admin"}),
+        "bad-session": ("unauthenticated", {**ACTOR, "session": "0" * 64}),
+    }
+
+    async def send() -> dict[str, Any]:
+        sender = CommandSender(connect(cluster.redis.url), KEYS, "gateway-test")
+        try:
+            answers = {
+                name: (await sender.request("ack", {"data": data, "actor": actor}, timeout=10))
+                for name, (_, actor) in forged.items()
+            }
+            # A gateway cannot write a record of an action, nor date one.
+            ok = {"user": "admin", "role": "admin", "address": "203.0.113.66", "action": "login",
+                  "target": "admin", "result": "ok", "at": "2001-01-01T00:00:00Z"}  # fmt: skip
+            answers["audit-ok"] = await sender.request("audit", {"record": ok}, timeout=10)
+            old = {**ok, "result": "forbidden", "action": "ws_connect", "target": "/ws"}
+            answers["audit-old"] = await sender.request("audit", {"record": old}, timeout=10)
+        finally:
+            await sender.redis.aclose()
+        return answers
+
+    answers = asyncio.run(send())
+    for name, (code, _) in forged.items():
+        assert answers[name].result["error"]["code"] == code, name
+    assert answers["audit-ok"].result["error"]["code"] == "forbidden"
+    assert answers["audit-old"].result == {"ok": True}
+    # Nothing acknowledged the occurrence; every refusal is in the active node's audit.
+    acked = [r for r in journal(cluster.data("a")) if r[2] == "acknowledged"]
+    assert all(row[1] != event["alarm"] for row in acked)
+    records = audit_query(cluster.data("a") / "auth.sqlite", limit=50)
+    refused = {
+        (r.user, r.result) for r in records if r.action == "ack" and r.address == ACTOR["address"]
+    }
+    assert {("ghost", "unknown_user"), ("op-off", "user_disabled"), ("vic", "forbidden")} <= refused
+    assert ("op1", "unauthenticated") in refused
+    assert not [r for r in records if r.address == "203.0.113.66" and r.action == "login"]
+    (written,) = [r for r in records if r.address == "203.0.113.66"]
+    assert written.at is not None and written.at > time.time() - 600  # the node's time
 
 
 def test_the_standby_takes_over_a_killed_active_node_and_continues_the_ids(

@@ -2,8 +2,9 @@
 
 Every gateway keeps a replica of them (`authview`), so a login or an API token made on the
 active node works on every gateway, and a logout, a revocation or a disabled user reaches
-every gateway at once through the change stream. Nothing but digests and password hashes
-leaves the node (see `authrows`).
+every gateway at once through the change stream. Nothing but digests and public user rows
+leaves the node readable (see `rows`); password hashes go only sealed, to a key only the
+ingest nodes read (see `sealed`).
 
 The publisher never publishes from memory: the AuthStore's change hook only wakes it; it then
 reads the store's rows, compares them with what Redis holds (as it last published) and writes
@@ -32,7 +33,16 @@ from redis.exceptions import RedisError, ResponseError
 
 from scada.auth.first_admin import ensure_cluster_admin
 from scada.auth.replica.auditsync import AuditShipper
-from scada.auth.replica.rows import KINDS, AuthKeys, Change, decode_hash, encode_changes, encode_row
+from scada.auth.replica.rows import (
+    KINDS,
+    AuthKeys,
+    Change,
+    decode_hash,
+    encode_changes,
+    encode_row,
+    public_row,
+)
+from scada.auth.replica.sealed import Sealer
 from scada.auth.rowset import AuthRows
 from scada.auth.store import AuthStore
 from scada.bus.conn import raise_if_cancelled
@@ -42,10 +52,10 @@ from scada.bus.publish import Fenced
 
 log = logging.getLogger("scada.auth.replica.publisher")
 
-# KEYS: lease, seed, seq, stream, users, tokens, sessions.
+# KEYS: lease, seed, seq, stream, users, tokens, sessions, secrets.
 # ARGV: lease value, seed id, mode ('seed' | 'change'), stream maxlen, stream payload, the
-# number of the caller's last entry, then (kind 1..3, key, row) triples; row '' deletes the
-# key. A seed empties the hashes first. A change is refused (RESEED) unless Redis holds the
+# number of the caller's last entry, then (kind 1..4, key, row) triples (4: a user's sealed
+# password hash); row '' deletes the key. A seed empties the hashes first. A change is refused (RESEED) unless Redis holds the
 # caller's seed at the caller's last number: a Redis restored from an AOF that lacks the
 # newest writes must be seeded again, not patched. Returns the new entry's number.
 _SYNC = """
@@ -53,7 +63,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED lease not held by ' .. ARGV[1])
 end
 if ARGV[3] == 'seed' then
-  redis.call('DEL', KEYS[5], KEYS[6], KEYS[7])
+  redis.call('DEL', KEYS[5], KEYS[6], KEYS[7], KEYS[8])
   redis.call('SET', KEYS[2], ARGV[2])
   redis.call('SET', KEYS[3], 0)
 elseif redis.call('GET', KEYS[2]) ~= ARGV[2] or redis.call('GET', KEYS[3]) ~= ARGV[6] then
@@ -92,15 +102,29 @@ def all_changes(rows: AuthRows) -> list[Change]:
     return diff_rows({}, rows)
 
 
-async def read_rows(redis: Redis, keys: AuthKeys) -> tuple[str | None, AuthRows]:
-    """(seed id, rows) as Redis holds them now, read atomically."""
+async def read_rows(
+    redis: Redis, keys: AuthKeys, sealer: Sealer | None = None
+) -> tuple[str | None, AuthRows]:
+    """(seed id, rows) as Redis holds them now, read atomically. A user's `password` is its
+    unsealed hash, or None (no sealer, none published, or sealed under another key)."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.get(keys.seed)
         for kind in KINDS:
             pipe.hgetall(keys.hash(kind))
-        seed, *hashes = await pipe.execute()
+        pipe.hgetall(keys.secrets)
+        seed, *hashes, secrets_raw = await pipe.execute()
     rows = {kind: decode_hash(raw) for kind, raw in zip(KINDS, hashes, strict=True)}
+    sealed = {text(k): v for k, v in (secrets_raw or {}).items()}
+    for name, user in rows.get("users", {}).items():
+        blob = sealed.get(name)
+        user["password"] = sealer.unseal(name, blob) if sealer and blob is not None else None
     return (text(seed) if seed is not None else None), rows
+
+
+def client_sealer(redis: Redis, prefix: str) -> Sealer | None:
+    """The sealer of the ingest nodes whose Redis client this is (its URL's password)."""
+    password = redis.connection_pool.connection_kwargs.get("password")
+    return Sealer.for_password(str(password), prefix) if password else None
 
 
 class AuthPublisher:
@@ -114,8 +138,11 @@ class AuthPublisher:
         maxlen: int = 1_000,
         check_every: float = 1.0,
         first_admin: bool = False,
+        sealer: Sealer | None = None,
     ) -> None:
         self.redis = redis
+        # Password hashes go sealed (None: not published; a takeover keeps its own).
+        self.sealer = sealer or client_sealer(redis, keys.prefix)
         self.keys = AuthKeys.of(keys)
         self.lease = lease
         self.store = store
@@ -249,7 +276,8 @@ class AuthPublisher:
             self.changes += len(changes)
 
     async def _take_over(self, fence: str) -> None:
-        seed, theirs = await read_rows(self.redis, self.keys)
+        seed, theirs = await read_rows(self.redis, self.keys, self.sealer)
+        await asyncio.to_thread(self._fill_passwords, theirs)
         if seed is not None and seed != self._seed:
             counts = await asyncio.to_thread(self.store.merge_rows, theirs)
             log.info(
@@ -273,14 +301,39 @@ class AuthPublisher:
         )
         self.audit.reset()  # copy the other node's audit records next (logins need not wait)
 
+    def _fill_passwords(self, theirs: AuthRows) -> None:
+        """Users whose hash did not come (unsealable, or not published): this store's own
+        hash if it has the user, else none that verifies (an admin sets a new password)."""
+        missing = [n for n, u in theirs.get("users", {}).items() if u.get("password") is None]
+        for name in missing:
+            theirs["users"][name]["password"] = self.store.password_hash(name) or "!"
+        if missing:
+            log.info("auth rows: %d user(s) without a published password hash", len(missing))
+
+    def _sealed(self, changes: list[Change]) -> list[tuple[int, str, bytes]]:
+        """The script's triples: rows without their hash; each user's hash sealed apart."""
+        out: list[tuple[int, str, bytes]] = []
+        secrets_kind = len(KINDS) + 1
+        for kind, key, row in changes:
+            if kind == "users":
+                password = None if row is None else row.get("password")
+                if row is None or password is None or self.sealer is None:
+                    out.append((secrets_kind, key, b""))
+                else:
+                    out.append((secrets_kind, key, self.sealer.seal(key, str(password))))
+                row = None if row is None else public_row(row)
+            out.append((KINDS.index(kind) + 1, key, b"" if row is None else encode_row(row)))
+        return out
+
     async def _write(self, fence: str, mode: str, seed: str, changes: list[Change]) -> None:
         payload = b"[]" if mode == "seed" else encode_changes(changes)
         args: list[str | bytes | int] = [fence, seed, mode, self.maxlen, payload, self._n]
-        for kind, key, row in changes:
-            args += [KINDS.index(kind) + 1, key, b"" if row is None else encode_row(row)]
+        for triple in self._sealed(changes):
+            args += triple
         keys = [self.lease.keys.lease, self.keys.seed, self.keys.seq, self.keys.stream]
+        keys += [*(self.keys.hash(k) for k in KINDS), self.keys.secrets]
         try:
-            n = await self._script(keys=keys + [self.keys.hash(k) for k in KINDS], args=args)
+            n = await self._script(keys=keys, args=args)
         except ResponseError as err:
             message = str(err)
             if message.startswith("FENCED"):

@@ -3,9 +3,9 @@
 The active ingest node keeps one hash per kind (`<p>:auth:users` name → row,
 `<p>:auth:tokens` and `<p>:auth:sessions` digest → row) and appends every change to the
 stream `<p>:auth`. Secrets never leave the ingest node: sessions and tokens are keyed by the
-SHA-256 digest of the secret (what the AuthStore stores), passwords travel as their argon2id
-hash (in the users hash only, for a standby's takeover; the change stream and the gateways'
-replicas drop it).
+SHA-256 digest of the secret (what the AuthStore stores). Password hashes are in none of
+them: for a standby's takeover each is sealed (`sealed`) into `<p>:auth:secrets`, which only
+the ingest ACL user may read (scada.bus.acl).
 
 A stream entry: `s` the seed id (a random id minted by each full re-seed), `n` its number
 within that seed (1 = the seed entry itself, then +1 per entry: a reader sees a hole), `c` the
@@ -46,6 +46,11 @@ class AuthKeys:
     def seq(self) -> str:
         """The number of the newest stream entry within the current seed."""
         return f"{self.prefix}:auth:seq"
+
+    @property
+    def secrets(self) -> str:
+        """Hash: user name → its sealed password hash (ingest nodes only)."""
+        return f"{self.prefix}:auth:secrets"
 
     def hash(self, kind: str) -> str:
         if kind not in KINDS:

@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from scada.auth.audit import Auditor
 from scada.auth.identify import AuthMiddleware, CredentialStore, requires
 from scada.auth.replica.view import BusAuditor, RedisAuthView, close_sockets
+from scada.bus.acl import redact
 from scada.bus.interface import Bus
 from scada.bus.keys import BusKeys
 from scada.bus.redisbus import RedisBus
@@ -85,7 +86,7 @@ def create_gateway_app(
         log.info(
             "gateway %s: bus %s (prefix %s), %d lines",
             cluster.node,
-            _without_password(cluster.redis_url),
+            redact(cluster.redis_url),
             cluster.prefix,
             len(source.line_ids),
         )
@@ -131,11 +132,3 @@ def create_gateway_app(
     state.clock = clock
     state.collector = status.GatewayCollector(source, commands, view)
     return app
-
-
-def _without_password(url: str) -> str:
-    """The Redis URL for a log line: a password in it never reaches the log."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return scheme + sep + rest

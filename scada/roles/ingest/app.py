@@ -55,6 +55,7 @@ def build_node(plant: Plant, process: IngestProcess) -> IngestNode:
         plant.auth,
         lambda: plant.runtime.config.alarms.default_user,
         plant.hub.announce,
+        lambda: plant.runtime.config.auth,
     )
     return IngestNode(
         settings.redis_url,

@@ -1,11 +1,16 @@
 """Operator commands from gateways, applied on the active ingest node (docs/cluster.md).
 
 Each command is what a client sent its gateway over `/ws` (ack, shelve, unshelve) with the
-client as `actor`; it is audited here (requested, then the outcome, with the client's own
-address), applied through the alarm service with its request id journaled in the same commit
-(the ledger), and answered with exactly what the all-in-one server's hub answers, or
-{"error": {"code", "message"}}. An "audit" command carries a record a gateway wants written
-(a login, a refusal): it is written as it is, once.
+client as `actor`. The actor's role is not believed: this node checks the client against its
+own users (`actorcheck`: exists, enabled, live session or token, role enough), refuses and
+audits otherwise. It is audited here (requested, then the outcome, with the client's own
+address as the gateway saw it, and the role this node found), applied through the alarm
+service with its request id journaled in the same commit (the ledger), and answered with
+exactly what the all-in-one server's hub answers, or {"error": {"code", "message"}}.
+
+An "audit" command carries a refusal a gateway wants written (a WebSocket refused, a role
+check failed): written once, at this node's time (a gateway cannot date a record), and only
+a refusal: anything else (a login, an action's outcome) is written by this node alone.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from scada.alarms.service import AlarmService
-from scada.auth.audit import Auditor
+from scada.auth.audit import REFUSALS, Auditor
 from scada.auth.auditlog import AuditRecord
 from scada.auth.store import AuthStore
 from scada.bus.commandstream import Command
+from scada.core.config import AuthSettings
 from scada.core.errors import Refused
-from scada.core.timefmt import parse_time
-from scada.fanout.messages import AckData, ShelveData, UnshelveData
+from scada.fanout.messages import REQUIRED_ROLE, AckData, ShelveData, UnshelveData
+from scada.roles.ingest.actorcheck import check_actor
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +44,24 @@ class Actor:
     """The client a gateway acts for."""
 
     user: str
-    role: str
+    role: str  # as the gateway claims it, until `checked` replaces it with this node's
     address: str
     anonymous: bool
+    digest: str | None = None  # of the client's session or API token
 
     @classmethod
     def of(cls, raw: dict[str, Any]) -> Actor:
-        return cls(str(raw["user"]), str(raw["role"]), str(raw["address"]), bool(raw["anonymous"]))
+        digest = raw.get("session")
+        return cls(
+            str(raw["user"]),
+            str(raw["role"]),
+            str(raw["address"]),
+            bool(raw["anonymous"]),
+            str(digest) if digest else None,
+        )
+
+    def with_role(self, role: str) -> Actor:
+        return Actor(self.user, role, self.address, self.anonymous, self.digest)
 
     def record(self, action: str, target: str, result: str, detail: str = "") -> AuditRecord:
         return AuditRecord(self.user, self.role, self.address, action, target, result, detail)
@@ -64,12 +81,15 @@ class CommandApplier:
         store: AuthStore,
         default_user: Callable[[], str],
         announce: Callable[[Events], None],
+        auth_settings: Callable[[], AuthSettings] = AuthSettings,
     ) -> None:
         self.alarms = alarms
         self.auditor = auditor
         self.store = store  # where "audit" commands' records go
         self.default_user = default_user  # who anonymous clients act as in the journal
         self.announce = announce  # the committed events to this node's own /ws clients
+        self.auth_settings = auth_settings  # anonymous clients: allowed? with which role?
+        self.refused_actors = 0
 
     def lookup(self, request_id: str) -> dict[str, Any] | None:
         return self.alarms.journal.command_result(request_id)
@@ -78,7 +98,7 @@ class CommandApplier:
         try:
             if command.kind == "audit":
                 return await self._audit(command)
-            actor = Actor.of(command.body["actor"])
+            actor = await self._checked(command, Actor.of(command.body["actor"]))
             data = command.body["data"]
             rid = command.request_id
             if command.kind == "ack":
@@ -93,6 +113,31 @@ class CommandApplier:
             return refusal("invalid_command", str(err))
         except Refused as err:
             return refusal(err.code, err.message)
+
+    async def _checked(self, command: Command, actor: Actor) -> Actor:
+        """The actor with this node's role for it; Refused (audited) if it may not act."""
+        needed = REQUIRED_ROLE.get(command.kind)
+        if needed is None:
+            raise Refused("unknown_command", f"no command {command.kind!r}")
+        rows = await asyncio.to_thread(self.store.rows)
+        checked = check_actor(
+            rows,
+            self.auth_settings(),
+            user=actor.user,
+            anonymous=actor.anonymous,
+            digest=actor.digest,
+            needed=needed,
+        )
+        if checked.role is not None:
+            return actor.with_role(checked.role)
+        self.refused_actors += 1
+        log.warning(
+            "%s from %s refused: %s (%s)", command.kind, command.reply_to, checked.code,
+            checked.message,
+        )  # fmt: skip
+        target = _target(command.body.get("data"))
+        await self.auditor.record(actor.record(command.kind, target, checked.code, checked.message))
+        raise Refused(checked.code, checked.message)
 
     def _journal_user(self, actor: Actor) -> str:
         return self.default_user() if actor.anonymous else actor.user
@@ -156,16 +201,33 @@ class CommandApplier:
         return {"events": events}
 
     async def _audit(self, command: Command) -> dict[str, Any]:
-        """Write a gateway's record as it is, once per request id (AuthStore.audit)."""
+        """Write a gateway's refusal once per request id (AuthStore.audit), at this node's
+        time; anything but a refusal is refused."""
         raw = command.body["record"]
         user, role, address, action, target, result, detail = (
             str(raw.get(name) or "") for name in AUDIT_FIELDS
         )
-        at = parse_time(raw["at"]) if raw.get("at") else None
-        record = AuditRecord(user, role, address, action, target, result, detail, at=at)
+        if result not in REFUSALS:
+            log.warning(
+                "audit record from %s refused: %s %s (a gateway records refusals only)",
+                command.reply_to, action, result,
+            )  # fmt: skip
+            return refusal("forbidden", "a gateway may only record refusals")
+        record = AuditRecord(user, role, address, action, target, result, detail)
         try:
             await asyncio.to_thread(self.store.audit, record, command.request_id)
         except Exception as err:
             log.error("audit record from %s not written: %s", command.reply_to, err)
             return refusal("audit_unavailable", "the audit log could not record this")
         return {"ok": True}
+
+
+def _target(data: Any) -> str:
+    """What a command is about, for its audit record (the alarm or the occurrence)."""
+    if not isinstance(data, dict):
+        return ""
+    for key in ("alarm", "alarm_id"):
+        if data.get(key) is not None:
+            return str(data[key])
+    ids = data.get("alarm_ids")
+    return ",".join(str(i) for i in ids) if isinstance(ids, list) else ""
