@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,8 @@ def readable(client: Redis, key: bytes, kind: bytes) -> bytes | None:
     """Everything `client` can read of `key` (of type `kind`), or None if it may not."""
     try:
         if kind == b"string":
-            return bytes(client.get(key) or b"")
+            value = client.get(key)
+            return value if isinstance(value, bytes) else b""
         if kind == b"hash":
             raw: Any = client.hgetall(key)
             return b" ".join(k + b"=" + v for k, v in raw.items())
@@ -157,6 +159,7 @@ def test_the_bus_over_tls_with_a_ca_made_here(tmp_path: Path) -> None:
             redis, _, outbox, epoch = await publishing(server.url, journal)
             reader = BusReader(gateway_url, BusKeys("test"), cursor=0, epoch=epoch, frames=False)
             stream = reader.events()
+            assert isinstance(stream, AsyncGenerator)  # closed with aclose() below
             commit(journal, 20)
             await outbox.flush()
             got: list[int] = []

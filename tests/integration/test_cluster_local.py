@@ -1,22 +1,29 @@
 """`scada cluster`: the local cluster starts (Redis, two ingest nodes, two gateways, nginx),
 serves the dashboard and live data at the URL it prints, and leaves no process behind after
-SIGTERM; it refuses clearly when a binary is missing."""
+SIGTERM; it refuses clearly when a binary is missing. Redis runs with an ACL user per role,
+each node's URL (with its password) is in its own 0600 config, and no password reaches a
+log, the output or a command line."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 import pytest
+from redis import Redis
+from redis.exceptions import AuthenticationError, NoPermissionError
 from websockets.asyncio.client import connect
 
 from scada.tools.cluster.localconf import base_config, dumps_inline
@@ -116,6 +123,7 @@ def test_local_cluster_serves_and_stops_cleanly(tmp_path: Path) -> None:
         children = descendants(proc.pid)
         print(f"processes under scada cluster: {len(children)}")
         assert len(children) >= 6  # redis, 2 ingest, 2 gateways, nginx (+ workers)
+        passwords = check_credentials(tmp_path / "c", children)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -128,8 +136,49 @@ def test_local_cluster_serves_and_stops_cleanly(tmp_path: Path) -> None:
     output = "".join(lines)
     assert code == 0, output
     assert "stopped" in output
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "c" / "logs").glob("*"))
+    for password in passwords:
+        assert password not in output and password not in logs
     left = eventually(lambda: all(gone(p) for p in children), timeout=10)
     assert left, [p for p in children if not gone(p)]
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def check_credentials(directory: Path, children: set[int]) -> set[str]:
+    """Every node's config names its own Redis user (0600, in a 0700 dir); Redis refuses a
+    client without credentials and a gateway's user cannot publish; the AOF and every data
+    file are 0600. Returns the passwords (which no log, output or command line may show)."""
+    urls: dict[str, str] = {}
+    for node in ("ingest-a", "ingest-b", "gateway-1", "gateway-2"):
+        config = directory / node / "plant.toml"
+        assert mode(config) == 0o600 and mode(directory / node) == 0o700, node
+        urls[node] = tomllib.loads(config.read_text())["cluster"]["redis_url"]
+        user = urlsplit(urls[node]).username
+        assert user == ("ingest" if node.startswith("ingest") else node)
+    passwords = {str(urlsplit(url).password) for url in urls.values()}
+    assert len(passwords) == 3 and all(len(p) >= 16 for p in passwords)  # ingest, 2 gateways
+    acl = directory / "redis" / "users.acl"
+    assert mode(acl) == 0o600 and "user default off" in acl.read_text()
+    assert not [p for p in passwords if p in acl.read_text()]  # digests only
+    assert mode(directory / "redis") == 0o700
+    for private in ("redis", "ingest-a"):
+        files = [p for p in (directory / private).rglob("*") if p.is_file()]
+        assert files and all(mode(p) == 0o600 for p in files), [(p, oct(mode(p))) for p in files]
+    bare = urls["gateway-1"].replace(urlsplit(urls["gateway-1"]).netloc.split("@")[0] + "@", "")
+    with pytest.raises(AuthenticationError), Redis.from_url(bare, socket_timeout=5) as anon:
+        anon.get("scada:lease")
+    with Redis.from_url(urls["gateway-1"], socket_timeout=5) as gateway:
+        assert gateway.get("scada:epoch") is not None
+        with pytest.raises(NoPermissionError):
+            gateway.xadd("scada:frames", {"f": b"forged"})
+    for pid in children:  # `ps` shows no password
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            assert not [p for p in passwords if p in argv], argv
+    return passwords
 
 
 def _ready_url(lines: list[str], proc: subprocess.Popen[str]) -> str | None:

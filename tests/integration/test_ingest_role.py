@@ -23,7 +23,8 @@ import orjson
 import pytest
 import websockets
 
-from scada.auth.store import AuthStore, audit_query
+from scada.auth.auditlog import audit_query
+from scada.auth.store import AuthStore
 from scada.bus.commandstream import CommandSender
 from scada.bus.conn import connect
 from scada.bus.keys import BusKeys, event_id

@@ -1,10 +1,13 @@
 """`scada cluster`: a whole cluster on this machine for trying it (docs/cluster.md).
 
-Redis (AOF, appendfsync everysec, noeviction), the simulated plant as its own process (`scada
-simulate modbus` with its fault port, polled by the ingest nodes through the modbus driver, so
-a failover does not reset the plant), two ingest nodes, two gateways and nginx
-(nginx/cluster.conf rendered for loopback, a self-signed certificate), all on 127.0.0.1, run
-in the foreground under this small supervisor. Every process logs to `<dir>/logs/<name>.log`
+Redis (AOF, appendfsync everysec, noeviction; ACL users per role, the default user off),
+the simulated plant as its own process (`scada simulate modbus` with its fault port, polled
+by the ingest nodes through the modbus driver, so a failover does not reset the plant), two
+ingest nodes, two gateways and nginx (nginx/cluster.conf rendered for loopback, a
+self-signed certificate), all on 127.0.0.1, run in the foreground under this small
+supervisor. Each node's Redis URL, with its own user and password, is in its config (0600);
+nothing is passed on a command line, where `ps` would show it. Every file a child makes is
+private (umask 077: the AOF, SQLite files, logs). Every process logs to `<dir>/logs/<name>.log`
 and keeps its data under `<dir>/<name>/`. A process that exits on its own is started again
 (after 2 s, doubling up to 30 s while it keeps failing), so a `kill -9` shows a failover and
 the node rejoining. Ctrl-C or SIGTERM stops nginx, then the role processes, then Redis.
@@ -34,6 +37,14 @@ import httpx
 from scada.auth.first_admin import PASSWORD_FILE
 from scada.core.config import config_from_dict
 from scada.core.errors import ConfigError
+from scada.tools.cluster.credentials import (
+    ClusterUsers,
+    cluster_users,
+    narrow_tree,
+    private_dir,
+    write_acl,
+    write_private,
+)
 from scada.tools.cluster.firstlogin import cluster_password_file
 from scada.tools.cluster.localconf import (
     base_config,
@@ -112,10 +123,11 @@ def _die_with_parent() -> None:
 
 
 def redis_answers(port: int) -> bool:
+    """redis-server is up: it answers (NOAUTH, since nobody is the default user)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -192,7 +204,8 @@ class Child:
     held: bool = False
 
     def start(self) -> None:
-        with self.log.open("ab") as out:
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "ab") as out:
             self.proc = subprocess.Popen(
                 self.argv,
                 cwd=self.cwd,
@@ -202,6 +215,7 @@ class Child:
                 env={**os.environ, **self.env},
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
+                umask=0o077,  # the AOF, SQLite and log files: the owner's only
             )
         self.started_at = time.monotonic()
         self.restart_at = None
@@ -264,6 +278,7 @@ class LocalCluster:
         self.sim_token = secrets.token_urlsafe(24)
         self.simulator: Child | None = None
         self.redis: Child | None = None
+        self.users: ClusterUsers | None = None
         self.ingests: list[Child] = []
         self.gateways: list[Child] = []
         self.nginx: Child | None = None
@@ -274,6 +289,7 @@ class LocalCluster:
 
     @property
     def redis_url(self) -> str:
+        """Redis without credentials (refused): each node's URL adds its user."""
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     def redis_url_of(self, name: str) -> str:
@@ -288,12 +304,23 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ plan
     def prepare(self) -> None:
+        # The top directory stays enterable: nginx's workers (nobody, under root) use its tmp/.
+        self.dir.mkdir(parents=True, exist_ok=True)
         for sub in ("logs", "redis"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+            private_dir(self.dir / sub)
         base = base_config(self.config)
+        prefix = str(base.get("cluster", {}).get("prefix", "scada"))
+        self.users = users = cluster_users(self.dir, ingests=INGESTS, gateways=GATEWAYS)
+        acl = write_acl(self.dir / "redis" / "users.acl", users, prefix)
+        tools = dumps_inline({"cluster": {"redis_url": users.tools_url(self.redis_url)}})
+        write_private(self.dir / "tools.toml", "# The CLI's Redis user (read only).\n" + tools)
+        for sub in ("redis", "logs", *INGESTS, *GATEWAYS):
+            if (self.dir / sub).is_dir():
+                narrow_tree(self.dir / sub)
         redis = [
             self.redis_bin,
             "--port", str(self.redis_port), "--bind", "127.0.0.1", "--dir", str(self.dir / "redis"),
+            "--aclfile", str(acl),
             "--appendonly", "yes", "--appendfsync", "everysec",
             "--maxmemory-policy", "noeviction", "--save", "", "--daemonize", "no",
         ]  # fmt: skip
@@ -303,11 +330,11 @@ class LocalCluster:
         for name in (*INGESTS, *GATEWAYS):
             role = "ingest" if name in INGESTS else "gateway"
             home = self.dir / name
-            url = self.redis_url_of(name)
+            url = users.url(self.redis_url_of(name), name)
             config = write_node_config(base, directory=home, node=name, redis_url=url)
             argv = [
                 sys.executable, "-m", "scada", "serve",
-                "--role", role, "--node", name, "--redis-url", url,
+                "--role", role, "--node", name,
                 "--config", str(config), "--port", str(self.ports[name]),
             ]  # fmt: skip
             child = Child(name, argv, self.logs / f"{name}.log", home, dict(env))
@@ -409,7 +436,7 @@ class LocalCluster:
         self._wait("nginx listening", lambda: port_listens(self.port), [self.nginx])
 
     def describe(self) -> str:
-        parts = [f"redis-server :{self.redis_port} (AOF)"]
+        parts = [f"redis-server :{self.redis_port} (AOF, ACL users)"]
         if self.simulator is not None:
             parts.append(f"simulator modbus :{self.sim_port} (faults :{self.sim_control_port})")
         parts += [f"{c.name} :{self.ports[c.name]}" for c in (*self.ingests, *self.gateways)]
@@ -479,8 +506,9 @@ class LocalCluster:
 
     def _print_hints(self) -> None:
         # Written by the node that was active when the cluster had no user (maybe a run ago).
+        assert self.users is not None
         password = cluster_password_file(
-            self.redis_url,
+            self.users.url(self.redis_url, INGESTS[0]),  # the hashes are sealed for ingest
             str(base_config(self.config).get("cluster", {}).get("prefix", "scada")),
             [self.dir / c.name / "data" / PASSWORD_FILE for c in self.ingests],
             timeout=15.0,
@@ -491,6 +519,10 @@ class LocalCluster:
         ]
         if password is not None:
             hints.append(f"first login: user admin, its password alone in {password}")
+        hints.append(
+            f"Redis ACL users in {self.dir / 'redis' / 'users.acl'}; "
+            f"the CLI's read-only Redis URL in {self.dir / 'tools.toml'}"
+        )
         hints.append("Ctrl-C stops everything")
         for hint in hints:
             say(hint)

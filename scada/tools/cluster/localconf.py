@@ -1,5 +1,6 @@
 """Config files for the processes of a local cluster (`scada cluster`): the plant config the
-user gave (or the default), with each process's own data dir, node name and Redis URL.
+user gave (or the default), with each process's own data dir, node name and Redis URL (with
+that node's Redis user and password in it: each file is 0600, in a 0700 directory).
 
 TOML is written with inline tables only (one `key = {...}` line per top-level table), which
 round-trips every value a plant config holds: strings, numbers, booleans, arrays, tables.
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from scada.core.config import deep_merge, default_config_text
+from scada.tools.cluster.credentials import private_dir, write_private
 from scada.tools.cluster.nginxconf import NGINX_SOURCE
 from simulators.modbus_server import driver_settings
 
@@ -112,9 +114,11 @@ def over_simulator(
 
 
 def write_node_config(base: dict[str, Any], *, directory: Path, node: str, redis_url: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "plant.toml"
+    private_dir(directory)
+    private_dir(directory / "data")
     data = node_config(base, directory=directory, node=node, redis_url=redis_url)
-    header = f"# Written by `scada cluster` for node {node}; rewritten at each start.\n"
-    path.write_text(header + dumps_inline(data), "utf-8")
-    return path
+    header = (
+        f"# Written by `scada cluster` for node {node}; rewritten at each start.\n"
+        "# Holds this node's Redis password: keep it 0600.\n"
+    )
+    return write_private(directory / "plant.toml", header + dumps_inline(data))
