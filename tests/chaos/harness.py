@@ -84,7 +84,10 @@ class ChaosCluster:
         return self.dir / node / "data" / "journal.sqlite"
 
     def redis(self) -> Any:  # redis.Redis, whose reply types are a union of everything
-        return redis.Redis(port=self.local.redis_port, socket_timeout=2, socket_connect_timeout=2)
+        """Redis as the CLI's read-only ACL user (the default user is off)."""
+        assert self.local.users is not None, "prepare() first"
+        url = self.local.users.tools_url(self.local.redis_url)
+        return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
     def http(self, name: str, path: str) -> tuple[int, Any]:
         try:
