@@ -136,7 +136,9 @@ def test_local_cluster_serves_and_stops_cleanly(tmp_path: Path) -> None:
     output = "".join(lines)
     assert code == 0, output
     assert "stopped" in output
-    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "c" / "logs").glob("*"))
+    logs = "".join(
+        p.read_text(errors="replace") for p in (tmp_path / "c" / "logs").rglob("*") if p.is_file()
+    )
     for password in passwords:
         assert password not in output and password not in logs
     left = eventually(lambda: all(gone(p) for p in children), timeout=10)
