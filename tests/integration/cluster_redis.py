@@ -86,6 +86,10 @@ class RedisServer:
         """An ingest node's rules on every key (any prefix)."""
         return self.url_as("ingest", self.passwords["ingest"])
 
+    def through(self, url: str, port: int) -> str:
+        """`url` (one of this server's, with its credentials) through a proxy on `port`."""
+        return url.replace(f"@127.0.0.1:{self.port}/", f"@127.0.0.1:{port}/", 1)
+
     @property
     def admin_url(self) -> str:
         return self.url_as(ADMIN, self.passwords[ADMIN])

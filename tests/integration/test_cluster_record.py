@@ -141,7 +141,7 @@ def test_a_node_whose_redis_link_hangs_10_s_forks_nothing_and_loses_nothing(
 ) -> None:
     proxy = LinkProxy(redis.port).start()
     try:
-        a = ingest(tmp_path, "ingest-a", proxy.url).start()
+        a = ingest(tmp_path, "ingest-a", redis.through(redis.url, proxy.port)).start()
         procs.append(a)
         eventually(a.is_active, timeout=30)
         b = ingest(tmp_path, "ingest-b", redis.url).start()
