@@ -187,11 +187,12 @@ class Checker:
         for i, (epoch, key) in read_stream(self.cluster).items():
             if epoch.split("/")[0] == main.epoch and i in main.events and main.events[i] != key:
                 forks.add(("stream", i))
+        # the screens' thread goes on adding events: every look at theirs is through a copy
         for screen in self.screens.screens:
-            for seg in screen.segments:
+            for seg in list(screen.segments):
                 if seg.epoch.split("/")[0] != main.epoch:
                     continue
-                for i, (alarm, event) in seg.names.items():
+                for i, (alarm, event) in list(seg.names.items()):
                     if i in main.events and main.events[i][:2] != (alarm, event):
                         forks.add(("screen", i))
         new_forks = {i for _, i in forks} - self.forked
@@ -218,13 +219,12 @@ class Checker:
         missing = duplicated = out_of_order = 0
         for screen in self.screens.screens:
             m = d = o = 0
-            for seg in screen.segments:
+            for seg in list(screen.segments):
                 d += seg.duplicated
                 o += seg.out_of_order
                 if seg.epoch.split("/")[0] == main.epoch:
-                    m += sum(
-                        1 for i in main.events if seg.base < i <= seg.top and i not in seg.seen
-                    )
+                    seen, top = set(seg.seen), seg.top
+                    m += sum(1 for i in main.events if seg.base < i <= top and i not in seen)
             before = self.client_counts.get(screen.name, (0, 0, 0))
             self.client_counts[screen.name] = (m, d, o)
             missing += max(m - before[0], 0)
@@ -238,7 +238,7 @@ class Checker:
         spells = [
             b - a
             for s in self.screens.screens
-            for a, b in s.stale_spells
+            for a, b in list(s.stale_spells)
             if b >= started and a <= ended
         ]
         row.no_live_s = round(max(spells, default=0.0), 1)
