@@ -29,7 +29,7 @@ import concurrent.futures
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import orjson
 from redis.asyncio import Redis
@@ -125,6 +125,9 @@ class Outbox:
         # Called (on the event loop) when the stream holds ids this journal lacks: the node
         # steps down and catches up as a standby.
         self.on_behind: Callable[[str], None] | None = None
+        # Called (from the journal's thread) when a batch was not accepted: the node's tick
+        # stopped evaluating alarms, so the node steps down and takes over again.
+        self.on_refused: Callable[[str], None] | None = None
 
     async def start(self) -> str:
         """Mint or join the bus epoch and learn what is published; returns the epoch.
@@ -166,8 +169,7 @@ class Outbox:
         loop = self._loop
         left = self.lease.remaining()
         if loop is None or self.epoch is None or left <= 0:
-            self.refused_total += 1
-            raise NotAccepted(f"{self.lease.node} is not publishing (lease or epoch not held)")
+            self._refuse(f"{self.lease.node} is not publishing (lease or epoch not held)")
         for ev in events:
             if ev.node is None:
                 ev.node = self.lease.node
@@ -176,11 +178,15 @@ class Outbox:
             future.result(left + 1.0)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            self.refused_total += 1
-            raise NotAccepted("the bus did not answer while the lease could be trusted") from None
-        except NotAccepted:
-            self.refused_total += 1
-            raise
+            self._refuse("the bus did not answer while the lease could be trusted")
+        except NotAccepted as err:
+            self._refuse(str(err))
+
+    def _refuse(self, why: str) -> NoReturn:
+        self.refused_total += 1
+        if self.on_refused is not None:
+            self.on_refused(why)
+        raise NotAccepted(why)
 
     async def _accept(self, events: list[AlarmEvent], left: float) -> None:
         entries = [(entry_id(_id(ev)), self.encode(ev)) for ev in events]

@@ -132,6 +132,7 @@ class IngestNode:
             self.redis, keys, self.lease, journal, journal_epoch, maxlen=alarms_maxlen
         )
         self.outbox.on_behind = self._step_down
+        self.outbox.on_refused = self._refused
         self.forwarder = LateForwarder(self.redis, keys, node, journal)
         self.intake = LateIntake(self.redis, keys, journal, self.committed)
         self.activation_deadline = activation_deadline
@@ -152,6 +153,8 @@ class IngestNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._lease_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stepping_down = False
 
     # ------------------------------------------------------------------ role
 
@@ -181,10 +184,14 @@ class IngestNode:
         task.add_done_callback(self._background.discard)
 
     def _step_down(self, why: str) -> None:
-        """Give the lease up (the outbox found the stream ahead of this journal)."""
-        if self.state is not Role.ACTIVE:
+        """Give the lease up and stand by: the stream is ahead of this journal, or a write was
+        refused (the lease could not be trusted, the bus did not accept a batch) and the
+        tick stopped evaluating alarms. Standing by and taking over again restores the
+        engine from the journal; the refused batch reaches the record late."""
+        if self.state not in (Role.ACTIVE, Role.ACTIVATING) or self._stepping_down:
             return
-        log.error("%s steps down: %s; it catches up as a standby", self.name, why)
+        self._stepping_down = True
+        log.error("%s steps down: %s; it stands by and may take over again", self.name, why)
 
         async def release() -> None:
             await self._release()
@@ -192,13 +199,23 @@ class IngestNode:
 
         self._in_background(release(), "step-down")
 
+    def _refused(self, why: str) -> None:
+        """A journal write was refused (any thread): step down on the event loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._step_down, why)
+
     # ------------------------------------------------------------------ for the process
 
     def fence(self) -> None:
         """Call right before every journal write: LeaseLost if this node may not write."""
         if self.state not in (Role.ACTIVATING, Role.ACTIVE):
             raise LeaseLost(f"{self.lease.node} is {self.state}")
-        self.lease.fence()
+        try:
+            self.lease.fence()
+        except LeaseLost as err:
+            self._refused(str(err))
+            raise
 
     def committed(self) -> None:
         """Call after every journal commit: the outbox publishes it."""
@@ -219,6 +236,7 @@ class IngestNode:
 
     async def run(self) -> None:
         """Stand by, take over, step down, until cancelled."""
+        self._loop = asyncio.get_running_loop()
         self._lease_task = asyncio.create_task(self.lease.run(self._changes.put_nowait))
         forwarding = self._spawn(self.forwarder.run(), "late-forwarder")
         try:
@@ -331,6 +349,7 @@ class IngestNode:
         return caught_up
 
     async def _stand_by(self, was_active: bool) -> None:
+        self._stepping_down = False
         if was_active:
             self._become(Role.DEPOSING)
         await self._stop_tasks()
