@@ -184,10 +184,10 @@ class ChaosCluster:
         try:
             self.kill("redis")
             data = self.dir / "redis"
-            for entry in data.iterdir():
-                if entry.is_dir():
+            for entry in data.iterdir():  # its data: the AOF directory, any RDB; not users.acl
+                if entry.is_dir() and entry.name.startswith("appendonly"):
                     shutil.rmtree(entry)
-                else:
+                elif entry.suffix in (".rdb", ".aof"):
                     entry.unlink()
             child.start()
         finally:
