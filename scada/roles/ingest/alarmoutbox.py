@@ -10,7 +10,8 @@ and republishes the rest; entries Redis already has are refused by Redis and cou
 In a cluster the journal writes nothing the bus has not accepted: `accept` is the journal's
 gate (scada.alarms.journal: it numbers each batch newest + 1.. and calls the gate before it
 writes), run on the journal's thread; it publishes the batch under exactly those ids with a
-strict fenced publish and waits, at most as long as this node may still trust its lease. So an
+strict fenced publish and waits up to one lease TTL (it starts only while this node trusts its
+lease; Redis checks the fence with the write). So an
 id is handed out by one publish into one stream, and a journal holds under it the event the
 stream holds: the ids of two nodes cannot fork. What the bus did not accept in time stays out
 of the numbered journal (a tick's events are kept pending and reach the record late). The run
@@ -164,16 +165,23 @@ class Outbox:
     def accept(self, events: list[AlarmEvent]) -> None:
         """The journal's gate, on its thread: publish this numbered batch before it is written.
 
-        Raises NotAccepted when the bus did not take it while this node could trust its
-        lease (refused, Redis unreachable or silent): the journal writes none of it."""
+        Raises NotAccepted when this node does not trust its lease, or the bus did not take
+        the batch within one TTL (refused, Redis unreachable or silent): the journal writes
+        none of it."""
         loop = self._loop
-        left = self.lease.remaining()
-        if loop is None or self.epoch is None or left <= 0:
-            self._refuse(f"{self.lease.node} is not publishing (lease or epoch not held)")
+        try:
+            fence = self.lease.fence()  # this node may start a write only while it trusts it
+        except LeaseLost as err:
+            self._refuse(str(err))
+        if loop is None or self.epoch is None:
+            self._refuse(f"{self.lease.node} is not publishing (no bus epoch joined)")
+        # Redis checks the fence atomically with the write, so waiting longer than the local
+        # validity is safe: a lease taken over meanwhile makes the publish FENCED. One TTL.
+        left = self.lease.ttl
         for ev in events:
             if ev.node is None:
                 ev.node = self.lease.node
-        future = asyncio.run_coroutine_threadsafe(self._accept(events, left), loop)
+        future = asyncio.run_coroutine_threadsafe(self._accept(events, fence, left), loop)
         try:
             future.result(left + 1.0)
         except concurrent.futures.TimeoutError:
@@ -188,7 +196,7 @@ class Outbox:
             self.on_refused(why)
         raise NotAccepted(why)
 
-    async def _accept(self, events: list[AlarmEvent], left: float) -> None:
+    async def _accept(self, events: list[AlarmEvent], fence: str, left: float) -> None:
         entries = [(entry_id(_id(ev)), self.encode(ev)) for ev in events]
         state = ["" if ev.late else ev.alarm for ev in events]
         loop = asyncio.get_running_loop()
@@ -196,10 +204,6 @@ class Outbox:
         failure = "no attempt"
         while True:
             raise_if_cancelled()
-            try:
-                fence = self.lease.fence()
-            except LeaseLost as err:
-                raise NotAccepted(str(err)) from None
             epoch, remaining = self.epoch, deadline - loop.time()
             if epoch is None:
                 raise NotAccepted("the bus epoch changed (Redis lost its data?)")
