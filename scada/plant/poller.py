@@ -39,7 +39,8 @@ TRANSITIONS: dict[DeviceState, frozenset[DeviceState]] = {
     ),
     DeviceState.CONNECTED: frozenset({DeviceState.FAILED, DeviceState.STOPPED}),
     DeviceState.FAILED: frozenset({DeviceState.CONNECTED, DeviceState.FAILED, DeviceState.STOPPED}),
-    DeviceState.STOPPED: frozenset({DeviceState.STOPPED}),
+    # A stopped loop started again (an ingest node that stood by and is active again).
+    DeviceState.STOPPED: frozenset({DeviceState.STOPPED, DeviceState.CONNECTING}),
 }
 
 
@@ -126,6 +127,9 @@ class Poller:
         return {**self.status.as_dict(), "details": self.driver.describe()}
 
     def start(self) -> None:
+        if self.status.state is DeviceState.STOPPED:
+            self.status.move(DeviceState.CONNECTING)
+            self.status.state_since = time.time()
         self._task = asyncio.create_task(self.run(), name=f"poll-{self.status.name}")
 
     async def stop(self) -> None:

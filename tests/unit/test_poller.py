@@ -150,9 +150,16 @@ def test_device_state_moves_only_as_the_poll_loop_does() -> None:
         with pytest.raises(InvalidTransition, match="plc1: stopped -> connected"):
             status.move(DeviceState.CONNECTED)  # a stopped loop never reads again
         assert state_of(status) is DeviceState.STOPPED
+        # Started again (a standby ingest node taking over): connecting, then a read.
+        poller.start()
+        assert state_of(status) is DeviceState.CONNECTING
+        assert await poller.poll_once()
+        assert state_of(status) is DeviceState.CONNECTED and status.healthy
+        await poller.stop()
+        assert state_of(status) is DeviceState.STOPPED
 
     asyncio.run(main())
     fresh = DeviceStatus("plc2", "flaky")
     with pytest.raises(InvalidTransition):
-        fresh.move(DeviceState.CONNECTING)  # there is no way back to a first connect
+        fresh.move(DeviceState.CONNECTING)  # only a stopped loop starts connecting again
     assert [s.value for s in DeviceState] == ["connecting", "connected", "failed", "stopped"]
