@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from scada.core.config import deep_merge
+from scada.tools.cluster.nginxconf import NGINX_SOURCE
 from tests.conftest import ServerProcess, eventually, scaled, write_config
 from tests.integration.cluster_redis import RedisServer
 from tests.integration.nginx_helpers import NginxProcess
@@ -89,10 +90,15 @@ class RoleProcess(ServerProcess):
         self.redis_url = redis_url
         data = directory / node
         data.mkdir(parents=True, exist_ok=True)
-        own = {
+        own: dict[str, Any] = {
             "server": {"data_dir": str(data / "data")},
             "cluster": {"redis_url": redis_url, "node": node, "prefix": PREFIX},
         }
+        proxies = (overrides or {}).get("auth", {}).get("trusted_proxies")
+        if proxies is not None:
+            # The rendered nginx reaches the nodes from its own loopback address (proxy_bind):
+            # a test that trusts "its nginx" trusts that address.
+            own["auth"] = {"trusted_proxies": [*proxies, NGINX_SOURCE]}
         config = write_config(directory / f"{node}.toml", deep_merge(overrides or {}, own))
         args = ["--role", role, "--node", node, "--redis-url", redis_url]
         super().__init__(config, directory, args)
