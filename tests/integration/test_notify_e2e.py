@@ -60,8 +60,12 @@ def test_webhook_delivery_survives_a_dead_receiver_and_a_server_restart(
     assert 'scada_notify_up{target="hook"} 0.0' in metrics
     assert 'scada_notify_queued{target="hook"}' in metrics
 
-    server.kill()  # SIGKILL: no shutdown; the fault dies with the process, alarms clear after
+    server.kill()  # SIGKILL: no shutdown
     server.start()
+    # The injected fault survives the restart (scada.plant.faultstore): clear it, so the
+    # alarms clear and their notifications go out too.
+    for fault in httpx.get(f"{server.http}/api/simulator/faults").json()["faults"]:
+        httpx.delete(f"{server.http}/api/simulator/faults/{fault['id']}")
     receiver.fail_next = 2  # recorded, then 503: two deliveries come twice
     receiver.start()
     try:
