@@ -29,10 +29,10 @@ import httpx
 import orjson
 import pytest
 
+from tests.chaos.proxy import LinkProxy
 from tests.conftest import OPEN_PLANT, eventually
 from tests.integration.cluster_procs import RoleProcess, require_roles
 from tests.integration.cluster_redis import RedisServer
-from tests.integration.linkproxy import LinkProxy
 
 # Fields that make an event that event, whatever id it is journaled under.
 Key = tuple[str, str, float, int]
@@ -139,7 +139,8 @@ def procs() -> Iterator[list[RoleProcess]]:
 def test_a_node_whose_redis_link_hangs_10_s_forks_nothing_and_loses_nothing(
     tmp_path: Path, redis: RedisServer, procs: list[RoleProcess]
 ) -> None:
-    proxy = LinkProxy(redis.port).start()
+    proxy = LinkProxy("ingest-a", redis.port)
+    proxy.start()
     try:
         a = ingest(tmp_path, "ingest-a", redis.through(redis.url, proxy.port)).start()
         procs.append(a)
