@@ -16,6 +16,7 @@ from scada.bus.conn import connect
 from scada.bus.keys import event_id
 from scada.roles.ingest.alarmoutbox import decode_event
 from scada.roles.ingest.node import IngestNode
+from tests.conftest import scaled
 from tests.integration.cluster_node import alarm_event
 from tests.integration.cluster_redis import RedisServer, redis_server
 from tests.integration.test_cluster_bus import JOURNAL_EPOCH, KEYS, make_journal
@@ -65,6 +66,8 @@ async def active_node(url: str, journal: Journal) -> tuple[IngestNode, asyncio.T
 
 
 async def until(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 15.0) -> None:
+    """Poll until `predicate` holds, within `timeout` stretched like every test deadline."""
+    timeout = scaled(timeout)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
