@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.browser.conftest import new_page, wait_live
-from tests.conftest import ServerProcess, default_config_dict, eventually
+from tests.conftest import ServerProcess, default_config_dict, eventually, ms
 
 DESK = (1280, 800)
 PHONE = (390, 844)
@@ -189,7 +189,7 @@ def test_silence_horn_shows_only_where_the_sound_is_on(plant: ServerProcess, bro
         json={"line": "7", "kind": "step", "tag": "melt_pressure", "offset": 500.0},
     )
     assert r.status_code == 201, r.text
-    page.wait_for_selector('body[data-horn="flashing"]', timeout=15_000)  # alarm, no sound
+    page.wait_for_selector('body[data-horn="flashing"]', timeout=ms(15))  # alarm, no sound
     assert page.is_hidden('[data-testid="silence"]')
     page.click('[data-testid="sound"]')
     page.wait_for_selector('body[data-horn="sounding"]')
