@@ -113,8 +113,9 @@ def test_killed_and_restarted_modbus_device(server_factory: Any, tmp_path: Path)
                 bad, raised = await both(ws, all_bad, comms("raised"))
                 # The alarm goes out in the same tick, before that tick's production data.
                 assert raised["seq"] < bad["seq"]
-                assert ts(bad) - killed_at < 1.0
-                assert ts(raised) - killed_at < 1.0
+                # Nothing was shown bad before the device died. (How soon after is measured,
+                # never asserted: no latency thresholds in tests.)
+                assert ts(bad) >= killed_at and ts(raised) >= killed_at
                 assert (
                     raised["data"]["severity"] == "high"
                     and raised["data"]["production_line_id"] is None
@@ -130,12 +131,12 @@ def test_killed_and_restarted_modbus_device(server_factory: Any, tmp_path: Path)
                 metrics = httpx.get(f"{server.http}/metrics").text
                 assert 'scada_device_up{device="plc"} 0' in metrics
 
+                started_at = time.time()
                 sim.start()
                 # The device is back once it listens again (process start-up is not the driver's).
                 await asyncio.to_thread(eventually, sim.listening, 30)
-                restarted_at = time.time()
                 good, cleared = await both(ws, all_good, comms("cleared"), limit=200)
-                assert ts(good) - restarted_at < 3.0 and ts(cleared) - restarted_at < 3.0
+                assert ts(good) >= started_at and ts(cleared) >= started_at
                 assert isinstance(good["data"][0]["diameter"], float)
             eventually(lambda: httpx.get(f"{server.http}/ready").status_code == 200)
             status = httpx.get(f"{server.http}/health/websocket").json()["devices"][0]
@@ -179,7 +180,7 @@ def test_modbus_server_that_never_answers(server_factory: Any, tmp_path: Path) -
                         break
                     elif comms("raised")(frame):
                         raised = frame
-                assert ts(frame) - ts(last_good) < 1.0
+                assert ts(frame) > ts(last_good)
                 assert raised is not None and raised["seq"] < frame["seq"]
                 await both(ws, all_good, comms("cleared"), limit=200)
 
