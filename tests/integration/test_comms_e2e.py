@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -26,17 +27,33 @@ from tests.integration.test_websocket import recv, ts
 COMMS = "device.plc.comms"
 
 
+CONTROL_TOKEN = "comms-test-token"
+
+
 class Simulator:
-    def __init__(self, workdir: Path, port: int, scenario: Path | None = None) -> None:
-        self.workdir, self.port, self.scenario = workdir, port, scenario
+    def __init__(self, workdir: Path, port: int, control_port: int | None = None) -> None:
+        self.workdir, self.port, self.control_port = workdir, port, control_port
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         args = [sys.executable, "-m", "scada", "simulate", "modbus", "--port", str(self.port)]
-        if self.scenario:
-            args += ["--scenario", str(self.scenario)]
+        if self.control_port:
+            args += ["--control-port", str(self.control_port)]
         log = (self.workdir / f"modbus-sim-{self.port}.log").open("ab")
-        self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+        env = dict(os.environ, SCADA_SIMULATOR_TOKEN=CONTROL_TOKEN)
+        self.proc = subprocess.Popen(
+            args, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+
+    def inject(self, fault: dict[str, Any]) -> None:
+        """A fault through the simulator's control port, now (not at a time fixed in advance,
+        which a slow server start on a busy box can outrun)."""
+        r = httpx.post(
+            f"http://127.0.0.1:{self.control_port}/faults",
+            json=fault,
+            headers={"Authorization": f"Bearer {CONTROL_TOKEN}"},
+        )
+        assert r.status_code == 201, r.text
 
     def listening(self) -> bool:
         with socket.socket() as s:
@@ -155,10 +172,8 @@ def test_killed_and_restarted_modbus_device(server_factory: Any, tmp_path: Path)
 
 
 def test_modbus_server_that_never_answers(server_factory: Any, tmp_path: Path) -> None:
-    scenario = tmp_path / "hang.toml"
-    scenario.write_text('[[events]]\nat = 4\nkind = "server_unresponsive"\nduration = 2\n')
-    port = free_port()
-    sim = Simulator(tmp_path, port, scenario)
+    port, control = free_port(), free_port()
+    sim = Simulator(tmp_path, port, control)
     sim.start()
     # Listening before the server dials: a first connect that races the simulator's start
     # would be an outage of its own in the log.
@@ -171,8 +186,9 @@ def test_modbus_server_that_never_answers(server_factory: Any, tmp_path: Path) -
             async with connect(server.ws) as ws:
                 await ws.send(json.dumps({"type": "subscribe", "data": {"lines": ["1"]}}))
                 last_good = await next_matching(ws, all_good)
+                await asyncio.to_thread(sim.inject, {"kind": "server_unresponsive", "duration": 2})
                 raised: dict[str, Any] | None = None
-                while True:
+                for _ in range(200):
                     frame = await recv(ws, timeout=5)
                     if all_good(frame):
                         last_good = frame
@@ -180,6 +196,8 @@ def test_modbus_server_that_never_answers(server_factory: Any, tmp_path: Path) -
                         break
                     elif comms("raised")(frame):
                         raised = frame
+                else:
+                    raise AssertionError("the silent device was never shown bad")
                 assert ts(frame) > ts(last_good)
                 assert raised is not None and raised["seq"] < frame["seq"]
                 await both(ws, all_good, comms("cleared"), limit=200)
