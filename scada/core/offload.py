@@ -120,11 +120,10 @@ class Offload:
             self.restarts += 1
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def pids(self) -> list[int]:
-        """The pids of the running workers (none before the first heavy read)."""
-        pool = self._pool
-        processes = getattr(pool, "_processes", None) or {}
-        return sorted(processes)
+    @property
+    def started(self) -> bool:
+        """Whether the pool runs (not before the first heavy read, not after `close`)."""
+        return self._pool is not None
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
