@@ -374,6 +374,7 @@ BENCH_MODES = [
     ("--idle-memory", "memory per idle connection"),
     ("--churn", "memory over rounds of connecting and disconnecting clients"),
     ("--stall", "whether heavy reads stall the plant view"),
+    ("--readers", "heavy readers (anonymous and tokens) against the tick; --cluster: the lease"),
 ]
 
 

@@ -222,5 +222,13 @@ def test_help_lists_every_command_and_every_bench_mode(tmp_path: Path) -> None:
     flags = {a for a in bench.split() if a.startswith("--")}
     for mode, _ in BENCH_MODES:
         assert mode in bench and (mode == "(default)" or mode in flags)
-    for flag in ("--cluster", "--ingest", "--history", "--idle-memory", "--churn", "--stall"):
+    for flag in (
+        "--cluster",
+        "--ingest",
+        "--history",
+        "--idle-memory",
+        "--churn",
+        "--stall",
+        "--readers",
+    ):
         assert flag in [mode for mode, _ in BENCH_MODES]

@@ -11,6 +11,7 @@ import orjson
 
 from scada.tools.bench.fanoutbench import FanoutResult, default_workers, measure, stderr_progress
 from scada.tools.bench.historybench import add_arguments as history_arguments
+from scada.tools.bench.readers import add_arguments as readers_arguments
 from scada.tools.bench.report import FANOUT_ROWS, fanout_ratios, ratio_lines, table
 from scada.tools.bench.servers import ServerUnderTest, bare_reference
 from scada.tools.bench.stall import add_arguments as stall_arguments
@@ -59,6 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     history_arguments(p)
     stall_arguments(p)
+    readers_arguments(p)
     p.add_argument(
         "--sparkplug",
         action="store_true",
@@ -74,6 +76,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     progress = None if args.quiet else stderr_progress
+    if args.readers:
+        from scada.tools.bench import readers
+
+        refused = readers.check(args)
+        if refused is not None:
+            print(f"error: {refused}", file=sys.stderr)
+            return 2
+        return emit(args, progress, readers.run(args, progress), readers.render)
     if args.stall:
         from scada.tools.bench import stall
 
