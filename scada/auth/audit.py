@@ -34,6 +34,10 @@ REFUSALS = frozenset(
         "too_many_requests",
         "throttled",
         "failed",
+        # A gateway's command the ingest node refused (scada.roles.ingest.actorcheck).
+        "unsigned",
+        "bad_signature",
+        "stale_command",
     }
 )
 REFUSAL_WINDOW_S = 10.0

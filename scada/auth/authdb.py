@@ -5,7 +5,8 @@ Synchronous on purpose: the CLI uses it directly and the server calls it from wo
 connection so no reader waits behind a writer's fsync (WAL lets readers run beside it):
 writes share one connection; identity look-ups (every request) share another; each audit
 query opens its own (scada.auth.auditlog.audit_query). Secrets (session ids, tokens) are
-stored only as SHA-256 digests; passwords only as argon2id hashes. The file is created 0600
+stored only as SHA-256 digests (and their command keys, scada.auth.commandsig); passwords only
+as argon2id hashes. The file is created 0600
 in a 0700 directory.
 
 The tables are read and written by one class per concern over this one file: users
@@ -26,7 +27,7 @@ from typing import Any, Literal
 
 from scada.core.datadir import private_file
 from scada.core.errors import Refused
-from scada.core.schema import baseline, open_schema
+from scada.core.schema import baseline, open_schema, statements
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,16 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 """
 
 # The auth store's schema versions (scada.core.schema): append, never edit a released one.
-MIGRATIONS = [baseline]
+MIGRATIONS = [
+    baseline,
+    # 2: each session and token keeps its command key (scada.auth.commandsig), the value a
+    # gateway must prove it knows to act for it. Rows from before have none (NULL): they
+    # cannot issue commands through a gateway (log in again, make a new token).
+    statements(
+        "ALTER TABLE sessions ADD COLUMN command_key TEXT",
+        "ALTER TABLE tokens ADD COLUMN command_key TEXT",
+    ),
+]
 
 
 class AuthError(Refused):

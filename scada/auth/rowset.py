@@ -1,5 +1,8 @@
 """Every user, token and session row as one value, and taking over another node's: the
-store's side of the cluster's auth replication (scada.auth.replica.publisher)."""
+store's side of the cluster's auth replication (scada.auth.replica.publisher).
+
+A token's and a session's `command_key` (scada.auth.commandsig) is in its row like a user's
+`password`: the publisher seals both, never publishes either readable."""
 
 from __future__ import annotations
 
@@ -28,15 +31,20 @@ class RowSet:
                 }
             }
             tokens = db.execute(
-                "SELECT digest, id, name, role, created, created_by, revoked FROM tokens"
+                "SELECT digest, id, name, role, created, created_by, revoked, command_key "
+                "FROM tokens"
             )
             rows["tokens"] = {
-                dg: {"id": i, "name": n, "role": r, "created": c, "created_by": b, "revoked": v}
-                for dg, i, n, r, c, b, v in tokens
-            }
-            sessions = db.execute("SELECT digest, user, created, expires FROM sessions")
+                dg: {"id": i, "name": n, "role": r, "created": c, "created_by": b, "revoked": v,
+                     "command_key": k}
+                for dg, i, n, r, c, b, v, k in tokens
+            }  # fmt: skip
+            sessions = db.execute(
+                "SELECT digest, user, created, expires, command_key FROM sessions"
+            )
             rows["sessions"] = {
-                dg: {"user": u, "created": c, "expires": e} for dg, u, c, e in sessions
+                dg: {"user": u, "created": c, "expires": e, "command_key": k}
+                for dg, u, c, e, k in sessions
             }
         return rows
 
@@ -66,31 +74,44 @@ class RowSet:
                 db.execute("DELETE FROM sessions WHERE digest = ?", (digest,))
                 counts["sessions"] += 1
             for digest, s in theirs.items():
+                key = s.get("command_key")
                 if digest not in mine:
                     db.execute(
-                        "INSERT INTO sessions(digest, user, created, expires) VALUES (?, ?, ?, ?)",
-                        (digest, s["user"], s["created"], s["expires"]),
+                        "INSERT INTO sessions(digest, user, created, expires, command_key) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (digest, s["user"], s["created"], s["expires"], key),
                     )
                     counts["sessions"] += 1
+                elif key is not None:  # one this node had without its key (never replaced)
+                    cur = db.execute(
+                        "UPDATE sessions SET command_key = ? "
+                        "WHERE digest = ? AND command_key IS NULL",
+                        (key, digest),
+                    )
+                    counts["sessions"] += cur.rowcount
         return counts
 
 
 def _merge_token(db: sqlite3.Connection, digest: str, t: dict[str, Any]) -> int:
-    row = db.execute("SELECT revoked, role FROM tokens WHERE digest = ?", (digest,)).fetchone()
+    key = t.get("command_key")  # None: not published (no sealer); this node's own stays
+    row = db.execute(
+        "SELECT revoked, role, command_key FROM tokens WHERE digest = ?", (digest,)
+    ).fetchone()
     if row is not None:
-        if row == (t["revoked"], t["role"]):
+        if row[:2] == (t["revoked"], t["role"]) and (key is None or row[2] is not None):
             return 0
         db.execute(
-            "UPDATE tokens SET revoked = ?, role = ? WHERE digest = ?",
-            (t["revoked"], t["role"], digest),
+            "UPDATE tokens SET revoked = ?, role = ?, command_key = COALESCE(command_key, ?) "
+            "WHERE digest = ?",
+            (t["revoked"], t["role"], key, digest),
         )
         return 1
     taken = db.execute("SELECT 1 FROM tokens WHERE id = ?", (t["id"],)).fetchone()
     db.execute(
-        "INSERT INTO tokens(id, name, role, digest, created, created_by, revoked) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO tokens(id, name, role, digest, created, created_by, revoked, command_key) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         # Its id where free (what the admin knows it by), else a new one.
         (None if taken else t["id"], t["name"], t["role"], digest, t["created"],
-         t["created_by"], t["revoked"]),
+         t["created_by"], t["revoked"], key),
     )  # fmt: skip
     return 1

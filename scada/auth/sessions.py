@@ -1,10 +1,12 @@
-"""Login sessions: the browser holds the secret, the file only its SHA-256 digest."""
+"""Login sessions: the browser holds the secret, the file only its SHA-256 digest and its
+command key (scada.auth.commandsig: what a cluster gateway signs the session's commands with)."""
 
 from __future__ import annotations
 
 import time
 
 from scada.auth.authdb import AuthDb, end_sessions
+from scada.auth.commandsig import command_key
 from scada.auth.identity import Identity
 from scada.auth.passwords import new_secret, token_digest
 
@@ -22,8 +24,9 @@ class Sessions:
         with self.db.transaction() as db:
             expired = end_sessions(db, "expires < ?", now)
             db.execute(
-                "INSERT INTO sessions(digest, user, created, expires) VALUES (?, ?, ?, ?)",
-                (digest, name, now, expires),
+                "INSERT INTO sessions(digest, user, created, expires, command_key) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (digest, name, now, expires, command_key(secret)),
             )
         self.db.changed("session", [*expired, digest])
         return secret, expires

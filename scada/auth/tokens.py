@@ -1,5 +1,5 @@
-"""API tokens: "scada_" + a random secret, stored as its SHA-256 digest; revoked, never
-deleted (the audit log names them by id)."""
+"""API tokens: "scada_" + a random secret, stored as its SHA-256 digest and its command key
+(scada.auth.commandsig); revoked, never deleted (the audit log names them by id)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from scada.auth.authdb import AuthDb, AuthError
+from scada.auth.commandsig import command_key
 from scada.auth.identity import Identity
 from scada.auth.passwords import new_secret, token_digest
 from scada.auth.users import check_name, check_role
@@ -22,12 +23,14 @@ class Tokens:
         secret = "scada_" + new_secret()
         digest = token_digest(secret)
         cur = self.db.write(
-            "INSERT INTO tokens(name, role, digest, created, created_by) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO tokens(name, role, digest, created, created_by, command_key) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             name,
             role,
             digest,
             time.time(),
             created_by,
+            command_key(secret),
         )
         self.db.changed("token", [digest])
         return int(cur.lastrowid or 0), secret

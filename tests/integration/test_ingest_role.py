@@ -1,7 +1,9 @@
 """Two real `scada serve --role ingest` processes on a real redis-server with the simulated
 plant: one active, one standing by (503, no device connections, mirroring the journal); alarm
 events on the stream under their journal ids; commands applied once; `kill -9` of the active
-one: the standby takes over with the same events, ids and epoch, and the ids go on.
+one: the standby takes over with the same events, ids and epoch, and the ids go on. Commands
+for a named user are signed with the command key of that user's session, as a gateway signs
+them (tests/integration/signing.py).
 
 The tests of this module run in order on one cluster (the last one kills the active node).
 """
@@ -24,12 +26,15 @@ import pytest
 import websockets
 
 from scada.auth.auditlog import audit_query
+from scada.auth.commandsig import command_key
+from scada.auth.passwords import token_digest
 from scada.auth.store import AuthStore
 from scada.bus.commandstream import CommandSender
 from scada.bus.conn import connect
 from scada.bus.keys import BusKeys, event_id
 from tests.conftest import OPEN_PLANT, ServerProcess, eventually, write_config
 from tests.integration.cluster_redis import RedisServer
+from tests.integration.signing import signed
 
 KEYS = BusKeys("scada")
 ACTOR = {
@@ -49,6 +54,7 @@ class Cluster:
         self.redis = RedisServer(root / "redis").start()
         self.nodes: dict[str, ServerProcess] = {}
         self.replies: dict[str, dict[str, Any]] = {}  # request id → the result it got
+        self.sessions: dict[str, str] = {}  # user → the secret of a session (made on a)
         for name in ("a", "b"):
             here = root / name
             here.mkdir()
@@ -60,6 +66,9 @@ class Cluster:
             store = AuthStore(here / "data" / "auth.sqlite")
             for user, role in USERS.items():
                 store.add_user(user, role, "a long password " + user)
+            if name == "a":  # the node that starts active: its rows seed the cluster's
+                for user in ("op1", "vic"):
+                    self.sessions[user] = store.create_session(user, 8)[0]
             store.set_disabled("op-off")
             store.close()
             args = ["--role", "ingest", "--node", f"ingest-{name}", "--redis-url", self.redis.url]
@@ -67,6 +76,27 @@ class Cluster:
 
     def data(self, name: str) -> Path:
         return self.nodes[name].workdir / "data"
+
+    def actor(
+        self, user: str = "op1", session: str | None = None, address: str = "203.0.113.7"
+    ) -> dict[str, Any]:
+        """`user` with the session of `session` (default: their own; none if they have none)."""
+        secret = self.sessions.get(session or user)
+        digest = token_digest(secret) if secret else None
+        return {**ACTOR, "user": user, "session": digest, "address": address}
+
+    def signed(
+        self,
+        kind: str,
+        data: dict[str, Any],
+        request_id: str,
+        who: dict[str, Any] | None = None,
+        key_of: str = "op1",
+    ) -> Any:
+        """`data` from `who` signed with the key of `key_of`'s session, as a gateway that
+        session came through sends it."""
+        who, key = who or self.actor(), command_key(self.sessions[key_of])
+        return signed(kind, data, who, request_id=request_id, gateway="gateway-test", key=key)
 
     def stop(self) -> None:
         for node in self.nodes.values():
@@ -228,14 +258,16 @@ def test_an_ack_command_is_journaled_once_and_its_retry_answers_from_the_ledger(
 ) -> None:
     event = raised(cluster.redis.url, "line6.diameter.hi")
     assert event is not None
-    ack = {"data": {"alarm_id": event["occurrence_id"], "comment": "seen"}, "actor": ACTOR}
+    data = {"alarm_id": event["occurrence_id"], "comment": "seen"}
+    ack = cluster.signed("ack", data, "req-ack-1")
 
     async def send() -> tuple[Any, Any, Any]:
         sender = CommandSender(connect(cluster.redis.url), KEYS, "gateway-test")
         try:
             first = await sender.request("ack", ack, request_id="req-ack-1", timeout=10)
             retry = await sender.request("ack", ack, request_id="req-ack-1", timeout=10)
-            other = await sender.request("ack", ack, timeout=10)
+            again = cluster.signed("ack", data, "req-ack-2")
+            other = await sender.request("ack", again, request_id="req-ack-2", timeout=10)
         finally:
             await sender.redis.aclose()
         return first, retry, other
@@ -267,26 +299,53 @@ def test_an_ack_command_is_journaled_once_and_its_retry_answers_from_the_ledger(
 def test_a_command_is_refused_and_audited_unless_the_ingest_node_knows_its_user(
     cluster: Cluster,
 ) -> None:
-    """The role a gateway claims counts for nothing: a user that does not exist, is disabled
-    or lacks the role (whatever role the command says) is refused, audited, and acks nothing."""
+    """The role a gateway claims counts for nothing, and so does a name: a command must come
+    signed with the key of a live session of its user; then the user must have the role.
+    Each refusal is audited (naming the gateway) and acks nothing."""
     inject(cluster.nodes["a"], {"line": "2", "kind": "step", "tag": "diameter", "offset": 0.35})
     event = eventually(lambda: raised(cluster.redis.url, "line2.diameter."))
     data = {"alarm_id": event["occurrence_id"], "comment": "forged"}
-    forged = {
-        "ghost": ("unknown_user", {**ACTOR, "user": "ghost", "role": "admin"}),
-        "off": ("user_disabled", {**ACTOR, "user": "op-off", "role": "admin"}),
-        "viewer": ("forbidden", {**ACTOR, "user": "vic", "role": "admin"}),
-        "anon-name": ("unauthenticated", {**ACTOR, "anonymous": True, "role": "admin"}),
-        "bad-session": ("unauthenticated", {**ACTOR, "session": "0" * 64}),
+    # One address per case (identical refusals from one address are folded).
+    who = {name: f"198.51.100.{i}" for i, name in enumerate(
+        ("ghost", "unsigned", "viewer", "anon-name", "bad-session", "not-theirs", "bad-mac")
+    )}  # fmt: skip
+    signed_vic = cluster.signed(
+        "ack", data, "req-viewer", cluster.actor("vic", address=who["viewer"]), key_of="vic"
+    )
+    # vic's session (its MAC good: a gateway vic came through could make it), op1's name.
+    not_theirs = cluster.signed(
+        "ack", data, "req-not-theirs", cluster.actor("op1", "vic", who["not-theirs"]), "vic"
+    )
+    bad_mac = cluster.signed("ack", data, "req-bad-mac", cluster.actor(address=who["bad-mac"]))
+    bad_mac["data"] = {**data, "alarm_id": 1}  # not what was signed
+    cases: dict[str, tuple[str, dict[str, Any]]] = {
+        "ghost": ("unsigned", {"data": data, "actor": cluster.actor("ghost", None, who["ghost"])}),
+        "unsigned": ("unsigned", {"data": data, "actor": cluster.actor(address=who["unsigned"])}),
+        "viewer": ("forbidden", signed_vic),
+        "anon-name": (
+            "unauthenticated",
+            {"data": data, "actor": {**ACTOR, "anonymous": True, "address": who["anon-name"]}},
+        ),
+        "bad-session": (
+            "unauthenticated",
+            {"data": data, "actor": {**ACTOR, "session": "0" * 64, "address": who["bad-session"]}},
+        ),
+        "not-theirs": ("unauthenticated", not_theirs),
+        "bad-mac": ("bad_signature", bad_mac),
     }
+    bodies = {name: body for name, (_, body) in cases.items()}
 
     async def send() -> dict[str, Any]:
         sender = CommandSender(connect(cluster.redis.url), KEYS, "gateway-test")
         try:
             answers = {
-                name: (await sender.request("ack", {"data": data, "actor": actor}, timeout=10))
-                for name, (_, actor) in forged.items()
+                name: await sender.request("ack", body, request_id=f"req-{name}", timeout=10)
+                for name, body in bodies.items()
             }
+            # Sent again under its request id: the same refusal, nothing re-checked.
+            answers["replay"] = await sender.request(
+                "ack", bodies["bad-mac"], request_id="req-bad-mac", timeout=10
+            )
             # A gateway cannot write a record of an action, nor date one.
             ok = {"user": "admin", "role": "admin", "address": "203.0.113.66", "action": "login",
                   "target": "admin", "result": "ok", "at": "2001-01-01T00:00:00Z"}  # fmt: skip
@@ -298,22 +357,28 @@ def test_a_command_is_refused_and_audited_unless_the_ingest_node_knows_its_user(
         return answers
 
     answers = asyncio.run(send())
-    for name, (code, _) in forged.items():
-        assert answers[name].result["error"]["code"] == code, name
+    for name, (code, _) in cases.items():
+        assert answers[name].result["error"]["code"] == code, (name, answers[name].result)
+    assert answers["replay"].result == answers["bad-mac"].result
     assert answers["audit-ok"].result["error"]["code"] == "forbidden"
     assert answers["audit-old"].result == {"ok": True}
     # Nothing acknowledged the occurrence; every refusal is in the active node's audit.
     acked = [r for r in journal(cluster.data("a")) if r[2] == "acknowledged"]
     assert all(row[1] != event["alarm"] for row in acked)
-    records = audit_query(cluster.data("a") / "auth.sqlite", limit=50)
+    records = audit_query(cluster.data("a") / "auth.sqlite", limit=100)
     refused = {
-        (r.user, r.result) for r in records if r.action == "ack" and r.address == ACTOR["address"]
+        (r.address, r.result)
+        for r in records
+        if r.action == "ack" and r.address.startswith("198.51.100.")
+        and r.detail.endswith("(via gateway-test)")
+    }  # fmt: skip
+    assert refused == {
+        (bodies[name]["actor"]["address"], code) for name, (code, _) in cases.items()
     }
-    assert {("ghost", "unknown_user"), ("op-off", "user_disabled"), ("vic", "forbidden")} <= refused
-    assert ("op1", "unauthenticated") in refused
     assert not [r for r in records if r.address == "203.0.113.66" and r.action == "login"]
     (written,) = [r for r in records if r.address == "203.0.113.66"]
     assert written.at is not None and written.at > time.time() - 600  # the node's time
+    assert written.detail == "reported by gateway-test"  # a claim, and whose
 
 
 def test_the_standby_takes_over_a_killed_active_node_and_continues_the_ids(
@@ -342,6 +407,12 @@ def test_the_standby_takes_over_a_killed_active_node_and_continues_the_ids(
     inject(b, STEP_7)
     event = eventually(lambda: raised(cluster.redis.url, "line7.diameter."))
     assert event["event_id"] > before[-1][0]
+    # op1's session was made on A: B has its command key (sealed on Redis), so op1's signed
+    # command is good on B too.
+    data = {"alarm_id": event["occurrence_id"], "comment": "after the takeover"}
+    body = cluster.signed("ack", data, "req-ack-b")
+    answer = asyncio.run(command(cluster.redis.url, "ack", body, "req-ack-b"))
+    assert answer.result["events"][0]["acked_by"] == "op1", answer.result
     # Journal and stream agree once the outbox caught up with B's newest commit (the engine
     # may raise a further event between the two reads).
     eventually(

@@ -3,8 +3,9 @@
 Every gateway keeps a replica of them (`authview`), so a login or an API token made on the
 active node works on every gateway, and a logout, a revocation or a disabled user reaches
 every gateway at once through the change stream. Nothing but digests and public user rows
-leaves the node readable (see `rows`); password hashes go only sealed, to a key only the
-ingest nodes read (see `sealed`).
+leaves the node readable (see `rows`); password hashes and the command keys of sessions and
+tokens (scada.auth.commandsig) go only sealed, to keys only the ingest nodes read (see
+`sealed`).
 
 The publisher never publishes from memory: the AuthStore's change hook only wakes it; it then
 reads the store's rows, compares them with what Redis holds (as it last published) and writes
@@ -52,10 +53,10 @@ from scada.bus.publish import Fenced
 
 log = logging.getLogger("scada.auth.replica.publisher")
 
-# KEYS: lease, seed, seq, stream, users, tokens, sessions, secrets.
+# KEYS: lease, seed, seq, stream, users, tokens, sessions, secrets, keys.
 # ARGV: lease value, seed id, mode ('seed' | 'change'), stream maxlen, stream payload, the
-# number of the caller's last entry, then (kind 1..4, key, row) triples (4: a user's sealed
-# password hash); row '' deletes the key. A seed empties the hashes first. A change is refused (RESEED) unless Redis holds the
+# number of the caller's last entry, then (kind 1..5, key, row) triples (4: a user's sealed
+# password hash, 5: a session's or token's sealed command key); row '' deletes the key. A seed empties the hashes first. A change is refused (RESEED) unless Redis holds the
 # caller's seed at the caller's last number: a Redis restored from an AOF that lacks the
 # newest writes must be seeded again, not patched. Returns the new entry's number.
 _SYNC = """
@@ -63,7 +64,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED lease not held by ' .. ARGV[1])
 end
 if ARGV[3] == 'seed' then
-  redis.call('DEL', KEYS[5], KEYS[6], KEYS[7], KEYS[8])
+  redis.call('DEL', KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
   redis.call('SET', KEYS[2], ARGV[2])
   redis.call('SET', KEYS[3], 0)
 elseif redis.call('GET', KEYS[2]) ~= ARGV[2] or redis.call('GET', KEYS[3]) ~= ARGV[6] then
@@ -106,18 +107,27 @@ async def read_rows(
     redis: Redis, keys: AuthKeys, sealer: Sealer | None = None
 ) -> tuple[str | None, AuthRows]:
     """(seed id, rows) as Redis holds them now, read atomically. A user's `password` is its
-    unsealed hash, or None (no sealer, none published, or sealed under another key)."""
+    unsealed hash, a session's or token's `command_key` its unsealed key, or None (no
+    sealer, none published, or sealed under another key)."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.get(keys.seed)
         for kind in KINDS:
             pipe.hgetall(keys.hash(kind))
         pipe.hgetall(keys.secrets)
-        seed, *hashes, secrets_raw = await pipe.execute()
+        pipe.hgetall(keys.command_keys)
+        seed, *hashes, secrets_raw, keys_raw = await pipe.execute()
     rows = {kind: decode_hash(raw) for kind, raw in zip(KINDS, hashes, strict=True)}
     sealed = {text(k): v for k, v in (secrets_raw or {}).items()}
     for name, user in rows.get("users", {}).items():
         blob = sealed.get(name)
         user["password"] = sealer.unseal(name, blob) if sealer and blob is not None else None
+    sealed_keys = {text(k): v for k, v in (keys_raw or {}).items()}
+    for kind in ("sessions", "tokens"):
+        for digest, row in rows.get(kind, {}).items():
+            blob = sealed_keys.get(digest)
+            row["command_key"] = (
+                sealer.unseal(f"{kind}:{digest}", blob) if sealer and blob is not None else None
+            )
     return (text(seed) if seed is not None else None), rows
 
 
@@ -311,9 +321,11 @@ class AuthPublisher:
             log.info("auth rows: %d user(s) without a published password hash", len(missing))
 
     def _sealed(self, changes: list[Change]) -> list[tuple[int, str, bytes]]:
-        """The script's triples: rows without their hash; each user's hash sealed apart."""
+        """The script's triples: rows without their secrets; each user's hash and each
+        session's or token's command key sealed apart (the kind and key as associated data,
+        so a sealed value cannot be moved to another row)."""
         out: list[tuple[int, str, bytes]] = []
-        secrets_kind = len(KINDS) + 1
+        secrets_kind, keys_kind = len(KINDS) + 1, len(KINDS) + 2
         for kind, key, row in changes:
             if kind == "users":
                 password = None if row is None else row.get("password")
@@ -321,7 +333,13 @@ class AuthPublisher:
                     out.append((secrets_kind, key, b""))
                 else:
                     out.append((secrets_kind, key, self.sealer.seal(key, str(password))))
-                row = None if row is None else public_row(row)
+            else:
+                secret = None if row is None else row.get("command_key")
+                if secret is None or self.sealer is None:
+                    out.append((keys_kind, key, b""))
+                else:
+                    out.append((keys_kind, key, self.sealer.seal(f"{kind}:{key}", str(secret))))
+            row = None if row is None else public_row(row)
             out.append((KINDS.index(kind) + 1, key, b"" if row is None else encode_row(row)))
         return out
 
@@ -331,7 +349,7 @@ class AuthPublisher:
         for triple in self._sealed(changes):
             args += triple
         keys = [self.lease.keys.lease, self.keys.seed, self.keys.seq, self.keys.stream]
-        keys += [*(self.keys.hash(k) for k in KINDS), self.keys.secrets]
+        keys += [*(self.keys.hash(k) for k in KINDS), self.keys.secrets, self.keys.command_keys]
         try:
             n = await self._script(keys=keys, args=args)
         except ResponseError as err:

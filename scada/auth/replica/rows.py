@@ -3,9 +3,10 @@
 The active ingest node keeps one hash per kind (`<p>:auth:users` name → row,
 `<p>:auth:tokens` and `<p>:auth:sessions` digest → row) and appends every change to the
 stream `<p>:auth`. Secrets never leave the ingest node: sessions and tokens are keyed by the
-SHA-256 digest of the secret (what the AuthStore stores). Password hashes are in none of
-them: for a standby's takeover each is sealed (`sealed`) into `<p>:auth:secrets`, which only
-the ingest ACL user may read (scada.bus.acl).
+SHA-256 digest of the secret (what the AuthStore stores). Password hashes and command keys
+(scada.auth.commandsig) are in none of them: for a standby's takeover each is sealed
+(`sealed`) into `<p>:auth:secrets` (hashes, by user name) or `<p>:auth:keys` (command keys, by
+digest), which only the ingest ACL user may read (scada.bus.acl).
 
 A stream entry: `s` the seed id (a random id minted by each full re-seed), `n` its number
 within that seed (1 = the seed entry itself, then +1 per entry: a reader sees a hole), `c` the
@@ -22,7 +23,8 @@ import orjson
 from scada.bus.keys import BusKeys
 
 KINDS = ("users", "tokens", "sessions")
-SECRET_FIELDS = frozenset({"password"})  # kept in the hash, never in the change stream
+# Published only sealed (`<p>:auth:secrets`, `<p>:auth:keys`), never in a public row.
+SECRET_FIELDS = frozenset({"password", "command_key"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,11 @@ class AuthKeys:
         """Hash: user name → its sealed password hash (ingest nodes only)."""
         return f"{self.prefix}:auth:secrets"
 
+    @property
+    def command_keys(self) -> str:
+        """Hash: session or token digest → its sealed command key (ingest nodes only)."""
+        return f"{self.prefix}:auth:keys"
+
     def hash(self, kind: str) -> str:
         if kind not in KINDS:
             raise ValueError(f"unknown auth row kind {kind!r}")
@@ -66,7 +73,8 @@ def encode_row(row: dict[str, Any]) -> bytes:
 
 
 def public_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A row without its password hash (what the stream and the gateways carry)."""
+    """A row without its password hash or command key (what the stream and the gateways
+    carry)."""
     return {k: v for k, v in row.items() if k not in SECRET_FIELDS}
 
 

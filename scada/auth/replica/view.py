@@ -7,6 +7,12 @@ stream, so it never waits on Redis in a request. A change that ends access (sess
 token revoked, user disabled) calls the `on_revoked` callbacks at once, so the gateway closes
 the sockets concerned without waiting for its 5 s re-check.
 
+The replica holds digests only, which cannot sign a command. The command key of a session or
+token (scada.auth.commandsig) is computed from the secret itself when a request or socket
+presents it here and passes, and kept (by digest) while its row lives: `command_key(digest)`,
+what the gateway signs its clients' commands with. So a gateway can act only for clients whose
+credentials passed through it.
+
 When Redis cannot be read (down, hung, or it lost the rows and the ingest has not re-seeded
 yet) the replica is kept as it was: known sessions and tokens go on working, and an unknown
 one is answered "cannot check now" (IdentityUnavailable) instead of "invalid", so a browser
@@ -31,6 +37,7 @@ from redis.exceptions import RedisError
 
 from scada.auth.audit import Auditor, AuditUnavailable
 from scada.auth.auditlog import AuditRecord
+from scada.auth.commandsig import command_key
 from scada.auth.identity import Identity, IdentityUnavailable
 from scada.auth.passwords import token_digest
 from scada.auth.replica.rows import KINDS, AuthKeys, decode_changes, decode_hash, public_row
@@ -81,6 +88,8 @@ class RedisAuthView:
         self._n = 0  # number of the newest applied entry within the seed
         self._cursor: str | None = None  # None: (re)load in full first
         self._callbacks: list[Revoked] = []
+        # digest → command key, for credentials that passed here (dropped with their row).
+        self._keys: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._loaded = asyncio.Event()
         self.live = False
@@ -100,6 +109,7 @@ class RedisAuthView:
         if user is None or user["disabled"] or session["expires"] <= time.time():
             return None
         name, expires = str(session["user"]), session["expires"]
+        self._keys.setdefault(digest, command_key(secret))
         return Identity(name, user["role"], "session", expires=expires, session=digest)
 
     def token_identity(self, secret: str) -> Identity | None:
@@ -110,7 +120,12 @@ class RedisAuthView:
             return None
         if token["revoked"] is not None:
             return None
+        self._keys.setdefault(digest, command_key(secret))
         return Identity(token["name"], token["role"], "token", session=digest)
+
+    def command_key(self, digest: str) -> str | None:
+        """The command key of a session or token whose secret passed here, while it lives."""
+        return self._keys.get(digest)
 
     def still_valid(self, digests: list[str]) -> set[str]:
         sessions, tokens, users = (self._rows[k] for k in ("sessions", "tokens", "users"))
@@ -209,6 +224,8 @@ class RedisAuthView:
             for kind, raw in zip(KINDS, hashes, strict=True)
         }
         old, self._rows = self._rows, new
+        live = new["sessions"].keys() | new["tokens"].keys()
+        self._keys = {digest: key for digest, key in self._keys.items() if digest in live}
         self._seed, self._n = text(seed), int(seq or 0)
         self._cursor = text(last[0][0]) if last else "0-0"
         self.loads += 1
@@ -256,6 +273,7 @@ class RedisAuthView:
             old = rows.get(key)
             if row is None:
                 rows.pop(key, None)
+                self._keys.pop(key, None)
             else:
                 rows[key] = row
             self.applied += 1

@@ -59,6 +59,9 @@ def create_gateway_app(
     if bus is None:
         bus = RedisBus(cluster.redis_url, keys, name=f"scada-gateway-{node}")
     source = BusSource(config, bus)
+    view = None
+    if credentials is None:
+        credentials = view = RedisAuthView(cluster.redis_url, keys, node=node)
     commands = BusCommands(
         source,
         source.broadcaster,
@@ -66,11 +69,10 @@ def create_gateway_app(
         bus=bus,
         node=node,
         timeout=cluster.command_timeout,
+        # What it signs its clients' commands with: keys of credentials that came through.
+        command_keys=getattr(credentials, "command_key", None),
     )
     commands.auditor = auditor = auditor or BusAuditor(commands, clock=clock)
-    view = None
-    if credentials is None:
-        credentials = view = RedisAuthView(cluster.redis_url, keys, node=node)
     heavy = HeavyReads(lambda: config.auth)
     hub = Hub(source, auditor, heavy=heavy, clock=clock, commands=commands, credentials=credentials)
     source.attach(hub)

@@ -8,6 +8,11 @@ ledger answers a request id it has seen with the stored result. No reply in time
 is answered `unavailable`. The reply's result is the client's answer as the all-in-one
 server would give it; a refusal (`{"error": {"code", "message"}}`) becomes that error code.
 
+A named client's command is signed (scada.auth.commandsig) with the command key of the
+session or token it came with, which this gateway knows only because that secret passed
+through it (`command_key`, the auth replica's); the ingest node verifies it and refuses an
+unsigned or forged one. An anonymous client's command is not signed (it has no secret).
+
 The ingest node journals and audits the command (with the client's address); the events it
 commits reach every gateway on the alarm stream, so nothing is announced from here.
 
@@ -20,11 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
 
+from scada.auth import commandsig
 from scada.auth.audit import Auditor
 from scada.bus.commandstream import Reply
 from scada.bus.interface import Bus, BusUnavailable, CommandChannel
@@ -35,6 +43,9 @@ from scada.web.hub.plantsource import PlantSource
 from scada.web.hub.wscommands import AlarmCommands
 
 log = logging.getLogger(__name__)
+
+# The command key of a session or token digest, if its secret passed through this gateway.
+CommandKeys = Callable[[str], str | None]
 
 
 def actor(client: Client) -> dict[str, Any]:
@@ -61,14 +72,16 @@ class BusCommands(AlarmCommands):
         node: str,
         timeout: float,
         retry_every: float = 1.0,
+        command_keys: CommandKeys | None = None,
     ) -> None:
         super().__init__(source, broadcaster, auditor)
+        self.command_keys = command_keys
         self.bus = bus
         self.node = node
         self.timeout = timeout
         self.retry_every = retry_every
         self.sender: CommandChannel | None = None
-        self.sent = self.resent = self.answered = self.timed_out = 0
+        self.sent = self.resent = self.answered = self.timed_out = self.unsigned = 0
         self._waiting: dict[str, asyncio.Future[Reply]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -97,12 +110,34 @@ class BusCommands(AlarmCommands):
 
     async def request(self, client: Client, kind: str, data: BaseModel) -> dict[str, Any]:
         """Send until answered or timed out; the reply's result, or Refused."""
-        body = {"data": data.model_dump(exclude_none=True), "actor": actor(client)}
-        reply = await self._exchange(kind, body, uuid.uuid4().hex)
+        request_id = uuid.uuid4().hex
+        body = self.signed(kind, request_id, actor(client), data.model_dump(exclude_none=True))
+        reply = await self._exchange(kind, body, request_id)
         error = reply.result.get("error")
         if isinstance(error, dict):
             raise Refused(str(error.get("code", "refused")), str(error.get("message", "")))
         return reply.result
+
+    def signed(
+        self, kind: str, request_id: str, who: dict[str, Any], data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The command's body, with its `proof` when the client's command key is known here
+        (without one the ingest node refuses a named client's command as `unsigned`)."""
+        body: dict[str, Any] = {"data": data, "actor": who}
+        digest = who.get("session")
+        if who.get("anonymous") or not digest:
+            return body
+        key = self.command_keys(str(digest)) if self.command_keys is not None else None
+        if key is None:
+            self.unsigned += 1
+            log.warning("%s for %s sent unsigned: no command key here", kind, who.get("user"))
+            return body
+        at = time.time()
+        message = commandsig.payload(
+            request_id=request_id, kind=kind, gateway=self.node, actor=who, data=data, at=at
+        )
+        body["proof"] = {"at": at, "mac": commandsig.sign(key, message)}
+        return body
 
     async def call(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """Send and wait for the reply's result (AuditChannel); Refused if none comes."""

@@ -1,22 +1,29 @@
 """Operator commands from gateways, applied on the active ingest node (docs/cluster.md).
 
 Each command is what a client sent its gateway over `/ws` (ack, shelve, unshelve) with the
-client as `actor`. The actor's role is not believed: this node checks the client against its
-own users (`actorcheck`: exists, enabled, live session or token, role enough), refuses and
-audits otherwise. It is audited here (requested, then the outcome, with the client's own
+client as `actor`, signed by the gateway with the client's command key (`proof`,
+scada.auth.commandsig). The actor's role is not believed: this node checks the client against
+its own users (`actorcheck`: a live session or token of that user whose key signed the
+command within the time window, the user exists and is enabled, role enough), refuses and
+audits otherwise (naming the gateway). A request id is answered once: an applied one from the
+ledger, a refused one from memory for `commandsig.MAX_AGE` s (after that its signature is
+stale anyway), so a replayed command never acts. It is audited here (requested, then the outcome, with the client's own
 address as the gateway saw it, and the role this node found), applied through the alarm
 service with its request id journaled in the same commit (the ledger), and answered with
 exactly what the all-in-one server's hub answers, or {"error": {"code", "message"}}.
 
-An "audit" command carries a refusal a gateway wants written (a WebSocket refused, a role
-check failed): written once, at this node's time (a gateway cannot date a record), and only
-a refusal: anything else (a login, an action's outcome) is written by this node alone.
+An "audit" command carries a refusal a gateway reports (a WebSocket refused, a role check
+failed): a claim, not a fact this node saw, so it is written as one: once, at this node's
+time (a gateway cannot date a record), with `reported by <gateway>` in its detail, and only a
+refusal: anything else (a login, an action's outcome) is written by this node alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from scada.alarms.service import AlarmService
+from scada.auth import commandsig
 from scada.auth.audit import REFUSALS, Auditor
 from scada.auth.auditlog import AuditRecord
 from scada.auth.store import AuthStore
@@ -31,12 +39,13 @@ from scada.bus.commandstream import Command
 from scada.core.config import AuthSettings
 from scada.core.errors import Refused
 from scada.fanout.messages import REQUIRED_ROLE, AckData, ShelveData, UnshelveData
-from scada.roles.ingest.actorcheck import check_actor
+from scada.roles.ingest.actorcheck import Proof, check_actor
 
 log = logging.getLogger(__name__)
 
 Events = list[dict[str, Any]]
 AUDIT_FIELDS = ("user", "role", "address", "action", "target", "result", "detail")
+REFUSED_KEPT = 10_000  # refused request ids remembered (each for commandsig.MAX_AGE s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +99,44 @@ class CommandApplier:
         self.announce = announce  # the committed events to this node's own /ws clients
         self.auth_settings = auth_settings  # anonymous clients: allowed? with which role?
         self.refused_actors = 0
+        self.replays = 0
+        # Request id → (when, the refusal it got): a replay gets the same answer.
+        self._refused: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
 
     def lookup(self, request_id: str) -> dict[str, Any] | None:
         return self.alarms.journal.command_result(request_id)
 
     async def apply(self, command: Command) -> dict[str, Any]:
+        if command.kind == "audit":
+            return await self._answer(command)
+        earlier = self._refused_before(command.request_id)
+        if earlier is not None:
+            self.replays += 1
+            log.warning(
+                "%s %s from %s: request id seen before, answered as then",
+                command.kind, command.request_id, command.reply_to,
+            )  # fmt: skip
+            return earlier
+        result = await self._answer(command)
+        if "error" in result:
+            self._remember_refusal(command.request_id, result)
+        return result
+
+    def _refused_before(self, request_id: str) -> dict[str, Any] | None:
+        now = time.monotonic()
+        while self._refused:
+            oldest, (at, _) = next(iter(self._refused.items()))
+            if now - at <= commandsig.MAX_AGE and len(self._refused) <= REFUSED_KEPT:
+                break
+            del self._refused[oldest]
+        seen = self._refused.get(request_id)
+        return None if seen is None else seen[1]
+
+    def _remember_refusal(self, request_id: str, result: dict[str, Any]) -> None:
+        self._refused[request_id] = (time.monotonic(), result)
+        self._refused.move_to_end(request_id)
+
+    async def _answer(self, command: Command) -> dict[str, Any]:
         try:
             if command.kind == "audit":
                 return await self._audit(command)
@@ -127,6 +169,7 @@ class CommandApplier:
             anonymous=actor.anonymous,
             digest=actor.digest,
             needed=needed,
+            proof=proof_of(command),
         )
         if checked.role is not None:
             return actor.with_role(checked.role)
@@ -136,7 +179,8 @@ class CommandApplier:
             checked.message,
         )  # fmt: skip
         target = _target(command.body.get("data"))
-        await self.auditor.record(actor.record(command.kind, target, checked.code, checked.message))
+        detail = f"{checked.message} (via {command.reply_to})"
+        await self.auditor.record(actor.record(command.kind, target, checked.code, detail))
         raise Refused(checked.code, checked.message)
 
     def _journal_user(self, actor: Actor) -> str:
@@ -213,13 +257,33 @@ class CommandApplier:
                 command.reply_to, action, result,
             )  # fmt: skip
             return refusal("forbidden", "a gateway may only record refusals")
-        record = AuditRecord(user, role, address, action, target, result, detail)
+        reported = f"reported by {command.reply_to}" + (f": {detail}" if detail else "")
+        record = AuditRecord(user, role, address, action, target, result, reported)
         try:
             await asyncio.to_thread(self.store.audit, record, command.request_id)
         except Exception as err:
             log.error("audit record from %s not written: %s", command.reply_to, err)
             return refusal("audit_unavailable", "the audit log could not record this")
         return {"ok": True}
+
+
+def proof_of(command: Command) -> Proof | None:
+    """The command's signature as `check_actor` verifies it (None: unsigned)."""
+    raw = command.body.get("proof")
+    if not isinstance(raw, dict):
+        return None
+    at, mac = raw.get("at"), raw.get("mac")
+    if not isinstance(at, int | float) or isinstance(at, bool) or not isinstance(mac, str):
+        return None
+    message = commandsig.payload(
+        request_id=command.request_id,
+        kind=command.kind,
+        gateway=command.reply_to,
+        actor=command.body["actor"],
+        data=command.body["data"],
+        at=at,
+    )
+    return Proof(message, mac, float(at))
 
 
 def _target(data: Any) -> str:
