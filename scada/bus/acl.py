@@ -7,7 +7,8 @@
   the alarm state, the epoch and the public auth rows, reads its own reply stream only, and
   may append to the commands stream (write-only: it cannot read the other gateways'
   commands). No scripts, no other writes: it cannot publish frames or alarm events, take the
-  lease, or read the sealed password hashes (`<p>:auth:secrets`).
+  lease, or read the sealed password hashes (`<p>:auth:secrets`) and command keys
+  (`<p>:auth:keys`), or write the audit stream.
 - `tools` (the CLI: `scada cluster`'s first-login hint, operators' inspections): reads the
   streams, the state, the epoch, the lease and the auth seed; writes nothing.
 

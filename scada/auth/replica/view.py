@@ -20,7 +20,7 @@ that has just logged in keeps its cookie and simply retries.
 
 `BusAuditor` is the Auditor of a gateway: its records go to the active ingest node as
 "audit" commands (scada.bus.commandstream), which writes them once, with the client address
-the gateway saw.
+the gateway saw, as that gateway's claims ("reported by <gateway>"; refusals only).
 """
 
 from __future__ import annotations
