@@ -205,6 +205,13 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="historian-writer", daemon=True)
         self._thread.start()
 
+    @property
+    def thread_ident(self) -> int | None:
+        """The writer thread's ident while it runs, else None (for its CPU clock:
+        time.pthread_getcpuclockid)."""
+        thread = self._thread
+        return thread.ident if thread is not None else None
+
     def sync(self, timeout: float = 30.0) -> bool:
         """Wait until everything recorded so far went through a flush (tests, tools)."""
         done = threading.Event()
@@ -332,9 +339,16 @@ class Writer:
         self._minute = None
         self._bound_memory()
 
-    def open(self) -> None:
-        """Open the file without the thread (bulk loads: `encode` then `commit`)."""
+    def open(self, *, bulk: bool = False) -> None:
+        """Open the file without the thread (bulk loads: `encode` then `commit`). `bulk` also
+        turns off the rollback journal and fsync: for a file built to be queried (benchmarks,
+        fixtures), never for one a crash must leave whole."""
         self._open()
+        if bulk:
+            database = self._db
+            assert database is not None
+            database.execute("PRAGMA journal_mode=OFF")
+            database.execute("PRAGMA synchronous=OFF")
 
     def commit(self, closed: list[Closed]) -> None:
         """Write closed minutes in one transaction, from the caller's thread (bulk loads)."""

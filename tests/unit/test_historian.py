@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -400,3 +401,34 @@ def test_writer_state_moves_only_as_the_writer_does() -> None:
     with pytest.raises(InvalidTransition):
         WriterStatus().move(WriterState.STARTING)
     assert [s.value for s in WriterState] == ["starting", "ok", "degraded", "stopped"]
+
+
+def _journal_mode(path: Path) -> str:
+    with sqlite3.connect(path) as database:
+        return str(database.execute("PRAGMA journal_mode").fetchone()[0])
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_a_bulk_open_drops_the_journal_and_a_plain_one_keeps_the_wal(
+    tmp_path: Path, bulk: bool
+) -> None:
+    path = tmp_path / "h.sqlite"
+    writer = Writer(path, ["a", "b"], ["", ""], resolution_ms=RES)
+    writer.open(bulk=bulk)
+    try:
+        assert _journal_mode(path) == ("delete" if bulk else "wal")
+    finally:
+        writer.stop()
+
+
+def test_thread_ident_is_the_running_writer_threads_and_none_otherwise(tmp_path: Path) -> None:
+    writer = Writer(tmp_path / "h.sqlite", ["a"], [""], resolution_ms=RES)
+    assert writer.thread_ident is None
+    writer.start()
+    try:
+        names = {t.ident: t.name for t in threading.enumerate()}
+        assert writer.thread_ident is not None
+        assert names[writer.thread_ident] == "historian-writer"
+    finally:
+        writer.stop()
+    assert writer.thread_ident is None

@@ -86,12 +86,7 @@ def build(
     """Write `span_ms` of history ending at `end_ms`, cycling the recorded minutes."""
     paths = [r.path for r in schema.refs]
     writer = Writer(path, paths, [r.config.unit for r in schema.refs], resolution_ms=RES_MS)
-    writer.open()
-    db = writer._db
-    assert db is not None
-    # A bulk load, not the live path: no rollback journal, no fsync (queries do not care).
-    db.execute("PRAGMA journal_mode=OFF")
-    db.execute("PRAGMA synchronous=OFF")
+    writer.open(bulk=True)  # a bulk load, not the live path: queries need no journal or fsync
     per_minute = CHUNK_MS // RES_MS
     t_rel = RES_MS * np.arange(per_minute, dtype=np.int64)
     quality = np.zeros((per_minute, schema.size), dtype=np.uint8)
@@ -277,9 +272,7 @@ def writer_cpu(path: Path, data: np.ndarray, tags: int, seconds: float) -> dict[
     writer = Writer(path, paths, [""] * tags, resolution_ms=RES_MS)
     writer.start()
     cpu_box: dict[str, float] = {}
-    thread = writer._thread
-    assert thread is not None
-    ident = thread.ident
+    ident = writer.thread_ident
     assert ident is not None
     wide = np.resize(data, (len(data), tags)) if data.shape[1] != tags else data
     quality = np.zeros(tags, dtype=np.uint8)
