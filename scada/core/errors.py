@@ -47,3 +47,8 @@ class Refused(ScadaError):
 class WriteFenced(ScadaError):
     """This process may no longer write the alarm journal (a cluster node that lost its lease,
     scada.roles.ingest.node): nothing was committed."""
+
+
+class UnsupportedLibrary(ScadaError):
+    """An installed library lacks an internal name one of our adapters relies on
+    (scada.core.internals): refused at start, naming the library, its version and the names."""

@@ -15,10 +15,11 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from scada.core.config import PlantConfig, ServerConfig
+from scada.core.errors import UnsupportedLibrary
 from scada.core.logfold import Fold
 from scada.server.httpguard import GuardMiddleware, own_hosts
 from scada.server.uvicorn_adapter import uvicorn_options
-from scada.server.uvicorn_check import UnsupportedServer, require_uvicorn
+from scada.server.uvicorn_check import require_uvicorn
 from scada.server.wiresettings import WireSettings
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ def serve(config: PlantConfig, **kwargs: Any) -> None:
     failures: list[str] = []
     try:
         server = build_server(config, on_fatal=failures.append, **kwargs)
-    except (UnsupportedServer, StartupRefused) as err:
+    except (UnsupportedLibrary, StartupRefused) as err:
         log.error("not starting: %s", err)
         raise SystemExit(1) from None
     server.run()

@@ -2,6 +2,11 @@
 wsinbox, transportsink, httpprotocol) subclasses or drives uvicorn's protocols and relies on
 the names listed here; `require_uvicorn` refuses to start on a uvicorn that lacks one, so no
 part checks on its own. scada.server.serve runs it before installing the protocols.
+
+Written against uvicorn 0.54.0 (its sans-I/O websockets protocol and httptools protocol): the
+raw frame sink writes pre-built frames to the transport, which uvicorn's ASGI `send` cannot.
+The error (scada.core.internals, shared by every adapter) names uvicorn's installed version
+and each missing name.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+
+from scada.core.internals import refuse_missing
 
 WS_NEEDS = {
     "methods": (
@@ -104,17 +111,7 @@ def missing_internals() -> list[str]:
 
 def require_uvicorn() -> None:
     """Refuse to start on a uvicorn whose internals moved (the raw sink would silently go)."""
-    missing = missing_internals()
-    if missing:
-        raise UnsupportedServer(
-            f"uvicorn {uvicorn.__version__} lacks what scada/server/uvicorn_adapter.py and its parts rely on: "
-            f"{', '.join(missing)}. Install the tested versions (pip install -c "
-            "constraints.txt .) or port the adapter to this uvicorn."
-        )
-
-
-class UnsupportedServer(RuntimeError):
-    pass
+    refuse_missing("scada/server/uvicorn_adapter.py and its parts", missing_internals(), "uvicorn")
 
 
 async def _no_app(scope: Any, receive: Any, send: Any) -> None:

@@ -12,9 +12,10 @@ import pytest
 import uvloop
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from scada.core.errors import UnsupportedLibrary
 from scada.server.tcpinfo import borrow, tcp_progress
 from scada.server.uvicorn_adapter import uvicorn_options
-from scada.server.uvicorn_check import UnsupportedServer, missing_internals, require_uvicorn
+from scada.server.uvicorn_check import missing_internals, require_uvicorn
 from scada.server.wiresettings import WireSettings
 from scada.server.wsprotocol import ScadaWebSocketProtocol
 from tests.conftest import ROOT
@@ -40,7 +41,7 @@ def test_a_uvicorn_without_them_is_refused_by_name(
     monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     monkeypatch.delattr(WebSocketsSansIOProtocol, name)
-    with pytest.raises(UnsupportedServer, match=f"WebSocketsSansIOProtocol.{name}"):
+    with pytest.raises(UnsupportedLibrary, match=f"WebSocketsSansIOProtocol.{name}"):
         require_uvicorn()
 
 
@@ -52,7 +53,7 @@ def test_a_moved_instance_attribute_is_refused_too(monkeypatch: pytest.MonkeyPat
         del self.read_paused
 
     monkeypatch.setattr(WebSocketsSansIOProtocol, "__init__", without_read_paused)
-    with pytest.raises(UnsupportedServer, match="read_paused"):
+    with pytest.raises(UnsupportedLibrary, match="read_paused"):
         require_uvicorn()
 
 

@@ -135,9 +135,11 @@ async def _measure_all(
 
     import aiomqtt
 
+    from drivers.sparkplug.aiomqtt_adapter import require_aiomqtt
     from drivers.sparkplug.broker import BrokerSettings
     from drivers.sparkplug.edgeclient import send
 
+    require_aiomqtt()  # `send` takes paho's fast path, like an EdgeClient
     password = os.environ.get(args.mqtt_password_env or "", "") or None
     broker = BrokerSettings(url=args.broker, username=args.mqtt_user, password=password)
     async with aiomqtt.Client(**broker.client_kwargs(), identifier="scada-bench") as client:
