@@ -31,12 +31,22 @@ CONTROL_TOKEN = "comms-test-token"
 
 
 class Simulator:
-    def __init__(self, workdir: Path, port: int, control_port: int | None = None) -> None:
-        self.workdir, self.port, self.control_port = workdir, port, control_port
+    def __init__(
+        self,
+        workdir: Path,
+        port: int,
+        scenario: Path | None = None,
+        *,
+        control_port: int | None = None,
+    ) -> None:
+        self.workdir, self.port, self.scenario = workdir, port, scenario
+        self.control_port = control_port
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         args = [sys.executable, "-m", "scada", "simulate", "modbus", "--port", str(self.port)]
+        if self.scenario:
+            args += ["--scenario", str(self.scenario)]
         if self.control_port:
             args += ["--control-port", str(self.control_port)]
         log = (self.workdir / f"modbus-sim-{self.port}.log").open("ab")
@@ -173,7 +183,7 @@ def test_killed_and_restarted_modbus_device(server_factory: Any, tmp_path: Path)
 
 def test_modbus_server_that_never_answers(server_factory: Any, tmp_path: Path) -> None:
     port, control = free_port(), free_port()
-    sim = Simulator(tmp_path, port, control)
+    sim = Simulator(tmp_path, port, control_port=control)
     sim.start()
     # Listening before the server dials: a first connect that races the simulator's start
     # would be an outage of its own in the log.
