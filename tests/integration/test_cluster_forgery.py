@@ -3,7 +3,7 @@
 
 A real cluster (redis-server with ACLs, one ingest node, one gateway process). A user who logs
 in and acks over the gateway's /ws is served end to end (the gateway signs with the key of the
-cookie that came through it). Then the test plays a compromised gateway: only that gateway's
+cookie that came through it), and so is a program acking with an API token. Then the test plays a compromised gateway: only that gateway's
 Redis credentials and what they can read (its auth replica: digests and public rows). It
 cannot read a command key anywhere; every command it makes up is refused by the ingest node
 and audited with the reason and the gateway's name: for the admin (whose session never came
@@ -105,8 +105,11 @@ def test_a_user_acks_through_the_gateway_and_the_gateway_cannot_forge_anyone(
             body = {"name": name, "role": "operator", "password": f"a long password {name}"}
             r = http.post("/api/users", json=body)
             assert r.status_code in (200, 201), r.text
+        r = http.post("/api/tokens", json={"name": "bot", "role": "operator"})
+        assert r.status_code in (200, 201), r.text
+        bot = str(r.json()["token"])
     op1 = login(active, "op1", "a long password op1")
-    for line in ("2", "3"):
+    for line in ("2", "3", "4"):
         r = httpx.post(
             f"{active.http}/api/simulator/faults",
             json={**STEP, "line": line},
@@ -114,19 +117,22 @@ def test_a_user_acks_through_the_gateway_and_the_gateway_cannot_forge_anyone(
             timeout=30,
         )
         assert r.status_code == 201, r.text
-    first, second = raised(cluster, "2")["occurrence_id"], raised(cluster, "3")["occurrence_id"]
+    first, second, third = (raised(cluster, line)["occurrence_id"] for line in ("2", "3", "4"))
 
     # 1. End to end: op1's cookie comes through the gateway; op1's ack is applied as op1.
-    async def ack_over_ws() -> Any:
-        headers = {"Cookie": f"scada_session={op1}"}
+    # So is an API token's (a program acking over /ws).
+    async def ack_over_ws(headers: dict[str, str], user: str, occurrence: int) -> Any:
         async with ws_connect(gateway.ws, additional_headers=headers) as ws:
             connected, _ = await opening(ws)
-            assert connected["user"] == "op1"
-            return await request(ws, "ack", {"alarm_id": first, "comment": "checked"}, 1)
+            assert connected["user"] == user
+            return await request(ws, "ack", {"alarm_id": occurrence, "comment": "checked"}, 1)
 
-    reply = asyncio.run(ack_over_ws())
+    reply = asyncio.run(ack_over_ws({"Cookie": f"scada_session={op1}"}, "op1", first))
     assert reply["ok"] is True, reply
     assert eventually(lambda: acks_of(cluster, first)) == ["op1"]
+    reply = asyncio.run(ack_over_ws({"Authorization": f"Bearer {bot}"}, "bot", third))
+    assert reply["ok"] is True, reply
+    assert eventually(lambda: acks_of(cluster, third)) == ["bot"]
 
     # 2. The compromised gateway: its own Redis user, and what that user can read.
     gateway_url = cluster.redis.url_for("gateway", gateway.node, PREFIX)
