@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from scada.bus.acl import (
@@ -29,8 +30,16 @@ from scada.bus.acl import (
     new_password,
     setuser_args,
 )
-from tests.conftest import eventually, free_port
+from scada.bus.conn import connect as bus_connect
+from tests.conftest import eventually, free_port, scaled
 from tests.integration.redis_tls import TlsFiles, make_ca_and_server
+
+
+def connect(url: str, *, timeout: float = 2.0, name: str | None = None) -> AsyncRedis:
+    """A test's own async Redis client: scada.bus.conn.connect with its timeouts stretched like
+    every test deadline (a 2 s connect timed out on a box beside two CPU hogs)."""
+    return bus_connect(url, timeout=scaled(timeout), name=name)
+
 
 ADMIN = "test-admin"  # the fixture's own user: ACL SETUSER, and tests' inspections
 

@@ -21,12 +21,11 @@ from redis.exceptions import AuthenticationError, ConnectionError, NoPermissionE
 from scada.auth.first_admin import PASSWORD_FILE, read_password_file
 from scada.auth.store import AuthStore
 from scada.bus.acl import GATEWAY_READS
-from scada.bus.conn import connect
 from scada.bus.keys import BusKeys
 from scada.bus.reader import AlarmEntries, BusReader
 from tests.conftest import eventually
 from tests.integration.cluster_procs import PREFIX, running_cluster
-from tests.integration.cluster_redis import RedisServer, redis_server
+from tests.integration.cluster_redis import RedisServer, connect, redis_server
 from tests.integration.test_cluster_bus import commit, make_journal, publishing
 
 redis_server = redis_server  # the fixture, shared by the cluster tests

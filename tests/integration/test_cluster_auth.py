@@ -35,13 +35,12 @@ from scada.auth.replica.sealed import Sealer
 from scada.auth.replica.view import BusAuditor, RedisAuthView, SenderChannel
 from scada.auth.store import AuthStore
 from scada.bus.commandstream import Command, CommandConsumer, CommandSender
-from scada.bus.conn import connect
 from scada.bus.keys import BusKeys
 from scada.bus.lease import Lease
 from scada.core.config import load_config
 from scada.core.timefmt import parse_time
 from tests.conftest import eventually_async
-from tests.integration.cluster_redis import RedisServer, redis_server
+from tests.integration.cluster_redis import RedisServer, connect, redis_server
 
 KEYS = BusKeys("authtest")
 redis_server = redis_server  # the fixture, shared by the cluster tests

@@ -15,7 +15,6 @@ import pytest
 from redis.asyncio import Redis
 
 from scada.alarms.journal import Journal
-from scada.bus.conn import connect
 from scada.bus.epoch import read_epoch
 from scada.bus.framestream import FramePublisher
 from scada.bus.keys import BusKeys, entry_id, event_id
@@ -31,7 +30,7 @@ from scada.bus.reader import (
 )
 from scada.roles.ingest.alarmoutbox import Outbox, decode_event
 from tests.integration.cluster_node import alarm_event
-from tests.integration.cluster_redis import RedisServer, redis_server
+from tests.integration.cluster_redis import RedisServer, connect, redis_server
 
 KEYS = BusKeys("test")
 redis_server = redis_server  # the fixture, shared by the cluster tests

@@ -16,10 +16,9 @@ from typing import Any
 
 from scada.alarms import ledger
 from scada.bus.commandstream import GROUP, Command, CommandConsumer, CommandSender
-from scada.bus.conn import connect
 from scada.bus.keys import BusKeys
 from scada.bus.lease import Lease
-from tests.integration.cluster_redis import RedisServer, redis_server
+from tests.integration.cluster_redis import RedisServer, connect, redis_server
 
 KEYS = BusKeys("test")
 redis_server = redis_server  # the fixture, shared by the cluster tests

@@ -32,11 +32,11 @@ from scada.auth.commandsig import command_key
 from scada.auth.first_admin import PASSWORD_FILE, read_password_file
 from scada.auth.passwords import token_digest
 from scada.bus.commandstream import CommandSender, Reply
-from scada.bus.conn import connect
 from scada.bus.keys import BusKeys
 from scada.roles.ingest.alarmoutbox import decode_event
 from tests.conftest import eventually, scaled
 from tests.integration.cluster_procs import PREFIX, Cluster, RoleProcess, running_cluster
+from tests.integration.cluster_redis import connect
 from tests.integration.signing import signed
 from tests.integration.test_bus_acl import readable
 from tests.integration.test_gateway_role import opening, request

@@ -20,14 +20,13 @@ from typing import Any
 
 import pytest
 
-from scada.bus.conn import connect
 from scada.bus.framestream import FramePublisher
 from scada.bus.keys import BusKeys, event_id
 from scada.bus.lease import Lease, LeaseLost
 from scada.bus.publish import Fenced, FencedPublisher
 from scada.roles.ingest.alarmoutbox import decode_event
 from tests.conftest import ROOT, eventually
-from tests.integration.cluster_redis import RedisServer, redis_server
+from tests.integration.cluster_redis import RedisServer, connect, redis_server
 
 KEYS = BusKeys("test")
 redis_server = redis_server  # the fixture, shared by the cluster tests

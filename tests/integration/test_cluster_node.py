@@ -12,13 +12,12 @@ from typing import Any
 
 from scada.alarms.journal import Journal
 from scada.bus.commandstream import Command
-from scada.bus.conn import connect
 from scada.bus.keys import event_id
 from scada.roles.ingest.alarmoutbox import decode_event
 from scada.roles.ingest.node import IngestNode
 from tests.conftest import scaled
 from tests.integration.cluster_node import alarm_event
-from tests.integration.cluster_redis import RedisServer, redis_server
+from tests.integration.cluster_redis import RedisServer, connect, redis_server
 from tests.integration.test_cluster_bus import JOURNAL_EPOCH, KEYS, make_journal
 
 redis_server = redis_server  # the fixture, shared by the cluster tests

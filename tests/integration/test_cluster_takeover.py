@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from scada.bus.conn import connect
 from scada.bus.keys import BusKeys
 from scada.core.tags import TagSchema
 from scada.roles.ingest.follow import FrameFollower
 from scada.roles.ingest.node import IngestNode, Role
-from tests.integration.cluster_redis import RedisServer, redis_server
+from tests.integration.cluster_redis import RedisServer, connect, redis_server
 from tests.integration.test_cluster_bus import JOURNAL_EPOCH, KEYS, make_journal
 from tests.integration.test_cluster_node import no_command, until
 

@@ -23,7 +23,6 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from scada.alarms.journal import Journal
 from scada.bus.commandstream import Command
-from scada.bus.conn import connect as redis_connect
 from scada.bus.conn import raise_if_cancelled
 from scada.bus.epoch import read_epoch
 from scada.bus.keys import BusKeys
@@ -32,6 +31,7 @@ from scada.roles.ingest.node import IngestNode
 from tests.conftest import eventually
 from tests.integration.cluster_procs import PREFIX, RoleProcess
 from tests.integration.cluster_redis import RedisServer
+from tests.integration.cluster_redis import connect as redis_connect
 from tests.integration.test_cluster_bus import JOURNAL_EPOCH, make_journal
 from tests.integration.test_cluster_node import produce, until
 from tests.integration.test_websocket import recv

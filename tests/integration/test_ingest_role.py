@@ -30,10 +30,9 @@ from scada.auth.commandsig import command_key
 from scada.auth.passwords import token_digest
 from scada.auth.store import AuthStore
 from scada.bus.commandstream import CommandSender
-from scada.bus.conn import connect
 from scada.bus.keys import BusKeys, event_id
 from tests.conftest import OPEN_PLANT, ServerProcess, eventually, write_config
-from tests.integration.cluster_redis import RedisServer
+from tests.integration.cluster_redis import RedisServer, connect
 from tests.integration.signing import signed
 
 KEYS = BusKeys("scada")

@@ -20,9 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from scada.bus.conn import connect
 from tests.conftest import OPEN_PLANT, ServerProcess, eventually, free_port, write_config
-from tests.integration.cluster_redis import RedisServer
+from tests.integration.cluster_redis import RedisServer, connect
 from tests.integration.notify_receivers import WebhookReceiver
 
 SECRET = "handover-webhook-secret-0123456789"
