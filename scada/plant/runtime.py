@@ -1,8 +1,8 @@
 """The running plant: drivers, tag store, alarms and historian, and the tick that feeds them.
 
 The tick knows no delivery: whoever shows the plant subscribes to its hooks (`on_alarms`,
-`on_frame`, `after_tick`; the all-in-one server wires its broadcaster so, an ingest node its bus
-publisher). The app's lifespan calls `start` and `stop`. The tick is fixed-rate: each deadline is the previous one plus the batch
+`on_frame`, `after_tick`; the all-in-one server wires its in-memory bus so, an ingest node its
+Redis publisher and its own broadcaster). The app's lifespan calls `start` and `stop`. The tick is fixed-rate: each deadline is the previous one plus the batch
 interval, so work done inside a tick never makes the schedule drift.
 """
 

@@ -35,6 +35,7 @@ from scada.notify.service import Notifier, build_notifier
 from scada.notify.settings import NotificationsConfig, notifications_of
 from scada.plant import faultstore
 from scada.plant.runtime import Runtime
+from scada.roles.localbus import LocalBus, LocalCommands
 from scada.sparkplug.edgeconfig import edge_settings
 from scada.web import api
 from scada.web import console as console_api
@@ -102,6 +103,7 @@ class Plant:
     hub: Hub
     gate: LoginGate
     notifications: NotificationsConfig
+    local: LocalBus | None = None  # the all-in-one server's in-memory bus (None: RuntimeSource)
 
 
 def deliver(runtime: Runtime, broadcaster: Broadcaster) -> None:
@@ -119,7 +121,10 @@ def build_plant(
     scenario: str | Path | None = None,
     clock: Clock = SYSTEM_CLOCK,
     on_fatal: Callable[[str], None] | None = None,
+    local_bus: bool = False,
 ) -> Plant:
+    """`local_bus`: the hub is fed through an in-memory bus by the gateway's feed (the
+    all-in-one server); otherwise straight from the runtime's hooks (an ingest node's)."""
     # First: a second server on this data dir stops here, before it touches any file.
     data_lock = lock_data_dir(Path(config.server.data_dir))
     offload = Offload()  # heavy reads' worker processes, started at the first one
@@ -139,16 +144,23 @@ def build_plant(
         on_fatal=on_fatal,
         stats=broadcaster.stats,
     )
-    deliver(runtime, broadcaster)
     auth = open_auth_store(config)
     auditor = Auditor(auth, clock)
     heavy = HeavyReads(lambda: runtime.config.auth)
-    hub = Hub(RuntimeSource(runtime, broadcaster), auditor, heavy=heavy, clock=clock)
+    local = None
+    if local_bus:
+        local = LocalBus(runtime, alarms, broadcaster, alarms_maxlen=config.cluster.ring_size)
+        commands = LocalCommands(local.source, broadcaster, auditor, alarms)
+        hub = Hub(local.source, auditor, heavy=heavy, clock=clock, commands=commands)
+        local.source.attach(hub)  # a feed reset gives every client a fresh snapshot
+    else:
+        deliver(runtime, broadcaster)
+        hub = Hub(RuntimeSource(runtime, broadcaster), auditor, heavy=heavy, clock=clock)
     gate = LoginGate(config.auth, clock)
     notifications = notifications_of(config)  # ConfigError now, not at the first alarm
     return Plant(
         config, clock, data_lock, offload, alarms, historian, runtime, broadcaster, auth, auditor, heavy, hub,
-        gate, notifications,
+        gate, notifications, local,
     )  # fmt: skip
 
 
@@ -302,13 +314,16 @@ def create_app(
     clock: Clock = SYSTEM_CLOCK,
     on_fatal: Callable[[str], None] | None = None,
 ) -> Starlette:
-    plant = build_plant(config, scenario=scenario, clock=clock, on_fatal=on_fatal)
+    plant = build_plant(config, scenario=scenario, clock=clock, on_fatal=on_fatal, local_bus=True)
     runtime = plant.runtime
+    local = plant.local
+    assert local is not None
     sparkplug = build_sparkplug(plant)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await open_plant(app, plant)
+        await local.start()  # the hub's feed, as of the journal's cursor
         notifier = await start_notifier(app, plant)
         if runtime.plant is not None:
             faultstore.restore(faultstore.fault_file(config.server.data_dir), runtime.plant)
@@ -323,6 +338,7 @@ def create_app(
             # uvicorn has already sent close 1012 to every socket; this catches stragglers.
             plant.broadcaster.close_all(1012, "server restart")
             await runtime.stop()
+            await local.stop()
             await stop_notifier(app, plant, notifier)
             await close_plant(plant)
             log.info("stopped: journal and audit closed, drivers disconnected")

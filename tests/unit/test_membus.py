@@ -7,6 +7,7 @@ feed runs on it exactly as on Redis."""
 from __future__ import annotations
 
 import asyncio
+import tomllib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +20,10 @@ from scada.bus.lease import LeaseLost
 from scada.bus.membus import MemoryBus
 from scada.bus.publish import EpochChanged as EpochRefused
 from scada.bus.publish import Fenced
+from scada.bus.ring import AlarmRing
 from scada.core.alarmevent import AlarmEvent
+from scada.core.config import config_from_dict, default_config_text
+from scada.roles.gateway.bussource import BusSource
 from scada.roles.gateway.feed import FeedListener, GatewayFeed
 
 
@@ -290,6 +294,35 @@ def test_the_gateway_feed_on_the_memory_bus_state_ring_frames_and_a_gap() -> Non
         assert lagging.alarm_ids == []  # nothing across the gap
         tasks[0].cancel()
         await asyncio.gather(tasks[0], return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def test_a_resume_older_than_the_ring_is_served_from_the_archive_when_there_is_one() -> None:
+    async def main() -> None:
+        bus = MemoryBus(plain_epoch=True)
+        fence, epoch = await active(bus, "J1")
+        await publish(bus, fence, epoch, range(1, 301))
+        config = config_from_dict(tomllib.loads(default_config_text()))
+        asked: list[tuple[int, int]] = []
+
+        async def archive(cursor: int, upto: int) -> list[dict[str, Any]] | None:
+            asked.append((cursor, upto))
+            return [{"event_id": i} for i in range(cursor + 1, upto + 1)]
+
+        for source, older in (
+            (BusSource(config, bus, archive=archive), [{"event_id": i} for i in range(11, 301)]),
+            (BusSource(config, bus), None),  # a gateway: only what its ring holds
+        ):
+            source.feed.ring = AlarmRing(100)
+            task = asyncio.create_task(source.feed.run())
+            await until(lambda s=source: s.feed.ring.newest == 300)
+            assert await source.alarms.replay(10) == older
+            recent = await source.alarms.replay(250)
+            assert recent is not None and [e["event_id"] for e in recent] == list(range(251, 301))
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert asked == [(10, 300)]
 
     asyncio.run(main())
 

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -89,6 +89,9 @@ class BusAlarms:
     async def replay(self, cursor: int, upto: int | None = None) -> list[dict[str, Any]] | None:
         ring = self.feed.ring
         upto = ring.newest if upto is None else upto
+        archive = self.source.archive
+        if cursor > upto and archive is not None:
+            return None  # the journal's own cursor: one from further on is another journal's
         if cursor > upto:
             # The client read further on another gateway: nothing is missing once this one
             # has read as far (what came since reached it live on this connection).
@@ -96,7 +99,8 @@ class BusAlarms:
             return [] if reached else None
         entries = ring.since(None, cursor)
         if entries is None:
-            return None
+            # Older than the ring: the journal beside the bus has it, if there is one.
+            return None if archive is None else await archive(cursor, upto)
         return [wire(payload) for ev_id, payload in entries if ev_id <= upto]
 
 
@@ -120,14 +124,38 @@ class _Relay(FeedListener):
         self.source.on_status(live, reason)
 
 
-class BusSource:
-    """PlantSource of a gateway (see scada.web.hub.plantsource)."""
+# Events cursor < id <= upto from a journal beside the bus (AlarmService.replay), or None.
+Archive = Callable[[int, int], Awaitable[list[dict[str, Any]] | None]]
 
-    def __init__(self, config: PlantConfig, bus: Bus) -> None:
+
+class BusSource:
+    """PlantSource of a gateway (see scada.web.hub.plantsource), and of the all-in-one server
+    on its in-memory bus (scada.roles.localbus), which passes its own `broadcaster`, an
+    `archive` (a resume older than the ring is served from the journal) and drives `tick`
+    from its plant's tick (`housekeeping=False`)."""
+
+    # Whether clients are told of the bus going stale (data_status, data_live): a gateway's
+    # bus is the only way its plant data come; the all-in-one's plant is its own.
+    tells_liveness = True
+    # An alarm frame's timestamp: when the entry was read (a gateway), or the event's own
+    # time (the all-in-one: a tick's events are stamped with the tick, like its frame).
+    stamps_with_event_time = False
+
+    def __init__(
+        self,
+        config: PlantConfig,
+        bus: Bus,
+        *,
+        broadcaster: Broadcaster | None = None,
+        archive: Archive | None = None,
+        housekeeping: bool = True,
+    ) -> None:
         cluster = config.cluster
         srv = config.server
-        self.config = config
-        self.broadcaster = Broadcaster.from_settings(srv)
+        self._config = config
+        self.broadcaster = broadcaster or Broadcaster.from_settings(srv)
+        self.archive = archive
+        self.housekeeping = housekeeping
         self.line_ids = [line.id for line in config.lines]
         self.feed = GatewayFeed(
             bus,
@@ -150,12 +178,16 @@ class BusSource:
 
     # -- PlantSource -----------------------------------------------------------------------
 
+    @property
+    def config(self) -> PlantConfig:
+        return self._config
+
     def line_samples(self, line_ids: list[str] | None = None) -> list[dict[str, Any]]:
         ids = self.line_ids if line_ids is None else line_ids
         return [self._samples[i] for i in ids if i in self._samples]
 
     def data_live(self) -> bool:
-        return self.live
+        return self.live or not self.tells_liveness
 
     def on_tick(self, listener: Callable[[], None]) -> None:
         self._tick_listeners.append(listener)
@@ -166,10 +198,9 @@ class BusSource:
         self.screens = screens
 
     async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._follow_bus(), name="bus-feed"),
-            asyncio.create_task(self._housekeeping(), name="gateway-tick"),
-        ]
+        self._tasks = [asyncio.create_task(self._follow_bus(), name="bus-feed")]
+        if self.housekeeping:
+            self._tasks.append(asyncio.create_task(self._housekeeping(), name="gateway-tick"))
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -238,7 +269,11 @@ class BusSource:
         self._read("reading again")
         self.alarms.changed()
         events = [wire(payload) for _, payload in entries]
-        self.broadcaster.publish_alarms(events, iso_ms(time.time()))
+        if not self.stamps_with_event_time:
+            self.broadcaster.publish_alarms(events, iso_ms(time.time()))
+            return
+        for event in events:
+            self.broadcaster.publish_alarms([event], event["at"])
 
     def on_frame(self, payload: bytes) -> None:
         self._read("reading again")
@@ -277,6 +312,8 @@ class BusSource:
         now = time.time()
         since = now if live else now - (time.monotonic() - self.last_read)
         self.live, self.reason, self.since = live, reason, since
+        if not self.tells_liveness:
+            return
         clients = len(self.broadcaster.clients)
         if live:
             log.info("clients' data live: %s (%d clients told)", detail, clients)

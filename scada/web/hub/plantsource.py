@@ -1,7 +1,8 @@
 """What the hub needs from the plant: the seam between `/ws` and where the data comes from.
 
-The all-in-one server (and an active ingest node) feed the hub from their `Runtime`
-(`RuntimeSource` below); a gateway feeds it from the Redis bus (`scada.roles.gateway.bussource`). The
+A gateway feeds it from the bus (`scada.roles.gateway.bussource`: Redis), and so does the
+all-in-one server, from its in-memory bus (`scada.roles.localbus`); an ingest node feeds its own
+hub straight from its `Runtime` (`RuntimeSource` below). The
 hub itself never imports the runtime, the alarm engine or the drivers, so a gateway process
 does not load them (tests/unit/test_gateway_layers.py).
 """
@@ -82,7 +83,7 @@ class CommandPort(Protocol):
 
 
 class RuntimeSource:
-    """The hub's plant source in the all-in-one server: its own runtime."""
+    """The hub's plant source of an ingest node: its own runtime."""
 
     def __init__(self, runtime: Runtime, broadcaster: Broadcaster) -> None:
         self.runtime = runtime
