@@ -37,13 +37,13 @@ from typing import Any, Literal, cast
 from asyncua import Server, ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.permission_rules import User, UserRole
-from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
-from asyncua.server.internal_server import InternalServer
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from drivers.opcua_trust import der_fingerprint, fingerprint, load_cert
 from scada.core.config import PlantConfig, TagConfig, resolve_data_path
 from scada.core.fixedrate import FixedRate
+from simulators import asyncua_adapter as internals
+from simulators.asyncua_adapter import InternalServer, QuietBinaryServer
 from simulators.plant import COL, SIM_TAGS
 from simulators.scenario import ScheduledFault, load_scenario
 from simulators.simulation import SimulatedPlant
@@ -145,34 +145,6 @@ class _Users:
         return User(role=UserRole.User, name=username)
 
 
-class _Protocol(OPCUAProtocol):
-    """A connection that stays silent (reads nothing) while the simulator is frozen."""
-
-    simulator: OpcUaSimulator
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        if self.simulator.frozen and self.transport is not None:
-            self.transport.pause_reading()
-
-
-class _BinaryServer(BinaryServer):
-    def __init__(self, simulator: OpcUaSimulator, *args: Any) -> None:
-        super().__init__(*args)
-        self.simulator = simulator
-
-    def _make_protocol(self) -> OPCUAProtocol:
-        protocol = _Protocol(
-            iserver=self.iserver,
-            policies=self._policies,
-            clients=self.clients,
-            closing_tasks=self.closing_tasks,
-            limits=self.limits,
-        )
-        protocol.simulator = self.simulator
-        return protocol
-
-
 class OpcUaSimulator:
     """An asyncua server exposing a SimulatedPlant; `start()` / `stop()` can be repeated.
 
@@ -218,7 +190,7 @@ class OpcUaSimulator:
         self.server_certificate: Path | None = None
         self._nodes: list[tuple[int, int, ua.NodeId, ua.VariantType]] = []  # row, col, id, type
         self._task: asyncio.Task[None] | None = None
-        self._bserver: _BinaryServer | None = None
+        self._bserver: QuietBinaryServer | None = None
 
     # -- public ----------------------------------------------------------------------------
 
@@ -238,6 +210,7 @@ class OpcUaSimulator:
         if self.server is not None:
             return
         server = Server(user_manager=_Users(self.users, self.allow_anonymous))  # type: ignore[arg-type]
+        internals.require_asyncua(server)
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("scada-stream plant simulator")
@@ -292,19 +265,18 @@ class OpcUaSimulator:
         """Subscriptions alive on the server (all sessions)."""
         if self.server is None:
             return 0
-        return len(self.server.iserver.subscription_service.subscriptions)
+        return internals.subscription_count(self.server)
 
     def monitored_item_count(self) -> int:
         """Monitored items alive on the server, summed over every subscription."""
         if self.server is None:
             return 0
-        subs = self.server.iserver.subscription_service.subscriptions.values()
-        return sum(len(s.monitored_item_srv._monitored_items) for s in subs)
+        return internals.monitored_item_count(self.server)
 
     def session_count(self) -> int:
         if self.server is None:
             return 0
-        return len(self.server.iserver._external_sessions)
+        return internals.session_count(self.server)
 
     # -- address space ---------------------------------------------------------------------
 
@@ -419,12 +391,7 @@ class OpcUaSimulator:
 
     def _set_frozen(self, server: Server, frozen: bool) -> None:
         self.frozen = frozen
-        for transport in list(server.iserver.asyncio_transports):
-            with contextlib.suppress(Exception):
-                if frozen:
-                    transport.pause_reading()
-                else:
-                    transport.resume_reading()
+        internals.set_reading(server, not frozen)
         log.info("OPC UA simulator %s", "stopped answering" if frozen else "answers again")
 
     async def _drop(self, server: Server) -> None:
@@ -437,24 +404,17 @@ class OpcUaSimulator:
 
     @staticmethod
     async def _close_sessions(server: Server) -> None:
-        # asyncua keeps a session with subscriptions alive after its connection is lost (so a
-        # client may reactivate it); a dropped or restarted device forgets them at once.
-        for session in list(server.iserver._external_sessions.values()):
-            with contextlib.suppress(Exception):
-                await session.close_session(True)
+        # A dropped or restarted device forgets its sessions and subscriptions at once.
+        await internals.close_sessions(server)
 
     async def _listen(self, server: Server) -> None:
-        # Server.start() without its BinaryServer, so new connections use our protocol class
-        # (which can stay silent while frozen).
+        # Server.start() with a listener of our own, whose connections stay silent while
+        # frozen and which `connection_drop` can close and reopen.
         if self.server is None:
-            await server._setup_server_nodes()
-            await server.iserver.start()
-        bserver = _BinaryServer(self, server.iserver, self.host, self.port, server.limits)
-        bserver.set_policies(server._policies)
-        await bserver.start()
+            await internals.start_internals(server)
+        bserver = await internals.listen(server, self.host, self.port, lambda: self.frozen)
         self.port = bserver.port
         self._bserver = bserver
-        server.bserver = bserver
 
 
 async def serve_opcua(
