@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from pymodbus.constants import ExcCodes
-from pymodbus.datastore import ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
 from drivers.modbus_codec import WIDTH, DataType, Order, encode_value, to_raw
@@ -32,6 +31,7 @@ from scada.core.config import PlantConfig
 from scada.core.errors import ScadaError
 from scada.core.fixedrate import FixedRate
 from simulators.plant import COL, FAULT, RUNNING, STARTING, STOPPED, ZONES
+from simulators.pymodbus_adapter import DirectContext, bound_port, tcp_server
 from simulators.scenario import ScheduledFault, load_scenario
 from simulators.simulation import SimulatedPlant
 
@@ -195,13 +195,12 @@ def encode_unit(
     return _UnitData(inp, hold, bits, coils)
 
 
-class _PlantContext(ModbusServerContext):
+class _PlantContext(DirectContext):
     """pymodbus datastore answering from the simulator's current register blocks."""
 
-    def __init__(self, sim: ModbusSimulator) -> None:  # no super(): its store is not used
+    def __init__(self, sim: ModbusSimulator) -> None:
+        super().__init__()
         self.sim = sim
-        self.old_simulator = True  # tells pymodbus to call our async_getValues directly
-        self.simdevices = []
 
     async def async_getValues(
         self, device_id: int, func_code: int, address: int, count: int = 1
@@ -294,16 +293,12 @@ class ModbusSimulator:
         await self.stop()
 
     async def _listen(self) -> None:
-        server = ModbusTcpServer(
-            self._context, address=(self.host, self.port), trace_packet=self._trace_packet
-        )
+        server = tcp_server(self._context, self.host, self.port, self._trace_packet)
         try:
             await server.serve_forever(background=True)
         except RuntimeError as err:  # pymodbus: "Could not start listen"
             raise ScadaError(f"modbus simulator: cannot listen on {self.host}:{self.port}") from err
-        sockets = getattr(server.transport, "sockets", None) or []
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        self.port = bound_port(server)
         self._server = server
 
     async def _shutdown(self) -> None:
