@@ -5,8 +5,9 @@
   `@admin`/`@dangerous` (no FLUSHALL, CONFIG, KEYS, ACL, SHUTDOWN).
 - a gateway (one user per gateway, named after its node): reads the alarm and frame streams,
   the alarm state, the epoch and the public auth rows, reads its own reply stream only, and
-  may append to the commands stream (write-only: it cannot read the other gateways'
-  commands). No scripts, no other writes: it cannot publish frames or alarm events, take the
+  may append to its own command stream `<p>:commands:<node>` only (write-only: it cannot read
+  its or the other gateways' commands, nor write theirs, so the stream a command came on names
+  its gateway). No scripts, no other writes: it cannot publish frames or alarm events, take the
   lease, or read the sealed password hashes (`<p>:auth:secrets`) and command keys
   (`<p>:auth:keys`), or write the audit stream.
 - `tools` (the CLI: `scada cluster`'s first-login hint, operators' inspections): reads the
@@ -47,7 +48,7 @@ GATEWAY_READS = (
 )
 GATEWAY_COMMANDS = (
     "xread", "xrange", "xrevrange", "xlen", "get", "mget", "hget", "hgetall", "exists",
-    "xadd",  # only the commands stream is writable for a gateway (%W~ below)
+    "xadd",  # only its own command stream is writable for a gateway (%W~ below)
 )  # fmt: skip
 TOOLS_READS = ("alarms", "frames", "alarm_state", "epoch", "lease", "auth:seed")
 TOOLS_COMMANDS = ("xread", "xrange", "xrevrange", "xlen", "xinfo|stream", "get", "mget", "hgetall")
@@ -93,7 +94,7 @@ def rules(role: AclRole, prefix: str, node: str = "") -> str:
     if role == "gateway":
         reads = [f"%R~{prefix}:{suffix}" for suffix in GATEWAY_READS]
         reads.append(f"%R~{prefix}:replies:{node}")
-        keys = " ".join([*reads, f"%W~{prefix}:commands"])
+        keys = " ".join([*reads, f"%W~{prefix}:commands:{node}"])
         return f"{base} {keys} " + _allow(GATEWAY_COMMANDS)
     if role == "tools":
         keys = " ".join(f"%R~{prefix}:{suffix}" for suffix in TOOLS_READS)

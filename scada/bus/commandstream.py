@@ -1,17 +1,21 @@
 """Operator commands (ack, shelve, unshelve) from gateways to the active ingest node.
 
-A gateway appends a command to the `commands` stream with a request id (the client's, or a
-fresh one) and its own name for the reply; the active ingest node reads the stream in the
-consumer group `ingest`, applies the command (journal commit, with the request id in the
-ledger, see `ledger`), publishes the reply on the gateway's `replies:<node>` stream and only
-then acknowledges the entry (XACK). An entry whose consumer died before acknowledging stays
-pending and is claimed by the next active node after `claim_idle` s (XAUTOCLAIM); the ledger
-turns that second delivery, and any retry with the same request id, into the stored answer.
+A gateway appends a command to its own stream `commands:<node>` (its ACL user may write no
+other: the stream names the gateway, whatever the entry says) with a request id (the
+client's, or a fresh one); the active ingest node finds the gateways' streams (SCAN, every
+`rescan_every` s), reads them in the consumer group `ingest`, applies the command (journal
+commit, with the request id in the ledger, see `ledger`), publishes the reply on that
+gateway's `replies:<node>` stream and only then acknowledges the entry (XACK). An entry
+whose consumer died before acknowledging stays pending and is claimed by the next active node
+after `claim_idle` s (XAUTOCLAIM); the ledger turns that second delivery, and any retry with
+the same request id, into the stored answer. An entry that is no command is acknowledged and
+dropped (logged), so it cannot hold up the ones behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -28,6 +32,8 @@ from scada.bus.keys import BusKeys, text
 from scada.bus.lease import Lease
 from scada.bus.publish import FencedPublisher
 
+log = logging.getLogger(__name__)
+
 GROUP = "ingest"
 
 
@@ -36,8 +42,9 @@ class Command:
     request_id: str
     kind: str
     body: dict[str, Any]
-    reply_to: str
+    reply_to: str  # the gateway: on Redis the one whose stream it came on
     entry: str  # its stream entry id (what XACK needs)
+    stream: str = ""  # the stream it came on (Redis; "" on a MemoryBus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +54,19 @@ class Reply:
     duplicate: bool  # answered from the ledger: the command had been applied before
 
 
-def _command(entry: str, fields: dict[bytes, bytes]) -> Command:
-    return Command(
-        request_id=fields[b"r"].decode(),
-        kind=fields[b"k"].decode(),
-        body=dict(orjson.loads(fields[b"b"])),
-        reply_to=fields[b"g"].decode(),
-        entry=entry,
-    )
+def _command(keys: BusKeys, stream: str, entry: str, fields: dict[bytes, bytes]) -> Command | None:
+    """The entry as a command; None if it is not one (no request id, kind or JSON body)."""
+    try:
+        return Command(
+            request_id=fields[b"r"].decode(),
+            kind=fields[b"k"].decode(),
+            body=dict(orjson.loads(fields[b"b"])),
+            reply_to=keys.command_node(stream),  # not the `g` the entry claims
+            entry=entry,
+            stream=stream,
+        )
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 class CommandSender:
@@ -78,7 +90,8 @@ class CommandSender:
             "b": orjson.dumps(body),
             "g": self.node,
         }
-        await self.redis.xadd(self.keys.commands, fields, maxlen=self.maxlen, approximate=True)
+        stream = self.keys.commands(self.node)
+        await self.redis.xadd(stream, fields, maxlen=self.maxlen, approximate=True)
         return request_id
 
     async def request(
@@ -137,6 +150,7 @@ class CommandConsumer:
         claim_idle: float = 5.0,
         reply_maxlen: int = 1_000,
         ledger_maxlen: int = 10_000,
+        rescan_every: float = 1.0,
     ) -> None:
         """`apply(command)` journals the command's effect and its request id in one commit
         and returns the result; `lookup(request_id)` returns the stored result of an applied
@@ -147,35 +161,96 @@ class CommandConsumer:
         self.apply = apply
         self.lookup = lookup
         self.claim_idle = claim_idle
+        self.rescan_every = rescan_every
+        self.streams: set[str] = set()  # the gateways' command streams found so far
+        self._scanned_at: float | None = None
         self.reply_maxlen = reply_maxlen
         self.ledger_maxlen = ledger_maxlen
         self.publisher = FencedPublisher(redis, keys)
         self.applied = 0
         self.duplicates = 0
+        self.malformed = 0
 
     async def ensure_group(self) -> None:
-        """Create the consumer group (from the stream's start) unless it exists."""
-        try:
-            await self.redis.xgroup_create(self.keys.commands, GROUP, id="0", mkstream=True)
-        except ResponseError as err:
-            if "BUSYGROUP" not in str(err):
+        """Find every gateway's command stream and create the consumer group (from the
+        stream's start) on each that lacks it."""
+        self.streams = set()
+        await self._discover()
+
+    async def _discover(self) -> None:
+        """Take in the command streams that appeared since the last look (a gateway's first
+        command makes its stream)."""
+        found: set[str] = set()
+        async for key in self.redis.scan_iter(
+            match=self.keys.commands_pattern, count=1000, _type="STREAM"
+        ):
+            found.add(text(key))
+        for stream in sorted(found - self.streams):
+            try:
+                await self.redis.xgroup_create(stream, GROUP, id="0")
+            except ResponseError as err:
+                if "BUSYGROUP" in str(err):
+                    continue
+                if "requires the key to exist" in str(err):  # gone since the scan
+                    found.discard(stream)
+                    continue
                 raise
+        self.streams |= found
+        self._scanned_at = asyncio.get_running_loop().time()
 
     async def fetch(self, count: int = 100, block: float = 1.0) -> list[Command]:
         """Commands to handle: first those a dead consumer left unacknowledged, then new ones."""
+        try:
+            return await self._fetch(count, block)
+        except ResponseError as err:
+            if "NOGROUP" not in str(err):
+                raise
+            # A stream lost with its group (Redis restarted empty) and made again by its
+            # gateway: look again, make the groups again.
+            self.streams, self._scanned_at = set(), None
+            return []
+
+    async def _fetch(self, count: int, block: float) -> list[Command]:
+        now = asyncio.get_running_loop().time()
+        if self._scanned_at is None or now - self._scanned_at >= self.rescan_every:
+            await self._discover()
         consumer = self.lease.node
-        claimed: Any = await self.redis.xautoclaim(
-            self.keys.commands, GROUP, consumer, int(self.claim_idle * 1000), count=count
-        )
-        # [next start id, [(id, fields)], deleted ids]; fields None: trimmed meanwhile.
-        commands = [_command(text(entry), fields) for entry, fields in claimed[1] if fields]
+        commands: list[Command] = []
+        for stream in sorted(self.streams):
+            claimed: Any = await self.redis.xautoclaim(
+                stream, GROUP, consumer, int(self.claim_idle * 1000), count=count
+            )
+            # [next start id, [(id, fields)], deleted ids]; fields None: trimmed meanwhile.
+            entries = [(text(entry), fields) for entry, fields in claimed[1] if fields]
+            commands += await self._commands(stream, entries)
         if commands:
             return commands
+        if not self.streams:  # no gateway has sent anything yet
+            await asyncio.sleep(min(block, self.rescan_every))
+            return []
         answer = await self.redis.xreadgroup(
-            GROUP, consumer, {self.keys.commands: ">"}, count=count, block=int(block * 1000)
+            GROUP,
+            consumer,
+            dict.fromkeys(sorted(self.streams), ">"),
+            count=count,
+            block=int(block * 1000),
         )
-        for _, entries in stream_entries(answer):
-            commands += [_command(entry, fields) for entry, fields in entries]
+        for stream, entries in stream_entries(answer):
+            commands += await self._commands(stream, entries)
+        return commands
+
+    async def _commands(self, stream: str, entries: list[tuple[str, Any]]) -> list[Command]:
+        """The entries that are commands; any other is acknowledged and dropped (logged): an
+        entry nobody can apply must not stop the commands behind it."""
+        commands = []
+        for entry, fields in entries:
+            command = _command(self.keys, stream, entry, fields)
+            if command is None:
+                self.malformed += 1
+                log.warning("%s %s: not a command, dropped", stream, entry)
+                await self.redis.xack(stream, GROUP, entry)
+            else:
+                commands.append(command)
         return commands
 
     async def handle(self, command: Command) -> Reply:
@@ -201,7 +276,7 @@ class CommandConsumer:
         await self.publisher.publish(
             self.keys.replies(command.reply_to), fence, [("*", payload)], maxlen=self.reply_maxlen
         )
-        await self.redis.xack(self.keys.commands, GROUP, command.entry)
+        await self.redis.xack(command.stream, GROUP, command.entry)
         return reply
 
     async def run(self) -> None:

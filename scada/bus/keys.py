@@ -31,9 +31,19 @@ class BusKeys:
         """Hash: alarm name → its newest event, and `_cursor` → the id that state stands at."""
         return f"{self.prefix}:alarm_state"
 
+    def commands(self, node: str) -> str:
+        """Gateway `node`'s command stream: only its own ACL user may append to it, so the
+        stream a command came on says which gateway sent it (scada.bus.acl)."""
+        return f"{self.prefix}:commands:{node}"
+
     @property
-    def commands(self) -> str:
-        return f"{self.prefix}:commands"
+    def commands_pattern(self) -> str:
+        """Every gateway's command stream (SCAN MATCH); node names hold no glob characters."""
+        return f"{self.prefix}:commands:*"
+
+    def command_node(self, stream: str) -> str:
+        """The gateway whose command stream `stream` is."""
+        return stream[len(f"{self.prefix}:commands:") :]
 
     @property
     def ledger(self) -> str:

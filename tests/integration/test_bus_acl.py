@@ -21,6 +21,7 @@ from redis.exceptions import AuthenticationError, ConnectionError, NoPermissionE
 from scada.auth.first_admin import PASSWORD_FILE, read_password_file
 from scada.auth.store import AuthStore
 from scada.bus.acl import GATEWAY_READS
+from scada.bus.commandstream import CommandSender
 from scada.bus.keys import BusKeys
 from scada.bus.reader import AlarmEntries, BusReader
 from tests.conftest import eventually
@@ -107,10 +108,14 @@ def test_a_gateway_reads_no_password_hash_and_cannot_publish_or_take_the_lease(
             assert f"{PREFIX}:auth:users".encode() in read
             assert hashed.encode() not in everything and b"$argon2" not in everything
             assert f"{PREFIX}:auth:secrets".encode() not in read
-            assert KEYS.lease.encode() not in read and KEYS.commands.encode() not in read
-            # It appends commands; it cannot publish frames or alarm events, nor the lease.
-            assert gateway.xadd(KEYS.commands, {"k": "probe"})
-            for stream in (KEYS.frames, KEYS.alarms, KEYS.replies("gateway-2")):
+            own = KEYS.commands(cluster.gateways[0].node)
+            assert KEYS.lease.encode() not in read and own.encode() not in read
+            # It appends to its own command stream (a probe that is no command: the active
+            # node drops it and goes on); it cannot publish frames or alarm events, write
+            # another gateway's commands or replies, nor touch the lease.
+            assert gateway.xadd(own, {"k": "probe"})
+            others = (KEYS.commands("gateway-2"), f"{PREFIX}:commands", KEYS.replies("gateway-2"))
+            for stream in (KEYS.frames, KEYS.alarms, *others):
                 with pytest.raises(NoPermissionError):
                     gateway.xadd(stream, {"e": b"forged"})
             with pytest.raises(NoPermissionError):
@@ -123,8 +128,20 @@ def test_a_gateway_reads_no_password_hash_and_cannot_publish_or_take_the_lease(
                 gateway.hset(f"{PREFIX}:auth:users", "mallory", b"{}")
             with pytest.raises(NoPermissionError):
                 gateway.flushall()
-        # The active node still holds the lease it had.
+        # The active node still holds the lease it had, and still answers commands.
         assert cluster.active() is active and active.cluster_state()["token"] == 1
+        eventually(lambda: "not a command, dropped" in active.log())
+
+        async def report() -> Any:
+            sender = CommandSender(connect(gateway_url), KEYS, cluster.gateways[0].node)
+            claim = {"user": "-", "role": "-", "address": "192.0.2.77", "action": "ws_connect",
+                     "target": "/ws", "result": "forbidden"}  # fmt: skip
+            try:
+                return await sender.request("audit", {"record": claim}, timeout=20)
+            finally:
+                await sender.redis.aclose()
+
+        assert asyncio.run(report()).result == {"ok": True}
 
         tools = cluster.redis.url_for("tools", prefix=PREFIX)
         with Redis.from_url(tools, socket_timeout=5) as cli:

@@ -102,7 +102,7 @@ def test_a_retried_command_is_applied_once(redis_server: RedisServer, tmp_path: 
 
         assert journal.acks() == 1
         assert (consumer.applied, consumer.duplicates) == (2, 1)
-        assert (await redis.xpending(KEYS.commands, GROUP))["pending"] == 0
+        assert (await redis.xpending(KEYS.commands("gateway-b"), GROUP))["pending"] == 0
         task.cancel()
         await gateway.redis.aclose()
         await redis.aclose()
@@ -128,7 +128,7 @@ def test_a_command_left_unacknowledged_by_a_dead_consumer_is_not_applied_twice(
             fetched = await old.fetch(block=0.2)
         await journal.apply(fetched[0])  # committed; the node dies before reply and XACK
         await old_lease.release()
-        assert (await redis.xpending(KEYS.commands, GROUP))["pending"] == 1
+        assert (await redis.xpending(KEYS.commands("gateway-b"), GROUP))["pending"] == 1
 
         new_lease = Lease(redis, KEYS, "ingest-b")
         assert await new_lease.try_acquire()
@@ -138,7 +138,7 @@ def test_a_command_left_unacknowledged_by_a_dead_consumer_is_not_applied_twice(
         assert reply.result == {"ok": True} and reply.duplicate
         assert journal.acks() == 1
         assert (new.applied, new.duplicates) == (0, 1)
-        assert (await redis.xpending(KEYS.commands, GROUP))["pending"] == 0
+        assert (await redis.xpending(KEYS.commands("gateway-b"), GROUP))["pending"] == 0
         task.cancel()
         await gateway.redis.aclose()
         await redis.aclose()

@@ -9,7 +9,8 @@ cannot read a command key anywhere; every command it makes up is refused by the 
 and audited with the reason and the gateway's name: for the admin (whose session never came
 through it) unsigned or with a guessed MAC, another user's session under the admin's name, a
 user with no session, a command signed too long ago, a replayed request id, a session ended by
-logout. Audit records it sends are written as its claims; it cannot write the audit stream.
+logout. Audit records it sends are written as its claims, under its own name even when the
+entry names another gateway; it cannot write the audit stream.
 """
 
 from __future__ import annotations
@@ -197,6 +198,11 @@ def test_a_user_acks_through_the_gateway_and_the_gateway_cannot_forge_anyone(
             claim = {"user": "admin", "role": "admin", "address": "192.0.2.9",
                      "action": "ws_connect", "target": "/ws", "result": "forbidden"}  # fmt: skip
             answers["claim"] = await sender.request("audit", {"record": claim}, timeout=20)
+            # Under another gateway's name: its stream says who it is, whatever `g` says.
+            lying: dict[Any, Any] = {"r": "lying", "k": "audit", "g": "gateway-2",
+                     "b": orjson.dumps({"record": {**claim, "address": "192.0.2.8"}})}  # fmt: skip
+            await sender.redis.xadd(KEYS.commands(gateway.node), lying)
+            answers["lying"] = await asyncio.wait_for(sender.reply("lying"), scaled(20))
         finally:
             await sender.redis.aclose()
         return answers
@@ -223,6 +229,9 @@ def test_a_user_acks_through_the_gateway_and_the_gateway_cannot_forge_anyone(
     (claim,) = [r for r in records if r.address == "192.0.2.9"]
     assert (claim.user, claim.result) == ("admin", "forbidden")
     assert claim.detail == f"reported by {gateway.node}"
+    assert answers["lying"].result == {"ok": True}  # answered on its own reply stream
+    (lie,) = [r for r in records if r.address == "192.0.2.8"]
+    assert lie.detail == f"reported by {gateway.node}"
 
     # 3. op1 logs out: the key the gateway learned from op1's cookie signs nothing any more.
     r = httpx.post(f"{active.http}/api/logout", cookies={"scada_session": op1}, timeout=30)

@@ -314,7 +314,7 @@ def test_commands_reach_the_ingest_node_once_and_its_answer_comes_back(
             await ws.send(json.dumps({"type": "unshelve", "id": 3, "data": {"alarm": "a"}}))
 
             async def resent() -> bool:
-                entries: Any = await redis.xrange(KEYS.commands, min="-", max="+")
+                entries: Any = await redis.xrange(KEYS.commands(patient.node), min="-", max="+")
                 ids = [f[b"r"] for _, f in entries if f[b"k"] == b"unshelve"]
                 return len(ids) >= 2 and len(set(ids)) == 1
 

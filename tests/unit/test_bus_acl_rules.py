@@ -12,14 +12,13 @@ from scada.tools.cluster.credentials import previous_password, write_private
 GATEWAY = BusUser("gateway-1", "gateway", "p@ss/word:with%odd_chars", "gateway-1")
 
 
-def test_a_gateway_reads_its_own_replies_only_and_writes_only_commands() -> None:
+def test_a_gateway_reads_its_own_replies_only_and_writes_only_its_own_commands() -> None:
     text = rules("gateway", "plant", "gateway-1")
     assert "%R~plant:replies:gateway-1" in text and "replies:*" not in text
-    assert "%W~plant:commands" in text
     writable = [t for t in text.split() if t.startswith(("~", "%W~", "%RW~"))]
-    assert writable == ["%W~plant:commands"]
+    assert writable == ["%W~plant:commands:gateway-1"]
     assert "+eval" not in text and "+evalsha" not in text and "@scripting" not in text
-    assert "auth:secrets" not in text and "plant:lease" not in text
+    assert "auth:secrets" not in text and "auth:keys" not in text and "plant:lease" not in text
 
 
 def test_ingest_has_the_prefix_and_no_admin_commands() -> None:
