@@ -51,7 +51,8 @@ class LeaseWatch:
     def __init__(self, nodes: dict[str, int]) -> None:
         self.nodes = nodes
         self.samples: list[tuple[float, str, str, int | None]] = []
-        self.changes: list[dict[str, Any]] = []
+        self.initial: dict[str, dict[str, Any]] = {}  # each node's state at the first poll
+        self.changes: list[dict[str, Any]] = []  # every change after it
         self.unanswered: dict[str, int] = dict.fromkeys(nodes, 0)
         self.polls = 0
         self._stop = threading.Event()
@@ -74,11 +75,13 @@ class LeaseWatch:
                     state, token = self._state(client, name, port)
                     now = time.monotonic()
                     self.samples.append((now, name, state, token))
-                    if last.get(name) != (state, token):
+                    if name not in last:
+                        self.initial[name] = {"state": state, "token": token}
+                    elif last[name] != (state, token):
                         self.changes.append(
                             {"at": now, "node": name, "state": state, "token": token}
                         )
-                        last[name] = (state, token)
+                    last[name] = (state, token)
                 self._stop.wait(POLL_S)
 
     def _state(self, client: httpx.Client, name: str, port: int) -> tuple[str, int | None]:
@@ -112,6 +115,7 @@ def lease_figures(
     lost = len(active) != 1 or bool(left) or any(log_lines.values())
     return {
         "holders": [{"node": n, "token": t} for n, t in active],
+        "initial": watch.initial,
         "changes": changes,
         "unanswered_polls": dict(watch.unanswered),
         "polls": watch.polls,
@@ -179,6 +183,8 @@ def run(
     from scada.tools.bench.readers import measure
 
     port = free_port()
+    # A new cluster each run: a reused one's Redis (AOF) and journals went on past the copy.
+    shutil.rmtree(work / "cluster", ignore_errors=True)
     cluster = LocalCluster(work / "cluster", port=port, tls=False)
     try:
         cluster.prepare()
@@ -207,7 +213,9 @@ def run(
 
 def render_lease(lease: dict[str, Any]) -> list[str]:
     holders = ", ".join(f"{h['node']} (token {h['token']})" for h in lease["holders"]) or "none"
+    first = ", ".join(f"{n} {s['state']}" for n, s in lease["initial"].items())
     out = [
+        f"ingest nodes at the first poll: {first}",
         f"lease holders seen in {lease['polls']} polls of /ready: {holders}; "
         f"polls unanswered within {POLL_TIMEOUT_S:g} s: {lease['unanswered_polls']}",
     ]
