@@ -7,7 +7,14 @@ import urllib.parse
 
 import pytest
 
-from scada.tools.bench.readersload import gap_figures, gaps, plan, route_figures, status_totals
+from scada.tools.bench.readersload import (
+    gap_figures,
+    gaps,
+    plan,
+    route_figures,
+    status_totals,
+    ticks_missing,
+)
 from scada.tools.cli import build_parser
 
 
@@ -61,8 +68,10 @@ def test_gaps_count_a_stall_across_the_window_edges() -> None:
 
 def test_gap_figures() -> None:
     frames = [i / 10 for i in range(11)] + [1.7, 1.8]
-    fig = gap_figures(frames, 0.0, 1.8)
+    ticks = [1000.0 + t for t in frames[:11]] + [1001.2, 1001.8]  # 1001.1 never sent
+    fig = gap_figures(frames, 0.0, 1.8, ticks)
     assert fig["frames"] == 13
+    assert fig["ticks_missing"] == 1 + 5  # 1001.1, and 1001.3 .. 1001.7
     assert fig["gap_ms_max"] == pytest.approx(700.0)
     assert fig["gaps_over_target"] == 1  # the 0.5 s target
 
@@ -83,3 +92,9 @@ def test_route_figures_and_status_totals() -> None:
         "anonymous": {"403": 1, "429": 1},
         "token": {"200": 2},
     }
+
+
+def test_ticks_missing_counts_ticks_no_frame_stood_for() -> None:
+    assert ticks_missing([10.0, 10.1, 10.2, 10.3]) == 0
+    assert ticks_missing([10.0, 10.1, 10.5, 10.6]) == 3
+    assert ticks_missing([10.0, 10.1, 10.1, float("nan"), 10.2]) == 0  # repeats, a bad stamp

@@ -150,10 +150,10 @@ def measure(
         )
         time.sleep(0.5)  # the frame after the window
         watched = watcher.finish()
-    arrivals = watched["arrivals"]
+    arrivals, ticks = watched["arrivals"], watched["ticks"]
     return {
-        "baseline": gap_figures(arrivals, base_start, base_end),
-        "load": gap_figures(arrivals, load_start, load_end),
+        "baseline": gap_figures(arrivals, base_start, base_end, ticks),
+        "load": gap_figures(arrivals, load_start, load_end, ticks),
         "watcher_error": watched["error"],
         "reads": route_figures(results),
         "status": status_totals(results),
@@ -219,6 +219,7 @@ def render(doc: dict[str, Any]) -> str:
     rows = [
         ("seconds", "seconds"),
         ("production_data frames", "frames"),
+        ("ticks without a frame", "ticks_missing"),
         ("largest gap (ms)", "gap_ms_max"),
         ("p99 gap (ms)", "gap_ms_p99"),
         (f"gaps over {doc['gap_target_ms']:g} ms", "gaps_over_target"),

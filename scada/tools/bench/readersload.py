@@ -23,6 +23,7 @@ from typing import Any
 GAP_TARGET_MS = 500.0  # issue #20: the largest production_data gap under heavy readers
 BACKOFF_429_S = 0.05  # a hammering client, not a polite one: it tries again almost at once
 REQUEST_TIMEOUT_S = 120.0
+TICK_S = 0.1  # the plant's tick ([server] batch_interval_ms of the built-in plant)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,10 @@ def watch(url: str, stop: Any, out: Any, ready: Any) -> None:
     (a multiprocessing Event) is set; then the list goes to `out` (a Queue)."""
     from websockets.sync.client import connect
 
+    from scada.tools.bench.load import frame_stamp, stamp_epoch
+
     arrivals: list[float] = []
+    ticks: list[float] = []  # each frame's tick time (its envelope timestamp), epoch s
     closed: str | None = None
     try:
         with connect(url, max_size=None, open_timeout=30) as ws:
@@ -72,10 +76,12 @@ def watch(url: str, stop: Any, out: Any, ready: Any) -> None:
                 data = raw if isinstance(raw, bytes) else raw.encode()
                 if b'"production_data"' in data[:200]:
                     arrivals.append(time.monotonic())
+                    stamp = frame_stamp(data)
+                    ticks.append(stamp_epoch(stamp) if stamp else float("nan"))
     except Exception as err:  # reported with the figures, not lost in a child's traceback
         closed = repr(err)
     ready.set()
-    out.put({"arrivals": arrivals, "error": closed})
+    out.put({"arrivals": arrivals, "ticks": ticks, "error": closed})
 
 
 # ---------------------------------------------------------------- the reader processes
@@ -165,11 +171,22 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def gap_figures(arrivals: Sequence[float], start: float, end: float) -> dict[str, Any]:
+def ticks_missing(ticks: Sequence[float], tick_s: float = TICK_S) -> int:
+    """Ticks a client never got a frame of, from the frames' tick times (a stall that the
+    server makes up by sending only the newest frame shows here, not as a longer gap)."""
+    known = sorted({round(t / tick_s) for t in ticks if t == t})  # t == t: not NaN
+    return sum(max(0, b - a - 1) for a, b in itertools.pairwise(known))
+
+
+def gap_figures(
+    arrivals: Sequence[float], start: float, end: float, ticks: Sequence[float] = ()
+) -> dict[str, Any]:
     g = gaps(arrivals, start, end)
+    mine = [k for t, k in zip(arrivals, ticks, strict=False) if start <= t <= end]
     return {
         "seconds": round(end - start, 1),
         "frames": sum(1 for t in arrivals if start <= t <= end),
+        "ticks_missing": ticks_missing(mine),
         "gap_ms_max": round(max(g, default=0.0), 1),
         "gap_ms_p99": round(percentile(g, 0.99), 1),
         "gaps_over_target": sum(1 for x in g if x > GAP_TARGET_MS),
