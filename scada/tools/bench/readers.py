@@ -186,7 +186,7 @@ def run(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         if args.cluster:
             from scada.tools.bench import readerscluster
 
-            doc = readerscluster.run(args, work, data, config, progress)
+            doc = readerscluster.run(args, work, data, config, progress, measure)
         else:
             config_path = work / "plant.toml"
             config_path.write_text(text)

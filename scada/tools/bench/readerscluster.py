@@ -30,11 +30,13 @@ import httpx
 
 from scada.core.config import PlantConfig
 from scada.tools.bench.readersdata import build_audit, create_tokens, history_tags
-from scada.tools.bench.readersload import plan
+from scada.tools.bench.readersload import Read, plan
 from scada.tools.bench.servers import free_port
 from scada.tools.cluster.local import LocalCluster
 
 Progress = Callable[[str], None] | None
+# readers.measure(ws_url, http, reads, tokens, args, progress)
+Measure = Callable[[str, str, list[Read], list[str], argparse.Namespace, Progress], dict[str, Any]]
 POLL_S = 0.25
 POLL_TIMEOUT_S = 1.0
 # An ingest node's log lines that mean its lease changed hands (scada.bus.lease, roles.ingest).
@@ -178,10 +180,15 @@ def wait_tokens(base: str, tokens: list[str], timeout: float = 60.0) -> None:
 
 
 def run(
-    args: argparse.Namespace, work: Path, data: Path, config: PlantConfig, progress: Progress
+    args: argparse.Namespace,
+    work: Path,
+    data: Path,
+    config: PlantConfig,
+    progress: Progress,
+    measure: Measure,
 ) -> dict[str, Any]:
-    from scada.tools.bench.readers import measure
-
+    """The readers against a new local cluster through its nginx; `measure` is
+    scada.tools.bench.readers.measure (passed in: that module imports this one)."""
     port = free_port()
     # A new cluster each run: a reused one's Redis (AOF) and journals went on past the copy.
     shutil.rmtree(work / "cluster", ignore_errors=True)
