@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import logging
 import math
 import sqlite3
@@ -200,13 +201,29 @@ class Historian:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def history(
-        self, specs: list[SeriesSpec], from_ms: int, to_ms: int, points: int
+        self,
+        specs: list[SeriesSpec],
+        from_ms: int,
+        to_ms: int,
+        points: int,
+        *,
+        codes: bool = False,
     ) -> dict[str, Any]:
-        return await self.run(self.history_sync, specs, from_ms, to_ms, points)
+        return await self.run(
+            functools.partial(self.history_sync, codes=codes), specs, from_ms, to_ms, points
+        )
 
     def history_sync(
-        self, specs: list[SeriesSpec], from_ms: int, to_ms: int, points: int
+        self,
+        specs: list[SeriesSpec],
+        from_ms: int,
+        to_ms: int,
+        points: int,
+        *,
+        codes: bool = False,
     ) -> dict[str, Any]:
+        """The /api/history answer; `codes`: each quality as `query.quality_codes` (compact,
+        for a worker process to label and encode), else as labels."""
         now_ms = round(self.clock() * 1000)
         p = query.plan(
             from_ms,
@@ -227,9 +244,9 @@ class Historian:
             }
             if p.bucket_ms is None:
                 s = self.samples(spec, from_ms, to_ms)
-                entry.update(query.samples_entry(s, self.resolution, spec.compressed))
+                entry.update(query.samples_entry(s, self.resolution, spec.compressed, codes=codes))
             else:
-                entry.update(query.buckets_entry(self.buckets(spec, p)))
+                entry.update(query.buckets_entry(self.buckets(spec, p), codes=codes))
             series.append(entry)
         return {
             "from": iso_ms(from_ms / 1000),

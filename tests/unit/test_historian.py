@@ -175,6 +175,34 @@ def test_a_gap_is_a_null_entry_and_missing_buckets(historian: Historian) -> None
     assert doc["series"][0]["quality"][5:60] == ["missing"] * 55
 
 
+def test_quality_codes_encode_to_the_bytes_of_the_labelled_answer(historian: Historian) -> None:
+    """/api/history asks for quality codes (int8: the doc it pickles to its encoding worker
+    holds no string per row) and labels them in the worker: the same CSV and JSON bytes, for
+    raw samples with a gap and for buckets with missing ones."""
+    from scada.web.history import encode_history
+
+    start = BASE
+    values, quality = signals(100, SCHEMA.size)
+    quality[10:20] = 1  # not good: another label than "good" and "missing"
+    feed(historian, start, values[:50], quality[:50])
+    feed(historian, start + 60_000, values[50:], quality[50:])
+    historian.clock = lambda: start / 1000 + 3600
+    specs = [historian.spec(r.path) for r in SCHEMA.refs[:3]]
+    assert all(specs)
+    for points in (5000, 65):
+        coded = historian.history_sync(specs, start, start + 65_000, points, codes=True)  # type: ignore[arg-type]
+        for series in coded["series"]:
+            assert series["quality"].dtype == np.int8
+            rows = ("t", "min", "max", "first", "last", "mean", "quality")
+            assert all(isinstance(series[k], np.ndarray) for k in rows)
+        for fmt in ("csv", "json"):
+            plain = historian.history_sync(specs, start, start + 65_000, points)  # type: ignore[arg-type]
+            again = historian.history_sync(specs, start, start + 65_000, points, codes=True)  # type: ignore[arg-type]
+            assert encode_history(again, fmt) == encode_history(plain, fmt)
+        labels = query.labelled(coded)["series"][0]["quality"]
+        assert {"good", "missing"} <= set(labels) and len(set(labels)) >= 3
+
+
 def test_retention_deletes_what_it_should_and_nothing_else(tmp_path: Path) -> None:
     now = 1_800_000_000_000
     writer = Writer(
