@@ -203,10 +203,11 @@ class CommandConsumer:
         try:
             return await self._fetch(count, block)
         except ResponseError as err:
-            if "NOGROUP" not in str(err):
+            # NOGROUP: a stream lost with its group (Redis restarted empty) and made again by
+            # its gateway; UNBLOCKED: one deleted while this read waited on it. Look again,
+            # make the groups again.
+            if not str(err).startswith(("NOGROUP", "UNBLOCKED")):
                 raise
-            # A stream lost with its group (Redis restarted empty) and made again by its
-            # gateway: look again, make the groups again.
             self.streams, self._scanned_at = set(), None
             return []
 

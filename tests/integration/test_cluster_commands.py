@@ -144,3 +144,49 @@ def test_a_command_left_unacknowledged_by_a_dead_consumer_is_not_applied_twice(
         await redis.aclose()
 
     asyncio.run(main())
+
+
+def test_each_gateway_has_its_stream_and_one_lost_with_its_group_is_taken_in_again(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Two gateways' streams are read by one consumer, each answered on its own reply stream
+    (the reply goes by the stream, not by the `g` an entry claims); a stream deleted under
+    the consumer (its group with it, as when Redis loses its data) and made again by its
+    gateway's next command is found and read from its start; an entry that is no command is
+    dropped without stopping the rest."""
+    journal = AckJournal(tmp_path / "journal.db")
+
+    async def main() -> None:
+        redis = connect(redis_server.url)
+        lease = Lease(redis, KEYS, "ingest-a", ttl=3600.0)  # never renewed in the test
+        assert await lease.try_acquire()
+        consumer = consumer_for(lease, journal)
+        task = asyncio.create_task(consumer.run())
+        a = CommandSender(connect(redis_server.url), KEYS, "gateway-a")
+        b = CommandSender(connect(redis_server.url), KEYS, "gateway-b")
+        try:
+            first = await a.request("ack", {**ACK, "alarm": "a1"}, "ra-1", timeout=20)
+            second = await b.request("ack", {**ACK, "alarm": "b1"}, "rb-1", timeout=20)
+            assert first.result == second.result == {"ok": True}
+            assert consumer.streams == {KEYS.commands("gateway-a"), KEYS.commands("gateway-b")}
+            # An entry on a's stream that names b: answered on a's replies.
+            await redis.xadd(
+                KEYS.commands("gateway-a"),
+                {"r": "ra-2", "k": "ack", "g": "gateway-b", "b": b'{"alarm": "a2", "user": "x"}'},
+            )
+            assert (await asyncio.wait_for(a.reply("ra-2"), 20)).result == {"ok": True}
+            # Not a command: dropped, the next one is applied.
+            await redis.xadd(KEYS.commands("gateway-b"), {"k": "probe"})
+            await redis.delete(KEYS.commands("gateway-a"))  # the stream and its group
+            third = await a.request("ack", {**ACK, "alarm": "a3"}, "ra-3", timeout=20)
+            assert third.result == {"ok": True}
+            fourth = await b.request("ack", {**ACK, "alarm": "b4"}, "rb-4", timeout=20)
+            assert fourth.result == {"ok": True}
+            assert journal.acks() == 5 and consumer.malformed == 1
+        finally:
+            task.cancel()
+            await a.redis.aclose()
+            await b.redis.aclose()
+            await redis.aclose()
+
+    asyncio.run(main())
