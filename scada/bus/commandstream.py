@@ -107,6 +107,9 @@ class CommandSender:
 
     async def reply(self, request_id: str) -> Reply:
         while request_id not in self._early:
+            # A blocking read cancelled by `request`'s timeout may swallow the cancellation
+            # (redis-py): without this the wait went on for good once no reply could come.
+            raise_if_cancelled()
             for reply in await self.read_replies():
                 self._early[reply.request_id] = reply
         return self._early.pop(request_id)

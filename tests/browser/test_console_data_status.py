@@ -111,7 +111,8 @@ def test_data_status_not_live_holds_no_live_data_while_frames_arrive(
     frames_after(desk, 5)
     assert_no_live_data(desk)
     desk.evaluate("window.plant.request('resume', {alarm_cursor: window.plant.alarmCursor})")
-    assert desk.evaluate("window.lastSnapshot.data.data_live") is True
+    # The server's snapshot may come after the request's promise settles: wait for it.
+    desk.wait_for_function("window.lastSnapshot.data.data_live === true", timeout=ms(5))
     desk.wait_for_selector('[data-testid="no-data"]', state="hidden", timeout=ms(5))
     wait_live(desk, timeout=ms(5))
 

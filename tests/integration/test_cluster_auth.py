@@ -39,7 +39,7 @@ from scada.bus.keys import BusKeys
 from scada.bus.lease import Lease
 from scada.core.config import load_config
 from scada.core.timefmt import parse_time
-from tests.conftest import eventually_async
+from tests.conftest import eventually_async, scaled
 from tests.integration.cluster_redis import RedisServer, connect, redis_server
 
 KEYS = BusKeys("authtest")
@@ -316,13 +316,14 @@ def test_gateway_audit_records_are_written_once_by_the_ingest(
     async def main() -> None:
         redis = connect(redis_server.url)
         sender = CommandSender(connect(redis_server.url), KEYS, "gw-1")
-        auditor = BusAuditor(SenderChannel(sender, timeout=1.0))
+        auditor = BusAuditor(SenderChannel(sender, timeout=scaled(1.0)))
         record = AuditRecord("op1", "operator", "203.0.113.9", "ack", "17", "requested")
         # No active ingest node answers: the action is refused (fail closed).
         with pytest.raises(AuditUnavailable):
             await auditor.action_record(record)
         lease = Lease(redis, KEYS, "ingest-a")
         assert await lease.try_acquire()
+        holding = asyncio.create_task(lease.run())  # renewed, as an ingest node renews it
         consumer = CommandConsumer(redis, KEYS, lease, apply=apply, lookup=lambda _r: None)
         task = asyncio.create_task(consumer.run())
         await auditor.action_record(record)
@@ -345,7 +346,8 @@ def test_gateway_audit_records_are_written_once_by_the_ingest(
         await apply(again)
         assert len(audit_query(store.path)) == 4
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        holding.cancel()
+        await asyncio.gather(task, holding, return_exceptions=True)
         await sender.redis.aclose()
         await redis.aclose()
 
