@@ -56,23 +56,36 @@ def test_a_full_journal_stops_the_runtime_with_the_real_cause(
     ]
 
 
+class SteppedTime:
+    """A clock that moves only when told: by the work a test says it did, or by a sleep."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+
+
 def test_fixed_rate_keeps_its_grid_and_skips_missed_slots() -> None:
     from scada.core.fixedrate import FixedRate
 
-    async def main() -> tuple[list[float], bool, bool]:
-        loop = asyncio.get_running_loop()
-        rate = FixedRate(0.05, phase=-0.025)
+    async def main() -> None:
+        time = SteppedTime()
+        rate = FixedRate(0.05, phase=-0.025, clock=time.clock, sleep=time.sleep)
         start = rate.deadline
-        slots = []
-        for _ in range(3):
-            await rate.sleep()
-            slots.append(round(rate.deadline - start, 6))
-        await asyncio.sleep(0.2)  # work that overran several slots
-        overran = await rate.sleep()
-        on_time = await rate.sleep()
-        assert rate.deadline <= loop.time() + 0.05
-        return slots, overran, on_time
+        for slot, work in zip((0.05, 0.1, 0.15), (0.01, 0.03, 0.0), strict=True):
+            time.now += work
+            assert not await rate.sleep()
+            # The work's duration never shifts the grid: each wake-up is on a slot.
+            assert round(rate.deadline - start, 9) == round(time.now - start, 9) == slot
+        time.now += 0.2  # work that overran several slots
+        assert await rate.sleep()  # overran: the missed slots are skipped, the next is now
+        assert rate.deadline == time.now
+        time.now += 0.01
+        assert not await rate.sleep()  # on time again, one period after
+        assert round(time.now - start, 9) == round(0.15 + 0.2 + 0.05, 9)
 
-    slots, overran, on_time = asyncio.run(main())
-    assert slots == [0.05, 0.1, 0.15]  # the work's duration never shifts the grid
-    assert overran and not on_time
+    asyncio.run(main())
