@@ -59,11 +59,13 @@ def ms(seconds: float) -> float:
 
 
 def _patient(request: Callable[..., httpx.Response]) -> Callable[..., httpx.Response]:
-    """httpx's one-shot helpers with the suite's deadline (5 s, scaled) unless a test names its
-    own: a server answering slowly on a busy machine is not a failure of what a test checks."""
+    """httpx's one-shot helpers with the suite's deadline (10 s, scaled) unless a test names
+    its own: a server answering slowly on a busy machine is not a failure of what a test
+    checks. (Heavy reads run in worker processes at a lower priority, so the tick wins the
+    CPU: beside two CPU-bound processes a 1,000-event alarm history took over 15 s.)"""
 
     def call(*args: Any, **kwargs: Any) -> httpx.Response:
-        kwargs.setdefault("timeout", scaled(5.0))
+        kwargs.setdefault("timeout", scaled(10.0))
         return request(*args, **kwargs)
 
     return call
