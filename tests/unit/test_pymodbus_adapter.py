@@ -8,10 +8,12 @@ import importlib.metadata
 import types
 
 import pytest
+from pymodbus.exceptions import ParameterException
 from pymodbus.server.base import ModbusBaseServer
 
 from scada.core.config import load_config
 from scada.core.errors import UnsupportedLibrary
+from simulators import pymodbus_adapter
 from simulators.modbus_server import ModbusSimulator
 from simulators.pymodbus_adapter import (
     ADAPTER,
@@ -58,13 +60,14 @@ def test_a_server_that_wraps_the_context_is_named() -> None:
 def test_a_pymodbus_that_refuses_the_context_is_refused_with_its_version(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    original = DirectContext.__init__
+    """pymodbus 3.16 refuses a ModbusServerContext without `old_simulator` (ParameterException
+    "context= contains unknown object."); earlier 3.x (the floor, 3.12) call any as it is. A
+    server class that refuses it, whatever the installed version does, is named."""
 
-    def without_flag(self: DirectContext) -> None:
-        original(self)
-        self.old_simulator = False  # what a pymodbus without the flag sees
+    def refusing(*args: object, **kwargs: object) -> ModbusBaseServer:
+        raise ParameterException("context= contains unknown object.")
 
-    monkeypatch.setattr(DirectContext, "__init__", without_flag)
+    monkeypatch.setattr(pymodbus_adapter, "ModbusTcpServer", refusing)
 
     async def main() -> None:
         with pytest.raises(UnsupportedLibrary) as refused:
