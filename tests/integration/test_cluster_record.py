@@ -136,18 +136,26 @@ def procs() -> Iterator[list[RoleProcess]]:
         proc.stop()
 
 
+def pair(
+    tmp_path: Path, procs: list[RoleProcess], a_url: str, b_url: str
+) -> tuple[RoleProcess, RoleProcess]:
+    """ingest-a active, then ingest-b standing by (both stopped by the `procs` fixture)."""
+    a = ingest(tmp_path, "ingest-a", a_url).start()
+    procs.append(a)
+    eventually(a.is_active, timeout=30)
+    b = ingest(tmp_path, "ingest-b", b_url).start()
+    procs.append(b)
+    eventually(lambda: state(b) == "standby", timeout=30)
+    return a, b
+
+
 def test_a_node_whose_redis_link_hangs_10_s_forks_nothing_and_loses_nothing(
     tmp_path: Path, redis: RedisServer, procs: list[RoleProcess]
 ) -> None:
     proxy = LinkProxy("ingest-a", redis.port)
     proxy.start()
     try:
-        a = ingest(tmp_path, "ingest-a", redis.through(redis.url, proxy.port)).start()
-        procs.append(a)
-        eventually(a.is_active, timeout=30)
-        b = ingest(tmp_path, "ingest-b", redis.url).start()
-        procs.append(b)
-        eventually(lambda: state(b) == "standby", timeout=30)
+        a, b = pair(tmp_path, procs, redis.through(redis.url, proxy.port), redis.url)
         with load(a):
             eventually(lambda: len(rows(b)) >= 30, timeout=60)  # mirrored: the load runs
             proxy.hang()
@@ -189,12 +197,7 @@ def test_a_node_whose_redis_link_hangs_10_s_forks_nothing_and_loses_nothing(
 def test_fencing_tokens_go_up_after_redis_restarted_empty(
     tmp_path: Path, redis: RedisServer, procs: list[RoleProcess]
 ) -> None:
-    a = ingest(tmp_path, "ingest-a", redis.url).start()
-    procs.append(a)
-    eventually(a.is_active, timeout=30)
-    b = ingest(tmp_path, "ingest-b", redis.url).start()
-    procs.append(b)
-    eventually(lambda: state(b) == "standby", timeout=30)
+    a, b = pair(tmp_path, procs, redis.url, redis.url)
     first = int(a.cluster_state()["token"])
     eventually(lambda: token_high(b) >= first, timeout=30)  # B saw A's token, and kept it
 
@@ -223,12 +226,7 @@ def test_fencing_tokens_go_up_after_redis_restarted_empty(
 def test_a_kill_during_activation_loses_nothing(
     tmp_path: Path, redis: RedisServer, procs: list[RoleProcess]
 ) -> None:
-    a = ingest(tmp_path, "ingest-a", redis.url).start()
-    procs.append(a)
-    eventually(a.is_active, timeout=30)
-    b = ingest(tmp_path, "ingest-b", redis.url).start()
-    procs.append(b)
-    eventually(lambda: state(b) == "standby", timeout=30)
+    a, b = pair(tmp_path, procs, redis.url, redis.url)
     with load(a):
         eventually(lambda: len(rows(b)) >= 30, timeout=60)
         a.kill()
