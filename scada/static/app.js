@@ -272,6 +272,12 @@ function connect() {
     renderAll();
   });
   conn.on("alarm_flood", (f) => { alarms.flood = f.data; alarms.renderBanner(); });
+  // The resume after a reconnect was not served (ws.js asks again while the server is busy,
+  // within a bound): the list shows the current state, but events missed meanwhile are not in
+  // it; the alarm history has them.
+  conn.on("resume_failed", (f) => {
+    showNotice(`Alarm events missed while disconnected could not be replayed: ${f.data.reason}. The alarm list shows the current state; the History tab has what happened meanwhile.`);
+  });
   conn.start();
 }
 

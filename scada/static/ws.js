@@ -5,12 +5,21 @@
 // snapshot, `recovered: false`), and the connection keeps what the server says about the
 // plant data behind it (`data_status`, `snapshot.data_live`): a socket can be alive while the
 // data behind it are not.
+//
+// A resume is a heavy read: a busy server refuses it `too_many_requests` (docs/protocol.md).
+// The connection then asks again after a growing wait (RESUME_RETRY: 1 s doubling to 8 s, 6
+// asks in about 23 s), from the same cursor and epoch; a connection that closes before its
+// resume was served leaves that cursor to the next one. Past the bound, or refused for any
+// other reason, it gives up and emits `resume_failed` (the console shows a notice): the
+// connection's snapshot still shows the current alarm state, only the events missed while
+// away were not replayed.
 
 export const BACKOFF = { initialMs: 1000, factor: 1.3, maxMs: 10000, jitter: 0.2 };
+export const RESUME_RETRY = { tries: 6, initialMs: 1000, factor: 2, maxMs: 8000, jitter: 0.2 };
 
-export function backoffDelay(attempt) {
-  const base = Math.min(BACKOFF.initialMs * Math.pow(BACKOFF.factor, attempt), BACKOFF.maxMs);
-  const spread = base * BACKOFF.jitter;
+export function backoffDelay(attempt, policy = BACKOFF) {
+  const base = Math.min(policy.initialMs * Math.pow(policy.factor, attempt), policy.maxMs);
+  const spread = base * policy.jitter;
   return Math.round(base - spread + Math.random() * 2 * spread);
 }
 
@@ -33,6 +42,9 @@ export class PlantConnection {
     this.timer = null;
     this.framesReceived = 0;
     this.gaps = 0;
+    this.resumeRetry = { ...RESUME_RETRY };
+    this.unreplayed = null; // {alarm_cursor, epoch?}: a resume not served yet
+    this.resumeTimer = null;
   }
 
   on(type, handler) {
@@ -57,6 +69,7 @@ export class PlantConnection {
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.resumeTimer);
     if (this.ws) this.ws.close(1000, "bye");
     this.setState("disconnected");
   }
@@ -115,12 +128,14 @@ export class PlantConnection {
       this.attempt = 0;
       this.setState("connected");
       this.firstSnapshot = true;
-      if (wasReconnect && this.alarmCursor !== null) {
-        // Sent before this connection's snapshot is read: cursor and epoch are the old ones.
+      if (wasReconnect && this.alarmCursor !== null && !this.unreplayed) {
+        // Taken before this connection's snapshot is read: cursor and epoch are the old ones.
         const data = { alarm_cursor: this.alarmCursor };
         if (this.epoch !== null) data.epoch = this.epoch; // an old server refuses unknown keys
-        this.send("resume", data);
+        this.unreplayed = data;
       }
+      // A previous connection's resume that was never served is asked for here instead.
+      if (this.unreplayed) this.resume(this.ws, this.unreplayed);
     } else if (frame.type === "snapshot") {
       const d = frame.data || {};
       if (typeof d.alarm_cursor === "number") {
@@ -159,6 +174,34 @@ export class PlantConnection {
     this.emit("*", frame);
   }
 
+  // Ask for the alarm events missed while away; ask again while the server is too busy.
+  async resume(ws, data) {
+    const policy = this.resumeRetry;
+    for (let tries = 1; ; tries++) {
+      let reply;
+      try {
+        reply = await this.request("resume", data, null);
+      } catch (err) {
+        return; // the connection closed: the next one asks with the same cursor
+      }
+      if (this.ws !== ws || this.unreplayed !== data) return;
+      const busy = !reply.ok && reply.error === "too_many_requests";
+      if (reply.ok || !busy || tries >= policy.tries) {
+        this.unreplayed = null;
+        if (!reply.ok) {
+          const why = busy ? `the server stayed busy (asked ${tries} times)` : `${reply.error}: ${reply.message || ""}`;
+          this.emit("resume_failed", { type: "resume_failed", data: { ...data, tries, error: reply.error, reason: why } });
+        }
+        return;
+      }
+      await new Promise((wake) => {
+        clearTimeout(this.resumeTimer);
+        this.resumeTimer = setTimeout(wake, backoffDelay(tries - 1, policy));
+      });
+      if (this.ws !== ws || this.stopped) return;
+    }
+  }
+
   // false while the server says the plant data behind this socket are not live.
   dataLive() {
     return !this.dataStatus;
@@ -188,6 +231,7 @@ export class PlantConnection {
     return true;
   }
 
+  // timeoutMs null: wait for the reply for as long as the connection lasts.
   request(type, data, timeoutMs = 5000) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
@@ -196,6 +240,7 @@ export class PlantConnection {
         return;
       }
       this.pending.set(id, { resolve, reject });
+      if (timeoutMs === null) return;
       setTimeout(() => {
         if (this.pending.delete(id)) reject(new Error("no reply"));
       }, timeoutMs);
