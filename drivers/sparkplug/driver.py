@@ -24,6 +24,7 @@ import numpy as np
 
 from drivers.base import Driver, DriverContext, DriverSettings, Reading, register
 from drivers.sparkplug import spbcodec as sp
+from drivers.sparkplug.aiomqtt_adapter import session
 from drivers.sparkplug.host import HostSession
 from drivers.sparkplug.hostmap import SparkplugSettings, resolve_points
 from drivers.sparkplug.topics import (
@@ -114,8 +115,12 @@ class SparkplugDriver(Driver):
         will = aiomqtt.Will(
             state_topic(host_id), state_payload(False, self._connect_ts), qos=1, retain=True
         )
-        async with aiomqtt.Client(
-            **self.sp.broker.client_kwargs(), identifier=f"{host_id}-{self.device.name}", will=will
+        async with session(
+            aiomqtt.Client(
+                **self.sp.broker.client_kwargs(),
+                identifier=f"{host_id}-{self.device.name}",
+                will=will,
+            )
         ) as client:
             self._client = client
             await client.subscribe(state_topic(host_id), qos=1)

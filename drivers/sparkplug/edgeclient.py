@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import aiomqtt
 
-from drivers.sparkplug.aiomqtt_adapter import publish_now, raw_socket, require_aiomqtt
+from drivers.sparkplug.aiomqtt_adapter import publish_now, raw_socket, require_aiomqtt, session
 from drivers.sparkplug.broker import BrokerSettings
 from drivers.sparkplug.edge import EdgeNode, Outcome, Publish, Write
 from drivers.sparkplug.topics import StateTopic, parse_topic, state_topic
@@ -115,15 +115,26 @@ class EdgeClient:
     # -- the connection --------------------------------------------------------------------
 
     async def _run(self) -> None:
+        said = ""  # the failure logged last: a broker that stays away is one line, not one a retry
         while True:
             while self.offline():
                 await asyncio.sleep(0.1)
             try:
                 await self._session()
-            except aiomqtt.MqttError as err:
-                log.info("%s: connection to %s lost: %s", self.label, self.broker.endpoint, err)
-            except Exception as err:  # e.g. the shared bdSeq counter is unreachable
-                log.warning("%s: session failed: %s", self.label, err)
+            except Exception as err:
+                up = self._client is not None  # the session had started
+                mqtt = isinstance(err, aiomqtt.MqttError)
+                if not mqtt:  # e.g. the shared bdSeq counter is unreachable
+                    what = f"session failed: {err}"
+                elif up:
+                    what = f"connection to {self.broker.endpoint} lost: {err}"
+                else:
+                    what = f"cannot connect to {self.broker.endpoint}: {err}"
+                if up or what != said:
+                    log.log(logging.INFO if mqtt else logging.WARNING, "%s: %s", self.label, what)
+                said = what
+            else:
+                said = ""
             finally:
                 self._client = None
                 self.connected.clear()
@@ -134,10 +145,12 @@ class EdgeClient:
         counted = await self.next_bdseq() if self.next_bdseq is not None else None
         async with self.lock:
             will = self.node.connecting(counted)
-        async with aiomqtt.Client(
-            **self.broker.client_kwargs(),
-            identifier=self.identifier,
-            will=aiomqtt.Will(will.topic, will.payload, qos=will.qos, retain=will.retain),
+        async with session(
+            aiomqtt.Client(
+                **self.broker.client_kwargs(),
+                identifier=self.identifier,
+                will=aiomqtt.Will(will.topic, will.payload, qos=will.qos, retain=will.retain),
+            )
         ) as client:
             # [tck-id-message-flow-edge-node-ncmd-subscribe] [tck-id-message-flow-device-dcmd-subscribe]
             await client.subscribe(self.node.ncmd_topic, qos=1)

@@ -40,7 +40,10 @@ def test_a_client_without_its_paho_client_is_named() -> None:
 
 def test_a_paho_client_without_publish_is_named() -> None:
     stand_in = types.SimpleNamespace(_client=types.SimpleNamespace(socket=lambda: None))
-    assert missing_internals(stand_in) == ["Client._client.publish"]
+    assert missing_internals(stand_in) == [
+        "Client._client.publish",
+        "Client._disconnected (why the connection ended, an asyncio.Future)",
+    ]
 
 
 def test_an_edge_client_refuses_to_start_on_an_aiomqtt_without_it(
