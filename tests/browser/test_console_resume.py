@@ -140,9 +140,13 @@ def outage_with_alarm_events(page: Any, served: Served, fault: dict[str, str]) -
     """Close the page's socket, keep it from reconnecting and raise alarm events meanwhile;
     returns the page's socket URL (to restore) and its alarm cursor before the outage."""
     url = page.evaluate("window.plant.url")
-    cursor = page.evaluate("window.plant.alarmCursor")
+    # At once: a closing socket delivers no more frames, so nothing moves the cursor after it.
+    cursor = page.evaluate(
+        "dead => { const c = window.plant.alarmCursor; window.plant.url = dead;"
+        " window.plant.ws.close(); return c; }",
+        f"ws://127.0.0.1:{free_port()}/ws",
+    )
     assert isinstance(cursor, int)
-    page.evaluate(f"window.plant.url = 'ws://127.0.0.1:{free_port()}/ws'; window.plant.ws.close()")
     page.wait_for_function("window.plant.state === 'reconnecting'", timeout=ms(10))
     r = httpx.post(f"{served.http}/api/simulator/faults", json=fault)
     assert r.status_code == 201, r.text
