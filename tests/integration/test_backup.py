@@ -81,7 +81,15 @@ def test_a_backup_of_a_running_server_restores_to_the_same_alarms_history_and_us
     admin = live.token("admin")
     inject(live, "2", 0.3)  # hi on line 2
     eventually(lambda: any(e["event"] == "raised" for e in alarm_events(live)), timeout=30)
-    range_end_ms = round(time.time() * 1000)
+
+    def enough_history() -> int | None:
+        """Now (ms), once the minute up to now holds more than 20 recorded values to compare
+        (a server that started a moment ago has fewer)."""
+        end = round(time.time() * 1000)
+        means = history(live, end - 60_000, end)["series"][0]["mean"]
+        return end if sum(v is not None for v in means) > 20 else None
+
+    range_end_ms: int = eventually(enough_history, timeout=30, interval=0.5)
     # Every sample up to range_end_ms is committed once a flush came a second after it.
     eventually(lambda: flushed_after(live, range_end_ms + 1000), timeout=30)
     before_backup = alarm_events(live)
