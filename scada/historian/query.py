@@ -223,35 +223,13 @@ def labels(codes: np.ndarray) -> list[str]:
     return list(_LABELS[np.clip(codes, -1, 3) + 1].tolist())
 
 
-def quality_codes(codes: np.ndarray) -> np.ndarray:
-    """Each quality as an int8 index into the labels: a series' quality in one buffer.
-
-    What a route hands to the encoding worker process is pickled in the server, holding the
-    GIL the tick needs; 32 tags x 10,000 rows of label strings took 45-66 ms of it (on an idle
-    box; more under load), these codes well under 1 ms. `labelled` turns them into labels."""
-    out: np.ndarray = (np.clip(codes, -1, 3) + 1).astype(np.int8)
-    return out
-
-
-def labelled(doc: dict[str, Any]) -> dict[str, Any]:
-    """`doc` with every series' quality codes (`quality_codes`) as labels, as clients read it."""
-    for series in doc["series"]:
-        quality = series["quality"]
-        if isinstance(quality, np.ndarray):
-            series["quality"] = list(_LABELS[quality].tolist())
-    return doc
-
-
 def plain(doc: Any) -> Any:
     """The answer as plain Python (lists, floats, None), as a client reads it."""
     return orjson.loads(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
-def samples_entry(
-    s: codec.Samples, resolution_ms: int, compressed: str | None, *, codes: bool = False
-) -> dict[str, Any]:
-    """Raw samples, with a null entry wherever samples are missing (a chart draws a gap);
-    `codes`: quality as `quality_codes`, not labels."""
+def samples_entry(s: codec.Samples, resolution_ms: int, compressed: str | None) -> dict[str, Any]:
+    """Raw samples, with a null entry wherever samples are missing (a chart draws a gap)."""
     q = s.q & codec.QUALITY_MASK
     good = (q == codec.GOOD) & np.isfinite(s.v)
     gap = (s.q & codec.GAP_FLAG) != 0
@@ -270,11 +248,11 @@ def samples_entry(
         "first": values,
         "last": values,
         "mean": values,
-        "quality": quality_codes(quality) if codes else labels(quality),
+        "quality": labels(quality),
     }
 
 
-def buckets_entry(b: Buckets, *, codes: bool = False) -> dict[str, Any]:
+def buckets_entry(b: Buckets) -> dict[str, Any]:
     return {
         "t": b.t,
         "min": tidy(b.vmin),
@@ -282,5 +260,5 @@ def buckets_entry(b: Buckets, *, codes: bool = False) -> dict[str, Any]:
         "first": tidy(b.vfirst),
         "last": tidy(b.vlast),
         "mean": tidy(b.mean),
-        "quality": quality_codes(b.q) if codes else labels(b.q),
+        "quality": labels(b.q),
     }

@@ -1,17 +1,17 @@
-"""The historian as the server uses it: one writer thread, reads in worker threads.
+"""The historian as the server uses it: one writer thread; reads prepared here, run elsewhere.
 
-`record` is what the tick calls. Queries run in `asyncio.to_thread` with a read-only
-connection per worker thread (WAL: readers never block the writer nor each other), and
-add what the writer holds in memory (the open minute), so a chart reaches the last tick.
+`record` is what the tick calls. A read is prepared in the historian's reader threads (tag
+lookup, the plan, a copy of the samples the writer still holds: `job`) and run as a
+`reading.Job` in the heavy-read worker process (scada.web.history), off the GIL the tick
+needs; `history_sync`, `samples` and `buckets` run the same reads in the calling thread on
+a read-only connection per thread (WAL: readers never block the writer nor each other).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
-import functools
 import logging
-import math
 import sqlite3
 import threading
 import time
@@ -26,9 +26,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from scada.core.config import HistorianSettings, PlantConfig, resolve_data_path
 from scada.core.tags import TagSchema
 from scada.core.timefmt import iso_ms
-from scada.historian import codec, compress, db, query
-from scada.historian.db import CHUNK_MS
-from scada.historian.query import Buckets, Plan, Rows, SeriesSpec
+from scada.historian import codec, db, query, reading
+from scada.historian.query import Buckets, Plan, SeriesSpec
 from scada.historian.writer import Retention, Writer, WriterState
 
 log = logging.getLogger(__name__)
@@ -200,104 +199,65 @@ class Historian:
         never queued behind or in front of other work on the default executor)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    async def history(
-        self,
-        specs: list[SeriesSpec],
-        from_ms: int,
-        to_ms: int,
-        points: int,
-        *,
-        codes: bool = False,
-    ) -> dict[str, Any]:
-        return await self.run(
-            functools.partial(self.history_sync, codes=codes), specs, from_ms, to_ms, points
-        )
-
-    def history_sync(
-        self,
-        specs: list[SeriesSpec],
-        from_ms: int,
-        to_ms: int,
-        points: int,
-        *,
-        codes: bool = False,
-    ) -> dict[str, Any]:
-        """The /api/history answer; `codes`: each quality as `query.quality_codes` (compact,
-        for a worker process to label and encode), else as labels."""
-        now_ms = round(self.clock() * 1000)
+    def job(self, specs: list[SeriesSpec], from_ms: int, to_ms: int, points: int) -> reading.Job:
+        """A /api/history read for a worker: the plan and what the writer still holds."""
         p = query.plan(
             from_ms,
             to_ms,
             points,
             self.resolution,
-            now_ms,
+            round(self.clock() * 1000),
             self.settings.raw_days,
             self.settings.rollup_1m_days,
         )
-        series = []
+        return reading.Job(self.path, self.resolution, p, from_ms, to_ms, self.series(specs))
+
+    def prepare(self, tags: list[str], from_ms: int, to_ms: int, points: int) -> reading.Job:
+        """`job` for tag paths; raises UnknownTag for a tag neither configured nor recorded."""
+        specs = []
+        for tag in tags:
+            spec = self.spec(tag)
+            if spec is None:
+                raise UnknownTag(tag)
+            specs.append(spec)
+        return self.job(specs, from_ms, to_ms, points)
+
+    def series(self, specs: list[SeriesSpec]) -> list[reading.Series]:
+        """Each tag with the samples not yet written (one copy under the writer's lock)."""
+        positions = [s.position for s in specs if s.position is not None]
+        if positions:
+            t, v, q = self.writer.snapshot(positions)
+        out = []
+        column = 0
         for spec in specs:
-            entry: dict[str, Any] = {
-                "tag": spec.path,
-                "unit": spec.unit,
-                "setpoint": spec.setpoint,
-                "limits": spec.limits,
-            }
-            if p.bucket_ms is None:
-                s = self.samples(spec, from_ms, to_ms)
-                entry.update(query.samples_entry(s, self.resolution, spec.compressed, codes=codes))
+            if spec.position is None:
+                live = codec.concat([])
             else:
-                entry.update(query.buckets_entry(self.buckets(spec, p), codes=codes))
-            series.append(entry)
-        return {
-            "from": iso_ms(from_ms / 1000),
-            "to": iso_ms(to_ms / 1000),
-            "tier": p.tier,
-            "bucket_ms": p.bucket_ms,
-            "series": series,
-        }
+                live = codec.Samples(t, v[:, column].copy(), q[:, column].copy())
+                column += 1
+            out.append(reading.Series(spec, live))
+        return out
+
+    def history_sync(
+        self, specs: list[SeriesSpec], from_ms: int, to_ms: int, points: int
+    ) -> dict[str, Any]:
+        """The /api/history document, read in the calling thread (the server runs the same
+        `reading.answer` in its worker process)."""
+        return reading.answer(self._reader(), self.job(specs, from_ms, to_ms, points))
 
     def samples(self, spec: SeriesSpec, from_ms: int, to_ms: int) -> codec.Samples:
         """Raw samples in [from, to): committed chunks plus what the writer still holds."""
-        live = self._live(spec)
-        edge = int(live.t[0]) if len(live) else to_ms
-        database = self._reader()
-        database.execute("BEGIN")
-        try:
-            stored = query.raw_samples(database, spec.series_id, from_ms, min(to_ms, edge))
-        finally:
-            database.execute("COMMIT")
-        stored = query.clip(stored, from_ms, min(to_ms, edge))
-        return codec.concat([stored, query.clip(live, from_ms, to_ms)])
-
-    def _live(self, spec: SeriesSpec) -> codec.Samples:
-        if spec.position is None:
-            return codec.concat([])
-        t, v, q = self.writer.snapshot([spec.position])
-        return codec.Samples(t, v[:, 0], q[:, 0])
+        return reading.samples(self._reader(), self.series([spec])[0], from_ms, to_ms)
 
     def buckets(self, spec: SeriesSpec, p: Plan, width: float | None = None) -> Buckets:
-        assert p.bucket_ms is not None or width is not None
-        bucket = float(width if width is not None else p.bucket_ms)  # type: ignore[arg-type]
-        end = math.ceil(p.start + bucket * p.count)
-        if p.tier == "raw":
-            s = self.samples(spec, p.start, end)
-            if spec.compressed:
-                s = compress.expand(s, self.resolution, spec.compressed)
-            rows = Rows.from_samples(s)
-            return query.bucketize(rows, p.start, bucket, p.count)
-        live = self._live(spec)
-        edge = int(live.t[0] - live.t[0] % CHUNK_MS) if len(live) else end
-        table = "m1" if p.tier == "1m" else "h1"
-        database = self._reader()
-        database.execute("BEGIN")
-        try:
-            stored = query.rollup_rows(database, table, spec.series_id, p.start, min(end, edge))
-        finally:
-            database.execute("COMMIT")
-        parts = [stored]
-        if len(live):
-            parts.append(Rows.from_samples(query.clip(live, max(p.start, edge), end)))
-        return query.bucketize(Rows.concat(parts), p.start, bucket, p.count)
+        s = self.series([spec])[0]
+        return reading.buckets(self._reader(), s, p, self.resolution, width)
+
+
+class UnknownTag(LookupError):
+    def __init__(self, tag: str) -> None:
+        super().__init__(f"unknown tag {tag!r} (tags are named like line1.diameter)")
+        self.tag = tag
 
 
 def _compression(paths: list[str], settings: HistorianSettings) -> dict[int, tuple[str, float]]:

@@ -7,6 +7,7 @@ import io
 import math
 import sqlite3
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -15,9 +16,11 @@ from starlette.responses import JSONResponse, Response
 
 from scada.core.offload import Offload, run_off
 from scada.core.timefmt import iso_ms
+from scada.historian import reading
+from scada.historian.db import open_reader
 from scada.historian.params import BadParameter, parse_request
-from scada.historian.query import Plan, SeriesSpec, labelled, plain
-from scada.historian.service import Historian
+from scada.historian.query import Plan, plain
+from scada.historian.service import Historian, UnknownTag
 from scada.web.responses import clean_column, int_param
 
 CSV_FIELDS = ("min", "max", "first", "last", "mean")
@@ -45,21 +48,17 @@ async def history(request: Request) -> Response:
         req = parse_request(dict(request.query_params), max_points=historian.settings.max_points)
     except BadParameter as err:
         return _bad(err.parameter, str(err))
-    specs: list[SeriesSpec] = []
     try:
-        for tag in req.tags:
-            spec = await historian.run(historian.spec, tag)
-            if spec is None:
-                return _bad("tags", f"unknown tag {tag!r} (tags are named like line1.diameter)")
-            specs.append(spec)
-        # Quality as codes, not 320,000 label strings: the doc is pickled to the worker in
-        # this process, and pickling those held the GIL the tick needs for 45-66 ms.
-        doc = await historian.history(specs, req.from_ms, req.to_ms, req.points, codes=True)
+        # Prepared in the historian's reader threads (tag lookup, plan, the writer's open
+        # minute: a few hundred rows), then read, bucketed and encoded in the heavy-read
+        # worker process: the query's 200-400 ms of Python for 32 tags x 1 h and the
+        # megabytes of CSV/JSON never hold the GIL the tick needs (docs/security.md).
+        job = await historian.run(historian.prepare, req.tags, req.from_ms, req.to_ms, req.points)
+        body = await run_off(offload_of(request), history_body, job, req.format)
+    except UnknownTag as err:
+        return _bad("tags", str(err))
     except sqlite3.Error as err:
         return _unavailable(err)
-    # 10,000 rows x 32 tags is megabytes of text: encoded in the heavy-read worker process,
-    # never on the event loop that ticks the plant (docs/security.md).
-    body = await run_off(offload_of(request), encode_history, doc, req.format)
     if req.format == "csv":
         return Response(
             body,
@@ -74,10 +73,13 @@ def offload_of(request: Request) -> Offload | None:
     return offload
 
 
+def history_body(job: reading.Job, fmt: str) -> bytes:
+    """The /api/history body, read and encoded (runs in the worker process)."""
+    return encode_history(reading.run(job), fmt)
+
+
 def encode_history(doc: dict[str, Any], fmt: str) -> bytes:
-    """The /api/history body: CSV or JSON bytes (runs in the worker process); quality
-    codes (`Historian.history(codes=True)`) become labels here."""
-    doc = labelled(doc)
+    """A /api/history document as CSV or JSON bytes."""
     if fmt == "csv":
         return to_csv(doc).encode()
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -133,35 +135,53 @@ async def line_history(request: Request, historian: Historian, line_id: str) -> 
     plan = Plan(tier, math.ceil(width), round(t0 * 1000), points)
     refs = historian.schema.refs[historian.schema.line_slices[line_id]]
 
-    def compute() -> bytes:
-        out: dict[str, Any] = {}
-        t: list[int] = []
-        samples = 0
-        for ref in refs:
-            spec = historian.spec(ref.path)
-            assert spec is not None
-            b = historian.buckets(spec, plan, width)
-            t = b.t.tolist()
-            samples = max(samples, b.samples)
-            out[ref.name] = {
-                "min": clean_column(b.vmin, ref.config.decimals),
-                "max": clean_column(b.vmax, ref.config.decimals),
-                "mean": clean_column(b.mean, ref.config.decimals),
-            }
-        doc = {
-            "line": line_id,
-            "from": t0,
-            "to": t1,
-            "seconds": seconds,
-            "points": points,
-            "samples": samples,
-            "t": t,
-            "series": out,
-        }
-        return orjson.dumps(doc)  # in the historian's reader thread, with the query
+    def prepare() -> LineHistoryJob:
+        specs = [historian.spec(ref.path) for ref in refs]
+        assert all(specs)
+        series = historian.series(specs)  # type: ignore[arg-type]
+        read = reading.Job(
+            historian.path, historian.resolution, plan, plan.start, round(t1 * 1000), series
+        )
+        meta = {"line": line_id, "from": t0, "to": t1, "seconds": seconds, "points": points}
+        decimals = [ref.config.decimals for ref in refs]
+        return LineHistoryJob(read, width, [ref.name for ref in refs], decimals, meta)
 
     try:
-        body = await historian.run(compute)
+        job = await historian.run(prepare)
+        body = await run_off(offload_of(request), line_history_body, job)
     except sqlite3.Error as err:
         return _unavailable(err)
     return Response(body, media_type="application/json")
+
+
+@dataclass(frozen=True)
+class LineHistoryJob:
+    """/api/lines/{id}/history for the worker process: the line's tags in `read.series`,
+    bucketed `width` ms apart from the plan's start."""
+
+    read: reading.Job
+    width: float
+    names: list[str]
+    decimals: list[int]
+    meta: dict[str, Any]
+
+
+def line_history_body(job: LineHistoryJob) -> bytes:
+    """The /api/lines/{id}/history body (runs in the worker process)."""
+    database = open_reader(job.read.path)
+    try:
+        out: dict[str, Any] = {}
+        t: list[int] = []
+        samples = 0
+        for s, name, decimals in zip(job.read.series, job.names, job.decimals, strict=True):
+            b = reading.buckets(database, s, job.read.plan, job.read.resolution_ms, job.width)
+            t = b.t.tolist()
+            samples = max(samples, b.samples)
+            out[name] = {
+                "min": clean_column(b.vmin, decimals),
+                "max": clean_column(b.vmax, decimals),
+                "mean": clean_column(b.mean, decimals),
+            }
+    finally:
+        database.close()
+    return orjson.dumps({**job.meta, "samples": samples, "t": t, "series": out})

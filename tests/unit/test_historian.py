@@ -175,32 +175,35 @@ def test_a_gap_is_a_null_entry_and_missing_buckets(historian: Historian) -> None
     assert doc["series"][0]["quality"][5:60] == ["missing"] * 55
 
 
-def test_quality_codes_encode_to_the_bytes_of_the_labelled_answer(historian: Historian) -> None:
-    """/api/history asks for quality codes (int8: the doc it pickles to its encoding worker
-    holds no string per row) and labels them in the worker: the same CSV and JSON bytes, for
-    raw samples with a gap and for buckets with missing ones."""
-    from scada.web.history import encode_history
+def test_a_job_read_in_another_process_is_the_answer_read_here(historian: Historian) -> None:
+    """/api/history reads a pickled `reading.Job` on the worker's own connection: the same
+    CSV and JSON bytes as the read in this thread, for raw samples with a gap and buckets
+    with missing ones, the samples the writer has not written yet included."""
+    import pickle
+
+    from scada.historian import reading
+    from scada.web.history import encode_history, history_body
 
     start = BASE
     values, quality = signals(100, SCHEMA.size)
     quality[10:20] = 1  # not good: another label than "good" and "missing"
     feed(historian, start, values[:50], quality[:50])
-    feed(historian, start + 60_000, values[50:], quality[50:])
+    feed(historian, start + 60_000, values[50:], quality[50:])  # the open minute: in memory
     historian.clock = lambda: start / 1000 + 3600
     specs = [historian.spec(r.path) for r in SCHEMA.refs[:3]]
     assert all(specs)
     for points in (5000, 65):
-        coded = historian.history_sync(specs, start, start + 65_000, points, codes=True)  # type: ignore[arg-type]
-        for series in coded["series"]:
-            assert series["quality"].dtype == np.int8
-            rows = ("t", "min", "max", "first", "last", "mean", "quality")
-            assert all(isinstance(series[k], np.ndarray) for k in rows)
+        job = historian.job(specs, start, start + 65_000, points)  # type: ignore[arg-type]
+        assert all(len(s.live) == 50 for s in job.series)  # only in the writer's memory
+        shipped = pickle.loads(pickle.dumps(job))
+        here = historian.history_sync(specs, start, start + 65_000, points)  # type: ignore[arg-type]
+        assert query.plain(reading.run(shipped)) == query.plain(here)
         for fmt in ("csv", "json"):
-            plain = historian.history_sync(specs, start, start + 65_000, points)  # type: ignore[arg-type]
-            again = historian.history_sync(specs, start, start + 65_000, points, codes=True)  # type: ignore[arg-type]
-            assert encode_history(again, fmt) == encode_history(plain, fmt)
-        labels = query.labelled(coded)["series"][0]["quality"]
+            assert history_body(shipped, fmt) == encode_history(here, fmt)
+        labels = query.plain(here)["series"][0]["quality"]
         assert {"good", "missing"} <= set(labels) and len(set(labels)) >= 3
+        if job.plan.bucket_ms is None:  # raw: up to the newest sample, still in memory
+            assert query.plain(here)["series"][0]["t"][-1] == start + 60_000 + 49 * RES
 
 
 def test_retention_deletes_what_it_should_and_nothing_else(tmp_path: Path) -> None:
