@@ -34,7 +34,7 @@ from scada.plant.tagstore import TagStore
 from simulators.faults import FaultRequest
 from simulators.opcua_server import OpcUaSimulator
 from simulators.plant import COL
-from tests.conftest import eventually_async
+from tests.conftest import eventually_async, scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_URI = "urn:scada-stream:client"
@@ -129,6 +129,11 @@ def secure_server(
 
 
 def make_driver(config: PlantConfig, **settings: Any) -> OpcUaDriver:
+    """The driver of the plant's device with `settings` over its own. The subscription
+    watchdog is a deadline like any other: scaled (500 ms -> 1.5 s by default), since the
+    simulator's thread shares this process's GIL and a busy box starved it for 535 ms once
+    (test_sensor_dropout_is_a_bad_status beside two CPU-bound processes)."""
+    settings.setdefault("watchdog_ms", round(scaled(0.5) * 1000))
     base = config.devices[0]
     device = base.model_copy(update={"settings": {**base.settings, **settings}})
     cfg = config.model_copy(update={"devices": [device]})
