@@ -2,37 +2,24 @@
 refuses the resume as busy (docs/protocol.md: a resume is a heavy read, `too_many_requests`),
 within a bound, and says so when it gives up (scada/static/ws.js, RESUME_RETRY).
 
-The real all-in-one server runs in a thread of this process, so the test can hold the
-heavy-read limiter's slots itself (`app.state.heavy`, on the server's loop): the page's first
-resume is refused, and is served once the slots are free. The outage is the page's socket
-closed while its reconnects go to a port nothing listens on; alarm events happen meanwhile.
+The real all-in-one server runs in a thread of this process (tests/inprocess.py), so the test
+can hold the heavy-read limiter's slots itself (`app.state.heavy`, on the server's loop): the
+page's first resume is refused, and is served once the slots are free. The outage is the page's
+socket closed while its reconnects go to a port nothing listens on; alarm events happen
+meanwhile.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
-import threading
-import tomllib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from functools import partial
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from scada.core.config import config_from_dict, deep_merge, default_config_text
-from scada.core.errors import Refused
-from scada.roles.allinone import create_app
-from scada.server.serve import build_server
-from scada.web.heavy import HeavyReads
 from tests.browser.conftest import new_page, wait_live
-from tests.conftest import OPEN_PLANT, eventually, free_port, ms
-
-T = TypeVar("T")
+from tests.conftest import eventually, free_port, ms
+from tests.inprocess import Served, serve_in_thread
 
 # What the page sent, answered and got, for the test to read (the page's own PlantConnection).
 WATCH = """() => {
@@ -48,84 +35,10 @@ WATCH = """() => {
 }"""
 
 
-@dataclass
-class Served:
-    server: uvicorn.Server
-    http: str
-    data_dir: Path
-    anonymous_slots: int
-    loop: asyncio.AbstractEventLoop | None = None
-    held: list[tuple[str, str]] = field(default_factory=list)
-
-    def on_loop(self, call: Callable[[], T]) -> T:
-        """Run `call` on the server's event loop (where the limiter is used) and return it."""
-        assert self.loop is not None
-
-        async def run() -> T:
-            return call()
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=30)
-
-    @property
-    def heavy(self) -> HeavyReads:
-        heavy: HeavyReads = self.server.config.loaded_app.app.state.heavy
-        return heavy
-
-    def hold_anonymous_slots(self) -> None:
-        """Take every anonymous heavy-read slot (the page is anonymous), as two other anonymous
-        clients' reads would; the page's own reads may hold one for a moment: wait for it."""
-
-        def take() -> bool:
-            key = f"holder-{len(self.held)}|anonymous"
-            try:
-                self.held.append((key, self.on_loop(partial(self.heavy.acquire, key, "", True))))
-            except Refused:
-                return False
-            return len(self.held) == self.anonymous_slots
-
-        eventually(take, timeout=30)
-
-    def free_slots(self) -> None:
-        while self.held:
-            key, who = self.held.pop()
-            self.on_loop(partial(self.heavy.release, key, who))
-
-    def journal_ids(self, after: int, upto: int) -> list[int]:
-        db = sqlite3.connect(f"file:{self.data_dir / 'journal.sqlite'}?mode=ro", uri=True)
-        try:
-            rows = db.execute(
-                "SELECT id FROM events WHERE id > ? AND id <= ? ORDER BY id", (after, upto)
-            ).fetchall()
-        finally:
-            db.close()
-        return [int(r[0]) for r in rows]
-
-    def newest_journal_id(self) -> int:
-        return max(self.journal_ids(0, 2**62) or [0])
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    data = tmp_path_factory.mktemp("resume") / "data"
-    raw = deep_merge(
-        tomllib.loads(default_config_text()), {**OPEN_PLANT, "server": {"data_dir": str(data)}}
-    )
-    config, port = config_from_dict(raw), free_port()
-    server = build_server(config, port=port, log_level="warning", create_app=create_app)
-    slots = config.auth.heavy_reads_per_role["anonymous"]
-    served = Served(server, f"http://127.0.0.1:{port}", data, slots)
-
-    async def serve() -> None:
-        served.loop = asyncio.get_running_loop()
-        await server.serve()
-
-    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
-    thread.start()
-    eventually(lambda: server.started, 30)
-    yield served
-    served.free_slots()
-    server.should_exit = True
-    thread.join(30)
+    with serve_in_thread(tmp_path_factory.mktemp("resume") / "data") as served:
+        yield served
 
 
 def console(browser: Any, served: Served) -> Any:
