@@ -13,6 +13,15 @@ it saw and the epoch that id counts in, so no alarm event is missed across a dro
 connection, and none of another journal is taken for a missed one (a server with another epoch
 answers with a fresh snapshot, `recovered: false`). `data_live` tells whether the server says
 its plant data are live (`data_status` frames, `snapshot.data_live`; True where it says nothing).
+
+A resume is a heavy read: a busy server refuses it `too_many_requests` (docs/protocol.md). The
+client sends it as a request with an id and, while it is refused as busy, asks again from the
+same cursor and epoch after a growing wait (`ResumeRetry`, as the console: 1 s doubling to 8 s,
+6 asks in about 23 s); a connection that drops first leaves that cursor to the next one. Past
+the bound, or refused for another reason, it gives up: one warning line says which events
+could not be replayed and where to read them (`/api/alarms/history`), and `resume_failed` is
+True until a later resume is served. The connection's snapshot still shows the current alarm
+state; only the events missed while away are not replayed.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import logging
 import os
 import random
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
 from typing import Any
@@ -46,6 +56,23 @@ def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
     base = min(INITIAL_DELAY_S * GROWTH**attempt, MAX_DELAY_S)
     r = (rng or random).uniform(-JITTER, JITTER)
     return base * (1 + r)
+
+
+@dataclass(frozen=True)
+class ResumeRetry:
+    """How often a resume refused as busy is asked for (the console's RESUME_RETRY, ws.js):
+    `tries` asks in all on a connection, waiting `initial_s` doubling up to `max_s` between."""
+
+    tries: int = 6
+    initial_s: float = 1.0
+    factor: float = 2.0
+    max_s: float = 8.0
+    jitter: float = 0.2
+
+    def delay(self, refused: int, rng: random.Random | None = None) -> float:
+        """The wait after the `refused`-th refusal (1 for the first)."""
+        base = min(self.initial_s * self.factor ** (refused - 1), self.max_s)
+        return base * (1 + (rng or random).uniform(-self.jitter, self.jitter))
 
 
 class PolicyClose(Exception):
@@ -102,6 +129,7 @@ class PlantClient:
         reconnect: bool = True,
         extra_headers: dict[str, str] | None = None,
         open_timeout: float = 5.0,
+        resume_retry: ResumeRetry | None = None,
     ) -> None:
         self.url = url
         self.token = token or os.environ.get("SCADA_TOKEN")
@@ -114,7 +142,14 @@ class PlantClient:
         self.last_seq = 0
         self.gaps = 0
         self.connects = 0
+        self.resume_retry = resume_retry or ResumeRetry()
+        self.resume_refusals = 0  # asks refused as busy, over the client's life
+        self.resume_failed = False  # the last resume gave up: the missed events were not replayed
         self.state = ConnectionState.DISCONNECTED
+        self._unreplayed: dict[str, Any] | None = None  # a resume not served yet
+        self._resume_id: int | None = None  # its request on this connection, awaiting the reply
+        self._resume_asks = 0  # on this connection
+        self._resume_task: asyncio.Task[None] | None = None  # the wait before asking again
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
         self._pending: dict[Any, asyncio.Future[dict[str, Any]]] = {}
@@ -170,12 +205,18 @@ class PlantClient:
         self.last_seq = 0
         self.connects += 1
         self._first_snapshot = True
+        self._stop_resume()
         self._move(ConnectionState.CONNECTED)
         if self.connects > 1:
             if self._subscription is not None:
                 await self._send("subscribe", self._subscription)
-            if self.alarm_cursor is not None:
-                await self._send("resume", self.resume_data())
+            # Taken before this connection's snapshot is read: the old cursor and epoch. A
+            # previous connection's resume that was never served is asked for instead.
+            if self.alarm_cursor is not None and self._unreplayed is None:
+                self._unreplayed = self.resume_data()
+            if self._unreplayed is not None:
+                self._resume_asks = 0
+                await self._ask_resume()
 
     def resume_data(self) -> dict[str, Any]:
         """What a `resume` sends: the cursor, and its epoch where the server gave one (a server
@@ -192,9 +233,81 @@ class PlantClient:
 
     async def close(self) -> None:
         self._closed = True
+        task = self._stop_resume()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._ws is not None:
             await self._ws.close()
         self._move(ConnectionState.DISCONNECTED)
+
+    # -- resume --------------------------------------------------------------------------
+
+    async def _ask_resume(self) -> None:
+        """Send the unserved resume as a request; `_track` reads its reply."""
+        assert self._unreplayed is not None
+        self._resume_id = next(self._ids)
+        self._resume_asks += 1
+        await self._send("resume", self._unreplayed, self._resume_id)
+
+    async def _ask_resume_after(self, delay: float, ws: ClientConnection) -> None:
+        await asyncio.sleep(delay)
+        if self._ws is not ws or self._closed or self._unreplayed is None:
+            return
+        # A connection that closes meanwhile: recv sees it, the next one asks again.
+        with contextlib.suppress(ConnectionClosed):
+            await self._ask_resume()
+
+    def _stop_resume(self) -> asyncio.Task[None] | None:
+        """Forget this connection's resume request and cancel its wait (the cursor is kept)."""
+        task, self._resume_task, self._resume_id = self._resume_task, None, None
+        if task is not None and not task.done():
+            task.cancel()
+            return task
+        return None
+
+    def _resume_answered(self, reply: dict[str, Any]) -> None:
+        self._resume_id = None
+        data, self._unreplayed = self._unreplayed, None
+        if reply.get("ok") is True or data is None:
+            self.resume_failed = False
+            return
+        error = reply.get("error")
+        policy = self.resume_retry
+        if error == "too_many_requests":
+            self.resume_refusals += 1
+            if self._resume_asks < policy.tries and self._ws is not None:
+                self._unreplayed = data
+                delay = policy.delay(self._resume_asks)
+                log.info(
+                    "resume from alarm event %s refused as busy (ask %d of %d); again in %.1f s",
+                    data["alarm_cursor"],
+                    self._resume_asks,
+                    policy.tries,
+                    delay,
+                )
+                self._resume_task = asyncio.get_running_loop().create_task(
+                    self._ask_resume_after(delay, self._ws)
+                )
+                return
+            why = f"the server stayed busy (asked {self._resume_asks} times)"
+        else:
+            why = f"{error}: {reply.get('message', '')}"
+        self.resume_failed = True
+        log.warning(
+            "alarm events after event %s (epoch %s) missed while disconnected could not be "
+            "replayed: %s; read them from GET %s/api/alarms/history",
+            data["alarm_cursor"],
+            data.get("epoch", "-"),
+            why,
+            self._http_base(),
+        )
+
+    def _http_base(self) -> str:
+        """The server's HTTP address beside the socket's (ws://h:8000/ws -> http://h:8000)."""
+        url = "http" + self.url[2:] if self.url.startswith("ws") else self.url
+        url = url.split("?", 1)[0].rstrip("/")
+        return url.removesuffix("/ws")
 
     def _move(self, to: ConnectionState) -> None:
         if to not in TRANSITIONS[self.state]:
@@ -248,6 +361,7 @@ class PlantClient:
             except ConnectionClosed as err:
                 code = err.rcvd.code if err.rcvd is not None else 1006
                 self._ws = None
+                self._stop_resume()
                 self._move(ConnectionState.DISCONNECTED)
                 for fut in self._pending.values():
                     if not fut.done():
@@ -289,6 +403,9 @@ class PlantClient:
         elif kind == "data_status" and isinstance(data, dict):
             self.data_status = None if data.get("live") is not False else dict(data)
         elif kind == "reply" and isinstance(data, dict):
+            if self._resume_id is not None and data.get("id") == self._resume_id:
+                self._resume_answered(data)
+                return
             future = self._pending.get(data.get("id"))
             if future is not None and not future.done():
                 future.set_result(data)
@@ -314,4 +431,11 @@ async def open_client(url: str, **kwargs: Any) -> AsyncIterator[PlantClient]:
         await client.close()
 
 
-__all__ = ["PlantClient", "PolicyClose", "backoff_delay", "open_client", "websockets"]
+__all__ = [
+    "PlantClient",
+    "PolicyClose",
+    "ResumeRetry",
+    "backoff_delay",
+    "open_client",
+    "websockets",
+]
