@@ -253,11 +253,7 @@ def test_asyncua_logs_nothing_below_warning(
 
 
 def test_sensor_dropout_is_a_bad_status(server: ServerThread, plant_config: PlantConfig) -> None:
-    # The watchdog stretched like every deadline (its own test is the silent subscription's):
-    # this one reads for seconds, and beside two CPU hogs a keep-alive of the simulator, on a
-    # thread of this process, came 535 ms apart and the read raised instead of showing values.
-    watchdog_ms = round(scaled(plant_config.devices[0].settings["watchdog_ms"] / 1000) * 1000)
-    driver = make_driver(plant_config, endpoint=server.sim.endpoint, watchdog_ms=watchdog_ms)
+    driver = make_driver(plant_config, endpoint=server.sim.endpoint)
     schema = TagSchema(plant_config.lines)
     target = schema.index("3", "diameter")
     request = FaultRequest(line="3", kind="sensor_dropout", tag="diameter")
