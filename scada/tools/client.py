@@ -69,6 +69,15 @@ class ResumeRetry:
     max_s: float = 8.0
     jitter: float = 0.2
 
+    def __post_init__(self) -> None:
+        if self.tries < 1:
+            raise ValueError(f"ResumeRetry.tries must be at least 1 (one ask), not {self.tries}")
+        if not 0 <= self.initial_s <= self.max_s or self.factor < 1 or not 0 <= self.jitter < 1:
+            raise ValueError(
+                "ResumeRetry needs 0 <= initial_s <= max_s, factor >= 1 and 0 <= jitter < 1: "
+                f"{self}"
+            )
+
     def delay(self, refused: int, rng: random.Random | None = None) -> float:
         """The wait after the `refused`-th refusal (1 for the first)."""
         base = min(self.initial_s * self.factor ** (refused - 1), self.max_s)

@@ -106,6 +106,9 @@ def test_resume_retry_is_the_consoles_six_asks_1_s_doubling_to_8_s() -> None:
         assert min(delays) >= base * 0.8 and max(delays) <= base * 1.2
         assert max(delays) - min(delays) > base * 0.2  # jitter spreads the asks
     assert sum(ResumeRetry(jitter=0).delay(n) for n in range(1, 6)) == 23.0
+    for bad in ({"tries": 0}, {"initial_s": 9.0}, {"factor": 0.5}, {"jitter": 1.0}):
+        with pytest.raises(ValueError, match="ResumeRetry"):
+            ResumeRetry(**bad)
 
 
 def test_a_resume_refused_as_busy_is_asked_again_and_replays_the_missed_events(
