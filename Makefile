@@ -52,10 +52,12 @@ lint: $(STAMP_TEST)
 typecheck: $(STAMP_TEST)
 	$(BIN)/mypy
 
-# The suite runs on four pytest-xdist workers (whole files per worker): most of a test's time
-# is spent waiting on real servers and processes (the cluster tests start Redis, ingest nodes
-# and gateways), so four workers keep two cores busy: 2 min 51 s against 4 min 11 s on two
-# workers on this 2-core box. JOBS=1 runs it in one process (for a debugger or a profile).
+# The suite runs on four pytest-xdist workers (whole files per worker). On the 2-core box it is
+# CPU-bound (real servers, Redis, nginx, Chromium: vmstat showed 0-8% idle throughout), and four
+# workers keep both cores busy: pytest 243 s idle, against 263 s on three workers and 265 s on
+# six. xdist's own order (files with the most tests first) stays: collection order
+# (--no-loadscope-reorder, browser files first) took 266 s against 216 s in back-to-back clean
+# clones. JOBS=1 runs it in one process (for a debugger or a profile).
 JOBS ?= 4
 PYTEST_JOBS := $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadfile)
 
