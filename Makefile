@@ -55,9 +55,10 @@ typecheck: $(STAMP_TEST)
 # The suite runs on four pytest-xdist workers (whole files per worker). On the 2-core box it is
 # CPU-bound (real servers, Redis, nginx, Chromium: vmstat showed 0-8% idle throughout), and four
 # workers keep both cores busy: pytest 243 s idle, against 263 s on three workers and 265 s on
-# six. xdist's own order (files with the most tests first) stays: collection order
-# (--no-loadscope-reorder, browser files first) took 266 s against 216 s in back-to-back clean
-# clones. JOBS=1 runs it in one process (for a debugger or a profile).
+# six (single runs; runs of the same code on this shared box spread by over a minute). xdist's
+# own order (files with the most tests first) stays: collection order (--no-loadscope-reorder)
+# showed no gain (266 s, against 216 and 288 s without it, clean clones).
+# JOBS=1 runs it in one process (for a debugger or a profile).
 JOBS ?= 4
 PYTEST_JOBS := $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadfile)
 
