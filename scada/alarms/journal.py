@@ -484,6 +484,14 @@ class Journal:
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         return int(row[0]) if row else 0
 
+    def committed_id(self) -> int:
+        """The newest id committed, read on a connection of its own: never waits for a write
+        in progress, as `newest_id` does (a cluster node's append holds the lock while the bus
+        takes its batch, and the bus's publisher may be what asks)."""
+        with self.reader() as db:
+            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return int(row[0]) if row else 0
+
     def max_occurrence_id(self) -> int:
         """Highest occurrence id ever journaled: the durable counter, never lowered."""
         with self._lock:

@@ -6,6 +6,7 @@ Each test runs its own Redis (free loopback port, tmp dir) and a real SQLite ala
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
@@ -125,6 +126,42 @@ def test_outbox_republishes_only_what_is_missing_and_redis_refuses_the_rest(
         await redis.aclose()
 
     asyncio.run(main())
+
+
+def test_a_batch_on_the_bus_before_its_commit_is_not_taken_for_pruned_events(
+    redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gate publishes a batch before the journal commits it, so a flush in that window
+    finds the outbox ahead of the file. It is not a prune: nothing is skipped and no gap is
+    logged. (It was: a takeover under load logged "pruned before they were published" 248
+    times in 90 ms, moving the outbox's cursor 247 ids past the journal.)"""
+    journal = make_journal(tmp_path / "journal.db")
+
+    async def main() -> None:
+        redis, _lease, outbox, _ = await publishing(redis_server.url, journal)
+        commit(journal, 5)
+        assert await outbox.flush() == 5
+        loop = asyncio.get_running_loop()
+        in_window: list[tuple[int, int, int]] = []
+
+        def gate(batch: list[Any]) -> None:  # the node's gate, and a flush before the commit
+            outbox.accept(batch)
+            added = asyncio.run_coroutine_threadsafe(outbox.flush(), loop).result(30)
+            in_window.append((added, outbox.published_through, journal.committed_id()))
+
+        journal.gate = gate
+        await asyncio.to_thread(commit, journal, 3)
+        assert in_window == [(0, 8, 5)]  # published through 8, the file at 5: nothing to do
+        journal.gate = None
+        commit(journal, 2)  # committed without the gate: the flush publishes exactly these
+        assert await outbox.flush() == 2
+        assert outbox.published_through == 10
+        assert await stream_ids(redis) == list(range(1, 11))
+        await redis.aclose()
+
+    with caplog.at_level(logging.ERROR, logger="scada.roles.ingest.alarmoutbox"):
+        asyncio.run(main())
+    assert "pruned" not in caplog.text
 
 
 def test_reader_reports_a_gap_after_trimming_and_never_fills_it(

@@ -54,6 +54,8 @@ class JournalSource(Protocol):
 
     def newest_id(self) -> int: ...
 
+    def committed_id(self) -> int: ...
+
     def restore_events(self, recent: int = ...) -> list[AlarmEvent]: ...
 
 
@@ -268,7 +270,16 @@ class Outbox:
             fence = self.lease.fence()
             events = await asyncio.to_thread(self.journal.since, self.published_through, self.batch)
             if events is None:
-                self._skip_pruned()
+                # Never `newest_id` here: it waits for the journal's lock, which an append
+                # holds while its gate waits for this loop to publish the batch (a takeover
+                # under load hung 4 s in it and the node stepped down).
+                newest = await asyncio.to_thread(self.journal.committed_id)
+                if self.published_through >= newest:
+                    # The gate (`accept`) publishes a batch before the journal commits it:
+                    # until the commit lands the bus is ahead of the file, and nothing the
+                    # file holds is unpublished. Not a prune: there is no gap to leave.
+                    return added
+                self._skip_pruned(newest)
                 continue
             if not events:
                 return added
@@ -282,9 +293,8 @@ class Outbox:
             self.added_total += result.added
             self.already_published_total += result.already_published
 
-    def _skip_pruned(self) -> None:
+    def _skip_pruned(self, newest: int) -> None:
         """The journal pruned events before they were published: leave a gap readers see."""
-        newest = self.journal.newest_id()
         skip_to = max(self.published_through + 1, newest - self.backfill)
         log.error(
             "outbox: events %d..%d were pruned before they were published; readers will see a gap",
