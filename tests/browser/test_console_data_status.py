@@ -172,9 +172,18 @@ def test_a_new_journal_replaces_the_alarm_list_and_forgets_what_was_held_by_id(
     assert page.evaluate("document.querySelector('#ack-dialog').open") is False
     assert page.evaluate("window.consoleState.alarms.selected.size") == 0
     wait_live(page)
-    shown = page.eval_on_selector_all("#alarm-table tbody tr", "rs => rs.map(r => r.dataset.alarm)")
-    held = page.evaluate("window.consoleState.alarms.active().map((a) => a.alarm)")
-    assert sorted(shown) == sorted(held)
+
+    def table_and_state() -> tuple[list[str], list[str]]:
+        shown = page.eval_on_selector_all(
+            "#alarm-table tbody tr", "rs => rs.map(r => r.dataset.alarm)"
+        )
+        held = page.evaluate("window.consoleState.alarms.active().map((a) => a.alarm)")
+        return sorted(shown), sorted(held)
+
+    # The table is drawn on the next frame after the state changes: an alarm arriving just
+    # now is held before it is shown (seen once: [] against one held), so wait for the two.
+    shown, held = eventually(lambda: (pair := table_and_state())[0] == pair[1] and pair)
+    assert shown == held
     # Nothing of the old journal survives: every alarm held came with the new server.
     new = {a["alarm"] for a in resume["alarms"]} | set(page.evaluate("window.later"))
     assert set(held) <= new, (held, new)
