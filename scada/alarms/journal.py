@@ -480,17 +480,14 @@ class Journal:
             return self._newest_id()
 
     def _newest_id(self) -> int:
-        # sqlite_sequence keeps the highest id ever handed out, even if that row was pruned.
-        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        return int(row[0]) if row else 0
+        return _highest_id(self._db)
 
     def committed_id(self) -> int:
         """The newest id committed, read on a connection of its own: never waits for a write
         in progress, as `newest_id` does (a cluster node's append holds the lock while the bus
         takes its batch, and the bus's publisher may be what asks)."""
         with self.reader() as db:
-            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        return int(row[0]) if row else 0
+            return _highest_id(db)
 
     def max_occurrence_id(self) -> int:
         """Highest occurrence id ever journaled: the durable counter, never lowered."""
@@ -505,8 +502,7 @@ class Journal:
         """
         with self.reader() as db:
             pruned = db.execute("SELECT value FROM meta WHERE key = 'pruned_through'").fetchone()
-            newest = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-            if cursor < 0 or cursor > (newest[0] if newest else 0):
+            if cursor < 0 or cursor > _highest_id(db):
                 return None
             if pruned is not None and cursor < pruned[0]:
                 return None
@@ -649,3 +645,9 @@ def query_range(
         (after_id, since, until, limit),
     ).fetchall()
     return [_event(r) for r in rows]
+
+
+def _highest_id(db: sqlite3.Connection) -> int:
+    """The highest event id ever handed out: sqlite_sequence keeps it after that row is pruned."""
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    return int(row[0]) if row else 0
